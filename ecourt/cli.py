@@ -1,0 +1,204 @@
+"""``ecourt``: run the suite, one service, its relay or its consumer; migrate; operate DLQs."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+from servicekit import logs
+from servicekit.config import Settings
+
+log = logging.getLogger("ecourt")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ecourt", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="the embedded suite: every service in one process")
+    run.add_argument("--host", default=os.environ.get("ECOURT_HOST", "127.0.0.1"))
+    run.add_argument("--port", type=int, default=int(os.environ.get("ECOURT_PORT", "8080")))
+    run.add_argument("--data-dir", default=os.environ.get("ECOURT_DATA_DIR", "data"))
+
+    serve = sub.add_parser("serve", help="one service (or the gateway) under gunicorn")
+    serve.add_argument("service")
+    serve.add_argument("--bind", default="0.0.0.0:8000")  # noqa: S104 - containers listen on all
+    serve.add_argument("--workers", type=int, default=2)
+    serve.add_argument("--no-migrate", action="store_true",
+                       help="do not run migrations before serving")
+
+    for name, text in (("relay", "publish a service's outbox to the broker"),
+                       ("consume", "run a service's event consumer")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("service")
+        p.add_argument("--metrics-port", type=int, default=0)
+
+    migrate = sub.add_parser("migrate", help="upgrade databases to the newest migration")
+    migrate.add_argument("service", nargs="?")
+
+    dlq = sub.add_parser("dlq", help="dead-letter queues")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    dlq_list = dlq_sub.add_parser("list", help="list a service's dead letters")
+    dlq_list.add_argument("service")
+    dlq_replay = dlq_sub.add_parser("replay", help="re-deliver dead letters to the service")
+    dlq_replay.add_argument("service")
+    dlq_replay.add_argument("event_id", nargs="?")
+
+    sub.add_parser("openapi", help="write contracts/openapi/<service>.json")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    service = getattr(args, "service", None) or args.command
+    logs.configure(service, os.environ.get("ECOURT_LOG_LEVEL", "INFO"))
+    handler = COMMANDS[args.command]
+    return handler(args) or 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ecourt.embedded import Suite
+
+    suite = Suite(args.data_dir)
+    suite.start_workers()
+    print(f"eCourt suite running on http://{args.host}:{args.port}  (docs: /docs)",
+          flush=True)
+    suite.serve(args.host, args.port)
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from ecourt import registry
+    from servicekit import migrations
+
+    names = [args.service] if args.service else list(registry.SERVICES)
+    for name in names:
+        definition = registry.get(name)
+        migrations.upgrade(definition.migrations, Settings.from_env(name).database_url)
+        log.info("migrated %s", name)
+    return 0
+
+
+def _runtime(name: str):  # type: ignore[no-untyped-def]
+    from ecourt import registry
+    from ecourt.runtime import distributed_verifier, make_runtime
+
+    return make_runtime(registry.get(name), Settings.from_env(name), distributed_verifier(),
+                        migrate=False)
+
+
+def _until_signalled() -> threading.Event:
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def _metrics_server(port: int) -> None:
+    if port:
+        from prometheus_client import start_http_server
+
+        start_http_server(port)
+
+
+def _relay(args: argparse.Namespace) -> int:
+    from servicekit.publishers import make_publisher
+    from servicekit.relay import Relay
+
+    rt = _runtime(args.service)
+    _metrics_server(args.metrics_port)
+    relay = Relay(args.service, rt.db, make_publisher(rt.settings.broker_url,
+                                                      rt.settings.exchange))
+    relay.run(_until_signalled())
+    return 0
+
+
+def _consume(args: argparse.Namespace) -> int:
+    from ecourt import registry
+
+    rt = _runtime(args.service)
+    _metrics_server(args.metrics_port)
+    if not registry.get(args.service).consumes:
+        # Deployments run one consumer per service; one that consumes nothing yet idles
+        # (serving its metrics) instead of crash-looping.
+        log.info("%s consumes no events yet; idling until stopped", args.service)
+        _until_signalled().wait()
+        return 0
+    sub = registry.subscription(args.service, os.environ.get("ECOURT_QUEUE_PREFIX", ""))
+    if args.service == "notifier":
+        from kombu import Connection
+
+        from servicekit.topology import declare
+        from services.notifier.app import provider_for
+        from services.notifier.pika_consumer import PikaSmsConsumer
+
+        with Connection(rt.settings.broker_url, connect_timeout=5) as conn:
+            declare(conn, rt.settings.exchange, [sub])
+        consumer = PikaSmsConsumer(rt.db, provider_for(rt), broker_url=rt.settings.broker_url,
+                                   queue=sub.queue, secret=rt.settings.service_secret,
+                                   max_attempts=rt.settings.max_attempts)
+        consumer.run(_until_signalled())
+        return 0
+    from servicekit.consumer import EventConsumer
+
+    consumer = EventConsumer(args.service, rt.db, registry.get(args.service).handlers(rt),
+                             broker_url=rt.settings.broker_url, exchange=rt.settings.exchange,
+                             subscription=sub, max_attempts=rt.settings.max_attempts,
+                             retry_base=rt.settings.retry_base_seconds)
+    consumer.run(_until_signalled())
+    return 0
+
+
+def _dlq(args: argparse.Namespace) -> int:
+    from ecourt import registry
+    from servicekit import dlq
+
+    settings = Settings.from_env(args.service)
+    sub = registry.subscription(args.service, os.environ.get("ECOURT_QUEUE_PREFIX", ""))
+    if args.dlq_command == "list":
+        letters = dlq.list_dead_letters(settings.broker_url, sub.dlq)
+        for letter in letters:
+            print(f"{letter.event_id}\t{letter.type}\tattempts={letter.attempts}\t"
+                  f"{letter.error}")
+        print(f"{len(letters)} dead letter(s) in {sub.dlq}", file=sys.stderr)
+        return 0
+    replayed = dlq.replay(settings.broker_url, sub.dlq, sub.queue, args.event_id)
+    for event_id in replayed:
+        print(f"replayed {event_id}")
+    if args.event_id and not replayed:
+        print(f"no dead letter {args.event_id} in {sub.dlq}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ecourt-prom-")
+    Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
+    if args.service != "gateway" and not args.no_migrate:
+        _migrate(argparse.Namespace(service=args.service))
+    from ecourt.serving import serve
+
+    serve(args.service, args.bind, args.workers)
+    return 0
+
+
+def _openapi(_args: argparse.Namespace) -> int:
+    from ecourt.contracts import write_openapi
+
+    for path in write_openapi():
+        print(path)
+    return 0
+
+
+COMMANDS = {"run": _run, "migrate": _migrate, "relay": _relay, "consume": _consume,
+            "dlq": _dlq, "serve": _serve, "openapi": _openapi}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""The suite in one process: every service, the gateway, relays and consumers as threads.
+
+The default is the embedded tier (SQLite files under the data folder, kombu's in-memory bus).
+Given PostgreSQL URLs and an AMQP broker URL the very same object runs the real tier — the
+tests use that to drive the whole suite against the real PostgreSQL and RabbitMQ.
+
+kombu's ``memory`` transport works only between threads of one process and keeps nothing on
+disk: the embedded tier is for a first run, demos and tests, not for production.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+
+from flask import Flask
+from kombu import Connection
+
+from ecourt import registry
+from ecourt.runtime import local_verifier, make_runtime
+from gateway.app import create_gateway
+from gateway.ratelimit import MemoryRateLimiter
+from servicekit.config import DEFAULT_EXCHANGE, Settings
+from servicekit.consumer import EventConsumer
+from servicekit.publishers import make_publisher
+from servicekit.relay import Relay
+from servicekit.service import Runtime
+from servicekit.topology import declare
+from services.notifier.app import provider_for
+from services.notifier.pika_consumer import PikaSmsConsumer
+
+log = logging.getLogger(__name__)
+
+
+class Suite:
+    def __init__(self, data_dir: Path | str = "data", *, broker_url: str = "memory://",
+                 exchange: str = DEFAULT_EXCHANGE, queue_prefix: str = "",
+                 database_urls: dict[str, str] | None = None, retry_base: float = 1.0,
+                 max_attempts: int = 5, rate_limit: int = 600, rate_window: float = 60.0,
+                 notifier_with_pika: bool | None = None) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        os.environ["ECOURT_DATA_DIR"] = str(self.data_dir)
+        self.broker_url = broker_url
+        self.exchange = exchange
+        self.queue_prefix = queue_prefix
+        self.notifier_with_pika = (not broker_url.startswith("memory")
+                                   if notifier_with_pika is None else notifier_with_pika)
+        self.verifier = local_verifier()
+        self.apps: dict[str, Flask] = {}
+        self.runtimes: dict[str, Runtime] = {}
+        urls = database_urls or {}
+        for name, definition in registry.SERVICES.items():
+            settings = Settings.from_env(name, broker_url=broker_url, exchange=exchange,
+                                         retry_base_seconds=retry_base,
+                                         max_attempts=max_attempts,
+                                         **({"database_url": urls[name]} if name in urls else {}))
+            rt = make_runtime(definition, settings, self.verifier, self.apps)
+            self.runtimes[name] = rt
+            if definition.build_app is not None:
+                self.apps[name] = definition.build_app(rt)
+        self.gateway = create_gateway(upstreams=dict(self.apps), verifier=self.verifier,
+                                      rate_limiter=MemoryRateLimiter(rate_limit, rate_window))
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.consumers: dict[str, EventConsumer | PikaSmsConsumer] = {}
+        self.relays: dict[str, Relay] = {}
+
+    # -- background work ----------------------------------------------------------------------
+    def declare_topology(self) -> None:
+        with Connection(self.broker_url, connect_timeout=5) as conn:
+            declare(conn, self.exchange, registry.subscriptions(self.queue_prefix))
+
+    def start_workers(self, *, relays: bool = True, consumers: bool = True) -> None:
+        """Start a relay per service and a consumer per consuming service, as threads."""
+        self.declare_topology()
+        for name, rt in self.runtimes.items():
+            if relays:
+                relay = Relay(name, rt.db, make_publisher(self.broker_url, self.exchange),
+                              poll_interval=0.1)
+                self.relays[name] = relay
+                self._spawn(f"relay-{name}", relay.run)
+            if consumers and registry.SERVICES[name].consumes:
+                consumer = self.make_consumer(name)
+                self.consumers[name] = consumer
+                self._spawn(f"consumer-{name}", consumer.run)
+        for consumer in self.consumers.values():
+            consumer.ready.wait(10)
+
+    def make_consumer(self, name: str) -> EventConsumer | PikaSmsConsumer:
+        rt = self.runtimes[name]
+        sub = registry.subscription(name, self.queue_prefix)
+        if name == "notifier" and self.notifier_with_pika:
+            return PikaSmsConsumer(rt.db, provider_for(rt),
+                                   broker_url=self.broker_url, queue=sub.queue,
+                                   secret=rt.settings.service_secret,
+                                   max_attempts=rt.settings.max_attempts)
+        return EventConsumer(name, rt.db, registry.SERVICES[name].handlers(rt),
+                             broker_url=self.broker_url, exchange=self.exchange,
+                             subscription=sub, max_attempts=rt.settings.max_attempts,
+                             retry_base=rt.settings.retry_base_seconds)
+
+    def _spawn(self, name: str, target) -> None:  # type: ignore[no-untyped-def]
+        thread = threading.Thread(target=target, args=(self._stop,), name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        for rt in self.runtimes.values():
+            rt.db.dispose()
+
+    # -- serving ------------------------------------------------------------------------------
+    def serve(self, host: str = "127.0.0.1", port: int = 8080) -> None:
+        from werkzeug.serving import make_server
+
+        server = make_server(host, port, self.gateway, threaded=True)
+        log.info("eCourt suite (embedded) serving on http://%s:%s", host, port)
+        try:
+            server.serve_forever()
+        finally:
+            server.server_close()
+            self.stop()

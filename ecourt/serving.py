@@ -1,0 +1,64 @@
+"""One service (or the gateway) under gunicorn, with prometheus multiprocess metrics."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from servicekit import logs, metrics
+from servicekit.config import Settings
+
+
+def build_wsgi(service: str) -> Any:
+    """The WSGI app of ``service`` in the distributed tier (built in each worker)."""
+    logs.configure(service, os.environ.get("ECOURT_LOG_LEVEL", "INFO"))
+    if service == "gateway":
+        from ecourt import registry
+        from ecourt.runtime import distributed_verifier
+        from gateway.app import create_gateway
+        from gateway.ratelimit import from_env
+
+        upstreams = {name: os.environ.get(f"GATEWAY_UPSTREAM_{name.upper()}",
+                                          f"http://{name}-api:8000")
+                     for name in registry.API_SERVICES}
+        return create_gateway(upstreams=upstreams, verifier=distributed_verifier(),
+                              rate_limiter=from_env())
+    from ecourt import registry
+    from ecourt.runtime import distributed_verifier, make_runtime
+
+    definition = registry.get(service)
+    if definition.build_app is None:
+        raise SystemExit(f"{service} has no HTTP API")
+    verifier = None if service == "identity" else distributed_verifier()
+    rt = make_runtime(definition, Settings.from_env(service), verifier, migrate=False)
+    if service == "identity":
+        from ecourt.runtime import local_verifier
+
+        rt.verifier = local_verifier()
+    return definition.build_app(rt)
+
+
+def _child_exit(_server: Any, worker: Any) -> None:
+    metrics.mark_process_dead(worker.pid)
+
+
+class _Gunicorn(BaseApplication):
+    def __init__(self, service: str, options: dict[str, Any]) -> None:
+        self.service = service
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        return build_wsgi(self.service)
+
+
+def serve(service: str, bind: str, workers: int) -> None:
+    _Gunicorn(service, {"bind": bind, "workers": workers, "child_exit": _child_exit,
+                        "accesslog": None, "timeout": 30, "graceful_timeout": 20,
+                        "keepalive": 5}).run()

@@ -1,0 +1,256 @@
+"""The gateway as a plain WSGI application: request id, routing, token, rate limit, forwarding.
+
+For every request, in this order:
+
+1. keep a valid ``X-Request-ID`` or make one; it goes upstream and comes back on every response;
+2. the gateway's own routes: ``/healthz`` (never rate limited), ``/docs``,
+   ``/docs/openapi/<service>.json``;
+3. ``/api/<service>/<rest>``: unknown service -> 404, ``/internal/...`` -> 404, dot segments
+   -> 400;
+4. the token: on a protected route a valid ``Authorization: Bearer`` token is required; on a
+   public route a token is optional but, if sent, must be valid. Failures are 401 with
+   ``WWW-Authenticate``. The header is forwarded unchanged (services verify again);
+5. the rate limit, keyed by the token's ``sub`` or else the client address. It is counted
+   *before* a 401 is returned, so floods of bad tokens are throttled per address too;
+6. forward; 502 when the service cannot be reached or crashes, 504 when it is too slow; a
+   service's own answer, 5xx included, passes through.
+
+Errors are RFC 9457 problem+json. One JSON access-log line per request on ``gateway.access``
+(method, path without the query string, status, duration, request id, upstream); query strings
+and bodies are never logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from werkzeug.wrappers import Response
+from werkzeug.wsgi import ClosingIterator
+
+from gateway import docs, routing
+from gateway.ratelimit import RateLimiter
+from gateway.upstream import (
+    HttpUpstream,
+    InProcessUpstream,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    WSGIApp,
+    make_session,
+)
+from servicekit import context
+from servicekit.logs import scrub
+from servicekit.problems import Problem, problem_response
+from servicekit.tokens import InvalidToken, TokenVerifier
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("gateway.access")
+
+_OPENAPI_PATH = re.compile(r"/docs/openapi/([^/]+)\.json")
+_SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+_READ_METHODS = ("GET", "HEAD")
+
+Upstream = InProcessUpstream | HttpUpstream
+
+
+class Gateway:
+    """Build with ``create_gateway``."""
+
+    def __init__(self, *, upstreams: dict[str, Upstream], verifier: TokenVerifier,
+                 rate_limiter: RateLimiter, public_routes: routing.PublicRoutes,
+                 trust_forwarded: bool) -> None:
+        self.upstreams = upstreams
+        self.verifier = verifier
+        self.rate_limiter = rate_limiter
+        self.public_routes = public_routes
+        self.trust_forwarded = trust_forwarded
+
+    # -- WSGI entry point ---------------------------------------------------------------------
+
+    def __call__(self, environ: dict[str, Any],
+                 start_response: Callable[..., Any]) -> Iterable[bytes]:
+        started = time.perf_counter()
+        rid = routing.request_id(environ)
+        method = str(environ.get("REQUEST_METHOD", "GET")).upper()
+        path = str(environ.get("PATH_INFO") or "/")
+        seen: dict[str, Any] = {"status": 0, "upstream": None}
+
+        def respond(status: str, headers: list[tuple[str, str]],
+                    exc_info: Any = None) -> Callable[[bytes], Any]:
+            seen["status"] = int(status.split(" ", 1)[0])
+            headers = [(k, v) for k, v in headers if k.lower() != "x-request-id"]
+            headers.append(("X-Request-ID", rid))
+            return start_response(status, headers, exc_info)
+
+        with context.bound(rid):
+            try:
+                body = self._dispatch(environ, respond, rid, method, path, seen)
+            except Problem as problem:
+                body = self._problem(problem, path, rid)(environ, respond)
+            except Exception:
+                log.exception("gateway error on %s %s", method, path)
+                problem = Problem(500, "internal-error", "an unexpected error occurred")
+                body = self._problem(problem, path, rid)(environ, respond)
+
+        def log_access() -> None:
+            with context.bound(rid):
+                access_log.info("%s %s %s", method, scrub(path), seen["status"], extra={
+                    "method": method, "path": scrub(path), "status": seen["status"],
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                    "request_id": rid, "upstream": seen["upstream"]})
+
+        return ClosingIterator(body, [log_access])
+
+    # -- dispatch -----------------------------------------------------------------------------
+
+    def _dispatch(self, environ: dict[str, Any], respond: Callable[..., Any], rid: str,
+                  method: str, path: str, seen: dict[str, Any]) -> Iterable[bytes]:
+        if path == "/healthz":
+            self._read_only(method)
+            return _json({"status": "ok", "service": "gateway"})(environ, respond)
+        if path in ("/docs", "/docs/"):
+            self._read_only(method)
+            self._admit(environ, method, path)
+            html = docs.render_index(self.upstreams, str(environ.get("SCRIPT_NAME", "")))
+            return Response(html, content_type="text/html; charset=utf-8")(environ, respond)
+        match = _OPENAPI_PATH.fullmatch(path)
+        if match:
+            self._read_only(method)
+            upstream = self._upstream(match.group(1))
+            seen["upstream"] = upstream.name
+            self._admit(environ, method, path)
+            try:
+                spec = docs.rebased_openapi(upstream, upstream.name, rid)
+            except docs.OpenApiUnavailable as exc:
+                raise Problem(502, "bad-gateway", str(exc)) from exc
+            except UpstreamTimeout as exc:
+                raise Problem(504, "gateway-timeout", str(exc)) from exc
+            except UpstreamUnavailable as exc:
+                raise Problem(502, "bad-gateway", str(exc)) from exc
+            return _json(spec)(environ, respond)
+
+        try:
+            parts = routing.split_api_path(path)
+        except routing.BadPath as exc:
+            raise Problem(400, "bad-path", "dot segments are not allowed in a path") from exc
+        if parts is None:
+            raise Problem(404, "not-found", "no such route")
+        service, rest = parts
+        upstream = self._upstream(service)
+        if routing.is_internal(rest):
+            raise Problem(404, "not-found", "no such route")
+        seen["upstream"] = upstream.name
+        self._admit(environ, method, path)
+        try:
+            answer = upstream.forward(environ, rest, rid, self.trust_forwarded)
+        except UpstreamTimeout as exc:
+            raise Problem(504, "gateway-timeout", str(exc)) from exc
+        except UpstreamUnavailable as exc:
+            raise Problem(502, "bad-gateway", str(exc)) from exc
+        try:
+            respond(answer.status, answer.headers)
+        except BaseException:
+            answer.close()
+            raise
+        return answer.body
+
+    def _upstream(self, service: str) -> Upstream:
+        upstream = self.upstreams.get(service)
+        if upstream is None:
+            raise Problem(404, "not-found", f"there is no service named {service!r}")
+        return upstream
+
+    @staticmethod
+    def _read_only(method: str) -> None:
+        if method not in _READ_METHODS:
+            raise Problem(405, "method-not-allowed", "only GET and HEAD are allowed here",
+                          headers={"Allow": "GET, HEAD"})
+
+    # -- token and rate limit -----------------------------------------------------------------
+
+    def _admit(self, environ: dict[str, Any], method: str, path: str) -> dict[str, Any] | None:
+        """Authenticate, then count the request; raise the 429 or 401 problem if any."""
+        claims, refusal = self._authenticate(environ, method, path)
+        if claims is not None:
+            key = f"sub:{claims['sub']}"
+        else:
+            key = f"ip:{routing.client_ip(environ, self.trust_forwarded)}"
+        allowed, retry_after = self.rate_limiter.hit(key)
+        if not allowed:
+            seconds = max(1, math.ceil(retry_after))
+            raise Problem(429, "rate-limited", f"too many requests; retry in {seconds} s",
+                          headers={"Retry-After": str(seconds)})
+        if refusal is not None:
+            raise refusal
+        return claims
+
+    def _authenticate(self, environ: dict[str, Any], method: str,
+                      path: str) -> tuple[dict[str, Any] | None, Problem | None]:
+        header = str(environ.get("HTTP_AUTHORIZATION", "")).strip()
+        if not header:
+            if self.public_routes.is_public(method, path):
+                return None, None
+            return None, Problem(401, "authentication-required",
+                                 "a Bearer access token is required",
+                                 headers={"WWW-Authenticate": "Bearer"})
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            return None, Problem(401, "invalid-token", "a Bearer access token is required",
+                                 headers={"WWW-Authenticate": 'Bearer error="invalid_request"'})
+        try:
+            return self.verifier.verify(token), None
+        except InvalidToken as exc:
+            return None, Problem(401, "invalid-token", f"the access token is invalid: {exc}",
+                                 headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+    @staticmethod
+    def _problem(problem: Problem, path: str, rid: str) -> Response:
+        return problem_response(problem, path, rid)
+
+
+def _json(payload: Any) -> Response:
+    return Response(json.dumps(payload, ensure_ascii=False), content_type="application/json")
+
+
+def create_gateway(*, upstreams: dict[str, WSGIApp | str], verifier: TokenVerifier,
+                   rate_limiter: RateLimiter,
+                   public_routes: list[tuple[str, str]] | None = None,
+                   timeout: float = 10.0, connect_timeout: float = 2.0,
+                   trust_forwarded: bool | None = None, pool_maxsize: int = 64) -> Gateway:
+    """The gateway WSGI app.
+
+    ``upstreams`` maps a service name to its WSGI app (embedded) or base URL (distributed).
+    ``public_routes`` (methods, path regex) *replaces* ``routing.DEFAULT_PUBLIC_ROUTES`` when
+    given. ``timeout``/``connect_timeout`` apply to HTTP upstreams. ``trust_forwarded`` defaults
+    to ``GATEWAY_TRUST_FORWARDED=1``.
+    """
+    session = None
+    built: dict[str, Upstream] = {}
+    for name, target in upstreams.items():
+        if not _SERVICE_NAME.fullmatch(name):
+            raise ValueError(f"invalid service name {name!r}")
+        if isinstance(target, str):
+            if not target.startswith(("http://", "https://")):
+                raise ValueError(f"upstream {name!r}: base URL must be http(s)://, got {target!r}")
+            if session is None:
+                session = make_session(pool_maxsize=pool_maxsize,
+                                       pool_connections=max(len(upstreams), 1))
+            built[name] = HttpUpstream(name, target, session, timeout=timeout,
+                                       connect_timeout=connect_timeout)
+        elif callable(target):
+            built[name] = InProcessUpstream(name, target)
+        else:
+            raise TypeError(f"upstream {name!r} must be a WSGI app or a base URL")
+    return Gateway(
+        upstreams=built, verifier=verifier, rate_limiter=rate_limiter,
+        public_routes=routing.PublicRoutes(
+            routing.DEFAULT_PUBLIC_ROUTES if public_routes is None else public_routes),
+        trust_forwarded=routing.trust_forwarded_from_env() if trust_forwarded is None
+        else trust_forwarded,
+    )

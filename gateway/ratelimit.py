@@ -1,0 +1,131 @@
+"""Per-client rate limits: in memory (embedded mode) or in Redis (shared by every replica).
+
+Both limiters use the same fixed window per client: the window opens at the client's first hit
+and lasts ``window_seconds``; up to ``limit`` hits pass inside it, the rest are refused with the
+time until the window closes. A fixed window lets a client burst up to twice the limit across a
+window boundary; at the default 600/minute that is acceptable, and it costs one round trip and
+one key per client.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+
+class RateLimiter(Protocol):
+    def hit(self, client_key: str) -> tuple[bool, float]:
+        """Count one request; return (allowed, seconds until the client may retry)."""
+        ...
+
+
+class MemoryRateLimiter:
+    """One process's limiter. Thread-safe; stale windows are swept so memory stays bounded."""
+
+    _SWEEP_ABOVE = 10_000
+
+    def __init__(self, limit: int, window_seconds: float) -> None:
+        if limit < 1 or window_seconds <= 0:
+            raise ValueError("limit must be >= 1 and window_seconds > 0")
+        self.limit = limit
+        self.window = float(window_seconds)
+        self._windows: dict[str, tuple[float, int]] = {}
+        self._lock = threading.Lock()
+        self._last_sweep = time.monotonic()
+
+    def hit(self, client_key: str) -> tuple[bool, float]:
+        now = time.monotonic()
+        with self._lock:
+            self._sweep(now)
+            start, count = self._windows.get(client_key, (now, 0))
+            if now - start >= self.window:
+                start, count = now, 0
+            count += 1
+            self._windows[client_key] = (start, count)
+            if count <= self.limit:
+                return True, 0.0
+            return False, max(start + self.window - now, 0.0)
+
+    def _sweep(self, now: float) -> None:
+        if len(self._windows) < self._SWEEP_ABOVE or now - self._last_sweep < self.window:
+            return
+        self._last_sweep = now
+        for key in [k for k, (start, _) in self._windows.items() if now - start >= self.window]:
+            del self._windows[key]
+
+
+# INCR and PEXPIRE in one atomic script: no key can be left without an expiry.
+_LUA_HIT = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
+end
+return {count, ttl}
+"""
+
+
+class RedisRateLimiter:
+    """The distributed limiter: one Redis key per client, shared by every gateway replica.
+
+    **Fails open**: if Redis is unreachable or errors, the request is allowed and a warning is
+    logged (at most once every 30 seconds), because refusing every portal request while the
+    limiter's store is down would turn a Redis outage into a full outage. Socket timeouts are
+    short (``socket_timeout``) so a dead Redis does not stall requests either.
+    """
+
+    _WARN_EVERY = 30.0
+
+    def __init__(self, redis_url: str, limit: int, window_seconds: float,
+                 prefix: str = "ecourt:rl:", socket_timeout: float = 0.5) -> None:
+        import redis
+
+        if limit < 1 or window_seconds <= 0:
+            raise ValueError("limit must be >= 1 and window_seconds > 0")
+        self.limit = limit
+        self.window = float(window_seconds)
+        self.prefix = prefix
+        self._client = redis.Redis.from_url(redis_url, socket_timeout=socket_timeout,
+                                            socket_connect_timeout=socket_timeout)
+        self._script = self._client.register_script(_LUA_HIT)
+        self._last_warning = -math.inf
+        self._errors = (redis.RedisError, OSError)
+
+    def hit(self, client_key: str) -> tuple[bool, float]:
+        window_ms = max(int(self.window * 1000), 1)
+        try:
+            count, ttl_ms = self._script(keys=[self.prefix + client_key], args=[window_ms])
+        except self._errors as exc:
+            self._warn(exc)
+            return True, 0.0
+        if int(count) <= self.limit:
+            return True, 0.0
+        return False, max(int(ttl_ms), 0) / 1000.0
+
+    def _warn(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._last_warning >= self._WARN_EVERY:
+            self._last_warning = now
+            log.warning("rate limiter store unreachable, allowing requests (fail open): %s",
+                        exc.__class__.__name__)
+
+
+def from_env() -> RateLimiter:
+    """``ECOURT_REDIS_URL`` set -> Redis, else memory; ``GATEWAY_RATE_LIMIT`` requests
+    (default 600) per ``GATEWAY_RATE_WINDOW`` seconds (default 60)."""
+    limit = int(os.environ.get("GATEWAY_RATE_LIMIT", "600"))
+    window = float(os.environ.get("GATEWAY_RATE_WINDOW", "60"))
+    url = os.environ.get("ECOURT_REDIS_URL", "").strip()
+    if url:
+        return RedisRateLimiter(url, limit, window)
+    return MemoryRateLimiter(limit, window)

@@ -1,0 +1,112 @@
+"""Path parsing, public routes, request ids and client addresses for the gateway.
+
+Decisions written down here:
+
+* ``/api/<service>/<rest>`` goes to ``<service>``'s ``/<rest>``. The check is made on the decoded
+  path the upstream will see (PATH_INFO), so ``%2F``, ``%69nternal`` or ``//internal`` tricks
+  cannot reach a service-to-service route: any path whose first non-empty segment is
+  ``internal`` (case-insensitive, ignoring ``;params``) answers 404, and dot segments
+  (``.``/``..``) are refused outright (400) instead of being normalised.
+* Routes are protected by default. ``DEFAULT_PUBLIC_ROUTES`` is the explicit allow-list of
+  (methods, path regex) pairs, matched with ``re.fullmatch`` against the gateway path; ``HEAD``
+  matches wherever ``GET`` does. A ``public_routes`` list given to ``create_gateway`` *replaces*
+  this list (extend it with ``[*DEFAULT_PUBLIC_ROUTES, ...]``).
+* The client address is ``REMOTE_ADDR``. With ``GATEWAY_TRUST_FORWARDED=1`` (only behind a proxy
+  we run) it is the right-most ``X-Forwarded-For`` entry: the one our proxy appended, which a
+  client cannot forge (left-most entries can be).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+API_PREFIX = "/api/"
+REQUEST_ID_HEADER = "X-Request-ID"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_SERVICE = r"[a-z][a-z0-9-]*"
+
+#: (methods, path regex). Methods: ``"GET"``, ``"GET|POST"`` or ``"*"``.
+DEFAULT_PUBLIC_ROUTES: list[tuple[str, str]] = [
+    # the gateway's own pages
+    ("GET", r"/healthz"),
+    ("GET", r"/docs/?"),
+    ("GET", rf"/docs/openapi/{_SERVICE}\.json"),
+    # every service's probes and contract
+    ("GET", rf"/api/{_SERVICE}/(healthz|readyz|openapi\.json)"),
+    # identity: registration, login, the public keys
+    ("POST", r"/api/identity/accounts"),
+    ("POST", r"/api/identity/tokens"),
+    ("GET", r"/api/identity/\.well-known/jwks\.json"),
+    # documents: anyone may verify an issued document
+    ("GET|POST", r"/api/documents/verify(/.*)?"),
+]
+
+
+@dataclass(frozen=True)
+class _Rule:
+    methods: frozenset[str] | None  # None: any method
+    pattern: re.Pattern[str]
+
+
+class PublicRoutes:
+    """The allow-list of routes that need no token."""
+
+    def __init__(self, routes: Iterable[tuple[str, str]]) -> None:
+        self._rules: list[_Rule] = []
+        for methods, regex in routes:
+            names = None if methods.strip() == "*" else frozenset(
+                m.strip().upper() for m in methods.split("|") if m.strip())
+            self._rules.append(_Rule(names, re.compile(regex)))
+
+    def is_public(self, method: str, path: str) -> bool:
+        method = "GET" if method.upper() == "HEAD" else method.upper()
+        return any((rule.methods is None or method in rule.methods)
+                   and rule.pattern.fullmatch(path) for rule in self._rules)
+
+
+class BadPath(ValueError):
+    """The path contains dot segments."""
+
+
+def split_api_path(path: str) -> tuple[str, str] | None:
+    """``/api/identity/tokens`` -> ``("identity", "/tokens")``; not under ``/api/`` -> None."""
+    if not path.startswith(API_PREFIX):
+        return None
+    service, slash, rest = path[len(API_PREFIX):].partition("/")
+    if not service:
+        return None
+    rest = slash + rest if slash else "/"
+    segments = [s.split(";", 1)[0] for s in rest.split("/")]
+    if any(s in (".", "..") for s in segments):
+        raise BadPath(path)
+    return service, rest
+
+
+def is_internal(rest: str) -> bool:
+    """True for the service-to-service routes, which the gateway never exposes."""
+    segments = [s.split(";", 1)[0] for s in rest.split("/") if s]
+    return bool(segments) and segments[0].lower() == "internal"
+
+
+def request_id(environ: Mapping[str, Any]) -> str:
+    """Keep a well-formed incoming ``X-Request-ID``, otherwise make one."""
+    incoming = str(environ.get("HTTP_X_REQUEST_ID", ""))
+    return incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+
+
+def trust_forwarded_from_env() -> bool:
+    return os.environ.get("GATEWAY_TRUST_FORWARDED", "").strip().lower() in ("1", "true", "yes")
+
+
+def client_ip(environ: Mapping[str, Any], trust_forwarded: bool) -> str:
+    if trust_forwarded:
+        chain = [p.strip() for p in str(environ.get("HTTP_X_FORWARDED_FOR", "")).split(",")]
+        chain = [p for p in chain if p]
+        if chain:
+            return chain[-1]
+    return str(environ.get("REMOTE_ADDR") or "unknown")

@@ -1,0 +1,162 @@
+"""RELIABILITY S1 at the gateway: every forged, expired or foreign token is a 401."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from gateway.tests.conftest import auth
+from servicekit.tokens import AUDIENCE, ISSUER, SigningKey
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _claims(**over: Any) -> dict[str, Any]:
+    now = int(time.time())
+    return {"sub": "acct-1", "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 600,
+            **over}
+
+
+def _unsigned(header: dict[str, Any], payload: dict[str, Any]) -> str:
+    return _b64(json.dumps(header).encode()) + "." + _b64(json.dumps(payload).encode())
+
+
+def _assert_401(resp: Any) -> None:
+    assert resp.status_code == 401
+    assert resp.mimetype == "application/problem+json"
+    assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+    body = resp.get_json()
+    assert body["status"] == 401 and body["type"].startswith("https://")
+    assert resp.headers["X-Request-ID"] == body["request_id"]
+
+
+def test_protected_route_without_token_is_401(client, upstream):
+    resp = client.get("/api/svc/echo")
+    _assert_401(resp)
+    assert resp.headers["WWW-Authenticate"] == "Bearer"
+    assert upstream.config["calls"] == []
+
+
+def test_non_bearer_scheme_is_401(client):
+    _assert_401(client.get("/api/svc/echo", headers={"Authorization": "Basic dXNlcjpwYXNz"}))
+    _assert_401(client.get("/api/svc/echo", headers={"Authorization": "Bearer "}))
+
+
+def test_tampered_signature_is_401(client, token):
+    tok = token()
+    head, payload, sig = tok.split(".")
+    i = len(sig) // 2
+    sig = sig[:i] + ("A" if sig[i] != "A" else "B") + sig[i + 1:]
+    _assert_401(client.get("/api/svc/echo", headers=auth(f"{head}.{payload}.{sig}")))
+
+
+def test_tampered_payload_is_401(client, token):
+    head, _payload, sig = token().split(".")
+    forged = _b64(json.dumps(_claims(sub="someone-else", roles=["judge"])).encode())
+    _assert_401(client.get("/api/svc/echo", headers=auth(f"{head}.{forged}.{sig}")))
+
+
+@pytest.mark.parametrize("alg", ["none", "None", "NONE"])
+def test_alg_none_is_401(client, key, alg):
+    tok = _unsigned({"alg": alg, "typ": "JWT", "kid": key.kid}, _claims()) + "."
+    _assert_401(client.get("/api/svc/echo", headers=auth(tok)))
+
+
+def _public_secrets(key: SigningKey) -> list[bytes]:
+    pem = key.private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return [key.public_raw, pem, key.jwk()["x"].encode(), json.dumps(key.jwk()).encode()]
+
+
+@pytest.mark.parametrize("alg,digest", [("HS256", hashlib.sha256), ("HS512", hashlib.sha512)])
+def test_hmac_signed_with_public_key_is_401(client, key, alg, digest):
+    for secret in _public_secrets(key):
+        signing_input = _unsigned({"alg": alg, "typ": "JWT", "kid": key.kid}, _claims())
+        sig = hmac.new(secret, signing_input.encode(), digest).digest()
+        tok = signing_input + "." + _b64(sig)
+        _assert_401(client.get("/api/svc/echo", headers=auth(tok)))
+
+
+def test_expired_token_is_401(client, key):
+    _assert_401(client.get("/api/svc/echo", headers=auth(key.sign({"sub": "a"}, ttl=-60))))
+
+
+@pytest.mark.parametrize("over", [{"aud": "another-app"}, {"iss": "evil-identity"},
+                                  {"aud": ["another-app"]}])
+def test_wrong_audience_or_issuer_is_401(client, key, over):
+    tok = jwt.encode(_claims(**over), key.private, algorithm="EdDSA", headers={"kid": key.kid})
+    _assert_401(client.get("/api/svc/echo", headers=auth(tok)))
+
+
+@pytest.mark.parametrize("missing", ["sub", "exp", "iat", "iss", "aud"])
+def test_missing_claim_is_401(client, key, missing):
+    claims = _claims()
+    del claims[missing]
+    tok = jwt.encode(claims, key.private, algorithm="EdDSA", headers={"kid": key.kid})
+    _assert_401(client.get("/api/svc/echo", headers=auth(tok)))
+
+
+def test_token_from_another_key_is_401(client, key):
+    other = SigningKey.generate()
+    _assert_401(client.get("/api/svc/echo", headers=auth(other.sign({"sub": "a"}))))
+    # the other key's signature under our kid
+    tok = jwt.encode(_claims(), other.private, algorithm="EdDSA", headers={"kid": key.kid})
+    _assert_401(client.get("/api/svc/echo", headers=auth(tok)))
+
+
+def test_garbage_token_is_401(client):
+    for junk in ["abc", "a.b.c", "....", "eyJhbGciOiJFZERTQSJ9.e30."]:
+        _assert_401(client.get("/api/svc/echo", headers=auth(junk)))
+
+
+def test_valid_token_passes_and_upstream_sees_headers(client, token):
+    tok = token()
+    resp = client.get("/api/svc/echo?x=1", headers={**auth(tok), "X-Request-ID": "req-42"})
+    assert resp.status_code == 200
+    seen = resp.get_json()
+    assert seen["authorization"] == f"Bearer {tok}"
+    assert seen["request_id"] == "req-42" == resp.headers["X-Request-ID"]
+    assert seen["path"] == "/echo" and seen["script_root"] == "/api/svc"
+    assert seen["query"] == "x=1"
+
+
+def test_public_routes_pass_without_token(client, upstream):
+    assert client.get("/api/svc/healthz").status_code == 200
+    assert client.head("/api/svc/healthz").status_code == 200
+    assert client.post("/api/identity/accounts", json={}).status_code == 201
+    assert client.get("/healthz").get_json() == {"status": "ok", "service": "gateway"}
+    assert client.get("/docs").status_code == 200
+    assert client.get("/docs/openapi/svc.json").status_code == 200
+    # registration is public only for POST, and only on identity
+    _assert_401(client.get("/api/identity/accounts"))
+    _assert_401(client.post("/api/svc/accounts", json={}))
+
+
+def test_public_route_with_bad_token_is_401(client, key):
+    _assert_401(client.get("/api/svc/healthz", headers=auth("not-a-token")))
+    _assert_401(client.get("/docs", headers=auth(key.sign({"sub": "a"}, ttl=-60))))
+
+
+def test_public_route_with_valid_token_passes(client, token):
+    resp = client.post("/api/identity/accounts", json={}, headers=auth(token()))
+    assert resp.status_code == 201
+
+
+def test_custom_public_routes_replace_defaults(build, upstream, token):
+    from werkzeug.test import Client
+
+    gw = Client(build({"svc": upstream}, public_routes=[("GET|POST", r"/api/svc/echo")]))
+    assert gw.get("/api/svc/echo").status_code == 200
+    assert gw.post("/api/svc/echo").status_code == 200
+    assert gw.get("/api/svc/healthz").status_code == 401
+    assert gw.get("/api/svc/healthz", headers=auth(token())).status_code == 200

@@ -1,0 +1,185 @@
+"""Routing, internal routes, request ids, the access log, and the in-process upstream."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import pytest
+from werkzeug.test import Client
+
+from gateway.routing import PublicRoutes, client_ip, is_internal, split_api_path
+from gateway.tests.conftest import auth
+
+HEX32 = re.compile(r"^[0-9a-f]{32}$")
+
+
+def _problem(resp, status):  # type: ignore[no-untyped-def]
+    assert resp.status_code == status
+    assert resp.mimetype == "application/problem+json"
+    body = resp.get_json()
+    assert body["status"] == status
+    assert body["request_id"] == resp.headers["X-Request-ID"]
+    return body
+
+
+def test_split_api_path():
+    assert split_api_path("/api/identity/tokens") == ("identity", "/tokens")
+    assert split_api_path("/api/identity") == ("identity", "/")
+    assert split_api_path("/api/identity/") == ("identity", "/")
+    assert split_api_path("/other") is None
+    assert split_api_path("/api/") is None
+    assert is_internal("/internal/x") and is_internal("//Internal/x")
+    assert is_internal("/internal;v=1/x") and not is_internal("/internals/x")
+
+
+def test_public_routes_matching():
+    routes = PublicRoutes([("GET", r"/a"), ("GET|POST", r"/b/.*"), ("*", r"/c")])
+    assert routes.is_public("GET", "/a") and routes.is_public("HEAD", "/a")
+    assert not routes.is_public("POST", "/a") and not routes.is_public("GET", "/a/x")
+    assert routes.is_public("post", "/b/1") and not routes.is_public("PUT", "/b/1")
+    assert routes.is_public("DELETE", "/c")
+
+
+def test_client_ip_honours_forwarded_only_when_trusted():
+    env = {"REMOTE_ADDR": "10.0.0.9", "HTTP_X_FORWARDED_FOR": "6.6.6.6, 203.0.113.7"}
+    assert client_ip(env, trust_forwarded=False) == "10.0.0.9"
+    assert client_ip(env, trust_forwarded=True) == "203.0.113.7"
+    assert client_ip({"REMOTE_ADDR": "10.0.0.9"}, trust_forwarded=True) == "10.0.0.9"
+
+
+def test_unknown_service_is_404(client, token):
+    body = _problem(client.get("/api/nope/echo", headers=auth(token())), 404)
+    assert body["type"].endswith("/not-found")
+    _problem(client.get("/not-api"), 404)
+
+
+@pytest.mark.parametrize("path", [
+    "/api/svc/internal/secret", "/api/svc//internal/secret", "/api/svc/Internal/secret",
+    "/api/svc/%69nternal/secret", "/api/svc/internal", "/api/svc/internal;x/secret",
+    "/api/svc/%2Finternal/secret",
+])
+def test_internal_routes_are_never_routed(client, upstream, token, path):
+    _problem(client.get(path, headers=auth(token())), 404)
+    _problem(client.get(path), 404)
+    assert upstream.config["calls"] == []
+
+
+@pytest.mark.parametrize("path", ["/api/svc/echo/../internal/secret", "/api/svc/./echo",
+                                  "/api/svc/a/%2e%2e/internal/secret"])
+def test_dot_segments_are_refused(client, upstream, token, path):
+    _problem(client.get(path, headers=auth(token())), 400)
+    assert upstream.config["calls"] == []
+
+
+def test_request_id_is_kept_when_valid(client, token):
+    resp = client.get("/api/svc/echo", headers={**auth(token()), "X-Request-ID": "abc.DEF:1-2_3"})
+    assert resp.headers["X-Request-ID"] == "abc.DEF:1-2_3"
+    assert resp.get_json()["request_id"] == "abc.DEF:1-2_3"
+
+
+@pytest.mark.parametrize("bad", ["has space", "x" * 129, "semi;colon", "<script>", ""])
+def test_request_id_is_generated_when_invalid_or_missing(client, token, bad):
+    headers = {**auth(token()), **({"X-Request-ID": bad} if bad else {})}
+    resp = client.get("/api/svc/echo", headers=headers)
+    rid = resp.headers["X-Request-ID"]
+    assert HEX32.match(rid) and resp.get_json()["request_id"] == rid
+
+
+def test_request_id_on_every_error(client):
+    for resp in (client.get("/api/svc/echo"), client.get("/api/nope/x"),
+                 client.get("/api/svc/internal/secret"), client.post("/healthz")):
+        assert HEX32.match(resp.headers["X-Request-ID"])
+    resp = client.get("/api/svc/echo", headers={"X-Request-ID": "mine-1"})
+    assert resp.status_code == 401 and resp.headers["X-Request-ID"] == "mine-1"
+
+
+def test_gateway_pages_are_read_only(client):
+    body = _problem(client.post("/healthz"), 405)
+    assert body["type"].endswith("/method-not-allowed")
+
+
+def test_in_process_upstream_5xx_passes_through(client, token):
+    resp = client.get("/api/svc/fail", headers=auth(token()))
+    assert resp.status_code == 503
+    assert resp.get_json() == {"upstream": "down for maintenance"}
+    assert resp.headers["X-Upstream"] == "yes"
+    assert HEX32.match(resp.headers["X-Request-ID"])
+
+
+def test_in_process_upstream_raising_is_502(build, token):
+    def broken(environ, start_response):  # type: ignore[no-untyped-def]
+        raise RuntimeError("boom")
+
+    def broken_late(environ, start_response):  # type: ignore[no-untyped-def]
+        raise ValueError("before start_response")
+        yield b""
+
+    gw = Client(build({"broken": broken, "late": broken_late}))
+    for name in ("broken", "late"):
+        body = _problem(gw.get(f"/api/{name}/x", headers=auth(token())), 502)
+        assert body["type"].endswith("/bad-gateway")
+        assert "boom" not in body.get("detail", "")
+
+
+def test_in_process_generator_app_with_deferred_start_response(build, token):
+    def lazy(environ, start_response):  # type: ignore[no-untyped-def]
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"a")
+        yield b"b"
+        yield b"c"
+
+    resp = Client(build({"lazy": lazy})).get("/api/lazy/x", headers=auth(token()))
+    assert resp.status_code == 200 and resp.data == b"abc"
+
+
+def test_service_token_from_a_client_is_dropped(client, token):
+    resp = client.get("/api/svc/echo", headers={**auth(token()), "X-Service-Token": "guess"})
+    assert resp.get_json()["service_token"] is None
+
+
+def test_access_log_one_line_without_query(client, token, caplog):
+    caplog.set_level(logging.INFO, logger="gateway.access")
+    client.get("/api/svc/echo?phone=13812345678&q=secret", headers={
+        **auth(token()), "X-Request-ID": "log-1"}, buffered=True)
+    records = [r for r in caplog.records if r.name == "gateway.access"]
+    assert len(records) == 1
+    rec = records[0]
+    assert (rec.method, rec.path, rec.status, rec.upstream) == ("GET", "/api/svc/echo", 200, "svc")
+    assert rec.request_id == "log-1" and rec.duration_ms >= 0
+    text = rec.getMessage() + repr(rec.__dict__)
+    assert "13812345678" not in text and "secret" not in text
+
+
+def test_access_log_masks_personal_data_in_paths(client, token, caplog):
+    caplog.set_level(logging.INFO, logger="gateway.access")
+    client.get("/api/svc/by-phone/13812345678", headers=auth(token()), buffered=True)
+    rec = [r for r in caplog.records if r.name == "gateway.access"][0]
+    assert rec.path == "/api/svc/by-phone/138****5678"
+    assert "13812345678" not in rec.getMessage()
+
+
+def test_access_log_is_json_lines_with_servicekit_logging(client, token):
+    import io
+    import json
+
+    from servicekit import logs
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    stream = io.StringIO()
+    try:
+        logs.configure("gateway", stream=stream)
+        client.get("/api/svc/echo?x=1", headers={**auth(token()), "X-Request-ID": "json-1"},
+                   buffered=True)
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved[0]:
+            root.addHandler(handler)
+        root.setLevel(saved[1])
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    access = [line for line in lines if line["logger"] == "gateway.access"]
+    assert len(access) == 1
+    assert access[0]["request_id"] == "json-1" and access[0]["path"] == "/api/svc/echo"
+    assert access[0]["status"] == 200 and "x=1" not in json.dumps(access[0])

@@ -1,0 +1,78 @@
+"""Settings from environment variables, with safe defaults for the embedded tier.
+
+Every process of the suite reads the same names, so one docker-compose file, one Kubernetes
+manifest and one laptop run all configure a service the same way:
+
+* ``ECOURT_DATA_DIR``           folder for the embedded tier's SQLite files (``./data``)
+* ``<SERVICE>_DATABASE_URL``    e.g. ``IDENTITY_DATABASE_URL=postgresql+psycopg://…/identity``
+* ``ECOURT_BROKER_URL``         ``memory://`` (embedded) or ``amqp://guest:guest@host:5672//``
+* ``ECOURT_EXCHANGE``           the durable topic exchange events are published to
+* ``ECOURT_SERVICE_SECRET``     shared secret for service-to-service internal calls
+  (or ``ECOURT_SERVICE_SECRET_FILE``, a mounted secret file)
+* ``ECOURT_MAX_ATTEMPTS``       handler attempts before an event goes to the dead-letter queue
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_EXCHANGE = "ecourt.events"
+
+
+def env(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def secret(name: str, default: str) -> str:
+    """A secret from ``NAME_FILE`` (a mounted file) or ``NAME``, else the dev default."""
+    path = env(f"{name}_FILE")
+    if path:
+        return Path(path).read_text(encoding="utf-8").strip()
+    return env(name, default)
+
+
+def data_dir() -> Path:
+    path = Path(env("ECOURT_DATA_DIR", "data")).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def database_url(service: str) -> str:
+    explicit = env(f"{service.upper()}_DATABASE_URL")
+    if explicit:
+        return explicit
+    return f"sqlite:///{data_dir() / (service + '.db')}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What one service process needs to know about the world outside it."""
+
+    service: str
+    database_url: str
+    broker_url: str = "memory://"
+    exchange: str = DEFAULT_EXCHANGE
+    service_secret: str = "embedded-dev-secret"  # noqa: S105 - dev default, overridden in deploy
+    max_attempts: int = 5
+    retry_base_seconds: float = 1.0
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_memory_bus(self) -> bool:
+        return self.broker_url.startswith("memory")
+
+    @classmethod
+    def from_env(cls, service: str, **overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "service": service,
+            "database_url": database_url(service),
+            "broker_url": env("ECOURT_BROKER_URL", "memory://"),
+            "exchange": env("ECOURT_EXCHANGE", DEFAULT_EXCHANGE),
+            "service_secret": secret("ECOURT_SERVICE_SECRET", "embedded-dev-secret"),
+            "max_attempts": int(env("ECOURT_MAX_ATTEMPTS", "5")),
+            "retry_base_seconds": float(env("ECOURT_RETRY_BASE_SECONDS", "1.0")),
+        }
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]

@@ -1,0 +1,116 @@
+"""Engines, sessions and the unit of work.
+
+A service talks to exactly one database. ``Database.transaction()`` is the unit of work: the
+state change and the outbox rows it adds commit together or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+from sqlalchemy import BigInteger, Engine, Integer, MetaData, create_engine, event
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+#: An id column type that autoincrements on PostgreSQL (bigint) and SQLite (integer rowid).
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    """The server's clock, in UTC, to the microsecond. Legal times are taken from here."""
+    return datetime.now(UTC)
+
+
+def new_base() -> type[DeclarativeBase]:
+    """A declarative base with its own metadata, holding the kit's tables too.
+
+    Each service calls this once in its ``models.py``; the outbox, inbox and idempotency tables
+    then live in that service's database and migrations.
+    """
+    from servicekit import tables
+
+    md = MetaData(naming_convention=NAMING)
+    tables.define(md)
+
+    class Base(DeclarativeBase):
+        metadata = md
+
+    return Base
+
+
+def make_engine(url: str, **kwargs: object) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
+                               **kwargs)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            # Let SQLAlchemy, not pysqlite, issue BEGIN: savepoints then work (the consumer
+            # needs them), and BEGIN IMMEDIATE takes the write lock up front, so threads of
+            # the embedded suite wait for each other instead of failing on a lock upgrade.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn):  # type: ignore[no-untyped-def]
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_size", 5)
+    kwargs.setdefault("max_overflow", 10)
+    return create_engine(url, **kwargs)
+
+
+class Database:
+    """One service's database: an engine and a session factory."""
+
+    def __init__(self, url: str, **engine_kwargs: object) -> None:
+        self.url = url
+        self.engine = make_engine(url, **engine_kwargs)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._after_commit: list[Callable[[], None]] = []
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` after each successful transaction (the relay's wake-up call)."""
+        self._after_commit.append(callback)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """The unit of work: commit on success, roll back on any exception."""
+        session = self.sessions()
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+        for callback in self._after_commit:
+            callback()
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+
+    def dispose(self) -> None:
+        self.engine.dispose()

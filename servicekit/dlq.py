@@ -1,0 +1,92 @@
+"""Operating a dead-letter queue: list what is parked, replay one or all.
+
+Listing gets each message without acking and then closes the channel, which returns them all
+to the (classic) queue in order. Replaying publishes a copy straight to the service's own queue
+(not the topic exchange: other subscribers already handled it) with the attempt counter reset,
+waits for the broker's confirm, and only then acks the dead letter.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pika
+
+from servicekit.consumer import ATTEMPT_HEADER, ERROR_HEADER
+
+
+@dataclass
+class DeadLetter:
+    event_id: str
+    type: str
+    error: str
+    attempts: int
+    headers: dict[str, Any]
+    body: bytes
+
+
+def _connect(url: str) -> pika.BlockingConnection:
+    return pika.BlockingConnection(pika.URLParameters(url.replace("pyamqp://", "amqp://")))
+
+
+def _read(method, props, body: bytes) -> DeadLetter:  # type: ignore[no-untyped-def]
+    headers = dict(props.headers or {})
+    try:
+        event = json.loads(body)
+    except ValueError:
+        event = {}
+    deaths = headers.get("x-death") or []
+    error = headers.get(ERROR_HEADER) or (f"rejected by the broker: {deaths[0].get('reason')}"
+                                          if deaths else "unknown")
+    return DeadLetter(event_id=props.message_id or str(event.get("id", "")),
+                      type=str(event.get("type", props.type or "")), error=str(error),
+                      attempts=int(headers.get(ATTEMPT_HEADER, 0)), headers=headers, body=body)
+
+
+def list_dead_letters(url: str, dlq: str, limit: int = 1000) -> list[DeadLetter]:
+    conn = _connect(url)
+    try:
+        channel = conn.channel()
+        found = []
+        for _ in range(limit):
+            method, props, body = channel.basic_get(dlq, auto_ack=False)
+            if method is None:
+                break
+            found.append(_read(method, props, body))
+        channel.close()  # returns every unacked message to the queue
+        return found
+    finally:
+        conn.close()
+
+
+def replay(url: str, dlq: str, queue: str, event_id: str | None = None,
+           limit: int = 1000) -> list[str]:
+    """Re-deliver dead letters (all, or the one with ``event_id``) to ``queue``."""
+    conn = _connect(url)
+    replayed: list[str] = []
+    try:
+        channel = conn.channel()
+        channel.confirm_delivery()
+        for _ in range(limit):
+            method, props, body = channel.basic_get(dlq, auto_ack=False)
+            if method is None:
+                break
+            letter = _read(method, props, body)
+            if event_id and letter.event_id != event_id:
+                continue
+            headers = {k: v for k, v in letter.headers.items()
+                       if k not in (ATTEMPT_HEADER, ERROR_HEADER, "x-death",
+                                    "x-first-death-exchange", "x-first-death-queue",
+                                    "x-first-death-reason", "x-ecourt-failed-at")}
+            headers[ATTEMPT_HEADER] = 1
+            channel.basic_publish("", queue, body, pika.BasicProperties(
+                content_type=props.content_type, delivery_mode=2,
+                message_id=letter.event_id, headers=headers), mandatory=True)
+            channel.basic_ack(method.delivery_tag)
+            replayed.append(letter.event_id)
+        channel.close()
+        return replayed
+    finally:
+        conn.close()

@@ -1,0 +1,55 @@
+"""Prometheus metrics, correct under several gunicorn workers.
+
+When ``PROMETHEUS_MULTIPROC_DIR`` is set (``ecourt serve`` sets it), each worker writes its
+samples to files there and ``/metrics`` aggregates them with ``MultiProcessCollector``; a
+worker that exits is marked dead by the gunicorn ``child_exit`` hook. Per-app collectors that
+read the database at scrape time (outbox backlog, business gauges) live in the app's own
+registry and are rendered beside the process metrics.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+HTTP_REQUESTS = Counter("http_requests_total", "HTTP requests handled",
+                        ["service", "route", "method", "status"])
+HTTP_LATENCY = Histogram("http_request_duration_seconds", "HTTP request latency",
+                         ["service", "route", "method"],
+                         buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+EVENTS_PUBLISHED = Counter("events_published_total", "Outbox rows confirmed by the broker",
+                           ["service", "type"])
+PUBLISH_FAILURES = Counter("outbox_publish_failures_total",
+                           "Outbox publish failures (broker down, nack, unroutable)",
+                           ["service", "reason"])
+EVENTS_CONSUMED = Counter("events_consumed_total",
+                          "Events taken off a queue, by outcome "
+                          "(handled, duplicate, ignored, retried, dead_lettered, malformed)",
+                          ["service", "type", "outcome"])
+
+
+def render(app_registry: CollectorRegistry | None = None) -> tuple[bytes, str]:
+    """The text exposition of process-wide metrics plus ``app_registry``'s collectors."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    output = generate_latest(registry)
+    if app_registry is not None:
+        output += generate_latest(app_registry)
+    return output, CONTENT_TYPE_LATEST
+
+
+def mark_process_dead(pid: int) -> None:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(pid)

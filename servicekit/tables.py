@@ -1,0 +1,80 @@
+"""The kit's own tables, defined into each service's metadata (and so its migrations).
+
+* ``outbox``           events (and delayed retries) written in the state change's transaction
+* ``inbox``            (consumer, event id) of every handled event: redelivery is a no-op
+* ``idempotency_keys`` the first answer to each unsafe request with an ``Idempotency-Key``
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+)
+
+from servicekit.db import NAMING, BigId
+
+_KIT = MetaData(naming_convention=NAMING)
+
+outbox = Table(
+    "outbox",
+    _KIT,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("event_id", String(64), nullable=False),
+    Column("type", String(200), nullable=False),
+    # Where the row goes: "topic" (the suite's topic exchange, routing key = type) or
+    # "queue" (one queue by name: a delayed retry, or the dead-letter queue).
+    Column("exchange", String(200), nullable=False, server_default=""),
+    Column("routing_key", String(200), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("headers", Text, nullable=False, server_default="{}"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("available_at", DateTime(timezone=True), nullable=False),
+    Column("sent_at", DateTime(timezone=True), nullable=True),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("last_error", Text, nullable=True),
+)
+Index(
+    "ix_outbox_unsent",
+    outbox.c.available_at,
+    outbox.c.id,
+    postgresql_where=outbox.c.sent_at.is_(None),
+    sqlite_where=outbox.c.sent_at.is_(None),
+)
+inbox = Table(
+    "inbox",
+    _KIT,
+    Column("consumer", String(100), nullable=False),
+    Column("event_id", String(64), nullable=False),
+    Column("type", String(200), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("consumer", "event_id"),
+)
+idempotency_keys = Table(
+    "idempotency_keys",
+    _KIT,
+    Column("key", String(200), nullable=False),
+    Column("principal", String(100), nullable=False),
+    Column("method", String(10), nullable=False),
+    Column("path", String(500), nullable=False),
+    Column("request_hash", String(64), nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("headers", Text, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("key", "principal"),
+)
+
+
+def define(metadata: MetaData) -> None:
+    """Copy the kit's tables into a service's metadata, so its migrations create them."""
+    for table in (outbox, inbox, idempotency_keys):
+        table.to_metadata(metadata)

@@ -1,0 +1,156 @@
+"""Test helpers for every tier: isolated broker vhosts and databases, a TCP proxy that can cut
+a connection, and bounded waiting (never bare sleeps).
+
+Each test run makes its own RabbitMQ vhost and its own PostgreSQL databases and removes them
+afterwards, so nothing else on the machine is disturbed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import psycopg
+
+T = TypeVar("T")
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+AMQP_HOST = "127.0.0.1:5672"
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 15.0, interval: float = 0.05,
+             message: str = "condition") -> T:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+# -- RabbitMQ -----------------------------------------------------------------------------
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+@contextlib.contextmanager
+def rabbit_vhost(prefix: str = "ecourt_test") -> Iterator[str]:
+    """A fresh vhost for guest; yields its AMQP URL and deletes it afterwards."""
+    name = unique(prefix)
+    _rabbitmqctl("add_vhost", name)
+    try:
+        _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+        yield f"amqp://guest:guest@{AMQP_HOST}/{name}"
+    finally:
+        _rabbitmqctl("delete_vhost", name)
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------
+@contextlib.contextmanager
+def pg_databases(names: list[str], prefix: str = "ecourt_test") -> Iterator[dict[str, str]]:
+    """Fresh databases, one per name; yields SQLAlchemy URLs and drops them afterwards."""
+    tag = unique(prefix)
+    dbs = {name: f"{tag}_{name}" for name in names}
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        for db in dbs.values():
+            conn.execute(f'CREATE DATABASE "{db}"')
+    try:
+        yield {name: f"postgresql+psycopg://postgres@127.0.0.1:5432/{db}"
+               for name, db in dbs.items()}
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            for db in dbs.values():
+                conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+# -- a TCP proxy that can cut the line --------------------------------------------------------
+class TcpProxy:
+    """Forwards 127.0.0.1:<port> to a target; ``cut()`` drops every connection and refuses new
+    ones until ``heal()``; ``stall()`` keeps connections open but stops forwarding bytes."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self._up = threading.Event()
+        self._up.set()
+        self._stalled = threading.Event()
+        self._closed = threading.Event()
+        self._pairs: list[tuple[socket.socket, socket.socket]] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        self.listener.settimeout(0.1)
+        while not self._closed.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not self._up.is_set():
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._pairs.append((client, upstream))
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+
+    def _pump(self, a: socket.socket, b: socket.socket) -> None:
+        socks = [a, b]
+        try:
+            while not self._closed.is_set() and self._up.is_set():
+                readable, _, _ = select.select(socks, [], [], 0.1)
+                if self._stalled.is_set():
+                    continue
+                for s in readable:
+                    data = s.recv(65536)
+                    if not data:
+                        return
+                    (b if s is a else a).sendall(data)
+        except OSError:
+            return
+        finally:
+            for s in socks:
+                with contextlib.suppress(OSError):
+                    s.close()
+
+    def cut(self) -> None:
+        self._up.clear()
+        with self._lock:
+            pairs, self._pairs = self._pairs, []
+        for a, b in pairs:
+            for s in (a, b):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                    s.close()
+
+    def heal(self) -> None:
+        self._stalled.clear()
+        self._up.set()
+
+    def stall(self) -> None:
+        self._stalled.set()
+
+    def close(self) -> None:
+        self._closed.set()
+        self.cut()
+        self.listener.close()

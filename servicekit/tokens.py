@@ -1,0 +1,137 @@
+"""EdDSA (Ed25519) access tokens: identity signs, everyone else verifies from the JWKS.
+
+Verification never trusts the token's header: the algorithm list is fixed to ``EdDSA``, the key
+must come from the JWKS by ``kid``, and ``exp``, ``iat``, ``sub``, ``iss`` and ``aud`` are
+required (RELIABILITY S1: ``alg: none``, HS/EdDSA confusion, expired, wrong audience or issuer,
+missing claims are all refused).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+ISSUER = "ecourt-identity"
+AUDIENCE = "ecourt"
+ALGORITHMS = ["EdDSA"]
+REQUIRED_CLAIMS = ["exp", "iat", "sub", "iss", "aud"]
+
+
+class InvalidToken(Exception):
+    """The token is missing, malformed, forged, expired or not for us."""
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@dataclass
+class SigningKey:
+    private: Ed25519PrivateKey
+
+    @classmethod
+    def generate(cls) -> SigningKey:
+        return cls(Ed25519PrivateKey.generate())
+
+    @classmethod
+    def from_pem(cls, pem: bytes) -> SigningKey:
+        key = serialization.load_pem_private_key(pem, password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ValueError("the identity signing key must be Ed25519")
+        return cls(key)
+
+    def to_pem(self) -> bytes:
+        return self.private.private_bytes(serialization.Encoding.PEM,
+                                          serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption())
+
+    @property
+    def public_raw(self) -> bytes:
+        return self.private.public_key().public_bytes(serialization.Encoding.Raw,
+                                                      serialization.PublicFormat.Raw)
+
+    @property
+    def kid(self) -> str:
+        return hashlib.sha256(self.public_raw).hexdigest()[:16]
+
+    def jwk(self) -> dict[str, str]:
+        return {"kty": "OKP", "crv": "Ed25519", "x": _b64(self.public_raw), "kid": self.kid,
+                "use": "sig", "alg": "EdDSA"}
+
+    def sign(self, claims: dict[str, Any], ttl: int = 900) -> str:
+        now = int(time.time())
+        payload = {"iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + ttl, **claims}
+        return jwt.encode(payload, self.private, algorithm="EdDSA", headers={"kid": self.kid})
+
+
+JwksSource = Callable[[], dict[str, Any]]
+
+
+class TokenVerifier:
+    """Verifies access tokens against a JWKS, refreshed when an unknown ``kid`` appears."""
+
+    def __init__(self, jwks_source: JwksSource, refresh_seconds: float = 300.0,
+                 leeway: int = 5) -> None:
+        self._source = jwks_source
+        self._keys: dict[str, Ed25519PublicKey] = {}
+        self._loaded_at = 0.0
+        self._refresh = refresh_seconds
+        self._leeway = leeway
+        self._lock = threading.Lock()
+
+    def _load(self) -> None:
+        with self._lock:
+            keys: dict[str, Ed25519PublicKey] = {}
+            for jwk in self._source().get("keys", []):
+                if jwk.get("kty") == "OKP" and jwk.get("crv") == "Ed25519" and jwk.get("kid"):
+                    keys[jwk["kid"]] = jwt.algorithms.OKPAlgorithm.from_jwk(json.dumps(jwk))
+            self._keys = keys
+            self._loaded_at = time.monotonic()
+
+    def _key(self, kid: str) -> Ed25519PublicKey:
+        stale = time.monotonic() - self._loaded_at > self._refresh
+        if kid not in self._keys or stale:
+            try:
+                self._load()
+            except Exception as exc:
+                if kid not in self._keys:
+                    raise InvalidToken(f"signing keys unavailable: {exc}") from exc
+        if kid not in self._keys:
+            raise InvalidToken("unknown signing key")
+        return self._keys[kid]
+
+    def verify(self, token: str) -> dict[str, Any]:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise InvalidToken("malformed token") from exc
+        if header.get("alg") not in ALGORITHMS:
+            raise InvalidToken("algorithm not allowed")
+        key = self._key(str(header.get("kid", "")))
+        try:
+            return jwt.decode(token, key, algorithms=ALGORITHMS, audience=AUDIENCE,
+                              issuer=ISSUER, leeway=self._leeway,
+                              options={"require": REQUIRED_CLAIMS})
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(str(exc)) from exc
+
+
+def http_jwks_source(url: str, timeout: float = 3.0) -> JwksSource:
+    import requests
+
+    def fetch() -> dict[str, Any]:
+        resp = requests.get(url, timeout=timeout)
+        resp.raise_for_status()
+        return resp.json()
+
+    return fetch

@@ -1,0 +1,230 @@
+"""The Flask app factory every service shares: OpenAPI, problem+json, auth, request ids,
+idempotency, metrics and health, so a service's own ``create_app`` is a few lines."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Flask, g, jsonify, request
+from flask_smorest import Api, Blueprint
+from prometheus_client import CollectorRegistry
+from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response
+
+from servicekit import context, metrics
+from servicekit.access import Access, access_of, public
+from servicekit.db import Database
+from servicekit.idempotency import UNSAFE, IdempotencyStore, request_hash
+from servicekit.problems import Problem, problem_response, slug_for
+from servicekit.service import Runtime
+from servicekit.tokens import InvalidToken, TokenVerifier
+
+log = logging.getLogger(__name__)
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+#: flask-smorest's own documentation routes, and Flask's static files.
+_FRAMEWORK_ENDPOINTS = ("api-docs.", "static")
+SERVICE_TOKEN_HEADER = "X-Service-Token"  # noqa: S105 - a header name, not a secret
+
+
+class ProblemApi(Api):
+    """flask-smorest with RFC 9457 error bodies instead of its default shape."""
+
+    def handle_http_exception(self, error: HTTPException) -> Response:  # type: ignore[override]
+        data = getattr(error, "data", None) or {}
+        extensions: dict[str, Any] = {}
+        if data.get("messages"):
+            extensions["errors"] = data["messages"]
+        problem = Problem(error.code or 500, slug_for(error.code or 500),
+                          error.description if not extensions else "the request is invalid",
+                          headers=dict(data.get("headers") or {}), **extensions)
+        if error.code == 422:
+            problem.slug = "validation-error"
+        return problem_response(problem, request.path, context.request_id())
+
+
+@dataclass
+class ServiceSpec:
+    """What a service brings to the factory."""
+
+    name: str
+    title: str
+    description: str
+    blueprints: list[Blueprint]
+    readiness: list[Callable[[], None]] = field(default_factory=list)
+    collectors: Iterable[object] = ()
+
+
+def create_service_app(spec: ServiceSpec, rt: Runtime) -> Flask:
+    db, service_secret, verifier = rt.db, rt.settings.service_secret, rt.verifier
+    app = Flask(spec.name)
+    app.extensions["ecourt.runtime"] = rt
+    app.config.update(
+        API_TITLE=spec.title, API_VERSION="1.0", OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/", OPENAPI_JSON_PATH="openapi.json",
+        API_SPEC_OPTIONS={"info": {"description": spec.description}},
+        JSON_AS_ASCII=False,
+    )
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    app.extensions["ecourt.db"] = db
+    app.extensions["ecourt.service"] = spec.name
+    api = ProblemApi(app)
+    api.spec.components.security_scheme(
+        "bearer", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
+    app.register_blueprint(_health_blueprint(spec, db))
+    for blp in spec.blueprints:
+        api.register_blueprint(blp)
+    app.extensions["ecourt.api"] = api
+    _install_hooks(app, spec, db, service_secret, verifier)
+    check_every_route_declares_access(app)
+    return app
+
+
+def check_every_route_declares_access(app: Flask) -> None:
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint.startswith(_FRAMEWORK_ENDPOINTS):
+            continue
+        view = app.view_functions[rule.endpoint]
+        for method in rule.methods or ():
+            if method in ("HEAD", "OPTIONS"):
+                continue
+            if access_of(view, method) is None:
+                raise RuntimeError(f"{app.name}: {method} {rule.rule} declares no access rule "
+                                   "(@public, @roles(...) or @internal)")
+
+
+def _health_blueprint(spec: ServiceSpec, db: Database):  # type: ignore[no-untyped-def]
+    from flask import Blueprint as FlaskBlueprint
+
+    bp = FlaskBlueprint("health", __name__)
+    registry = CollectorRegistry(auto_describe=True)
+    for collector in spec.collectors:
+        registry.register(collector)  # type: ignore[arg-type]
+
+    @bp.get("/healthz")
+    @public
+    def healthz():  # type: ignore[no-untyped-def]
+        return jsonify(status="ok", service=spec.name)
+
+    @bp.get("/readyz")
+    @public
+    def readyz():  # type: ignore[no-untyped-def]
+        checks: dict[str, str] = {}
+        for name, check in [("database", db.ping), *[(c.__name__, c) for c in spec.readiness]]:
+            try:
+                check()
+                checks[name] = "ok"
+            except Exception as exc:
+                checks[name] = f"failed: {exc.__class__.__name__}"
+        if all(v == "ok" for v in checks.values()):
+            return jsonify(status="ready", service=spec.name, checks=checks)
+        raise Problem(503, "not-ready", "a dependency is unavailable", checks=checks)
+
+    @bp.get("/metrics")
+    @public
+    def metrics_view():  # type: ignore[no-untyped-def]
+        body, content_type = metrics.render(registry)
+        return Response(body, content_type=content_type)
+
+    return bp
+
+
+def _install_hooks(app: Flask, spec: ServiceSpec, db: Database, service_secret: str,
+                   verifier: TokenVerifier | None) -> None:
+    store = IdempotencyStore(db)
+
+    @app.before_request
+    def start() -> Response | None:
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = incoming if _REQUEST_ID.match(incoming) else context.new_id()
+        g.ctx = context.bound(g.request_id)
+        g.ctx.__enter__()
+        g.started = time.perf_counter()
+        _authenticate(verifier)
+        _authorize(app, service_secret)
+        return _idempotent_replay(store)
+
+    @app.after_request
+    def finish(response: Response) -> Response:
+        if getattr(g, "idem", None):
+            store.finish(*g.idem, response)
+        response.headers["X-Request-ID"] = getattr(g, "request_id", "")
+        route = request.url_rule.rule if request.url_rule else "unmatched"
+        metrics.HTTP_REQUESTS.labels(spec.name, route, request.method,
+                                     str(response.status_code)).inc()
+        if hasattr(g, "started"):
+            metrics.HTTP_LATENCY.labels(spec.name, route, request.method).observe(
+                time.perf_counter() - g.started)
+        return response
+
+    @app.teardown_request
+    def unbind(_exc: BaseException | None) -> None:
+        ctx = g.pop("ctx", None)
+        if ctx is not None:
+            ctx.__exit__(None, None, None)
+
+    @app.errorhandler(Problem)
+    def on_problem(problem: Problem) -> Response:
+        return problem_response(problem, request.path, getattr(g, "request_id", None))
+
+    @app.errorhandler(Exception)
+    def on_crash(exc: Exception) -> Response:
+        if isinstance(exc, HTTPException):
+            return app.extensions["ecourt.api"].handle_http_exception(exc)
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return problem_response(Problem(500, "internal-error", "an unexpected error occurred"),
+                                request.path, getattr(g, "request_id", None))
+
+
+def _authenticate(verifier: TokenVerifier | None) -> None:
+    g.claims = None
+    header = request.headers.get("Authorization", "")
+    if not header:
+        return
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token or verifier is None:
+        raise Problem(401, "invalid-token", "a Bearer access token is required",
+                      headers={"WWW-Authenticate": "Bearer"})
+    try:
+        g.claims = verifier.verify(token.strip())
+    except InvalidToken as exc:
+        raise Problem(401, "invalid-token", str(exc),
+                      headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}) from exc
+
+
+def _authorize(app: Flask, service_secret: str) -> None:
+    if request.url_rule is None or request.endpoint is None:
+        return  # 404/405 follow
+    if request.endpoint.startswith(_FRAMEWORK_ENDPOINTS):
+        return
+    access: Access | None = access_of(app.view_functions[request.endpoint], request.method)
+    if access is None or access.kind == "public":
+        return
+    if access.kind == "internal":
+        given = request.headers.get(SERVICE_TOKEN_HEADER, "")
+        if not given or not hmac.compare_digest(given, service_secret):
+            raise Problem(403, "forbidden", "this route is for other services only")
+        return
+    if not g.claims:
+        raise Problem(401, "authentication-required", "sign in to use this route",
+                      headers={"WWW-Authenticate": "Bearer"})
+    if access.roles and not access.roles.intersection(g.claims.get("roles") or []):
+        raise Problem(403, "forbidden", "your role may not use this route")
+
+
+def _idempotent_replay(store: IdempotencyStore) -> Response | None:
+    g.idem = None
+    key = request.headers.get("Idempotency-Key")
+    if key is None or request.method not in UNSAFE:
+        return None
+    principal = str((g.claims or {}).get("sub", "anonymous"))
+    digest = request_hash(request.method, request.full_path, request.get_data())
+    replay = store.begin(key, principal, request.method, request.path, digest)
+    if replay is None:
+        g.idem = (key, principal)
+    return replay

@@ -1,0 +1,1 @@
+"""The suite's services, one package each; each owns its database and its migrations."""

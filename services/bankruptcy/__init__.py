@@ -1,0 +1,1 @@
+"""bankruptcy: bankruptcy cases: administrator nodes, creditor claims, meetings and votes."""

@@ -1,0 +1,1 @@
+"""delivery: electronic service of documents and the notification hub (portal inbox, SMS)."""

@@ -1,0 +1,25 @@
+"""delivery's app factory and service definition."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Flask
+
+from servicekit.service import Runtime, ServiceDefinition
+from servicekit.web import ServiceSpec, create_service_app
+from services.delivery.api import blp
+from services.delivery.handlers import build_handlers
+from services.delivery.models import Base
+
+
+def create_app(rt: Runtime) -> Flask:
+    spec = ServiceSpec("delivery", "eCourt delivery",
+                       "Electronic service of documents and the notification hub.", [blp])
+    return create_service_app(spec, rt)
+
+
+SERVICE = ServiceDefinition(name="delivery", metadata=Base.metadata,
+                            migrations=Path(__file__).parent / "migrations",
+                            build_app=create_app, build_handlers=build_handlers,
+                            consumes=("identity.account.registered",))

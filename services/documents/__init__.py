@@ -1,0 +1,2 @@
+"""documents:
+court documents: rendering, anti-counterfeit codes, seals, hashes and public verification."""

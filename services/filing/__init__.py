@@ -1,0 +1,1 @@
+"""filing: online filing applications, registry review, docketing and case numbers."""

@@ -1,0 +1,1 @@
+"""identity: accounts, credentials, sign-in and tokens (JWT + JWKS), contact details."""

@@ -1,0 +1,25 @@
+"""matters's app factory and service definition."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Flask
+
+from servicekit.service import Runtime, ServiceDefinition
+from servicekit.web import ServiceSpec, create_service_app
+from services.matters.models import Base
+
+
+def create_app(rt: Runtime) -> Flask:
+    spec = ServiceSpec(
+        "matters", "eCourt matters",
+        "The case space: parties, lawyers, applications during a case, deadlines and escalation.",
+        [],
+    )
+    return create_service_app(spec, rt)
+
+
+SERVICE = ServiceDefinition(name="matters", metadata=Base.metadata,
+                            migrations=Path(__file__).parent / "migrations",
+                            build_app=create_app)

@@ -1,0 +1,99 @@
+"""The notifier as a plain-AMQP consumer (pika), the way an external system would consume.
+
+Manual acks after the database commit; the inbox makes a redelivery a no-op; a failed send is
+requeued until the quorum queue's delivery count reaches ``max_attempts``, then rejected into
+the dead-letter exchange (``notifier.dlq``). ``BlockingConnection`` services heartbeats only
+while we call it, so the work per message is kept short (one HTTP call with a timeout).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import pika
+from sqlalchemy import insert, select
+
+from servicekit import context, metrics
+from servicekit.db import Database, utcnow
+from servicekit.envelope import CloudEvent, MalformedEvent
+from servicekit.tables import inbox
+from services.notifier.providers import SmsProvider
+from services.notifier.sending import send_requested_sms
+
+log = logging.getLogger(__name__)
+CONSUMER = "notifier"
+
+
+class PikaSmsConsumer:
+    def __init__(self, db: Database, provider: SmsProvider, *, broker_url: str, queue: str,
+                 secret: str, max_attempts: int = 5, prefetch: int = 50) -> None:
+        self.db = db
+        self.provider = provider
+        self.params = pika.URLParameters(broker_url.replace("pyamqp://", "amqp://"))
+        self.params.heartbeat = 30
+        self.queue = queue
+        self.secret = secret
+        self.max_attempts = max_attempts
+        self.prefetch = prefetch
+        self.ready = threading.Event()
+
+    def run(self, stop: threading.Event) -> None:
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                self._consume(stop)
+                backoff = 0.5
+            except pika.exceptions.AMQPError as exc:
+                log.warning("notifier: broker connection lost (%s); reconnecting", exc)
+                stop.wait(backoff)
+                backoff = min(30.0, backoff * 2)
+
+    def _consume(self, stop: threading.Event) -> None:
+        connection = pika.BlockingConnection(self.params)
+        try:
+            channel = connection.channel()
+            channel.basic_qos(prefetch_count=self.prefetch)
+            self.ready.set()
+            for method, props, body in channel.consume(self.queue, inactivity_timeout=0.2):
+                if stop.is_set():
+                    break
+                if method is None:
+                    continue
+                self._on_message(channel, method, props, body)
+            channel.cancel()
+        finally:
+            if connection.is_open:
+                connection.close()
+
+    def _on_message(self, channel, method, props, body: bytes) -> None:  # type: ignore[no-untyped-def]
+        try:
+            event = CloudEvent.from_json(body)
+        except MalformedEvent as exc:
+            log.error("notifier: malformed message rejected: %s", exc)
+            channel.basic_nack(method.delivery_tag, requeue=False)
+            return
+        try:
+            outcome = self.handle(event)
+        except Exception as exc:
+            deliveries = int((props.headers or {}).get("x-delivery-count", 0)) + 1
+            requeue = deliveries < self.max_attempts
+            log.warning("notifier: sending %s failed (delivery %s): %s", event.id, deliveries,
+                        exc.__class__.__name__)
+            metrics.EVENTS_CONSUMED.labels(CONSUMER, event.type,
+                                           "retried" if requeue else "dead_lettered").inc()
+            channel.basic_nack(method.delivery_tag, requeue=requeue)
+            return
+        metrics.EVENTS_CONSUMED.labels(CONSUMER, event.type, outcome).inc()
+        channel.basic_ack(method.delivery_tag)
+
+    def handle(self, event: CloudEvent) -> str:
+        with self.db.transaction() as session, context.bound(event.correlationid, event.id):
+            seen = session.scalar(select(inbox.c.event_id).where(
+                inbox.c.consumer == CONSUMER, inbox.c.event_id == event.id))
+            if seen:
+                return "duplicate"
+            session.execute(insert(inbox).values(consumer=CONSUMER, event_id=event.id,
+                                                 type=event.type, received_at=utcnow()))
+            send_requested_sms(session, event, self.provider, self.secret)
+        return "handled"

@@ -1,0 +1,59 @@
+"""The contracts are checked: OpenAPI files match the code, every event type has a JSON
+Schema and a place in the AsyncAPI document, and the schemas themselves are valid."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+import yaml
+
+from ecourt import registry
+from ecourt.contracts import EVENTS, OPENAPI, ROOT, openapi_documents, render
+
+
+def test_openapi_files_are_up_to_date() -> None:
+    for name, doc in openapi_documents().items():
+        path = OPENAPI / f"{name}.json"
+        assert path.exists(), f"{path} missing: run `make openapi`"
+        assert path.read_text(encoding="utf-8") == render(doc), (
+            f"{path} is out of date with the code: run `make openapi` and commit it")
+
+
+def test_every_event_schema_is_a_valid_json_schema_with_its_own_type() -> None:
+    files = sorted(EVENTS.glob("*.json"))
+    assert files
+    for path in files:
+        schema = json.loads(path.read_text(encoding="utf-8"))
+        jsonschema.Draft202012Validator.check_schema(schema)
+        assert schema["properties"]["type"]["const"] == path.stem
+
+
+def test_asyncapi_lists_every_event_type_and_points_at_its_schema() -> None:
+    doc = yaml.safe_load((ROOT / "asyncapi.yaml").read_text(encoding="utf-8"))
+    types = {p.stem for p in EVENTS.glob("*.json")}
+    assert set(doc["channels"]) == types
+    for type_ in types:
+        ref = doc["components"]["messages"][type_]["payload"]["schema"]["$ref"]
+        assert (ROOT / ref).resolve() == (EVENTS / f"{type_}.json").resolve()
+
+
+def test_every_consumed_event_type_has_a_schema() -> None:
+    consumed = {t for s in registry.SERVICES.values() for t in s.consumes}
+    assert consumed <= {p.stem for p in EVENTS.glob("*.json")}
+
+
+@pytest.mark.parametrize("bad", [
+    {"data": {"account_id": "x", "kind": "individual"}},            # missing registered_at
+    {"data": {"account_id": "x", "kind": "individual", "registered_at": "t",
+              "phone": "13800138000"}},                             # contact details leak
+])
+def test_a_broken_event_fails_its_contract(bad: dict[str, object]) -> None:
+    from ecourt.contracts import validate_event
+
+    envelope = {"specversion": "1.0", "id": "1", "source": "/identity",
+                "type": "identity.account.registered", "time": "2026-01-01T00:00:00Z",
+                "datacontenttype": "application/json", **bad}
+    with pytest.raises(jsonschema.ValidationError):
+        validate_event(envelope)

@@ -1,0 +1,848 @@
+"""The deployment files, checked without a Docker engine, a cluster or the network.
+
+``docker-compose.yml``, ``deploy/`` (Kubernetes, Prometheus, PostgreSQL init, secrets) and the
+``Dockerfile`` are parsed here and held to what the code expects: every ``ecourt ...`` command
+line is parsed by the real CLI parser, every database URL names a database the init script
+creates, every upstream and scrape target names a process that exists, no secret is written in
+clear. A drift between the code and its deployment fails here, not on the first ``docker compose
+up``. Nothing outside the repository is read; the compose schema below is our own, small one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import re
+import shlex
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import jsonschema
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "k8s"
+INIT_SQL = DEPLOY / "postgres" / "init-databases.sql"
+PROMETHEUS = DEPLOY / "prometheus" / "prometheus.yml"
+SECRETS_DIR = DEPLOY / "secrets"
+
+#: the services with an HTTP API, an outbox relay and an event consumer
+SERVICES = ("identity", "filing", "matters", "documents", "delivery", "bankruptcy")
+#: consumer-only service with its own database
+NOTIFIER = "notifier"
+INFRA = ("postgres", "rabbitmq", "redis")
+API_PORT, GATEWAY_PORT, METRICS_PORT = 8000, 8080, 9100
+
+#: The one credential allowed in clear: the compose-internal PostgreSQL role and RabbitMQ user
+#: ``ecourt``/``ecourt`` for local development. Allowed only towards infrastructure containers
+#: that publish no port (checked below), so nothing outside the compose network can use it.
+DEV_PASSWORD = "ecourt"
+DEV_PASSWORD_KEYS = {("rabbitmq", "RABBITMQ_DEFAULT_PASS")}
+
+SECRET_NAME = re.compile(r"SECRET|PASSWORD|PASSWD|_PASS$|TOKEN|API_KEY|PRIVATE|SIGNING_KEY",
+                         re.IGNORECASE)
+INTERPOLATION = re.compile(r"^\$\{[A-Z0-9_]+(:?[-?][^}]*)?\}$")
+
+
+# ------------------------------------------------------------------------------------------------
+# Loading
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return compose["services"]
+
+
+@pytest.fixture(scope="module")
+def parser() -> argparse.ArgumentParser:
+    from ecourt import cli
+
+    return cli.build_parser()
+
+
+@pytest.fixture(scope="module")
+def init_sql() -> tuple[set[str], set[str]]:
+    """(roles, databases) created by the PostgreSQL init script."""
+    text = re.sub(r"--[^\n]*", "", INIT_SQL.read_text(encoding="utf-8"))
+    roles = set(re.findall(r"CREATE\s+(?:ROLE|USER)\s+(\w+)", text, re.IGNORECASE))
+    databases = set(re.findall(r"CREATE\s+DATABASE\s+(\w+)", text, re.IGNORECASE))
+    return roles, databases
+
+
+@pytest.fixture(scope="module")
+def k8s_docs() -> list[tuple[str, dict[str, Any]]]:
+    docs = []
+    for path in sorted(K8S.glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+            if doc is not None:
+                docs.append((path.name, doc))
+    return docs
+
+
+def ecourt_services(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Compose services that run the suite's own image (entrypoint ``ecourt``)."""
+    return {name: svc for name, svc in services.items() if "build" in svc}
+
+
+def parse_cli(parser: argparse.ArgumentParser, argv: list[str], where: str) -> argparse.Namespace:
+    assert all(isinstance(a, str) for a in argv), f"{where}: every argument must be a string"
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as exc:
+        pytest.fail(f"{where}: `ecourt {shlex.join(argv)}` is rejected by ecourt.cli "
+                    f"(exit {exc.code})")
+
+
+def option(argv: list[str], name: str) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == name and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def bind_port(argv: list[str]) -> int:
+    bind = option(argv, "--bind")
+    assert bind, f"`ecourt {shlex.join(argv)}` has no --bind"
+    return int(bind.rsplit(":", 1)[1])
+
+
+# ------------------------------------------------------------------------------------------------
+# docker-compose.yml: shape
+# ------------------------------------------------------------------------------------------------
+
+_STR = {"type": "string"}
+_STRINGS = {"type": "array", "items": _STR}
+_DURATION = {"type": "string", "pattern": r"^(\d+(\.\d+)?(us|ms|s|m|h))+$"}
+
+#: Our own, deliberately strict subset of the Compose Specification: only what this suite uses,
+#: with no unknown keys (a typo such as ``depend_on`` fails), list-form commands only (no shell
+#: parsing surprises) and string-only environment values (no YAML 1.1 ``yes`` -> true).
+COMPOSE_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["services"],
+    "additionalProperties": False,
+    "patternProperties": {"^x-": {}},
+    "properties": {
+        "name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]*$"},
+        "services": {"type": "object", "minProperties": 1,
+                     "propertyNames": {"pattern": "^[a-z0-9][a-z0-9_-]*$"},
+                     "additionalProperties": {"$ref": "#/$defs/service"}},
+        "volumes": {"type": "object", "additionalProperties": {"type": ["object", "null"]}},
+        "secrets": {"type": "object", "additionalProperties": {
+            "type": "object", "required": ["file"], "additionalProperties": False,
+            "properties": {"file": _STR}}},
+    },
+    "$defs": {
+        "service": {
+            "type": "object",
+            "anyOf": [{"required": ["image"]}, {"required": ["build"]}],
+            "additionalProperties": False,
+            "properties": {
+                "image": _STR,
+                "build": {"type": "object", "required": ["context"],
+                          "properties": {"context": _STR, "dockerfile": _STR,
+                                         "target": _STR}, "additionalProperties": False},
+                "command": {"type": "array", "items": _STR, "minItems": 1},
+                "entrypoint": {"type": "array", "items": _STR},
+                "environment": {"type": "object",
+                                "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+                                "additionalProperties": {"type": "string"}},
+                "env_file": _STRINGS,
+                "depends_on": {"type": "object", "additionalProperties": {
+                    "type": "object", "required": ["condition"], "additionalProperties": False,
+                    "properties": {"condition": {"enum": [
+                        "service_started", "service_healthy",
+                        "service_completed_successfully"]}, "restart": {"type": "boolean"}}}},
+                "healthcheck": {"type": "object", "additionalProperties": False, "properties": {
+                    "test": {"type": "array", "minItems": 2, "items": _STR,
+                             "prefixItems": [{"enum": ["CMD", "CMD-SHELL"]}]},
+                    "interval": _DURATION, "timeout": _DURATION, "start_period": _DURATION,
+                    "retries": {"type": "integer", "minimum": 1},
+                    "disable": {"type": "boolean"}}},
+                "restart": {"enum": ["no", "always", "on-failure", "unless-stopped"]},
+                "ports": {"type": "array", "items": {
+                    "type": "string",
+                    "pattern": r"^((\d{1,3}\.){3}\d{1,3}:)?\d+:\d+(/(tcp|udp))?$"}},
+                "volumes": _STRINGS,
+                "secrets": _STRINGS,
+                "hostname": _STR,
+                "init": {"type": "boolean"},
+                "stop_grace_period": _DURATION,
+                "logging": {"type": "object"},
+            },
+        },
+    },
+}
+
+
+def test_compose_file_matches_our_schema(compose: dict[str, Any]) -> None:
+    jsonschema.Draft202012Validator.check_schema(COMPOSE_SCHEMA)
+    errors = sorted(jsonschema.Draft202012Validator(COMPOSE_SCHEMA).iter_errors(compose),
+                    key=lambda e: list(e.absolute_path))
+    assert not errors, "\n".join(
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors)
+
+
+def test_compose_has_every_process_of_the_suite(services: dict[str, dict[str, Any]]) -> None:
+    expected = {*INFRA, "gateway", NOTIFIER, f"{NOTIFIER}-migrate", "prometheus"}
+    for svc in SERVICES:
+        expected |= {f"{svc}-api", f"{svc}-relay", f"{svc}-consumer", f"{svc}-migrate"}
+    assert expected <= set(services), f"missing: {sorted(expected - set(services))}"
+
+
+def test_suite_services_share_one_image_with_a_restart_policy(
+        services: dict[str, dict[str, Any]]) -> None:
+    own = ecourt_services(services)
+    assert len({svc["image"] for svc in own.values()}) == 1, "one image for every process"
+    for name, svc in own.items():
+        assert svc["build"]["context"] == ".", name
+        assert "entrypoint" not in svc, f"{name}: the image's ENTRYPOINT is `ecourt`"
+        if name.endswith("-migrate"):
+            assert svc["restart"] == "no", f"{name}: a one-shot step must not restart"
+        else:
+            assert svc.get("restart") in ("always", "unless-stopped"), name
+    for name in (*INFRA, "prometheus"):
+        assert services[name].get("restart") in ("always", "unless-stopped"), name
+
+
+# ------------------------------------------------------------------------------------------------
+# docker-compose.yml: commands against the real CLI
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("svc", SERVICES)
+def test_each_service_runs_api_relay_consumer_and_migration(
+        services: dict[str, dict[str, Any]], parser: argparse.ArgumentParser, svc: str) -> None:
+    api = services[f"{svc}-api"]["command"]
+    args = parse_cli(parser, api, f"{svc}-api")
+    assert (args.command, args.service) == ("serve", svc)
+    assert bind_port(api) == API_PORT and option(api, "--bind").startswith("0.0.0.0:")
+    assert args.workers >= 1
+    # migrations are the one-shot step below, not each replica's start-up
+    assert args.no_migrate, f"{svc}-api: the {svc}-migrate step migrates; pass --no-migrate"
+
+    for process, sub in (("relay", "relay"), ("consumer", "consume")):
+        argv = services[f"{svc}-{process}"]["command"]
+        args = parse_cli(parser, argv, f"{svc}-{process}")
+        assert (args.command, args.service) == (sub, svc)
+        assert args.metrics_port == METRICS_PORT, f"{svc}-{process}: --metrics-port"
+
+    args = parse_cli(parser, services[f"{svc}-migrate"]["command"], f"{svc}-migrate")
+    assert (args.command, args.service) == ("migrate", svc)
+
+
+def test_notifier_and_gateway_commands(services: dict[str, dict[str, Any]],
+                                       parser: argparse.ArgumentParser) -> None:
+    args = parse_cli(parser, services[NOTIFIER]["command"], NOTIFIER)
+    assert (args.command, args.service, args.metrics_port) == ("consume", NOTIFIER, METRICS_PORT)
+    args = parse_cli(parser, services[f"{NOTIFIER}-migrate"]["command"], "notifier-migrate")
+    assert (args.command, args.service) == ("migrate", NOTIFIER)
+
+    gateway = services["gateway"]["command"]
+    args = parse_cli(parser, gateway, "gateway")
+    assert (args.command, args.service) == ("serve", "gateway")
+    assert bind_port(gateway) == GATEWAY_PORT
+    assert f"{GATEWAY_PORT}:{GATEWAY_PORT}" in services["gateway"]["ports"]
+
+
+def test_every_ecourt_command_names_a_known_service(services: dict[str, dict[str, Any]],
+                                                    parser: argparse.ArgumentParser) -> None:
+    from ecourt import registry
+
+    for name, svc in ecourt_services(services).items():
+        args = parse_cli(parser, svc["command"], name)
+        assert args.command in ("serve", "relay", "consume", "migrate"), name
+        known = set(registry.SERVICES) | ({"gateway"} if args.command == "serve" else set())
+        assert args.service in known, f"{name}: unknown service {args.service!r}"
+        if args.command == "serve" and args.service != "gateway":
+            assert args.service in registry.API_SERVICES, f"{name}: {args.service} has no API"
+
+
+def test_compose_covers_the_registry(services: dict[str, dict[str, Any]]) -> None:
+    """A service added to ecourt.registry must be added to the deployment too."""
+    from ecourt import registry
+
+    assert set(registry.SERVICES) == {*SERVICES, NOTIFIER}
+    assert set(registry.API_SERVICES) == set(SERVICES)
+    for name in registry.SERVICES:
+        assert f"{name}-migrate" in services, name
+
+
+# ------------------------------------------------------------------------------------------------
+# docker-compose.yml: start order and health
+# ------------------------------------------------------------------------------------------------
+
+
+def test_depends_on_names_existing_services(services: dict[str, dict[str, Any]]) -> None:
+    for name, svc in services.items():
+        for dep, spec in svc.get("depends_on", {}).items():
+            assert dep in services, f"{name} depends on unknown service {dep!r}"
+            assert dep != name, name
+            if spec["condition"] == "service_healthy":
+                check = services[dep].get("healthcheck", {})
+                has_own = bool(check.get("test")) and not check.get("disable")
+                from_image = "build" in services[dep] and not check.get("disable")
+                assert has_own or from_image, f"{name} waits for {dep} to be healthy: it has " \
+                                              "no healthcheck"
+            if spec["condition"] == "service_completed_successfully":
+                assert services[dep].get("restart") == "no", f"{dep} must be a one-shot"
+
+
+def test_infrastructure_has_healthchecks(services: dict[str, dict[str, Any]]) -> None:
+    for name in INFRA:
+        test = services[name].get("healthcheck", {}).get("test")
+        assert test and test[0] in ("CMD", "CMD-SHELL"), f"{name} has no healthcheck"
+    # pg_isready over TCP: the image's init phase listens on the unix socket only
+    assert "127.0.0.1" in services["postgres"]["healthcheck"]["test"]
+
+
+def test_workers_report_health_on_their_metrics_port(services: dict[str, dict[str, Any]]) -> None:
+    """Relays and consumers have no /healthz on 8000 (the image's default check)."""
+    for name, svc in ecourt_services(services).items():
+        command = svc["command"]
+        if command[0] in ("relay", "consume"):
+            test = " ".join(svc["healthcheck"]["test"])
+            assert f":{METRICS_PORT}/" in test, name
+        elif command[0] == "migrate":
+            assert svc["healthcheck"] == {"disable": True}, name
+    gateway_env = services["gateway"]["environment"]
+    assert gateway_env["ECOURT_HEALTHCHECK_URL"].endswith(f":{GATEWAY_PORT}/healthz")
+
+
+def test_every_process_waits_for_infrastructure_and_its_migration(
+        services: dict[str, dict[str, Any]]) -> None:
+    for svc in (*SERVICES, NOTIFIER):
+        migrate = services[f"{svc}-migrate"]
+        assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
+        processes = ([NOTIFIER] if svc == NOTIFIER
+                     else [f"{svc}-api", f"{svc}-relay", f"{svc}-consumer"])
+        for name in processes:
+            deps = services[name]["depends_on"]
+            for infra in ("postgres", "rabbitmq"):
+                assert deps[infra]["condition"] == "service_healthy", f"{name} -> {infra}"
+            assert deps[f"{svc}-migrate"]["condition"] == "service_completed_successfully", name
+    gateway_deps = services["gateway"]["depends_on"]
+    assert gateway_deps["redis"]["condition"] == "service_healthy"
+    assert gateway_deps["identity-api"]["condition"] == "service_healthy"  # serves the JWKS
+
+
+# ------------------------------------------------------------------------------------------------
+# docker-compose.yml: databases, broker, upstreams
+# ------------------------------------------------------------------------------------------------
+
+
+def test_database_urls_name_databases_of_the_init_script(
+        services: dict[str, dict[str, Any]], init_sql: tuple[set[str], set[str]]) -> None:
+    roles, databases = init_sql
+    assert databases == {*SERVICES, NOTIFIER}, "one database per service"
+    used = set()
+    for name, svc in services.items():
+        for key, value in svc.get("environment", {}).items():
+            if not key.endswith("_DATABASE_URL"):
+                continue
+            url = urlsplit(value)
+            owner = key.removesuffix("_DATABASE_URL").lower()
+            assert url.scheme == "postgresql+psycopg", f"{name}: {key}"
+            assert url.hostname in services and url.hostname == "postgres", f"{name}: {key}"
+            assert url.port == 5432, f"{name}: {key}"
+            assert url.username in roles, f"{name}: role {url.username!r} is not created"
+            db = url.path.lstrip("/")
+            assert db in databases, f"{name}: database {db!r} is not created by the init SQL"
+            assert db == owner, f"{name}: {key} points at another service's database {db!r}"
+            command = svc.get("command", [])
+            assert command[1:2] == [owner], f"{name} runs {command} but gets {key}"
+            used.add(db)
+        # a process gets its own service's database and nobody else's
+        db_keys = [k for k in svc.get("environment", {}) if k.endswith("_DATABASE_URL")]
+        assert len(db_keys) <= 1, f"{name} sees several databases: {db_keys}"
+    assert used == databases, f"databases nobody uses: {sorted(databases - used)}"
+
+
+def test_postgres_runs_the_init_script(services: dict[str, dict[str, Any]]) -> None:
+    mounts = services["postgres"]["volumes"]
+    assert any(m.startswith("./deploy/postgres/init-databases.sql:/docker-entrypoint-initdb.d/")
+               for m in mounts), mounts
+
+
+def test_every_process_of_a_service_talks_to_the_broker(
+        services: dict[str, dict[str, Any]]) -> None:
+    rabbit = services["rabbitmq"]
+    assert rabbit["image"].startswith("rabbitmq:3.13-management")
+    user, vhost = rabbit["environment"]["RABBITMQ_DEFAULT_USER"], \
+        rabbit["environment"]["RABBITMQ_DEFAULT_VHOST"]
+    for name, svc in ecourt_services(services).items():
+        env = svc["environment"]
+        if name == "gateway" or name.endswith("-migrate"):
+            continue
+        url = urlsplit(env["ECOURT_BROKER_URL"])
+        assert url.scheme == "amqp" and url.hostname == "rabbitmq" and url.port == 5672, name
+        assert url.username == user != "guest", f"{name}: use the compose user, not guest"
+        assert url.path[1:] == vhost, f"{name}: vhost {url.path[1:]!r} != {vhost!r}"
+        assert env["ECOURT_EXCHANGE"] == "ecourt.events", name
+        jwks = urlsplit(env["ECOURT_JWKS_URL"])
+        assert jwks.hostname == "identity-api" and jwks.path == "/.well-known/jwks.json", name
+
+
+def test_gateway_has_an_upstream_for_every_api(services: dict[str, dict[str, Any]],
+                                               parser: argparse.ArgumentParser) -> None:
+    env = services["gateway"]["environment"]
+    upstreams = {k.removeprefix("GATEWAY_UPSTREAM_").lower(): v for k, v in env.items()
+                 if k.startswith("GATEWAY_UPSTREAM_")}
+    assert set(upstreams) == set(SERVICES)
+    for svc, value in upstreams.items():
+        url = urlsplit(value)
+        assert url.scheme == "http" and url.hostname in services, f"{svc}: {value}"
+        target = parse_cli(parser, services[url.hostname]["command"], url.hostname)
+        assert (target.command, target.service) == ("serve", svc), f"{svc} -> {url.hostname}"
+        assert url.port == bind_port(services[url.hostname]["command"]), value
+    assert urlsplit(env["ECOURT_REDIS_URL"]).hostname == "redis"
+    assert urlsplit(env["ECOURT_JWKS_URL"]).hostname == "identity-api"
+
+
+def test_identity_signs_with_the_key_from_a_secret(compose: dict[str, Any],
+                                                   services: dict[str, dict[str, Any]]) -> None:
+    identity = services["identity-api"]
+    path = identity["environment"]["IDENTITY_SIGNING_KEY_FILE"]
+    assert path == "/run/secrets/identity_signing_key"
+    assert "identity_signing_key" in identity["secrets"]
+    assert "identity_signing_key" in compose["secrets"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Secrets: nothing in clear, everything generated is git-ignored
+# ------------------------------------------------------------------------------------------------
+
+
+def _published(svc: dict[str, Any]) -> bool:
+    return bool(svc.get("ports"))
+
+
+def test_no_literal_secrets_in_compose(compose: dict[str, Any],
+                                       services: dict[str, dict[str, Any]]) -> None:
+    for name, svc in services.items():
+        for key, value in svc.get("environment", {}).items():
+            where = f"{name}: {key}"
+            if SECRET_NAME.search(key):
+                if key.endswith("_FILE") or key.endswith("__FILE"):
+                    assert value.startswith("/run/secrets/"), where
+                    assert value.rsplit("/", 1)[1] in svc.get("secrets", []), where
+                    continue
+                if (name, key) in DEV_PASSWORD_KEYS:
+                    assert value == DEV_PASSWORD and not _published(svc), where
+                    continue
+                assert INTERPOLATION.match(value), f"{where} holds a literal secret"
+            url = urlsplit(value) if "://" in value else None
+            if url is not None and url.password is not None:
+                assert url.password == DEV_PASSWORD, f"{where}: a password in a URL"
+                assert url.hostname in INFRA and not _published(services[url.hostname]), \
+                    f"{where}: dev credentials only towards unpublished infrastructure"
+    # the service secret reaches the processes from the git-ignored env file, never inline
+    for name, svc in ecourt_services(services).items():
+        assert "ECOURT_SERVICE_SECRET" not in svc.get("environment", {}), name
+        if name != "gateway":
+            assert svc.get("env_file") == ["deploy/secrets/ecourt.env"], name
+    for name, secret in compose["secrets"].items():
+        assert secret["file"].startswith("deploy/secrets/"), name
+
+
+def _ignored(patterns: list[str], name: str) -> bool:
+    ignored = False
+    for pattern in patterns:
+        negated = pattern.startswith("!")
+        if fnmatch.fnmatch(name, pattern.lstrip("!")):
+            ignored = not negated
+    return ignored
+
+
+def test_secret_files_are_git_ignored_and_documented(compose: dict[str, Any]) -> None:
+    patterns = [line.strip() for line in (SECRETS_DIR / ".gitignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+    readme = (SECRETS_DIR / "README.md").read_text(encoding="utf-8")
+    files = [s["file"] for s in compose["secrets"].values()]
+    files += [f for svc in compose["services"].values() for f in svc.get("env_file", [])]
+    for file in set(files):
+        name = Path(file).name
+        assert _ignored(patterns, name), f"{file} is not git-ignored"
+        assert name in readme, f"deploy/secrets/README.md does not say how to make {name}"
+    assert not _ignored(patterns, "README.md") and not _ignored(patterns, ".gitignore")
+    dockerignore = (ROOT / ".dockerignore").read_text().splitlines()
+    assert "deploy/secrets/" in dockerignore or "deploy/secrets" in dockerignore
+
+
+def test_no_private_key_or_literal_secret_anywhere_in_deploy_files() -> None:
+    files = [COMPOSE_FILE, DOCKERFILE, *DEPLOY.rglob("*.yml"), *DEPLOY.rglob("*.yaml"),
+             *DEPLOY.rglob("*.sql")]
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        assert "PRIVATE KEY-----" not in text, path
+        assert not re.search(r"guest:guest@", text), f"{path}: RabbitMQ's guest user"
+        for match in re.finditer(r"PASSWORD\s+'([^']*)'", text, re.IGNORECASE):
+            assert match.group(1) == DEV_PASSWORD, f"{path}: literal password"
+
+
+# ------------------------------------------------------------------------------------------------
+# Prometheus
+# ------------------------------------------------------------------------------------------------
+
+
+def _scrape_targets(config: dict[str, Any]) -> set[tuple[str, int]]:
+    targets = set()
+    for job in config["scrape_configs"]:
+        assert job.get("metrics_path", "/metrics") == "/metrics", job["job_name"]
+        for sd in job.get("dns_sd_configs", []):
+            assert sd.get("type", "SRV") == "A" and "port" in sd, job["job_name"]
+            targets |= {(name, int(sd["port"])) for name in sd["names"]}
+        for static in job.get("static_configs", []):
+            for target in static["targets"]:
+                host, port = target.rsplit(":", 1)
+                targets.add((host, int(port)))
+    return targets
+
+
+def test_prometheus_scrapes_every_process(services: dict[str, dict[str, Any]]) -> None:
+    config = yaml.safe_load(PROMETHEUS.read_text(encoding="utf-8"))
+    names = [job["job_name"] for job in config["scrape_configs"]]
+    assert len(names) == len(set(names)), "job names must be unique"
+    targets = _scrape_targets(config)
+    expected = {("gateway", GATEWAY_PORT), (NOTIFIER, METRICS_PORT)}
+    for svc in SERVICES:
+        expected |= {(f"{svc}-api", API_PORT), (f"{svc}-relay", METRICS_PORT),
+                     (f"{svc}-consumer", METRICS_PORT)}
+    assert expected <= targets, f"not scraped: {sorted(expected - targets)}"
+    for host, port in targets:
+        if host in ("127.0.0.1", "localhost"):
+            continue
+        assert host in services, f"scrape target {host} is no compose service"
+        command = services[host].get("command", [])
+        if command and command[0] == "serve":
+            assert port == bind_port(command), host
+        elif command and command[0] in ("relay", "consume"):
+            assert port == int(option(command, "--metrics-port") or 0), host
+    mounts = services["prometheus"]["volumes"]
+    assert any(m.startswith("./deploy/prometheus/prometheus.yml:") for m in mounts)
+
+
+# ------------------------------------------------------------------------------------------------
+# Dockerfile
+# ------------------------------------------------------------------------------------------------
+
+
+def dockerfile_instructions(text: str) -> list[tuple[str, str]]:
+    """(KEYWORD, arguments) pairs: comments dropped, continuation lines joined."""
+    instructions, buffer = [], ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("#") or (not line and not buffer):
+            continue
+        if line.endswith("\\"):
+            buffer += line[:-1] + " "
+            continue
+        buffer += line
+        keyword, _, rest = buffer.partition(" ")
+        instructions.append((keyword.upper(), rest.strip()))
+        buffer = ""
+    assert not buffer, "the Dockerfile ends inside a continued line"
+    return instructions
+
+
+def split_flags(args: str) -> tuple[dict[str, str], list[str]]:
+    """``--from=build --chown=x a b`` -> ({"from": "build", "chown": "x"}, ["a", "b"])."""
+    words = json.loads(args) if args.startswith("[") else shlex.split(args)
+    flags = {}
+    while words and words[0].startswith("--"):
+        key, _, value = words.pop(0)[2:].partition("=")
+        flags[key] = value
+    return flags, words
+
+
+@pytest.fixture(scope="module")
+def dockerfile() -> list[tuple[str, str]]:
+    return dockerfile_instructions(DOCKERFILE.read_text(encoding="utf-8"))
+
+
+def _stages(instructions: list[tuple[str, str]]) -> Iterator[tuple[str, list[tuple[str, str]]]]:
+    name, body = None, []
+    for keyword, args in instructions:
+        if keyword == "FROM":
+            if name is not None:
+                yield name, body
+            words = args.split()
+            name = words[2] if len(words) >= 3 and words[1].upper() == "AS" else words[0]
+            body = [(keyword, args)]
+        elif name is not None:
+            body.append((keyword, args))
+    if name is not None:
+        yield name, body
+
+
+def test_dockerfile_is_multi_stage_on_python_311(dockerfile: list[tuple[str, str]]) -> None:
+    args = {}
+    for keyword, rest in dockerfile:
+        if keyword == "FROM":
+            break
+        if keyword == "ARG" and "=" in rest:
+            key, value = rest.split("=", 1)
+            args[key] = value
+    froms = [rest.split()[0] for keyword, rest in dockerfile if keyword == "FROM"]
+    assert len(froms) >= 2, "build wheels in one stage, run in another"
+    for image in froms:
+        resolved = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], image)
+        assert resolved.startswith("python:3.11-slim"), resolved
+
+
+def test_dockerfile_copies_only_what_exists(dockerfile: list[tuple[str, str]]) -> None:
+    dockerignore = [line.strip().rstrip("/") for line in
+                    (ROOT / ".dockerignore").read_text().splitlines()
+                    if line.strip() and not line.startswith("#")]
+    stage_names = [name for name, _ in _stages(dockerfile)]
+    for keyword, args in dockerfile:
+        if keyword in ("COPY", "ADD"):
+            flags, words = split_flags(args)
+            if "from" in flags:
+                assert flags["from"] in stage_names, f"COPY --from={flags['from']}"
+                continue
+            assert keyword == "COPY", "ADD fetches and unpacks; use COPY"
+            for source in words[:-1]:
+                matches = list(ROOT.glob(source))
+                assert matches, f"COPY {source}: no such file in the repository"
+                assert not any(fnmatch.fnmatch(source, p) for p in dockerignore), \
+                    f"COPY {source}: excluded by .dockerignore"
+        if keyword == "RUN" and "--mount=" in args:
+            for mount in re.findall(r"--mount=(\S+)", args):
+                opts = dict(part.partition("=")[::2] for part in mount.split(","))
+                if "from" in opts:
+                    assert opts["from"] in stage_names, mount
+
+
+def test_dockerfile_builds_with_the_pins(dockerfile: list[tuple[str, str]]) -> None:
+    runs = [args for keyword, args in dockerfile if keyword == "RUN"]
+    assert any(re.search(r"pip (wheel|install) .*-c constraints\.txt", r) for r in runs)
+    assert any("--no-index" in r for r in runs), "the runtime installs only the built wheels"
+    assert any("fonts-wqy-microhei" in r for r in runs), "a CJK font for the PDFs"
+
+
+def test_dockerfile_final_stage_runs_ecourt_as_non_root(
+        dockerfile: list[tuple[str, str]]) -> None:
+    _, final = list(_stages(dockerfile))[-1]
+    users = [args for keyword, args in final if keyword == "USER"]
+    assert users, "the final stage must set USER"
+    user = users[-1].split(":")[0]
+    assert user not in ("root", "0") and user, f"runs as {users[-1]}"
+    entrypoints = [args for keyword, args in final if keyword == "ENTRYPOINT"]
+    assert entrypoints and json.loads(entrypoints[-1]) == ["ecourt"]
+    checks = [args for keyword, args in final if keyword == "HEALTHCHECK"]
+    assert checks, "the final stage needs a HEALTHCHECK"
+    flags, command = split_flags(checks[-1])
+    assert command[0] == "CMD" and "python" in command[1] and "/healthz" in checks[-1]
+    assert "curl" not in checks[-1]
+    env = " ".join(args for keyword, args in final if keyword == "ENV")
+    assert "PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus" in env
+    assert "ECOURT_DATA_DIR=/var/lib/ecourt" in env
+
+
+def test_dockerignore_keeps_the_context_small_and_clean() -> None:
+    lines = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
+    for entry in (".git", ".venv", "data/", "deploy/secrets/"):
+        assert entry in lines, entry
+
+
+# ------------------------------------------------------------------------------------------------
+# Kubernetes
+# ------------------------------------------------------------------------------------------------
+
+
+def _by_kind(docs: list[tuple[str, dict[str, Any]]], kind: str) -> dict[str, dict[str, Any]]:
+    return {doc["metadata"]["name"]: doc for _, doc in docs if doc["kind"] == kind}
+
+
+def _containers(deployment: dict[str, Any], init: bool = False) -> list[dict[str, Any]]:
+    spec = deployment["spec"]["template"]["spec"]
+    return spec.get("containers", []) + (spec.get("initContainers", []) if init else [])
+
+
+def test_kustomization_lists_every_manifest(k8s_docs: list[tuple[str, dict[str, Any]]]) -> None:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert kustomization["kind"] == "Kustomization"
+    listed = kustomization["resources"]
+    on_disk = sorted(p.name for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
+    assert sorted(listed) == on_disk
+    assert kustomization["namespace"] == "ecourt"
+    assert [i["name"] for i in kustomization["images"]] == ["ecourt"]
+    namespaces = _by_kind(k8s_docs, "Namespace")
+    assert list(namespaces) == ["ecourt"]
+    for _, doc in k8s_docs:
+        assert doc.get("apiVersion") and doc.get("kind") and doc["metadata"].get("name")
+        assert doc["metadata"].get("namespace") in (None, "ecourt"), doc["metadata"]["name"]
+        assert doc["metadata"].get("labels", {}).get("app.kubernetes.io/part-of") == "ecourt"
+        assert doc["kind"] != "Secret", "Secrets are created out of band, never committed"
+    names = [(doc["kind"], doc["metadata"]["name"]) for _, doc in k8s_docs]
+    assert len(names) == len(set(names)), "duplicate objects"
+
+
+def test_k8s_has_every_process(k8s_docs: list[tuple[str, dict[str, Any]]],
+                               parser: argparse.ArgumentParser) -> None:
+    deployments = _by_kind(k8s_docs, "Deployment")
+    k8s_services = _by_kind(k8s_docs, "Service")
+    expected = {"gateway", NOTIFIER}
+    for svc in SERVICES:
+        expected |= {f"{svc}-api", f"{svc}-relay", f"{svc}-consumer"}
+        assert f"{svc}-api" in k8s_services, f"{svc}-api has no Service"
+    assert set(deployments) == expected
+    assert set(k8s_services) == {f"{svc}-api" for svc in SERVICES} | {"gateway"}
+
+    for name, deployment in deployments.items():
+        main = _containers(deployment)
+        assert len(main) == 1, name
+        args = parse_cli(parser, main[0]["args"], name)
+        expected_cmd = {"api": "serve", "relay": "relay", "consumer": "consume"}
+        if name == "gateway":
+            assert (args.command, args.service) == ("serve", "gateway")
+            assert bind_port(main[0]["args"]) == GATEWAY_PORT
+        elif name == NOTIFIER:
+            assert (args.command, args.service) == ("consume", NOTIFIER)
+        else:
+            svc, process = name.rsplit("-", 1)
+            assert (args.command, args.service) == (expected_cmd[process], svc), name
+            if process == "api":
+                assert bind_port(main[0]["args"]) == API_PORT and args.no_migrate, name
+            else:
+                assert args.metrics_port == METRICS_PORT, name
+        for container in _containers(deployment, init=True):
+            assert container["image"] == "ecourt", f"{name}: kustomize sets the image"
+            parse_cli(parser, container["args"], f"{name}/{container['name']}")
+        if name.endswith("-api") or name == NOTIFIER:
+            service = name.removesuffix("-api")
+            inits = deployment["spec"]["template"]["spec"].get("initContainers", [])
+            assert [c["args"] for c in inits] == [["migrate", service]], \
+                f"{name} must migrate its database before it starts"
+
+
+def test_k8s_replicas_resources_and_security(
+        k8s_docs: list[tuple[str, dict[str, Any]]]) -> None:
+    for name, deployment in _by_kind(k8s_docs, "Deployment").items():
+        replicas = deployment["spec"]["replicas"]
+        if name.endswith("-api") or name == "gateway":
+            assert replicas >= 2, f"{name}: an API keeps serving during a rollout"
+        if name.endswith("-relay"):
+            assert replicas >= 2, f"{name}: relays share the outbox with SKIP LOCKED"
+        assert replicas >= 1, name
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["runAsUser"] != 0, name
+        for container in _containers(deployment, init=True):
+            where = f"{name}/{container['name']}"
+            for bound in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(container["resources"][bound]), where
+            assert container["securityContext"]["allowPrivilegeEscalation"] is False, where
+            mounted = {m["name"] for m in container.get("volumeMounts", [])}
+            assert mounted <= {v["name"] for v in pod.get("volumes", [])}, where
+
+
+def test_k8s_labels_selectors_and_ports_match(k8s_docs: list[tuple[str, dict[str, Any]]]) -> None:
+    deployments = _by_kind(k8s_docs, "Deployment")
+    for name, deployment in deployments.items():
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert selector and selector.items() <= labels.items(), f"{name}: selector/labels"
+        assert selector == {"app.kubernetes.io/name": name}, name
+        assert deployment["metadata"]["labels"] == labels, name
+    for name, service in _by_kind(k8s_docs, "Service").items():
+        selector = service["spec"]["selector"]
+        targets = [d for d in deployments.values()
+                   if selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()]
+        assert len(targets) == 1, f"Service {name} selects {len(targets)} Deployments"
+        ports = {p["name"]: p["containerPort"] for c in _containers(targets[0])
+                 for p in c.get("ports", [])}
+        for port in service["spec"]["ports"]:
+            target = port["targetPort"]
+            assert target in ports or target in ports.values(), f"{name}: {target}"
+            assert port["port"] == (ports.get(target) or target), name
+
+
+def _probe(container: dict[str, Any], kind: str) -> tuple[str, Any]:
+    probe = container.get(kind)
+    assert probe, f"{container['name']}: no {kind}"
+    return probe["httpGet"]["path"], probe["httpGet"]["port"]
+
+
+def test_k8s_probes(k8s_docs: list[tuple[str, dict[str, Any]]]) -> None:
+    for name, deployment in _by_kind(k8s_docs, "Deployment").items():
+        (container,) = _containers(deployment)
+        ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+        if name.endswith("-api"):
+            assert _probe(container, "readinessProbe") == ("/readyz", "http"), name
+            assert _probe(container, "livenessProbe") == ("/healthz", "http"), name
+            assert ports["http"] == API_PORT, name
+        elif name == "gateway":
+            _probe(container, "readinessProbe")
+            assert _probe(container, "livenessProbe") == ("/healthz", "http"), name
+            assert ports["http"] == GATEWAY_PORT
+        else:
+            assert _probe(container, "livenessProbe") == ("/metrics", "metrics"), name
+            assert ports["metrics"] == METRICS_PORT, name
+        for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
+            if kind in container:
+                assert container[kind]["httpGet"]["port"] in ports, f"{name}: {kind}"
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true", name
+        assert int(annotations["prometheus.io/port"]) in ports.values(), name
+
+
+def test_k8s_config_and_secrets(k8s_docs: list[tuple[str, dict[str, Any]]]) -> None:
+    configmaps = _by_kind(k8s_docs, "ConfigMap")
+    k8s_services = _by_kind(k8s_docs, "Service")
+    claims = _by_kind(k8s_docs, "PersistentVolumeClaim")
+    config = configmaps["ecourt-config"]["data"]
+    for svc in SERVICES:
+        url = urlsplit(config[f"GATEWAY_UPSTREAM_{svc.upper()}"])
+        assert url.hostname == f"{svc}-api" and url.hostname in k8s_services, svc
+        assert url.port in {p["port"] for p in k8s_services[url.hostname]["spec"]["ports"]}
+    assert urlsplit(config["ECOURT_JWKS_URL"]).hostname in k8s_services
+    for key, value in config.items():
+        assert not SECRET_NAME.search(key), f"ConfigMap holds {key}: use a Secret"
+        assert "://" not in value or urlsplit(value).password is None, f"{key}: a password"
+
+    for name, deployment in _by_kind(k8s_docs, "Deployment").items():
+        pod = deployment["spec"]["template"]["spec"]
+        for volume in pod.get("volumes", []):
+            if "persistentVolumeClaim" in volume:
+                assert volume["persistentVolumeClaim"]["claimName"] in claims, name
+        service = name.rsplit("-", 1)[0] if name != NOTIFIER else NOTIFIER
+        for container in _containers(deployment, init=True):
+            where = f"{name}/{container['name']}"
+            for source in container.get("envFrom", []):
+                if "configMapRef" in source:
+                    assert source["configMapRef"]["name"] in configmaps, where
+            for var in container.get("env", []):
+                literal = var.get("value")
+                if literal is not None:
+                    assert var["name"].endswith("_FILE") or not SECRET_NAME.search(
+                        var["name"]), f"{where}: {var['name']} in clear"
+                    assert "://" not in literal or urlsplit(literal).password is None, where
+                if var["name"].endswith("_DATABASE_URL"):
+                    assert var["name"] == f"{service.upper()}_DATABASE_URL", \
+                        f"{where} gets another service's database"
+                    assert var["valueFrom"]["secretKeyRef"]["key"] == var["name"], where
+            if name != "gateway":
+                names = {v["name"] for v in container.get("env", [])}
+                assert f"{service.upper()}_DATABASE_URL" in names, where
