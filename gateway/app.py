@@ -3,7 +3,7 @@
 For every request, in this order:
 
 1. keep a valid ``X-Request-ID`` or make one; it goes upstream and comes back on every response;
-2. the gateway's own routes: ``/healthz`` (never rate limited), ``/docs``,
+2. the gateway's own routes: ``/healthz`` (never rate limited), ``/metrics``, ``/docs``,
    ``/docs/openapi/<service>.json``;
 3. ``/api/<service>/<rest>``: unknown service -> 404, ``/internal/...`` -> 404, dot segments
    -> 400;
@@ -43,7 +43,7 @@ from gateway.upstream import (
     WSGIApp,
     make_session,
 )
-from servicekit import context
+from servicekit import context, metrics
 from servicekit.logs import scrub
 from servicekit.problems import Problem, problem_response
 from servicekit.tokens import InvalidToken, TokenVerifier
@@ -98,6 +98,10 @@ class Gateway:
                 body = self._problem(problem, path, rid)(environ, respond)
 
         def log_access() -> None:
+            route = f"/api/{seen['upstream']}" if seen["upstream"] else "gateway"
+            metrics.HTTP_REQUESTS.labels("gateway", route, method, str(seen["status"])).inc()
+            metrics.HTTP_LATENCY.labels("gateway", route, method).observe(
+                time.perf_counter() - started)
             with context.bound(rid):
                 access_log.info("%s %s %s", method, scrub(path), seen["status"], extra={
                     "method": method, "path": scrub(path), "status": seen["status"],
@@ -113,6 +117,10 @@ class Gateway:
         if path == "/healthz":
             self._read_only(method)
             return _json({"status": "ok", "service": "gateway"})(environ, respond)
+        if path == "/metrics":
+            self._read_only(method)
+            body, content_type = metrics.render()
+            return Response(body, content_type=content_type)(environ, respond)
         if path in ("/docs", "/docs/"):
             self._read_only(method)
             self._admit(environ, method, path)
