@@ -10,8 +10,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, Engine, Integer, MetaData, create_engine, event
+from sqlalchemy import BigInteger, DateTime, Engine, Integer, MetaData, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.types import TypeDecorator
 
 #: An id column type that autoincrements on PostgreSQL (bigint) and SQLite (integer rowid).
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -23,6 +24,30 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every database.
+
+    PostgreSQL keeps the zone; SQLite would hand back naive values. Times with legal weight
+    are stored in UTC and must come back as UTC, so naive input is refused and naive output
+    is read as UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: times are stored in UTC and must carry a zone")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def utcnow() -> datetime:
@@ -43,6 +68,7 @@ def new_base() -> type[DeclarativeBase]:
 
     class Base(DeclarativeBase):
         metadata = md
+        type_annotation_map = {datetime: UtcDateTime}  # noqa: RUF012
 
     return Base
 

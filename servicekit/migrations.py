@@ -35,6 +35,15 @@ def drift(metadata: MetaData, url: str) -> list[object]:
         engine.dispose()
 
 
+def _render_item(type_: str, obj: object, autogen_context: object) -> str | bool:
+    """Autogenerate writes the kit's UtcDateTime as the plain column type it stores."""
+    from servicekit.db import UtcDateTime
+
+    if type_ == "type" and isinstance(obj, UtcDateTime):
+        return "sa.DateTime(timezone=True)"
+    return False
+
+
 def run_env(metadata: MetaData) -> None:
     """The body of every service's ``migrations/env.py``."""
     from alembic import context
@@ -49,7 +58,7 @@ def run_env(metadata: MetaData) -> None:
     engine = create_engine(url, poolclass=pool.NullPool)
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=metadata,
-                          render_as_batch=True, compare_type=True)
+                          render_as_batch=True, compare_type=True, render_item=_render_item)
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from sqlalchemy import (
     Column,
-    DateTime,
     Index,
     Integer,
     LargeBinary,
@@ -20,7 +19,7 @@ from sqlalchemy import (
     Text,
 )
 
-from servicekit.db import NAMING, BigId
+from servicekit.db import NAMING, BigId, UtcDateTime
 
 _KIT = MetaData(naming_convention=NAMING)
 
@@ -36,9 +35,9 @@ outbox = Table(
     Column("routing_key", String(200), nullable=False),
     Column("body", Text, nullable=False),
     Column("headers", Text, nullable=False, server_default="{}"),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("available_at", DateTime(timezone=True), nullable=False),
-    Column("sent_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("available_at", UtcDateTime(), nullable=False),
+    Column("sent_at", UtcDateTime(), nullable=True),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("last_error", Text, nullable=True),
 )
@@ -55,7 +54,7 @@ inbox = Table(
     Column("consumer", String(100), nullable=False),
     Column("event_id", String(64), nullable=False),
     Column("type", String(200), nullable=False),
-    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("received_at", UtcDateTime(), nullable=False),
     PrimaryKeyConstraint("consumer", "event_id"),
 )
 idempotency_keys = Table(
@@ -69,7 +68,7 @@ idempotency_keys = Table(
     Column("status", Integer, nullable=False),
     Column("headers", Text, nullable=False),
     Column("body", LargeBinary, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
     PrimaryKeyConstraint("key", "principal"),
 )
 
