@@ -197,7 +197,10 @@ class EventConsumer:
                              "type": event.type, "received_at": utcnow()})
                 outcomes.append(("handled", event.type))
             if rows:
-                session.execute(insert(inbox), rows)
+                try:
+                    session.execute(insert(inbox), rows)
+                except IntegrityError as exc:  # another consumer took one meanwhile
+                    raise _HandlerFailed from exc
         return outcomes
 
     def _careful(self, parsed: list[tuple[Message, CloudEvent | None]]) -> list[tuple[str, str]]:
@@ -214,13 +217,18 @@ class EventConsumer:
         return outcomes
 
     def _handle_one(self, session: Session, message: Message, event: CloudEvent) -> str:
+        """One event in its own savepoint. Only a clash on the *inbox* row is a duplicate; any
+        error of the handler (its own unique keys included) is a failure to retry."""
         try:
             with session.begin_nested(), context.bound(event.correlationid, event.id):
-                session.execute(insert(inbox).values(consumer=self.service, event_id=event.id,
-                                                     type=event.type, received_at=utcnow()))
+                try:
+                    with session.begin_nested():
+                        session.execute(insert(inbox).values(
+                            consumer=self.service, event_id=event.id, type=event.type,
+                            received_at=utcnow()))
+                except IntegrityError:
+                    return "duplicate"
                 self.handlers[event.type](session, event)
-        except IntegrityError:
-            return "duplicate"
         except OperationalError:
             raise
         except Exception as exc:
