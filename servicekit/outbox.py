@@ -19,6 +19,9 @@ from servicekit.envelope import CloudEvent
 from servicekit.publishers import TOPIC
 from servicekit.tables import outbox
 
+#: One statement, compiled once: the outbox insert rides on every state change.
+_INSERT = insert(outbox)
+
 
 def emit(session: Session, type_: str, data: dict[str, Any], *, source: str,
          subject: str | None = None) -> CloudEvent:
@@ -37,11 +40,12 @@ def enqueue(session: Session, event: CloudEvent, *, exchange: str, routing_key: 
     ``routing_key`` = the type; ``exchange=QUEUE`` sends to the queue named ``routing_key``
     directly (retries and dead letters)."""
     now = now or utcnow()
-    session.execute(insert(outbox).values(
-        event_id=event.id, type=event.type, exchange=exchange, routing_key=routing_key,
-        body=event.to_json(), headers=json.dumps(headers or {}), created_at=now,
-        available_at=now + timedelta(seconds=delay), attempts=0,
-    ))
+    session.execute(_INSERT, {
+        "event_id": event.id, "type": event.type, "exchange": exchange,
+        "routing_key": routing_key, "body": event.to_json(),
+        "headers": json.dumps(headers) if headers else "{}", "created_at": now,
+        "available_at": now + timedelta(seconds=delay) if delay else now, "attempts": 0,
+    })
 
 
 def backlog(session: Session) -> int:
