@@ -1,0 +1,1 @@
+"""Tiny WSGI apps used as raw baselines."""
