@@ -51,6 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_replay.add_argument("event_id", nargs="?")
 
     sub.add_parser("openapi", help="write contracts/openapi/<service>.json")
+
+    admin = sub.add_parser("create-admin",
+                           help="create a court's administrator in identity (migrates first)")
+    admin.add_argument("--court", required=True, help="court code, e.g. 粤01")
+    admin.add_argument("--court-name", required=True, help="e.g. 广州市中级人民法院")
+    admin.add_argument("--name", required=True)
+    admin.add_argument("--phone", required=True)
+    admin.add_argument("--department", default=None)
+    admin.add_argument("--password", default=None,
+                       help="better: set ECOURT_ADMIN_PASSWORD (kept out of shell history)")
     return parser
 
 
@@ -197,8 +207,23 @@ def _openapi(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _create_admin(args: argparse.Namespace) -> int:
+    from services.identity.admin import AdminError, create_admin, password_from
+
+    try:
+        created = create_admin(court=args.court, court_name=args.court_name, name=args.name,
+                               phone=args.phone, password=password_from(args.password),
+                               department=args.department)
+    except AdminError as exc:
+        print(f"create-admin: {exc}", file=sys.stderr)
+        return 1
+    print(f"created court administrator {created.account_id} of {created.court} "
+          f"(sign in with {created.phone_masked})")
+    return 0
+
+
 COMMANDS = {"run": _run, "migrate": _migrate, "relay": _relay, "consume": _consume,
-            "dlq": _dlq, "serve": _serve, "openapi": _openapi}
+            "dlq": _dlq, "serve": _serve, "openapi": _openapi, "create-admin": _create_admin}
 
 if __name__ == "__main__":
     sys.exit(main())

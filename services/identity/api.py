@@ -1,33 +1,73 @@
-"""identity's HTTP routes: thin views over the use cases."""
+"""identity's HTTP routes for accounts and sign-in: thin views over the use cases.
+
+Token responses carry ``Cache-Control: no-store`` (RFC 6749 §5.1), and the token routes do not
+keep ``Idempotency-Key`` answers (see ``app.py``): a stored answer would hold live tokens in
+clear.
+"""
 
 from __future__ import annotations
 
-from flask import jsonify
+import os
+from typing import Any
+
+from flask import jsonify, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from servicekit.access import current_claims, internal, public, roles
 from servicekit.logs import mask_id_number, mask_phone
 from servicekit.service import runtime
+from servicekit.tokens import SigningKey
 from services.identity import usecases
 from services.identity.models import Account
 from services.identity.schemas import (
     AccountSchema,
     ContactSchema,
     LoginSchema,
+    RefreshSchema,
     RegisterIndividualSchema,
     TokenSchema,
 )
+from services.identity.usecases import sessions
+from services.identity.usecases.sessions import TokenPair
 
 blp = Blueprint("identity", __name__, description="Accounts, sign-in and tokens")
-ACCESS_TOKEN_TTL = 900
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+TRUST_FORWARDED_ENV = "IDENTITY_TRUST_FORWARDED"
+
+
+def trust_forwarded_from_env() -> bool:
+    """``IDENTITY_TRUST_FORWARDED=1`` only behind our own gateway/proxy."""
+    return os.environ.get(TRUST_FORWARDED_ENV, "") == "1"
+
+
+def client_ip() -> str:
+    """The caller's address: ``REMOTE_ADDR``, or, when forwarded headers are trusted, the
+    right-most ``X-Forwarded-For`` hop (the one our gateway appended; a client can forge the
+    ones to its left)."""
+    if runtime().extras.get("trust_forwarded"):
+        hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",")]
+        if hops and hops[-1]:
+            return hops[-1][:100]
+    return (request.remote_addr or "unknown")[:100]
 
 
 def account_view(account: Account) -> dict[str, object]:
     return {"id": account.id, "kind": account.kind, "name": account.name,
-            "id_number_masked": mask_id_number(account.id_number),
-            "phone_masked": mask_phone(account.phone), "roles": account.roles.split(","),
-            "created_at": account.created_at}
+            "id_number_masked": mask_id_number(account.id_number) if account.id_number
+            else None,
+            "phone_masked": mask_phone(account.phone), "roles": account.role_list,
+            "status": account.status, "court": account.court,
+            "department": account.department, "created_at": account.created_at}
+
+
+def _signing_key() -> SigningKey:
+    return runtime().extras["signing_key"]  # type: ignore[return-value]
+
+
+def _tokens(pair: TokenPair) -> tuple[dict[str, Any], int, dict[str, str]]:
+    return ({"access_token": pair.access_token, "refresh_token": pair.refresh_token,
+             "token_type": pair.token_type, "expires_in": pair.expires_in}, 201, NO_STORE)
 
 
 @blp.route("/accounts")
@@ -46,7 +86,7 @@ class Me(MethodView):
     @blp.response(200, AccountSchema)
     def get(self) -> dict[str, object]:
         """The signed-in account, with ID number and phone masked."""
-        return account_view(usecases.contact_of(runtime().db, current_claims()["sub"]))
+        return account_view(usecases.account_of(runtime().db, current_claims()["sub"]))
 
 
 @blp.route("/tokens")
@@ -54,13 +94,35 @@ class Tokens(MethodView):
     @public
     @blp.arguments(LoginSchema)
     @blp.response(201, TokenSchema)
-    def post(self, body: dict[str, str]) -> dict[str, object]:
-        """Sign in with a password; answers a short-lived EdDSA access token."""
-        account = usecases.authenticate(runtime().db, body["username"], body["password"])
-        key = runtime().extras["signing_key"]
-        token = key.sign({"sub": account.id, "roles": account.roles.split(","),  # type: ignore[attr-defined]
-                          "kind": account.kind}, ttl=ACCESS_TOKEN_TTL)
-        return {"access_token": token, "token_type": "Bearer", "expires_in": ACCESS_TOKEN_TTL}
+    @blp.alt_response(429, description="too many failed attempts; see Retry-After")
+    def post(self, body: dict[str, str]):  # type: ignore[no-untyped-def]
+        """Sign in with a phone or ID number and a password: a 15-minute EdDSA access
+        token and a single-use refresh token (14 days)."""
+        rt = runtime()
+        return _tokens(sessions.login(rt.db, _signing_key(), body["username"],
+                                      body["password"], client_ip=client_ip(),
+                                      pepper=rt.settings.service_secret))
+
+
+@blp.route("/tokens/refresh")
+class Refresh(MethodView):
+    @public
+    @blp.arguments(RefreshSchema)
+    @blp.response(201, TokenSchema)
+    def post(self, body: dict[str, str]):  # type: ignore[no-untyped-def]
+        """Exchange a refresh token for a new pair. The old one stops working; presenting
+        it again ends the whole sign-in."""
+        return _tokens(sessions.refresh(runtime().db, _signing_key(), body["refresh_token"]))
+
+
+@blp.route("/tokens/revoke")
+class Revoke(MethodView):
+    @public
+    @blp.arguments(RefreshSchema)
+    @blp.response(204)
+    def post(self, body: dict[str, str]) -> None:
+        """Sign out: end the sign-in the refresh token belongs to (every token of it)."""
+        sessions.revoke(runtime().db, body["refresh_token"])
 
 
 @blp.route("/.well-known/jwks.json")
@@ -68,7 +130,7 @@ class Jwks(MethodView):
     @public
     def get(self):  # type: ignore[no-untyped-def]
         """The public keys that verify identity's access tokens."""
-        return jsonify(keys=[runtime().extras["signing_key"].jwk()])  # type: ignore[attr-defined]
+        return jsonify(keys=[_signing_key().jwk()])
 
 
 @blp.route("/internal/accounts/<account_id>/contact")

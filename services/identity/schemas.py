@@ -1,51 +1,132 @@
-"""identity's wire format."""
+"""identity's wire format. ID numbers and phones leave identity only masked, except through
+``/internal/accounts/<id>/contact`` (services only)."""
 
 from __future__ import annotations
 
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
-from services.identity.domain import id_number_valid, mobile_valid
+from servicekit.roles import STAFF_ROLES
+from services.identity.domain import (
+    court_code_valid,
+    id_number_valid,
+    mobile_valid,
+    staff_roles_problem,
+)
+
+_PASSWORD = validate.Length(min=8, max=128)
+_DEPARTMENT = validate.Length(min=1, max=50)
+
+
+def _check_phone(value: str) -> None:
+    if not mobile_valid(value):
+        raise ValidationError("not a valid mainland mobile number")
+
+
+def _check_court(value: str) -> None:
+    if not court_code_valid(value):
+        raise ValidationError("not a court code (such as 粤01)")
 
 
 class RegisterIndividualSchema(Schema):
     name = fields.String(required=True, validate=validate.Length(min=1, max=100))
     id_number = fields.String(required=True, metadata={"description": "ID-card number"})
-    phone = fields.String(required=True, metadata={"description": "mobile number"})
-    password = fields.String(required=True, load_only=True,
-                             validate=validate.Length(min=8, max=128))
+    phone = fields.String(required=True, validate=_check_phone,
+                          metadata={"description": "mobile number"})
+    password = fields.String(required=True, load_only=True, validate=_PASSWORD)
 
     @validates("id_number")
     def _id_number(self, value: str, **_kw: object) -> None:
         if not id_number_valid(value):
             raise ValidationError("not a valid ID-card number (GB 11643 check failed)")
 
-    @validates("phone")
-    def _phone(self, value: str, **_kw: object) -> None:
-        if not mobile_valid(value):
-            raise ValidationError("not a valid mainland mobile number")
-
 
 class AccountSchema(Schema):
     id = fields.String()
     kind = fields.String()
     name = fields.String()
-    id_number_masked = fields.String()
+    id_number_masked = fields.String(allow_none=True,
+                                     metadata={"description": "null for court staff"})
     phone_masked = fields.String()
     roles = fields.List(fields.String())
+    status = fields.String()
+    court = fields.String(allow_none=True)
+    department = fields.String(allow_none=True)
     created_at = fields.DateTime()
 
 
 class LoginSchema(Schema):
-    username = fields.String(required=True, metadata={"description": "phone or ID number"})
-    password = fields.String(required=True, load_only=True)
+    username = fields.String(required=True, validate=validate.Length(min=1, max=32),
+                             metadata={"description": "phone or ID number"})
+    password = fields.String(required=True, load_only=True,
+                             validate=validate.Length(min=1, max=128))
+
+
+class RefreshSchema(Schema):
+    refresh_token = fields.String(required=True, load_only=True,
+                                  validate=validate.Length(min=1, max=200))
 
 
 class TokenSchema(Schema):
     access_token = fields.String()
+    refresh_token = fields.String(metadata={
+        "description": "opaque; single use: exchange it at /tokens/refresh for a new pair"})
     token_type = fields.String()
-    expires_in = fields.Integer()
+    expires_in = fields.Integer(metadata={"description": "access token lifetime, seconds"})
 
 
 class ContactSchema(Schema):
     account_id = fields.String()
     phone = fields.String()
+
+
+class CreateStaffSchema(Schema):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    phone = fields.String(required=True, validate=_check_phone)
+    password = fields.String(required=True, load_only=True, validate=_PASSWORD)
+    roles = fields.List(fields.String(validate=validate.OneOf(sorted(STAFF_ROLES))),
+                        required=True)
+    department = fields.String(load_default=None, allow_none=True, validate=_DEPARTMENT,
+                               metadata={"description": "e.g. 立案庭, 民一庭"})
+    court = fields.String(load_default=None, allow_none=True, validate=_check_court,
+                          metadata={"description": "optional; must be the caller's own court"})
+
+    @validates("roles")
+    def _roles(self, value: list[str], **_kw: object) -> None:
+        problem = staff_roles_problem(value)
+        if problem:
+            raise ValidationError(problem)
+
+
+class StaffSchema(Schema):
+    id = fields.String()
+    name = fields.String()
+    court = fields.String()
+    department = fields.String(allow_none=True)
+    roles = fields.List(fields.String())
+    phone_masked = fields.String()
+    status = fields.String()
+    created_at = fields.DateTime()
+
+
+class StaffQuerySchema(Schema):
+    role = fields.String(validate=validate.OneOf(sorted(STAFF_ROLES)))
+    department = fields.String(validate=_DEPARTMENT)
+
+
+class StaffListSchema(Schema):
+    items = fields.List(fields.Nested(StaffSchema))
+
+
+class InternalStaffQuerySchema(StaffQuerySchema):
+    court = fields.String(required=True, validate=_check_court)
+
+
+class InternalStaffSchema(Schema):
+    account_id = fields.String()
+    name = fields.String()
+    roles = fields.List(fields.String())
+    department = fields.String(allow_none=True)
+
+
+class InternalStaffListSchema(Schema):
+    items = fields.List(fields.Nested(InternalStaffSchema))

@@ -1,0 +1,1 @@
+"""identity's tests: domain rules, the HTTP API on SQLite and PostgreSQL, the CLI."""

@@ -1,0 +1,79 @@
+"""Accounts: registering an individual, reading an account, the password hasher."""
+
+from __future__ import annotations
+
+import uuid
+
+from argon2 import PasswordHasher
+from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from servicekit.db import Database, utcnow
+from servicekit.outbox import emit
+from servicekit.problems import Problem
+from services.identity.domain import ACTIVE, INDIVIDUAL
+from services.identity.models import Account
+
+SOURCE = "/identity"
+hasher = PasswordHasher()  # argon2id with the library's current defaults
+#: verified against when the username is unknown, so a miss costs as long as a wrong password
+DUMMY_HASH = hasher.hash("not-a-password-of-anyone")
+
+
+def duplicate(session: Session, *, phone: str, id_number: str | None = None) -> Problem | None:
+    """The 409 to answer when the phone (or ID number) already belongs to an account."""
+    clauses = [Account.phone == phone]
+    if id_number is not None:
+        clauses.append(Account.id_number == id_number)
+    taken = session.scalars(select(Account).where(or_(*clauses))).first()
+    if taken is None:
+        return None
+    field = "id_number" if id_number is not None and taken.id_number == id_number else "phone"
+    return Problem(409, "account-exists", "an account with these details exists",
+                   errors={field: ["already registered"]})
+
+
+def registered(session: Session, account: Account) -> None:
+    """Add the account and its ``identity.account.registered`` event (no contact details)."""
+    session.add(account)
+    emit(session, "identity.account.registered",
+         {"account_id": account.id, "kind": account.kind,
+          "registered_at": account.created_at.isoformat()},
+         source=SOURCE, subject=account.id)
+
+
+def conflict_on_race(exc: IntegrityError) -> Problem:
+    """Two registrations of the same phone at once: the database's unique key decides."""
+    field = "id_number" if "id_number" in str(exc.orig) else "phone"
+    return Problem(409, "account-exists", "an account with these details exists",
+                   errors={field: ["already registered"]})
+
+
+def register_individual(db: Database, name: str, id_number: str, phone: str,
+                        password: str) -> Account:
+    id_number = id_number.upper()
+    password_hash = hasher.hash(password)  # slow: outside the transaction
+    try:
+        with db.transaction() as session:
+            problem = duplicate(session, phone=phone, id_number=id_number)
+            if problem is not None:
+                raise problem
+            account = Account(id=str(uuid.uuid4()), kind=INDIVIDUAL, name=name,
+                              id_number=id_number, phone=phone, password_hash=password_hash,
+                              roles="party", status=ACTIVE, created_at=utcnow())
+            registered(session, account)
+    except IntegrityError as exc:
+        raise conflict_on_race(exc) from exc
+    return account
+
+
+def account_of(db: Database, account_id: str) -> Account:
+    with db.transaction() as session:
+        account = session.get(Account, account_id)
+    if account is None:
+        raise Problem(404, "not-found", "no such account")
+    return account
+
+
+contact_of = account_of  # the phone is read from the account; the view decides what to show

@@ -1,0 +1,151 @@
+"""Sign-in sessions: password login, refresh-token rotation with reuse detection, sign-out.
+
+A sign-in starts a *family* of refresh tokens. Each refresh exchanges the presented token for
+a new pair and marks it rotated; presenting a rotated token again means it was copied, so the
+whole family (every ancestor and descendant) is revoked and both holders must sign in again.
+Tokens are stored only as SHA-256 digests. Disabling an account revokes its families at once;
+its access tokens run out within ``ACCESS_TOKEN_TTL`` (RELIABILITY S5).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.orm import Session
+
+from servicekit.db import Database, utcnow
+from servicekit.problems import Problem
+from servicekit.tokens import SigningKey
+from services.identity import domain
+from services.identity.models import Account, RefreshToken
+from services.identity.usecases import throttle
+from services.identity.usecases.accounts import DUMMY_HASH, hasher
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    token_type: str = "Bearer"  # noqa: S105 - the scheme, not a secret
+
+
+def _access_token(key: SigningKey, account: Account, family_id: str) -> str:
+    claims = domain.access_claims(account_id=account.id, kind=account.kind,
+                                  roles=account.role_list, court=account.court,
+                                  department=account.department, session_id=family_id)
+    return key.sign(claims, ttl=int(domain.ACCESS_TOKEN_TTL.total_seconds()))
+
+
+def _new_refresh(session: Session, account_id: str, family_id: str,
+                 parent_id: str | None) -> str:
+    token, now = domain.new_refresh_token(), utcnow()
+    session.add(RefreshToken(id=str(uuid.uuid4()), family_id=family_id, parent_id=parent_id,
+                             account_id=account_id, token_hash=domain.token_digest(token),
+                             issued_at=now, expires_at=now + domain.REFRESH_TOKEN_TTL))
+    return token
+
+
+def _revoke(session: Session, reason: str, *where: object) -> int:
+    result = session.execute(update(RefreshToken).where(
+        RefreshToken.revoked_at.is_(None), *where).values(  # type: ignore[arg-type]
+        revoked_at=utcnow(), revoked_reason=reason))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def revoke_account_sessions(session: Session, account_id: str, reason: str) -> int:
+    """End every sign-in of an account (disabled, password changed...)."""
+    return _revoke(session, reason, RefreshToken.account_id == account_id)
+
+
+def login(db: Database, key: SigningKey, username: str, password: str, *, client_ip: str,
+          pepper: str) -> TokenPair:
+    username = domain.normalize_username(username)
+    with db.transaction() as session:
+        account = session.scalars(select(Account).where(
+            or_(Account.phone == username, Account.id_number == username))).first()
+        account_key = account.id if account else throttle.username_key(username, pepper)
+        reserved = throttle.reserve(session, [(throttle.ACCOUNT, account_key),
+                                              (throttle.IP, client_ip)])
+    try:
+        hasher.verify(account.password_hash if account else DUMMY_HASH, password)
+        if account is None:
+            raise VerificationError("no such account")
+    except (VerificationError, InvalidHashError) as exc:
+        log.warning("sign-in failed: wrong password", extra={
+            "account_id": account.id if account else None, "client_ip": client_ip})
+        raise Problem(401, "invalid-credentials", "wrong username or password") from exc
+    family_id = str(uuid.uuid4())
+    with db.transaction() as session:
+        throttle.succeeded(session, reserved,
+                           [account.id, throttle.username_key(username, pepper)])
+        account = session.get(Account, account.id) or account  # the status as of now
+        active = account.status == domain.ACTIVE
+        if active:
+            if hasher.check_needs_rehash(account.password_hash):
+                account.password_hash = hasher.hash(password)
+            session.execute(delete(RefreshToken).where(
+                RefreshToken.account_id == account.id, RefreshToken.expires_at < utcnow()))
+            refresh = _new_refresh(session, account.id, family_id, None)
+    if not active:
+        log.warning("sign-in refused: account disabled", extra={"account_id": account.id})
+        raise Problem(403, "account-disabled", "this account is disabled")
+    log.info("signed in", extra={"account_id": account.id, "client_ip": client_ip,
+                                 "session_id": family_id})
+    return TokenPair(_access_token(key, account, family_id), refresh,
+                     int(domain.ACCESS_TOKEN_TTL.total_seconds()))
+
+
+def refresh(db: Database, key: SigningKey, token: str) -> TokenPair:
+    """Exchange a refresh token for a new pair; a rotated token presented again revokes its
+    family. Problems are raised after the transaction, so a revocation is kept."""
+    now, failure = utcnow(), None
+    with db.transaction() as session:
+        row = session.scalars(select(RefreshToken).where(
+            RefreshToken.token_hash == domain.token_digest(token)).with_for_update()).first()
+        account = session.get(Account, row.account_id) if row else None
+        if row is None or account is None:
+            failure = Problem(401, "invalid-refresh-token", "unknown refresh token")
+        elif row.revoked_at is not None:
+            failure = Problem(401, "invalid-refresh-token", "this sign-in has ended")
+        elif row.rotated_at is not None:
+            _revoke(session, "reuse", RefreshToken.family_id == row.family_id)
+            log.warning("refresh token reused: sign-in revoked",
+                        extra={"account_id": row.account_id, "session_id": row.family_id})
+            failure = Problem(401, "refresh-token-reused",
+                              "this refresh token was already used; sign in again")
+        elif row.expires_at <= now:
+            failure = Problem(401, "invalid-refresh-token", "the refresh token has expired")
+        elif account.status != domain.ACTIVE:
+            _revoke(session, "disabled", RefreshToken.family_id == row.family_id)
+            failure = Problem(403, "account-disabled", "this account is disabled")
+        else:
+            claimed = session.execute(update(RefreshToken).where(
+                RefreshToken.id == row.id, RefreshToken.rotated_at.is_(None),
+                RefreshToken.revoked_at.is_(None)).values(rotated_at=now))
+            if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                failure = Problem(401, "refresh-token-reused", "refreshed concurrently")
+            else:
+                new = _new_refresh(session, account.id, row.family_id, row.id)
+    if failure is not None:
+        raise failure
+    return TokenPair(_access_token(key, account, row.family_id), new,  # type: ignore[union-attr]
+                     int(domain.ACCESS_TOKEN_TTL.total_seconds()))
+
+
+def revoke(db: Database, token: str) -> None:
+    """Sign out: end the sign-in the refresh token belongs to. An unknown token is not an
+    error (RFC 7009): there is nothing left to end."""
+    with db.transaction() as session:
+        family = session.scalar(select(RefreshToken.family_id).where(
+            RefreshToken.token_hash == domain.token_digest(token)))
+        if family is not None:
+            _revoke(session, "signed-out", RefreshToken.family_id == family)
+    if family is not None:
+        log.info("signed out", extra={"session_id": family})
