@@ -41,6 +41,7 @@ DEFAULT_PUBLIC_ROUTES: list[tuple[str, str]] = [
     # identity: registration, login, the public keys
     ("POST", r"/api/identity/accounts"),
     ("POST", r"/api/identity/tokens"),
+    ("POST", r"/api/identity/tokens/(refresh|revoke)"),  # the access token may have expired
     ("GET", r"/api/identity/\.well-known/jwks\.json"),
     # documents: anyone may verify an issued document
     ("GET|POST", r"/api/documents/verify(/.*)?"),
