@@ -32,7 +32,7 @@ from bench.common import (
 )
 
 OUT_DIR = ROOT / "bench" / "out"
-SECTIONS = ("amqp", "pg", "http", "memory")
+SECTIONS = ("amqp", "pg", "http", "memory", "documents")
 
 
 @dataclass(frozen=True)
@@ -237,8 +237,24 @@ def section_memory(r: Results) -> None:
             r.attempt(["suite.api_rss"], lambda: serving.api_worker_rss(url, OUT_DIR).main_mb)
 
 
+def section_documents(r: Results) -> None:
+    """Certificates rendered per second beside a bare reportlab page (same font, a QR)."""
+    from bench import documents_bench
+
+    r.fig("raw.bare_pdf", "bare reportlab page, same CJK font and a QR code", "PDF/s")
+    r.fig("suite.render", "documents renderer: an effectiveness certificate", "PDF/s")
+    try:
+        result = documents_bench.run(quick=r.plan.runs == 1)
+    except Exception as exc:  # noqa: BLE001 - the reason goes into RESULTS.md
+        r.fail(["raw.bare_pdf", "suite.render"], short_reason(exc))
+        return
+    for bare, rendered in zip(result["bare_runs"], result["renderer_runs"], strict=True):
+        r.attempt(["raw.bare_pdf"], lambda v=bare: v)
+        r.attempt(["suite.render"], lambda v=rendered: v)
+
+
 RUNNERS = {"amqp": section_amqp, "pg": section_pg, "http": section_http,
-           "memory": section_memory}
+           "memory": section_memory, "documents": section_documents}
 
 
 # --------------------------------------------------------------------------------------------
@@ -280,6 +296,9 @@ ROWS = [
     Row("Through gateway, p99", "suite.gateway_p99", "suite.direct_p99"),
     Row("Embedded suite idle RSS", "suite.embedded_rss", None, "abs_max", 300.0, "≤ 300 MB"),
     Row("One API worker RSS", "suite.api_rss", None, "abs_max", 120.0, "≤ 120 MB"),
+    Row("Raw: bare reportlab page + QR", "raw.bare_pdf"),
+    Row("Certificate rendering", "suite.render", "raw.bare_pdf", "ratio_min", 0.50,
+        "≥ 0.50 × bare page"),
 ]
 
 

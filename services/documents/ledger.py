@@ -1,0 +1,113 @@
+"""The append-only, hash-chained issuance log.
+
+Each entry records (seq, document_id, code, sha256, issued_at) and ``prev_hash``, the previous
+entry's hash; ``entry_hash = sha256(canonical JSON of the entry ‖ prev_hash)``. Changing,
+removing, reordering or back-dating any entry breaks every hash after it, so publishing the
+head hash from time to time (or handing it to an outside witness) pins the whole history.
+The first entry's ``prev_hash`` is 64 zeros.
+
+Appending is serialised: on PostgreSQL by a transaction-scoped advisory lock (several
+consumers may issue at once; a ``FOR UPDATE`` on the last row would not cover the very first
+entry), on SQLite by the database's single writer (the kit opens with ``BEGIN IMMEDIATE``).
+The primary key on ``seq`` is the last line of defence: a lost race fails the transaction and
+the consumer retries it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from services.documents.models import Document, LogEntry
+
+GENESIS = "0" * 64
+#: the pg_advisory_xact_lock key of the issuance log: b"ecourtdl" as a positive bigint
+LOCK_KEY = int.from_bytes(b"ecourtdl", "big") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def canonical(seq: int, document_id: str, code: str, sha256: str, issued_at: datetime,
+              prev_hash: str) -> bytes:
+    """The bytes an entry's hash covers: sorted-key JSON, UTC to the second, then prev_hash."""
+    moment = issued_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    body = json.dumps({"seq": seq, "document_id": document_id, "code": code, "sha256": sha256,
+                       "issued_at": moment, "prev_hash": prev_hash},
+                      sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return body.encode("ascii") + prev_hash.encode("ascii")
+
+
+def entry_hash(seq: int, document_id: str, code: str, sha256: str, issued_at: datetime,
+               prev_hash: str) -> str:
+    return hashlib.sha256(canonical(seq, document_id, code, sha256, issued_at,
+                                    prev_hash)).hexdigest()
+
+
+def lock(session: Session) -> None:
+    """Take the issuance lock until the end of the transaction."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
+
+
+def head(session: Session) -> LogEntry | None:
+    return session.scalars(select(LogEntry).order_by(LogEntry.seq.desc()).limit(1)).first()
+
+
+def append(session: Session, document: Document) -> LogEntry:
+    """Append ``document`` to the log; call under ``lock`` in the issuing transaction."""
+    last = head(session)
+    seq = last.seq + 1 if last else 1
+    prev = last.entry_hash if last else GENESIS
+    issued_at = document.issued_at.replace(microsecond=0)
+    entry = LogEntry(seq=seq, document_id=document.id, code=document.code,
+                     sha256=document.sha256, issued_at=issued_at, prev_hash=prev,
+                     entry_hash=entry_hash(seq, document.id, document.code, document.sha256,
+                                           issued_at, prev))
+    session.add(entry)
+    return entry
+
+
+@dataclass(frozen=True)
+class ChainCheck:
+    ok: bool
+    entries: int
+    head_hash: str
+    broken_at: int | None = None  # the first seq that does not verify
+    problem: str | None = None
+
+
+def verify_entries(entries: Iterable[LogEntry],
+                   documents: dict[str, tuple[str, str]] | None = None) -> ChainCheck:
+    """Walk the chain in order. ``documents`` (id → (code, sha256)) also cross-checks that
+    the documents table still says what the log recorded."""
+    prev, count = GENESIS, 0
+    for entry in entries:
+        count += 1
+        problem = None
+        if entry.seq != count:
+            problem = f"expected seq {count}, found {entry.seq} (an entry is missing)"
+        elif entry.prev_hash != prev:
+            problem = "prev_hash does not match the previous entry"
+        elif entry.entry_hash != entry_hash(entry.seq, entry.document_id, entry.code,
+                                            entry.sha256, entry.issued_at, entry.prev_hash):
+            problem = "entry_hash does not match the entry (the entry was altered)"
+        elif documents is not None and documents.get(entry.document_id) != (entry.code,
+                                                                            entry.sha256):
+            problem = "the document's code or SHA-256 differs from the log"
+        if problem:
+            return ChainCheck(False, count, prev, broken_at=entry.seq, problem=problem)
+        prev = entry.entry_hash
+    return ChainCheck(True, count, prev)
+
+
+def verify_chain(session: Session, *, cross_check: bool = True) -> ChainCheck:
+    entries = session.scalars(select(LogEntry).order_by(LogEntry.seq)).yield_per(1000)
+    documents = None
+    if cross_check:
+        documents = {row.id: (row.code, row.sha256) for row in session.execute(
+            select(Document.id, Document.code, Document.sha256))}
+    return verify_entries(entries, documents)

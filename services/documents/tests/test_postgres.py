@@ -1,0 +1,95 @@
+"""On PostgreSQL, with several consumers at once: the issuance lock keeps the hash chain
+linear and the application to one valid certificate. Needs the real PostgreSQL on 127.0.0.1
+(like every ``real`` test, it fails loudly when it cannot reach it)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from ecourt.runtime import make_runtime
+from servicekit.config import Settings
+from servicekit.envelope import CloudEvent
+from servicekit.testing import pg_databases
+from servicekit.tokens import SigningKey, TokenVerifier
+from services.documents import ledger
+from services.documents.app import SERVICE
+from services.documents.blobs import LocalBlobStore
+from services.documents.config import EXTRAS_KEY, Documents, DocumentsSettings
+from services.documents.models import Document
+from services.documents.tests.conftest import BASE_URL, Harness, certificate_request
+
+pytestmark = pytest.mark.real
+REQUESTED = "matters.certificate.requested"
+
+
+@pytest.fixture
+def pg(tmp_path: Path) -> Iterator[Harness]:
+    key = SigningKey.generate()
+    with pg_databases(["documents"]) as urls:
+        rt = make_runtime(SERVICE, Settings.from_env("documents", database_url=urls["documents"]),
+                          TokenVerifier(lambda: {"keys": [key.jwk()]}))
+        docs = Documents(DocumentsSettings(BASE_URL, tmp_path / "blobs", None, 1 << 20),
+                         LocalBlobStore(tmp_path / "blobs"))
+        rt.extras[EXTRAS_KEY] = docs
+        app = SERVICE.build_app(rt)  # type: ignore[misc]
+        try:
+            yield Harness(rt, app.test_client(), key, dict(SERVICE.handlers(rt)), docs)
+        finally:
+            rt.db.dispose()
+
+
+def _consume(h: Harness, requests: list[dict[str, object]], errors: list[BaseException]) -> None:
+    try:
+        for data in requests:
+            with h.rt.db.transaction() as session:
+                h.handlers[REQUESTED](session, CloudEvent(REQUESTED, "/matters", data))
+    except BaseException as exc:  # reported by the test
+        errors.append(exc)
+
+
+def _run(h: Harness, batches: list[list[dict[str, object]]]) -> None:
+    errors: list[BaseException] = []
+    threads = [threading.Thread(target=_consume, args=(h, b, errors)) for b in batches]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+
+
+def test_consumers_in_parallel_keep_one_linear_chain(pg: Harness) -> None:
+    pg.register_seal()
+    _run(pg, [[certificate_request() for _ in range(5)] for _ in range(3)])
+    with pg.rt.db.transaction() as session:
+        check = ledger.verify_chain(session)
+    assert check.ok and check.entries == 15
+
+
+def test_two_requests_for_one_application_at_once_issue_one_certificate(
+        pg: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    pg.register_seal()
+    both_rendering = threading.Barrier(2, timeout=30)
+    real_render = pg.docs.renderer.render
+
+    def render_together(certificate):  # type: ignore[no-untyped-def]
+        both_rendering.wait()  # both have looked, found nothing and are rendering now
+        return real_render(certificate)
+
+    monkeypatch.setattr(pg.docs.renderer, "render", render_together)
+    first = certificate_request()
+    second = certificate_request(application_id=first["application_id"])
+    _run(pg, [[first], [second]])
+    with pg.rt.db.transaction() as session:
+        docs = list(session.scalars(select(Document)))
+        assert ledger.verify_chain(session).ok
+    assert len(docs) == 1
+    issued = pg.emitted("documents.document.issued")
+    assert len(issued) == 2
+    assert {e["data"]["document_id"] for e in issued} == {docs[0].id}
+    assert {e["data"]["request_id"] for e in issued} == {first["request_id"],
+                                                           second["request_id"]}

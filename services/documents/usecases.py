@@ -1,0 +1,116 @@
+"""documents's use cases behind the signed-in routes: the seal registry and downloads.
+
+Who may read a document: staff of the document's court (any role in ``STAFF_ROLES`` and the
+token's ``court`` equal to the document's) at any time; an account listed among the
+document's viewers once it is published. Anyone else gets 404, exactly as for a document that
+does not exist, so an id reveals nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from sqlalchemy import select
+
+from servicekit.db import Database, utcnow
+from servicekit.problems import Problem
+from servicekit.roles import STAFF_ROLES
+from services.documents import codes
+from services.documents.blobs import BlobMissing, BlobStore
+from services.documents.models import Document, Seal
+
+log = logging.getLogger(__name__)
+NOT_FOUND = "no such document"
+
+
+def is_staff_of(claims: dict[str, Any], court: str) -> bool:
+    roles = set(claims.get("roles") or [])
+    return bool(roles & STAFF_ROLES) and bool(court) and claims.get("court") == court
+
+
+def may_read(claims: dict[str, Any], doc: Document) -> bool:
+    if is_staff_of(claims, doc.court):
+        return True
+    return doc.published and str(claims.get("sub", "")) in json.loads(doc.viewer_account_ids)
+
+
+# -- seals ----------------------------------------------------------------------------------
+def seal_etag(seal: Seal) -> str:
+    return f"seal-{seal.version}"
+
+
+def upsert_seal(db: Database, claims: dict[str, Any], body: dict[str, str],
+                if_match: Any = None) -> tuple[Seal, bool]:
+    """Register or replace a court's seal; (seal, created). Only that court's admin may."""
+    court = body["court"]
+    if claims.get("court") != court:
+        raise Problem(403, "forbidden", "you may register the seal of your own court only")
+    with db.transaction() as session:
+        seal = session.get(Seal, court, with_for_update=True)
+        if if_match and (seal is None or not if_match.contains(seal_etag(seal))):
+            raise Problem(412, "precondition-failed",
+                          "the seal changed since you read it: read it again")
+        created = seal is None
+        if seal is None:
+            seal = Seal(court=court, version=0)
+            session.add(seal)
+        seal.court_name, seal.seal_name = body["court_name"], body["seal_name"]
+        seal.version = (seal.version or 0) + 1
+        seal.registered_by = str(claims.get("sub", ""))[:64]
+        seal.updated_at = utcnow()
+    log.info("seal of court %s registered (version %s)", court, seal.version)
+    return seal, created
+
+
+def get_seal(db: Database, claims: dict[str, Any], court: str) -> Seal:
+    if not is_staff_of(claims, court):
+        raise Problem(403, "forbidden", "staff of that court only")
+    with db.transaction() as session:
+        seal = session.get(Seal, court)
+    if seal is None:
+        raise Problem(404, "not-found", f"no seal registered for court {court}")
+    return seal
+
+
+# -- documents ------------------------------------------------------------------------------
+def readable_document(db: Database, claims: dict[str, Any], document_id: str) -> Document:
+    with db.transaction() as session:
+        doc = session.get(Document, document_id)
+    if doc is None or not may_read(claims, doc):
+        raise Problem(404, "not-found", NOT_FOUND)
+    return doc
+
+
+def document_pdf(db: Database, blobs: BlobStore, claims: dict[str, Any],
+                 document_id: str) -> tuple[Document, bytes]:
+    doc = readable_document(db, claims, document_id)
+    try:
+        return doc, blobs.get(doc.sha256)
+    except BlobMissing:
+        log.exception("document %s: its PDF is missing or corrupted in the blob store", doc.id)
+        raise Problem(503, "document-unavailable",
+                      "the document's file is unavailable; the court has been alerted") from None
+
+
+def documents_of_application(db: Database, claims: dict[str, Any],
+                             application_id: str) -> list[Document]:
+    """Staff: every document of an application of their court (valid and revoked)."""
+    court = str(claims.get("court") or "")
+    if not is_staff_of(claims, court):
+        raise Problem(403, "forbidden", "court staff only")
+    with db.transaction() as session:
+        return list(session.scalars(
+            select(Document).where(Document.application_id == application_id,
+                                   Document.court == court)
+            .order_by(Document.issued_at.desc())))
+
+
+def document_view(doc: Document, verify_url: str) -> dict[str, Any]:
+    return {"id": doc.id, "application_id": doc.application_id, "request_id": doc.request_id,
+            "court": doc.court, "court_name": doc.court_name, "kind": doc.kind,
+            "case_number": doc.case_number, "service_number": doc.service_number,
+            "code": codes.display(doc.code), "sha256": doc.sha256, "size": doc.size,
+            "issued_at": doc.issued_at, "status": doc.status, "published": doc.published,
+            "published_at": doc.published_at, "verify_url": verify_url}
