@@ -52,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("openapi", help="write contracts/openapi/<service>.json")
 
+    scheduler = sub.add_parser("scheduler", help="run a service's deadline scheduler")
+    scheduler.add_argument("service", choices=["matters"])
+    scheduler.add_argument("--interval", type=float, default=60.0, help="seconds between runs")
+    scheduler.add_argument("--metrics-port", type=int, default=0)
+
     admin = sub.add_parser("create-admin",
                            help="create a court's administrator in identity (migrates first)")
     admin.add_argument("--court", required=True, help="court code, e.g. 粤01")
@@ -207,6 +212,16 @@ def _openapi(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _scheduler(args: argparse.Namespace) -> int:
+    """The escalation ladder as its own process (replicas are safe: rows are locked)."""
+    from services.matters.escalation import Scheduler
+
+    rt = _runtime(args.service)
+    _metrics_server(args.metrics_port)
+    Scheduler(rt.db, args.interval).run(_until_signalled())
+    return 0
+
+
 def _create_admin(args: argparse.Namespace) -> int:
     from services.identity.admin import AdminError, create_admin, password_from
 
@@ -223,7 +238,8 @@ def _create_admin(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": _run, "migrate": _migrate, "relay": _relay, "consume": _consume,
-            "dlq": _dlq, "serve": _serve, "openapi": _openapi, "create-admin": _create_admin}
+            "dlq": _dlq, "serve": _serve, "openapi": _openapi, "create-admin": _create_admin,
+            "scheduler": _scheduler}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from datetime import datetime
 from pathlib import Path
 
 from flask import Flask
@@ -28,6 +29,7 @@ from servicekit.publishers import make_publisher
 from servicekit.relay import Relay
 from servicekit.service import Runtime
 from servicekit.topology import declare
+from services.matters.escalation import Scheduler, escalate_overdue
 from services.notifier.app import provider_for
 from services.notifier.pika_consumer import PikaSmsConsumer
 
@@ -39,13 +41,15 @@ class Suite:
                  exchange: str = DEFAULT_EXCHANGE, queue_prefix: str = "",
                  database_urls: dict[str, str] | None = None, retry_base: float = 1.0,
                  max_attempts: int = 5, rate_limit: int = 600, rate_window: float = 60.0,
-                 notifier_with_pika: bool | None = None) -> None:
+                 notifier_with_pika: bool | None = None,
+                 scheduler_interval: float = 60.0) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         os.environ["ECOURT_DATA_DIR"] = str(self.data_dir)
         self.broker_url = broker_url
         self.exchange = exchange
         self.queue_prefix = queue_prefix
+        self.scheduler_interval = scheduler_interval
         self.notifier_with_pika = (not broker_url.startswith("memory")
                                    if notifier_with_pika is None else notifier_with_pika)
         self.verifier = local_verifier()
@@ -86,8 +90,15 @@ class Suite:
                 consumer = self.make_consumer(name)
                 self.consumers[name] = consumer
                 self._spawn(f"consumer-{name}", consumer.run)
+        if relays and self.scheduler_interval:
+            scheduler = Scheduler(self.runtimes["matters"].db, self.scheduler_interval)
+            self._spawn("scheduler", scheduler.run)
         for consumer in self.consumers.values():
             consumer.ready.wait(10)
+
+    def run_escalation(self, now: datetime) -> int:
+        """One pass of the escalation scheduler at ``now`` (tests drive the clock)."""
+        return escalate_overdue(self.runtimes["matters"].db, now)
 
     def make_consumer(self, name: str) -> EventConsumer | PikaSmsConsumer:
         rt = self.runtimes[name]

@@ -19,7 +19,11 @@ def create_app(rt: Runtime) -> Flask:
     return create_service_app(spec, rt)
 
 
+CONSUMES = ("identity.account.registered", "matters.application.submitted",
+            "matters.application.transferred", "matters.application.completed",
+            "matters.application.overdue")
+
 SERVICE = ServiceDefinition(name="delivery", metadata=Base.metadata,
                             migrations=Path(__file__).parent / "migrations",
                             build_app=create_app, build_handlers=build_handlers,
-                            consumes=("identity.account.registered",))
+                            consumes=CONSUMES)

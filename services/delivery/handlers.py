@@ -1,8 +1,10 @@
-"""delivery's event handlers: one function per consumed event type."""
+"""delivery's event handlers: one function per consumed event type. Each tells its
+recipients on the portal (inbox notice) and by SMS (through the notifier)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -10,22 +12,59 @@ from servicekit.clients import InternalClient
 from servicekit.consumer import Handler
 from servicekit.envelope import CloudEvent
 from servicekit.service import Runtime
+from services.delivery import messages
 from services.delivery.usecases import SMS_SIGNATURE, notify, request_sms
 
 WELCOME_TITLE = "欢迎使用人民法院在线服务"
 WELCOME_SMS = SMS_SIGNATURE + "您好！您已成功注册人民法院在线服务账号，请妥善保管登录密码。"
+STAFF_WELCOME_SMS = SMS_SIGNATURE + "您好！您的法院工作人员账号已开通，请登录后及时修改初始密码。"
+Message = Callable[[dict[str, Any]], tuple[str, str, str]]
 
 
 def build_handlers(rt: Runtime) -> Mapping[str, Handler]:
     client: InternalClient = rt.clients  # type: ignore[assignment]
     secret = rt.settings.service_secret
 
-    def on_account_registered(session: Session, event: CloudEvent) -> None:
-        account_id = event.data["account_id"]
-        notify(session, account_id=account_id, category="account", title=WELCOME_TITLE,
-               body="您的账号已注册成功。", source_event_id=event.id)
+    def tell(session: Session, event: CloudEvent, account_id: str, category: str,
+             title: str, body: str, sms: str, template: str) -> None:
+        notify(session, account_id=account_id, category=category, title=title, body=body,
+               source_event_id=event.id)
         contact = client.get_json("identity", f"/internal/accounts/{account_id}/contact")
         request_sms(session, account_id=account_id, phone=contact["phone"],
-                    template="account_registered", text=WELCOME_SMS, secret=secret)
+                    template=template, text=sms, secret=secret)
 
-    return {"identity.account.registered": on_account_registered}
+    def on_account_registered(session: Session, event: CloudEvent) -> None:
+        staff = event.data.get("kind") == "staff"
+        tell(session, event, event.data["account_id"], "account", WELCOME_TITLE,
+             "您的工作人员账号已开通。" if staff else "您的账号已注册成功。",
+             STAFF_WELCOME_SMS if staff else WELCOME_SMS, "account_registered")
+
+    def to_each(recipients: Callable[[dict[str, Any]], list[str]], message: Message,
+                template: str) -> Handler:
+        def handle(session: Session, event: CloudEvent) -> None:
+            title, body, sms = message(event.data)
+            for account_id in dict.fromkeys(recipients(event.data)):  # once each, in order
+                tell(session, event, account_id, "application", title, body, sms, template)
+        return handle
+
+    def escalation_targets(data: dict[str, Any]) -> list[str]:
+        """The ladder: the handlers, then the division's head, then the court's president."""
+        if data["level"] == "handler":
+            return list(data["handler_account_ids"])
+        query = f"/internal/staff?court={data['court']}&role={data['level']}"
+        if data["level"] == "division_head" and data.get("department"):
+            query += f"&department={data['department']}"
+        found = client.get_json("identity", query)["items"]
+        return [s["account_id"] for s in found]
+
+    return {
+        "identity.account.registered": on_account_registered,
+        "matters.application.submitted": to_each(
+            lambda d: d["notify_account_ids"], messages.submitted, "application_submitted"),
+        "matters.application.transferred": to_each(
+            lambda d: [d["judge_account_id"]], messages.transferred, "application_transferred"),
+        "matters.application.completed": to_each(
+            lambda d: [d["applicant_account_id"]], messages.completed, "application_completed"),
+        "matters.application.overdue": to_each(
+            escalation_targets, messages.overdue, "application_overdue"),
+    }

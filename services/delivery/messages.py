@@ -1,0 +1,41 @@
+"""What delivery tells people, word for word (the SMS texts follow the courts' own)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+KIND_LABELS = {"effectiveness_certificate": "生效证明"}
+LEVEL_LABELS = {"handler": "承办人", "division_head": "庭领导", "president": "院领导"}
+
+
+def _kind(data: dict[str, Any]) -> str:
+    return KIND_LABELS.get(data.get("kind", ""), "诉讼服务")
+
+
+def submitted(data: dict[str, Any]) -> tuple[str, str, str]:
+    title = f"新的{_kind(data)}申请待办理"
+    body = (f"{data['case_number']}案当事人提交了{_kind(data)}申请"
+            f"（服务号{data['service_number']}），请及时办理。")
+    return title, body, f"【{data['court_name']}】您好！{body}"
+
+
+def transferred(data: dict[str, Any]) -> tuple[str, str, str]:
+    title = f"{_kind(data)}申请转后台法官办理"
+    body = (f"{data['case_number']}案的{_kind(data)}申请（服务号{data['service_number']}）"
+            "已转至您的网上待办，请及时办理。")
+    return title, body, f"【{data['court_name']}】您好！{body}"
+
+
+def completed(data: dict[str, Any]) -> tuple[str, str, str]:
+    """The seed's text: 【…法院】您好！您提交的…号的材料法官已处理，请登录…查看处理结果。"""
+    title = f"您的{_kind(data)}申请已办结"
+    body = f"您提交的{data['case_number']}的材料法官已处理，请登录人民法院在线服务查看处理结果。"
+    return title, body, f"【{data['court_name']}】您好！{body}"
+
+
+def overdue(data: dict[str, Any]) -> tuple[str, str, str]:
+    level = LEVEL_LABELS[data["level"]]
+    title = f"催办提醒（{level}）：{data['service_number']}"
+    body = (f"{data['case_number']}案的{_kind(data)}申请（服务号{data['service_number']}）"
+            f"已超过办理期限{data['days_overdue']}天，请督促尽快办理。")
+    return title, body, f"【{data['court_name']}】{body}"

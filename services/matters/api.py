@@ -1,0 +1,168 @@
+"""matters' HTTP routes: thin views over cases.py, applications.py and handling.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, request
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from servicekit.access import current_claims, roles
+from servicekit.problems import Problem
+from servicekit.roles import CLERK, COURT_ADMIN, JUDGE, LAWYER, PARTY, REGISTRY_REVIEWER, SPECIALIST
+from servicekit.service import runtime
+from services.matters import applications, cases, handling
+from services.matters.access import is_staff_of
+from services.matters.schemas import (
+    ApplicationSchema,
+    CaseSchema,
+    JudgeDecisionSchema,
+    RegisterCaseSchema,
+    ReviewSchema,
+    SubmitApplicationSchema,
+    TodoArgsSchema,
+    TodoSchema,
+)
+from services.matters.views import application_view, case_view, todo_csv, todo_row
+
+blp = Blueprint("matters", __name__, description="Cases and applications in the case space")
+CASE_SYSTEM = (COURT_ADMIN, REGISTRY_REVIEWER, SPECIALIST, JUDGE, CLERK)
+COURT_STAFF = (SPECIALIST, JUDGE, CLERK, COURT_ADMIN, "division_head", "president")
+SIGNED_IN = (PARTY, LAWYER, *COURT_STAFF)
+
+
+def if_match() -> int | None:
+    """The version a client read (``If-Match: "3"``); a stale one gets 412."""
+    raw = request.headers.get("If-Match")
+    if raw is None:
+        return None
+    try:
+        return int(raw.strip().removeprefix("W/").strip('"'))
+    except ValueError as exc:
+        raise Problem(400, "invalid-if-match", 'If-Match must be an ETag such as "3"') from exc
+
+
+def with_etag(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
+    return body, 200, {"ETag": f'"{body["version"]}"'}
+
+
+def _app_view(app: Any, case: Any) -> dict[str, Any]:
+    return application_view(app, case, staff=is_staff_of(current_claims(), app.court))
+
+
+@blp.route("/cases")
+class Cases(MethodView):
+    @roles(*CASE_SYSTEM)
+    @blp.arguments(RegisterCaseSchema)
+    @blp.response(201, CaseSchema)
+    def post(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A case arrives from the court's trial system (court staff)."""
+        return case_view(cases.register_case(runtime().db, current_claims(), body))
+
+    @roles(*SIGNED_IN)
+    @blp.response(200, CaseSchema(many=True))
+    def get(self) -> list[dict[str, Any]]:
+        """My cases (a party), or my court's cases (staff)."""
+        return [case_view(c) for c in cases.list_cases(runtime().db, current_claims())]
+
+
+@blp.route("/cases/<case_id>")
+class OneCase(MethodView):
+    @roles(*SIGNED_IN)
+    @blp.response(200, CaseSchema)
+    def get(self, case_id: str) -> dict[str, Any]:
+        """A case, to its parties and its court's staff."""
+        return case_view(cases.get_case(runtime().db, current_claims(), case_id))
+
+
+@blp.route("/cases/<case_id>/applications")
+class CaseApplications(MethodView):
+    @roles(PARTY, LAWYER)
+    @blp.arguments(SubmitApplicationSchema)
+    @blp.response(201, ApplicationSchema)
+    def post(self, body: dict[str, Any], case_id: str) -> dict[str, Any]:
+        """Apply in my case space (e.g. for an effectiveness certificate)."""
+        app = applications.submit(runtime().db, current_claims(), case_id, body)
+        _, case = applications.get(runtime().db, current_claims(), app.id)
+        return _app_view(app, case)
+
+    @roles(*SIGNED_IN)
+    @blp.response(200, ApplicationSchema(many=True))
+    def get(self, case_id: str) -> list[dict[str, Any]]:
+        """The case's applications: all (staff) or my own (a party)."""
+        db, claims = runtime().db, current_claims()
+        case = cases.get_case(db, claims, case_id)
+        return [_app_view(a, case) for a in applications.of_case(db, claims, case_id)]
+
+
+@blp.route("/applications/<application_id>")
+class OneApplication(MethodView):
+    @roles(*SIGNED_IN)
+    @blp.response(200, ApplicationSchema)
+    def get(self, application_id: str):  # type: ignore[no-untyped-def]
+        """An application, with its certificate's state (generating / issued / failed)."""
+        return with_etag(_app_view(*applications.get(runtime().db, current_claims(),
+                                                     application_id)))
+
+
+def _after(app: Any):  # type: ignore[no-untyped-def]
+    return with_etag(_app_view(*applications.get(runtime().db, current_claims(), app.id)))
+
+
+@blp.route("/applications/<application_id>/review")
+class Review(MethodView):
+    @roles(SPECIALIST)
+    @blp.arguments(ReviewSchema)
+    @blp.response(200, ApplicationSchema)
+    def post(self, body: dict[str, Any], application_id: str):  # type: ignore[no-untyped-def]
+        """自行办理: issue the certificate, or transfer to the presiding judge."""
+        return _after(handling.review(runtime().db, current_claims(), application_id, body,
+                                      if_match()))
+
+
+@blp.route("/applications/<application_id>/judge-decision")
+class JudgeDecision(MethodView):
+    @roles(JUDGE)
+    @blp.arguments(JudgeDecisionSchema)
+    @blp.response(200, ApplicationSchema)
+    def post(self, body: dict[str, Any], application_id: str):  # type: ignore[no-untyped-def]
+        """The presiding judge's decision with the effective date; requests the certificate."""
+        return _after(handling.judge_decides(runtime().db, current_claims(), application_id,
+                                             body, if_match()))
+
+
+@blp.route("/applications/<application_id>/regenerate")
+class Regenerate(MethodView):
+    @roles(SPECIALIST, JUDGE, CLERK)
+    @blp.response(200, ApplicationSchema)
+    def post(self, application_id: str):  # type: ignore[no-untyped-def]
+        """重新生成文书, after a failed generation."""
+        return _after(handling.regenerate(runtime().db, current_claims(), application_id,
+                                          if_match()))
+
+
+@blp.route("/applications/<application_id>/publish")
+class Publish(MethodView):
+    @roles(SPECIALIST, JUDGE, CLERK)
+    @blp.response(200, ApplicationSchema)
+    def post(self, application_id: str):  # type: ignore[no-untyped-def]
+        """引入: publish the issued certificate to the party's case space."""
+        return _after(handling.publish(runtime().db, current_claims(), application_id,
+                                       if_match()))
+
+
+@blp.route("/todo")
+class Todo(MethodView):
+    @roles(*COURT_STAFF)
+    @blp.arguments(TodoArgsSchema, location="query")
+    @blp.response(200, TodoSchema)
+    def get(self, args: dict[str, Any]):  # type: ignore[no-untyped-def]
+        """中台待办 / 网上待办: the court's to-do list, filtered; ``format=csv`` exports it."""
+        rows = [todo_row(a, c) for a, c in applications.todo(runtime().db, current_claims(),
+                                                             args)]
+        wants_csv = args.get("format") == "csv" or request.accept_mimetypes.best == "text/csv"
+        if wants_csv:
+            return Response(todo_csv(rows), content_type="text/csv; charset=utf-8",
+                            headers={"Content-Disposition": 'attachment; filename="todo.csv"'})
+        return {"items": rows, "total": len(rows)}

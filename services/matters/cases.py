@@ -1,0 +1,64 @@
+"""Cases as they arrive from the court's trial system (a court-staff API; later the filing
+service's docketing event too)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from servicekit.db import Database, utcnow
+from servicekit.problems import Problem
+from services.matters.access import ensure_sees_case, ensure_staff_of, is_staff_of
+from services.matters.domain import CASE_NUMBER
+from services.matters.models import Case, CaseParty
+
+
+def register_case(db: Database, claims: dict[str, Any], body: dict[str, Any]) -> Case:
+    ensure_staff_of(claims, body["court"])
+    if not CASE_NUMBER.match(body["case_number"]):
+        raise Problem(422, "validation-error", "the request is invalid",
+                      errors={"json": {"case_number": ["not a case number like "
+                                                       "(2021)粤01民初8号"]}})
+    with db.transaction() as session:
+        if session.scalar(select(Case.id).where(Case.case_number == body["case_number"])):
+            raise Problem(409, "case-exists", "a case with this number exists")
+        judgment = body.get("judgment") or {}
+        case = Case(id=str(uuid.uuid4()), case_number=body["case_number"],
+                    court=body["court"], court_name=body["court_name"], cause=body["cause"],
+                    department=body["department"], judge_account_id=body["judge_account_id"],
+                    clerk_account_id=body.get("clerk_account_id"),
+                    judgment_title=judgment.get("title"),
+                    judgment_date=judgment.get("decided_on"),
+                    effective_date=body.get("effective_date"), created_at=utcnow())
+        case.parties = [CaseParty(id=str(uuid.uuid4()), position=i, name=p["name"],
+                                  role=p["role"], account_id=p.get("account_id"))
+                        for i, p in enumerate(body["parties"])]
+        session.add(case)
+    return case
+
+
+def get_case(db: Database, claims: dict[str, Any], case_id: str) -> Case:
+    with db.transaction() as session:
+        return ensure_sees_case(claims, session.get(Case, case_id))
+
+
+def list_cases(db: Database, claims: dict[str, Any]) -> list[Case]:
+    """A party's own cases; a staff member's court's cases."""
+    with db.transaction() as session:
+        query = select(Case).order_by(Case.created_at.desc()).limit(500)
+        court = claims.get("court")
+        if court and is_staff_of(claims, court):
+            query = query.where(Case.court == court)
+        else:
+            query = query.join(CaseParty).where(CaseParty.account_id == claims.get("sub"))
+        return list(session.scalars(query).unique())
+
+
+def load_case(session: Session, case_id: str) -> Case:
+    case = session.get(Case, case_id)
+    if case is None:
+        raise Problem(404, "not-found", "no such case")
+    return case

@@ -1,0 +1,72 @@
+"""matters' rules, with no I/O: the application's state machine, its deadline, the labels the
+court's lists show ("剩余9", "超过24", "中台待办(已受理)") and the escalation ladder."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from servicekit.problems import Problem
+from servicekit.workdays import add_workdays, local_date
+
+EFFECTIVENESS_CERTIFICATE = "effectiveness_certificate"
+KIND_LABELS = {EFFECTIVENESS_CERTIFICATE: "生效证明"}
+#: service-level period, in working days, by kind of application
+PERIOD_WORKDAYS = {EFFECTIVENESS_CERTIFICATE: 7}
+#: the word of the service number by kind: (2026)粤01文书第17号
+NUMBER_WORD = {EFFECTIVENESS_CERTIFICATE: "文书"}
+CHANNELS = ("电子诉讼", "广州微法院", "诉讼服务中心", "12368")
+PARTY_ROLES = {"plaintiff": "原告", "defendant": "被告", "third_party": "第三人"}
+CASE_NUMBER = re.compile(r"^\(\d{4}\)[\u4e00-\u9fff]\d{2,4}[\u4e00-\u9fff]{1,6}\d{1,6}号$")
+
+# statuses and their labels in the court's lists
+SUBMITTED, ACCEPTED, BACK_OFFICE, COMPLETED = "submitted", "accepted", "back_office", "completed"
+STATUS_LABELS = {SUBMITTED: "中台待办", ACCEPTED: "中台待办(已受理)",
+                 BACK_OFFICE: "后台待办", COMPLETED: "已办结"}
+MIDDLE_OFFICE, BACK = "middle_office", "back_office"
+# the certificate document's state, as the application shows it
+DOC_NONE, DOC_GENERATING, DOC_ISSUED, DOC_FAILED = "none", "generating", "issued", "failed"
+DOC_LABELS = {DOC_NONE: "", DOC_GENERATING: "生成中", DOC_ISSUED: "已生成",
+              DOC_FAILED: "生成失败"}
+AUTO_NOTE = "经审查，该案裁判文书已发生法律效力，同意出具生效证明。"
+
+# the escalation ladder: level reached -> days overdue needed; each level once, one at a time
+LADDER = (("handler", 0), ("division_head", 3), ("president", 7))
+
+
+def deadline_for(kind: str, submitted_at: datetime) -> datetime:
+    return add_workdays(submitted_at, PERIOD_WORKDAYS[kind])
+
+
+def days_left(deadline: datetime, now: datetime) -> int:
+    """Calendar days from today to the deadline's day, in Beijing time (negative: overdue)."""
+    return (local_date(deadline) - local_date(now)).days
+
+
+def remaining_label(deadline: datetime, now: datetime, finished: bool) -> str:
+    if finished:
+        return ""
+    left = days_left(deadline, now)
+    if now > deadline:
+        return f"超过{max(1, -left)}"
+    return f"剩余{left}"
+
+
+def service_number(year: int, court: str, word: str, number: int) -> str:
+    return f"({year}){court}{word}第{number}号"
+
+
+def require_status(current: str, allowed: tuple[str, ...], action: str) -> None:
+    if current not in allowed:
+        raise Problem(409, "invalid-state",
+                      f"cannot {action} an application that is {STATUS_LABELS[current]}",
+                      status_now=current)
+
+
+def next_escalation(level: int, deadline: datetime, now: datetime) -> str | None:
+    """The ladder step due now, if any: one level past ``level`` once its day has come."""
+    if now <= deadline or level >= len(LADDER):
+        return None
+    name, days_needed = LADDER[level]
+    overdue_days = (now - deadline).days
+    return name if overdue_days >= days_needed else None

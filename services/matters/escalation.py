@@ -1,0 +1,82 @@
+"""The escalation ladder, driven by a scheduler: an application past its deadline and still
+unfinished is urged one level at a time — handler, then division head, then court president —
+each level once. The embedded suite runs the scheduler as a thread; a distributed deployment
+runs ``ecourt scheduler`` as its own process (several replicas are safe: rows are locked).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime
+
+from prometheus_client.core import GaugeMetricFamily
+from sqlalchemy import func, select
+
+from servicekit.db import Database, utcnow
+from services.matters import events
+from services.matters.domain import COMPLETED, LADDER, next_escalation
+from services.matters.models import Application, Case
+
+log = logging.getLogger(__name__)
+
+
+def escalate_overdue(db: Database, now: datetime | None = None, batch: int = 200) -> int:
+    """Advance every overdue application by at most one level; returns how many moved."""
+    now = now or utcnow()
+    moved = 0
+    with db.transaction() as session:
+        rows = session.execute(
+            select(Application, Case).join(Case, Case.id == Application.case_id)
+            .where(Application.status != COMPLETED, Application.deadline < now,
+                   Application.escalation_level < len(LADDER))
+            .order_by(Application.deadline).limit(batch)
+            .with_for_update(of=Application, skip_locked=True)).all()
+        for app, case in rows:
+            level = next_escalation(app.escalation_level, app.deadline, now)
+            if level is None:
+                continue
+            events.overdue(session, app, case, level, (now - app.deadline).days)
+            app.escalation_level += 1
+            moved += 1
+    if moved:
+        log.info("escalated %s overdue application(s)", moved)
+    return moved
+
+
+class Scheduler:
+    """Runs ``escalate_overdue`` every ``interval`` seconds until stopped."""
+
+    def __init__(self, db: Database, interval: float = 60.0,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.db = db
+        self.interval = interval
+        self.clock = clock
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                escalate_overdue(self.db, self.clock())
+            except Exception:
+                log.exception("escalation run failed; trying again next interval")
+            stop.wait(self.interval)
+
+
+class OverdueCollector:
+    """``matters_overdue_applications``: unfinished applications past their deadline."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        gauge = GaugeMetricFamily("matters_overdue_applications",
+                                  "Unfinished applications past their deadline", labels=["court"])
+        with self.db.transaction() as session:
+            rows = session.execute(
+                select(Application.court, func.count()).where(
+                    Application.status != COMPLETED, Application.deadline < utcnow())
+                .group_by(Application.court)).all()
+        for court, count in rows:
+            gauge.add_metric([court], count)
+        yield gauge

@@ -1,0 +1,123 @@
+"""The court handling an application: the specialist's review, the transfer to the presiding
+judge, the judge's decision, regeneration of a failed certificate, and publishing (引入)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from servicekit.db import Database, utcnow
+from servicekit.problems import Problem
+from servicekit.roles import CLERK, JUDGE, SPECIALIST
+from services.matters import events
+from services.matters.access import ensure_staff_of
+from services.matters.cases import load_case
+from services.matters.domain import (
+    ACCEPTED,
+    AUTO_NOTE,
+    BACK,
+    BACK_OFFICE,
+    COMPLETED,
+    DOC_FAILED,
+    DOC_GENERATING,
+    DOC_ISSUED,
+    SUBMITTED,
+    require_status,
+)
+from services.matters.models import Application, Case
+
+MIDDLE_OFFICE_ROLES = {SPECIALIST}
+BACK_OFFICE_ROLES = {JUDGE}
+PUBLISHERS = {SPECIALIST, JUDGE, CLERK}
+
+
+@contextmanager
+def _acting(db: Database, claims: dict[str, Any], application_id: str, roles: set[str],
+            if_match: int | None) -> Iterator[tuple[Session, Application, Case]]:
+    """Load the application for an update by its court's staff, checking its version."""
+    with db.transaction() as session:
+        app = session.get(Application, application_id, with_for_update=True)
+        if app is None:
+            raise Problem(404, "not-found", "no such application")
+        ensure_staff_of(claims, app.court, roles)
+        if if_match is not None and if_match != app.version:
+            raise Problem(412, "stale-version", "the application changed since you read it",
+                          current_version=app.version)
+        yield session, app, load_case(session, app.case_id)
+        app.version += 1
+
+
+def _generate(session: Session, app: Application, case: Case) -> None:
+    if case.effective_date is None:
+        raise Problem(409, "effective-date-unknown",
+                      "the effective date is unknown: transfer to the presiding judge")
+    app.document_state = DOC_GENERATING
+    app.document_failure = None
+    app.document_request_id = events.certificate_requested(session, app, case)
+
+
+def review(db: Database, claims: dict[str, Any], application_id: str, body: dict[str, Any],
+           if_match: int | None) -> Application:
+    """The specialist's 自行办理: issue ("是") or transfer to the back-office judge."""
+    with _acting(db, claims, application_id, MIDDLE_OFFICE_ROLES, if_match) as (s, app, case):
+        require_status(app.status, (SUBMITTED,), "review")
+        app.handler_name = body.get("handler_name") or claims.get("name") or claims["sub"]
+        app.handled_at = utcnow()
+        if body.get("needs_judge"):
+            app.status, app.stage = BACK_OFFICE, BACK
+            app.handling_note = body.get("note") or "转后台法官办理"
+            events.transferred(s, app, case)
+            return app
+        if not body.get("issuable"):
+            raise Problem(422, "validation-error", "choose issuable or needs_judge",
+                          errors={"json": {"issuable": ["must be true unless transferred"]}})
+        app.handling_note = body.get("note") or AUTO_NOTE
+        app.status = ACCEPTED
+        _generate(s, app, case)
+    return app
+
+
+def judge_decides(db: Database, claims: dict[str, Any], application_id: str,
+                  body: dict[str, Any], if_match: int | None) -> Application:
+    """The presiding judge records opinion, result, handler, date and the effective date;
+    saving requests the certificate (and updates the case's effective date)."""
+    with _acting(db, claims, application_id, BACK_OFFICE_ROLES, if_match) as (s, app, case):
+        require_status(app.status, (BACK_OFFICE,), "decide")
+        if case.judge_account_id != claims["sub"]:
+            raise Problem(403, "forbidden", "only the presiding judge of the case decides")
+        app.judge_opinion = body["opinion"]
+        app.judge_result_note = body["result_note"]
+        app.judge_handler = body["handler_name"]
+        app.judge_decided_on = body["decided_on"]
+        case.effective_date = body["effective_date"]
+        app.status = ACCEPTED
+        _generate(s, app, case)
+    return app
+
+
+def regenerate(db: Database, claims: dict[str, Any], application_id: str,
+               if_match: int | None) -> Application:
+    """重新生成文书: only after a failed generation, so two valid certificates never exist."""
+    with _acting(db, claims, application_id, PUBLISHERS, if_match) as (s, app, case):
+        if app.document_state != DOC_FAILED:
+            raise Problem(409, "invalid-state", "only a failed generation can be regenerated",
+                          document_state=app.document_state)
+        _generate(s, app, case)
+    return app
+
+
+def publish(db: Database, claims: dict[str, Any], application_id: str,
+            if_match: int | None) -> Application:
+    """引入: make the issued certificate visible in the party's case space."""
+    with _acting(db, claims, application_id, PUBLISHERS, if_match) as (s, app, case):
+        require_status(app.status, (ACCEPTED,), "publish")
+        if app.document_state != DOC_ISSUED:
+            raise Problem(409, "invalid-state", "the certificate has not been issued yet",
+                          document_state=app.document_state)
+        app.status = COMPLETED
+        app.published_at = utcnow()
+        events.completed(s, app, case)
+    return app

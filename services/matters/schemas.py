@@ -1,0 +1,150 @@
+"""matters' wire format."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+from services.matters.domain import CHANNELS, EFFECTIVENESS_CERTIFICATE, PARTY_ROLES, STATUS_LABELS
+
+
+class PartyInSchema(Schema):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    role = fields.String(required=True, validate=validate.OneOf(list(PARTY_ROLES)))
+    account_id = fields.String(load_default=None, validate=validate.Length(max=36))
+
+
+class JudgmentSchema(Schema):
+    title = fields.String(validate=validate.Length(max=200))
+    decided_on = fields.Date()
+
+
+class RegisterCaseSchema(Schema):
+    case_number = fields.String(required=True, metadata={"example": "(2021)粤01民初8号"})
+    court = fields.String(required=True, validate=validate.Length(min=2, max=20))
+    court_name = fields.String(required=True, validate=validate.Length(min=2, max=100))
+    cause = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    department = fields.String(required=True, validate=validate.Length(min=1, max=50))
+    judge_account_id = fields.String(required=True, validate=validate.Length(min=1, max=36))
+    clerk_account_id = fields.String(load_default=None, validate=validate.Length(max=36))
+    effective_date = fields.Date(load_default=None)
+    judgment = fields.Nested(JudgmentSchema, load_default=None)
+    parties = fields.List(fields.Nested(PartyInSchema), required=True,
+                          validate=validate.Length(min=1, max=50))
+
+
+class PartySchema(Schema):
+    name = fields.String()
+    role = fields.String()
+    role_label = fields.String()
+
+
+class CaseSchema(Schema):
+    id = fields.String()
+    case_number = fields.String()
+    court = fields.String()
+    court_name = fields.String()
+    cause = fields.String()
+    department = fields.String()
+    effective_date = fields.Date(allow_none=True)
+    parties = fields.List(fields.Nested(PartySchema))
+    parties_label = fields.String(metadata={"example": "原告:周俊雄;被告:黄添强"})
+
+
+class SubmitApplicationSchema(Schema):
+    kind = fields.String(required=True, validate=validate.OneOf([EFFECTIVENESS_CERTIFICATE]))
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=1000))
+    use = fields.String(required=True, validate=validate.Length(min=1, max=500))
+    materials = fields.List(fields.String(validate=validate.Length(max=200)),
+                            load_default=list, validate=validate.Length(max=20))
+    channel = fields.String(load_default="电子诉讼", validate=validate.OneOf(CHANNELS))
+
+
+class DocumentStateSchema(Schema):
+    state = fields.String(metadata={"description": "none | generating | issued | failed"})
+    state_label = fields.String()
+    document_id = fields.String(allow_none=True)
+    code = fields.String(allow_none=True)
+    failure = fields.String(allow_none=True)
+    download_url = fields.String(allow_none=True)
+    actions = fields.List(fields.String())
+
+
+class ApplicationSchema(Schema):
+    id = fields.String()
+    case_id = fields.String()
+    case_number = fields.String()
+    service_number = fields.String()
+    kind = fields.String()
+    title = fields.String(metadata={"example": "郑楚健/生效证明"})
+    applicant_name = fields.String()
+    reason = fields.String()
+    use = fields.String()
+    materials = fields.List(fields.String())
+    channel = fields.String()
+    status = fields.String(validate=validate.OneOf(list(STATUS_LABELS)))
+    status_label = fields.String()
+    stage = fields.String()
+    deadline = fields.DateTime()
+    deadline_local = fields.String()
+    remaining = fields.String(metadata={"example": "剩余9"})
+    submitted_at = fields.DateTime()
+    handler_name = fields.String(allow_none=True)
+    handling_note = fields.String(allow_none=True)
+    judge_opinion = fields.String(allow_none=True)
+    judge_result_note = fields.String(allow_none=True)
+    judge_handler = fields.String(allow_none=True)
+    judge_decided_on = fields.Date(allow_none=True)
+    document = fields.Nested(DocumentStateSchema)
+    published_at = fields.DateTime(allow_none=True)
+    version = fields.Integer()
+
+
+class TodoArgsSchema(Schema):
+    stage = fields.String(validate=validate.OneOf(["middle_office", "back_office"]))
+    status = fields.String(validate=validate.OneOf(list(STATUS_LABELS)))
+    kind = fields.String(validate=validate.OneOf([EFFECTIVENESS_CERTIFICATE]))
+    channel = fields.String(validate=validate.OneOf(CHANNELS))
+    q = fields.String(validate=validate.Length(max=100))
+    overdue = fields.Boolean()
+    include_completed = fields.Boolean()
+    format = fields.String(validate=validate.OneOf(["json", "csv"]))
+
+
+class TodoRowSchema(Schema):
+    application_id = fields.String()
+    service_number = fields.String()
+    title = fields.String()
+    case_number = fields.String()
+    parties_label = fields.String()
+    department = fields.String()
+    channel = fields.String()
+    source = fields.String(metadata={"example": "本院任务"})
+    cross_court = fields.Boolean()
+    remaining = fields.String()
+    deadline_local = fields.String()
+    status = fields.String()
+    status_label = fields.String()
+    submitted_local = fields.String()
+    document_state = fields.String()
+    actions = fields.List(fields.String())
+
+
+class TodoSchema(Schema):
+    items = fields.List(fields.Nested(TodoRowSchema))
+    total = fields.Integer()
+
+
+class ReviewSchema(Schema):
+    issuable = fields.Boolean(load_default=False, metadata={"description": "审查结果: 是"})
+    needs_judge = fields.Boolean(load_default=False,
+                                 metadata={"description": "是否需后台法官处理"})
+    note = fields.String(load_default=None, validate=validate.Length(max=1000))
+    handler_name = fields.String(load_default=None, validate=validate.Length(max=100))
+
+
+class JudgeDecisionSchema(Schema):
+    opinion = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    result_note = fields.String(required=True, validate=validate.Length(min=1, max=1000))
+    handler_name = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    decided_on = fields.Date(required=True)
+    effective_date = fields.Date(required=True)

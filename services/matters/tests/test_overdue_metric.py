@@ -1,0 +1,67 @@
+"""The number of overdue applications is a metric, counted at scrape time per court."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from servicekit import migrations
+from servicekit.db import Database, utcnow
+from services.matters.app import SERVICE
+from services.matters.escalation import OverdueCollector, escalate_overdue
+from services.matters.models import Application, Case
+
+
+def _db(tmp_path: Path) -> Database:
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    migrations.upgrade(SERVICE.migrations, url)
+    return Database(url)
+
+
+def _application(db: Database, deadline_delta: timedelta, status: str = "submitted") -> None:
+    now = utcnow()
+    with db.transaction() as s:
+        case = Case(id=str(uuid.uuid4()), case_number=f"(2021)粤01民初{uuid.uuid4().int % 9999}号",
+                    court="粤01", court_name="广州市中级人民法院", cause="c", department="民一庭",
+                    judge_account_id="j", clerk_account_id="c", created_at=now)
+        s.add(case)
+        s.flush()
+        s.add(Application(id=str(uuid.uuid4()), case_id=case.id, court="粤01",
+                          kind="effectiveness_certificate",
+                          service_number=f"(2026)粤01文书第{uuid.uuid4().int % 99999}号",
+                          applicant_account_id="a", applicant_name="甲", reason="r", use="u",
+                          materials="[]", channel="电子诉讼", status=status,
+                          stage="middle_office", deadline=now + deadline_delta,
+                          submitted_at=now - timedelta(days=10), document_state="none",
+                          escalation_level=0, version=1))
+
+
+def test_overdue_gauge_counts_unfinished_applications_past_their_deadline(tmp_path: Path) -> None:
+    db = _db(tmp_path)
+    _application(db, -timedelta(days=2))
+    _application(db, -timedelta(days=1))
+    _application(db, timedelta(days=3))                      # not yet due
+    _application(db, -timedelta(days=5), status="completed")  # finished late: not overdue
+    registry = CollectorRegistry()
+    registry.register(OverdueCollector(db))
+    text = generate_latest(registry).decode()
+    assert 'matters_overdue_applications{court="粤01"} 2.0' in text
+
+
+def test_escalation_emits_one_event_per_level(tmp_path: Path) -> None:
+    from sqlalchemy import select
+
+    from servicekit.tables import outbox
+
+    db = _db(tmp_path)
+    _application(db, -timedelta(days=10))
+    now = utcnow()
+    assert [escalate_overdue(db, now) for _ in range(5)] == [1, 1, 1, 0, 0]
+    with db.transaction() as s:
+        types = s.scalars(select(outbox.c.body).where(
+            outbox.c.type == "matters.application.overdue")).all()
+    assert [f'"level":"{level}"' in body for level, body in
+            zip(("handler", "division_head", "president"), types, strict=True)] == [True] * 3

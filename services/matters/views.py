@@ -1,0 +1,109 @@
+"""How cases and applications look on the wire, for staff and for the applicant."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+from servicekit.db import utcnow
+from servicekit.workdays import SHANGHAI
+from services.matters.domain import (
+    COMPLETED,
+    DOC_FAILED,
+    DOC_ISSUED,
+    DOC_LABELS,
+    KIND_LABELS,
+    PARTY_ROLES,
+    STATUS_LABELS,
+    remaining_label,
+)
+from services.matters.models import Application, Case
+
+DOWNLOAD_PATH = "/api/documents/documents/{id}/pdf"
+
+
+def local(moment: Any) -> str:
+    return moment.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M:%S") if moment else ""
+
+
+def parties_label(case: Case) -> str:
+    return ";".join(f"{PARTY_ROLES.get(p.role, p.role)}:{p.name}" for p in case.parties)
+
+
+def case_view(case: Case) -> dict[str, Any]:
+    return {"id": case.id, "case_number": case.case_number, "court": case.court,
+            "court_name": case.court_name, "cause": case.cause, "department": case.department,
+            "effective_date": case.effective_date,
+            "parties": [{"name": p.name, "role": p.role,
+                         "role_label": PARTY_ROLES.get(p.role, p.role)} for p in case.parties],
+            "parties_label": parties_label(case)}
+
+
+def _actions(app: Application) -> list[str]:
+    if app.status == COMPLETED:
+        return ["view"]
+    if app.document_state == DOC_FAILED:
+        return ["regenerate", "transfer"]
+    if app.document_state == DOC_ISSUED:
+        return ["publish"]
+    return ["handle", "view", "transfer"]
+
+
+def document_view(app: Application, staff: bool) -> dict[str, Any]:
+    """The applicant sees the certificate only once it is published to the case space."""
+    visible = staff or app.status == COMPLETED
+    return {"state": app.document_state if visible else "none",
+            "state_label": DOC_LABELS[app.document_state] if visible else "",
+            "document_id": app.document_id if visible else None,
+            "code": app.document_code if visible else None,
+            "failure": app.document_failure if staff else None,
+            "download_url": (DOWNLOAD_PATH.format(id=app.document_id)
+                             if visible and app.document_id else None),
+            "actions": _actions(app) if staff else []}
+
+
+def application_view(app: Application, case: Case, staff: bool) -> dict[str, Any]:
+    return {"id": app.id, "case_id": case.id, "case_number": case.case_number,
+            "service_number": app.service_number, "kind": app.kind,
+            "title": f"{app.applicant_name}/{KIND_LABELS[app.kind]}",
+            "applicant_name": app.applicant_name, "reason": app.reason, "use": app.use,
+            "materials": json.loads(app.materials), "channel": app.channel,
+            "status": app.status, "status_label": STATUS_LABELS[app.status],
+            "stage": app.stage, "deadline": app.deadline, "deadline_local": local(app.deadline),
+            "remaining": remaining_label(app.deadline, utcnow(), app.status == COMPLETED),
+            "submitted_at": app.submitted_at, "handler_name": app.handler_name,
+            "handling_note": app.handling_note, "judge_opinion": app.judge_opinion,
+            "judge_result_note": app.judge_result_note, "judge_handler": app.judge_handler,
+            "judge_decided_on": app.judge_decided_on, "document": document_view(app, staff),
+            "published_at": app.published_at, "version": app.version}
+
+
+def todo_row(app: Application, case: Case) -> dict[str, Any]:
+    return {"application_id": app.id, "service_number": app.service_number,
+            "title": f"{app.applicant_name}/{KIND_LABELS[app.kind]}",
+            "case_number": case.case_number, "parties_label": parties_label(case),
+            "department": case.department, "channel": app.channel, "source": "本院任务",
+            "cross_court": False,
+            "remaining": remaining_label(app.deadline, utcnow(), app.status == COMPLETED),
+            "deadline_local": local(app.deadline), "status": app.status,
+            "status_label": STATUS_LABELS[app.status],
+            "submitted_local": local(app.submitted_at)[:16],
+            "document_state": app.document_state, "actions": _actions(app)}
+
+
+CSV_COLUMNS = (("序号", None), ("诉讼服务申请事项名称", "title"), ("服务号", "service_number"),
+               ("案号", "case_number"), ("当事人", "parties_label"), ("承办部门", "department"),
+               ("发起渠道", "channel"), ("剩余天数", "remaining"), ("截止日期", "deadline_local"),
+               ("状态", "status_label"), ("申请日期", "submitted_local"))
+
+
+def todo_csv(rows: list[dict[str, Any]]) -> str:
+    """The to-do list as CSV, with a BOM so spreadsheet programs read the Chinese right."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow([title for title, _ in CSV_COLUMNS])
+    for number, row in enumerate(rows, start=1):
+        writer.writerow([number if key is None else row[key] for _, key in CSV_COLUMNS])
+    return "\ufeff" + out.getvalue()

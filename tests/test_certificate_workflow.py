@@ -1,0 +1,276 @@
+"""The effectiveness certificate (生效证明) end to end, driven through the gateway in both tiers:
+the direct branch, the transfer to the presiding judge, a failed generation then regenerate,
+public verification, the escalation ladder with a controllable clock, and who may do what."""
+
+from __future__ import annotations
+
+import io
+import re
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from werkzeug.test import Client
+
+from ecourt.embedded import Suite
+from servicekit.testing import unique, wait_for
+from services.notifier.models import SmsMessage
+from tests.factories import individual, mobile
+
+PASSWORD = "correct-horse-battery"
+
+
+class Court:
+    """One court's people, signed in through the gateway."""
+
+    def __init__(self, suite: Suite, http: Client, code: str, name: str) -> None:
+        self.code, self.name, self.http = code, name, http
+        admin_phone = mobile()
+        from services.identity.usecases.staff import create_admin
+
+        create_admin(suite.runtimes["identity"].db, court=code, court_name=name,
+                        name="管理员", phone=admin_phone, password=PASSWORD)
+        self.admin = login(http, admin_phone)
+        self.staff: dict[str, tuple[str, str]] = {}
+        for role, department in (("specialist", "立案庭"), ("judge", "民一庭"),
+                                 ("clerk", "民一庭"), ("division_head", "民一庭"),
+                                 ("president", "院领导")):
+            phone = mobile()
+            resp = http.post("/api/identity/staff", headers=bearer(self.admin), json={
+                "name": f"{role}-{code}", "phone": phone, "password": PASSWORD, "court": code,
+                "department": department, "roles": [role]})
+            assert resp.status_code == 201, resp.get_data(as_text=True)
+            self.staff[role] = (resp.get_json()["id"], login(http, phone))
+
+    def token(self, role: str) -> str:
+        return self.staff[role][1]
+
+    def id(self, role: str) -> str:
+        return self.staff[role][0]
+
+    def register_seal(self) -> None:
+        resp = self.http.post("/api/documents/seals", headers=bearer(self.admin), json={
+            "court": self.code, "court_name": self.name, "seal_name": f"{self.name}诉讼服务专用章"})
+        assert resp.status_code in (200, 201), resp.get_data(as_text=True)
+
+    def case(self, parties: list[tuple[str, str, str | None]], effective: str | None) -> str:
+        body: dict[str, Any] = {
+            "case_number": f"(2021){self.code}民初{unique('n')[-6:].translate(DIGITS)}号",
+            "court": self.code, "court_name": self.name, "cause": "买卖合同纠纷",
+            "department": "民一庭", "judge_account_id": self.id("judge"),
+            "clerk_account_id": self.id("clerk"),
+            "judgment": {"title": "民事判决书", "decided_on": "2021-06-01"},
+            "parties": [{"name": n, "role": r, "account_id": a} for n, r, a in parties]}
+        if effective:
+            body["effective_date"] = effective
+        resp = self.http.post("/api/matters/cases", headers=bearer(self.token("specialist")),
+                              json=body)
+        assert resp.status_code == 201, resp.get_data(as_text=True)
+        return resp.get_json()["id"]
+
+
+DIGITS = str.maketrans("abcdef", "123456")
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def login(http: Client, phone: str, password: str = PASSWORD) -> str:
+    resp = http.post("/api/identity/tokens", json={"username": phone, "password": password})
+    assert resp.status_code == 201, resp.get_data(as_text=True)
+    return resp.get_json()["access_token"]
+
+
+def person(http: Client, name: str) -> tuple[str, str]:
+    body = individual(name=name)
+    resp = http.post("/api/identity/accounts", json=body)
+    assert resp.status_code == 201
+    return resp.get_json()["id"], login(http, body["phone"], body["password"])
+
+
+def sms_for(suite: Suite, account_id: str, template: str) -> list[SmsMessage]:
+    with suite.runtimes["notifier"].db.transaction() as s:
+        return list(s.scalars(select(SmsMessage).where(SmsMessage.account_id == account_id,
+                                                       SmsMessage.template == template)))
+
+
+def apply(http: Client, token: str, case_id: str) -> dict[str, Any]:
+    resp = http.post(f"/api/matters/cases/{case_id}/applications", headers=bearer(token),
+                     json={"kind": "effectiveness_certificate", "reason": "办理强制执行",
+                           "use": "向执行法院提交", "materials": ["判决书.pdf"]})
+    assert resp.status_code == 201, resp.get_data(as_text=True)
+    return resp.get_json()
+
+
+def application(http: Client, token: str, app_id: str) -> dict[str, Any]:
+    resp = http.get(f"/api/matters/applications/{app_id}", headers=bearer(token))
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    return resp.get_json()
+
+
+def wait_document(http: Client, token: str, app_id: str, state: str) -> dict[str, Any]:
+    return wait_for(lambda: (a := application(http, token, app_id))["document"]["state"]
+                    == state and a, timeout=30, message=f"the certificate to be {state}")
+
+
+def act(http: Client, token: str, app_id: str, action: str, body: dict[str, Any] | None = None,
+        status: int = 200) -> dict[str, Any]:
+    resp = http.post(f"/api/matters/applications/{app_id}/{action}", headers=bearer(token),
+                     json=body or {})
+    assert resp.status_code == status, resp.get_data(as_text=True)
+    return resp.get_json()
+
+
+@pytest.fixture(scope="module")
+def world(suite: Suite) -> dict[str, Any]:
+    http = Client(suite.gateway)
+    gz = Court(suite, http, "粤01", "广州市中级人民法院")
+    gz.register_seal()
+    other = Court(suite, http, "粤02", "深圳市中级人民法院")
+    plaintiff, plaintiff_token = person(http, "周俊雄")
+    defendant, defendant_token = person(http, "黄添强")
+    _stranger, stranger_token = person(http, "路人甲")
+    return {"http": http, "gz": gz, "other": other, "plaintiff": plaintiff,
+            "plaintiff_token": plaintiff_token, "defendant": defendant,
+            "defendant_token": defendant_token, "stranger_token": stranger_token}
+
+
+def _parties(world: dict[str, Any]) -> list[tuple[str, str, str | None]]:
+    return [("周俊雄", "plaintiff", world["plaintiff"]),
+            ("黄添强", "defendant", world["defendant"])]
+
+
+def test_direct_branch_issue_publish_download_and_verify(suite: Suite,
+                                                         world: dict[str, Any]) -> None:
+    http, gz, party = world["http"], world["gz"], world["plaintiff_token"]
+    case_id = gz.case(_parties(world), effective="2021-07-01")
+    app = apply(http, party, case_id)
+    assert re.fullmatch(r"\(\d{4}\)粤01文书第\d+号", app["service_number"])
+    assert app["status_label"] == "中台待办" and app["remaining"].startswith("剩余")
+    for role in ("judge", "clerk"):  # told at once
+        wait_for(lambda r=role: sms_for(suite, gz.id(r), "application_submitted"),
+                 message=f"the {role}'s SMS")
+
+    todo = http.get("/api/matters/todo", headers=bearer(gz.token("specialist"))).get_json()
+    row = next(r for r in todo["items"] if r["application_id"] == app["id"])
+    assert row["title"] == "周俊雄/生效证明" and row["parties_label"] == "原告:周俊雄;被告:黄添强"
+    assert row["channel"] == "电子诉讼" and row["status_label"] == "中台待办"
+    csv = http.get("/api/matters/todo?format=csv", headers=bearer(gz.token("specialist")))
+    assert csv.content_type.startswith("text/csv") and app["service_number"] in csv.get_data(
+        as_text=True)
+
+    reviewed = act(http, gz.token("specialist"), app["id"], "review", {"issuable": True})
+    assert reviewed["status_label"] == "中台待办(已受理)"
+    assert reviewed["handling_note"].startswith("经审查")
+    assert reviewed["document"]["state"] in ("generating", "issued")
+    issued = wait_document(http, gz.token("specialist"), app["id"], "issued")
+    assert application(http, party, app["id"])["document"]["download_url"] is None  # not yet
+
+    done = act(http, gz.token("specialist"), app["id"], "publish")
+    assert done["status_label"] == "已办结"
+    [sms] = wait_for(lambda: sms_for(suite, world["plaintiff"], "application_completed"),
+                     message="the party's SMS")
+    assert sms.text.startswith("【广州市中级人民法院】您好！您提交的(2021)粤01民初")
+    assert sms.text.endswith("的材料法官已处理，请登录人民法院在线服务查看处理结果。")
+    inbox = http.get("/api/delivery/inbox", headers=bearer(party)).get_json()
+    assert any(n["title"] == "您的生效证明申请已办结" for n in inbox["items"])
+
+    mine = application(http, party, app["id"])["document"]
+    pdf = wait_for(lambda: (r := http.get(mine["download_url"], headers=bearer(party)))
+                   .status_code == 200 and r, message="the party's download")
+    assert pdf.content_type == "application/pdf"
+    body = pdf.get_data()
+    code = issued["document"]["code"]
+
+    verify = http.get(f"/api/documents/verify/{code}", headers={"Accept": "application/json"})
+    assert verify.status_code == 200 and verify.get_json()["status"] == "valid"
+    assert http.get("/api/documents/verify/ABCD-EFGH-JKMN-PQRS",
+                    headers={"Accept": "application/json"}).status_code == 404
+    altered = bytearray(body)
+    altered[len(altered) // 2] ^= 0x01
+    answer = http.post("/api/documents/verify",
+                       data={"file": (io.BytesIO(bytes(altered)), "c.pdf", "application/pdf")})
+    assert answer.get_json()["result"] == "altered"
+    answer = http.post("/api/documents/verify",
+                       data={"file": (io.BytesIO(body), "c.pdf", "application/pdf")})
+    assert answer.get_json()["result"] == "authentic"
+
+    # access control: the other party, a stranger, staff of another court, a party as staff
+    url = mine["download_url"]
+    for token in (world["defendant_token"], world["stranger_token"],
+                  world["other"].token("specialist")):
+        assert http.get(f"/api/matters/applications/{app['id']}",
+                        headers=bearer(token)).status_code == 404
+        assert http.get(url, headers=bearer(token)).status_code == 404
+    assert http.post(f"/api/matters/applications/{app['id']}/publish",
+                     headers=bearer(party)).status_code == 403
+    assert http.post(f"/api/matters/applications/{app['id']}/review", json={"issuable": True},
+                     headers=bearer(world["other"].token("specialist"))).status_code == 404
+
+
+def test_transfer_to_the_presiding_judge_with_an_effective_date(suite: Suite,
+                                                                 world: dict[str, Any]) -> None:
+    http, gz, party = world["http"], world["gz"], world["plaintiff_token"]
+    case_id = gz.case(_parties(world), effective=None)
+    app = apply(http, party, case_id)
+    refused = act(http, gz.token("specialist"), app["id"], "review", {"issuable": True},
+                  status=409)
+    assert refused["type"].endswith("/effective-date-unknown")
+    moved = act(http, gz.token("specialist"), app["id"], "review", {"needs_judge": True})
+    assert moved["status_label"] == "后台待办" and moved["stage"] == "back_office"
+    wait_for(lambda: sms_for(suite, gz.id("judge"), "application_transferred"),
+             message="the judge's SMS")
+    back = http.get("/api/matters/todo?stage=back_office",
+                    headers=bearer(gz.token("judge"))).get_json()
+    assert app["id"] in {r["application_id"] for r in back["items"]}
+    decided = act(http, gz.token("judge"), app["id"], "judge-decision", {
+        "opinion": "接收", "result_note": "判决已生效", "handler_name": "承办法官",
+        "decided_on": "2021-08-13", "effective_date": "2021-08-13"})
+    assert decided["judge_opinion"] == "接收"
+    wait_document(http, gz.token("judge"), app["id"], "issued")
+    assert http.get(f"/api/matters/cases/{case_id}", headers=bearer(party)).get_json()[
+        "effective_date"] == "2021-08-13"
+    assert act(http, gz.token("judge"), app["id"], "publish")["status"] == "completed"
+
+
+def test_failed_generation_then_regenerate_yields_one_certificate(suite: Suite,
+                                                                  world: dict[str, Any]) -> None:
+    http, party = world["http"], world["plaintiff_token"]
+    court = Court(suite, http, "粤03", "珠海市中级人民法院")  # no seal registered yet
+    case_id = court.case(_parties(world), effective="2021-07-01")
+    app = apply(http, party, case_id)
+    act(http, court.token("specialist"), app["id"], "review", {"issuable": True})
+    failed = wait_document(http, court.token("specialist"), app["id"], "failed")
+    assert "seal" in failed["document"]["failure"] and "regenerate" in failed["document"][
+        "actions"]
+    court.register_seal()
+    act(http, court.token("specialist"), app["id"], "regenerate")
+    issued = wait_document(http, court.token("specialist"), app["id"], "issued")
+    again = act(http, court.token("specialist"), app["id"], "regenerate", status=409)
+    assert again["type"].endswith("/invalid-state")
+    docs = http.get(f"/api/documents/documents?application_id={app['id']}",
+                    headers=bearer(court.token("specialist"))).get_json()
+    valid = [d for d in docs["items"] if d["status"] == "valid"]
+    assert [d["id"] for d in valid] == [issued["document"]["document_id"]]
+
+
+def test_escalation_ladder_one_level_at_a_time(suite: Suite, world: dict[str, Any]) -> None:
+    http, gz = world["http"], world["gz"]
+    case_id = gz.case(_parties(world), effective="2021-07-01")
+    app = apply(http, world["plaintiff_token"], case_id)
+    deadline = application(http, gz.token("specialist"), app["id"])["deadline"]
+    from datetime import datetime
+
+    due = datetime.fromisoformat(deadline)
+    ladder = [(due + timedelta(hours=1), "judge"), (due + timedelta(days=3, hours=1),
+                                                   "division_head"),
+              (due + timedelta(days=7, hours=1), "president")]
+    for moment, recipient in ladder:
+        assert suite.run_escalation(moment) >= 1
+        assert suite.run_escalation(moment) == 0  # each level once
+        wait_for(lambda r=recipient: [m for m in sms_for(suite, gz.id(r), "application_overdue")
+                                      if app["service_number"] in m.text],
+                 message=f"the {recipient}'s urging SMS")
+    assert suite.run_escalation(due + timedelta(days=30)) == 0  # the ladder has three rungs
