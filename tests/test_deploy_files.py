@@ -35,6 +35,8 @@ SECRETS_DIR = DEPLOY / "secrets"
 
 #: the services with an HTTP API, an outbox relay and an event consumer
 SERVICES = ("identity", "filing", "matters", "documents", "delivery", "bankruptcy")
+#: services that also run a deadline scheduler process (`ecourt scheduler SERVICE`)
+SCHEDULED = ("matters",)
 #: consumer-only service with its own database
 NOTIFIER = "notifier"
 INFRA = ("postgres", "rabbitmq", "redis")
@@ -271,7 +273,7 @@ def test_every_ecourt_command_names_a_known_service(services: dict[str, dict[str
 
     for name, svc in ecourt_services(services).items():
         args = parse_cli(parser, svc["command"], name)
-        assert args.command in ("serve", "relay", "consume", "migrate"), name
+        assert args.command in ("serve", "relay", "consume", "migrate", "scheduler"), name
         known = set(registry.SERVICES) | ({"gateway"} if args.command == "serve" else set())
         assert args.service in known, f"{name}: unknown service {args.service!r}"
         if args.command == "serve" and args.service != "gateway":
@@ -707,6 +709,7 @@ def test_k8s_has_every_process(k8s_docs: list[tuple[str, dict[str, Any]]],
     for svc in SERVICES:
         expected |= {f"{svc}-api", f"{svc}-relay", f"{svc}-consumer"}
         assert f"{svc}-api" in k8s_services, f"{svc}-api has no Service"
+    expected |= {f"{svc}-scheduler" for svc in SCHEDULED}
     assert set(deployments) == expected
     assert set(k8s_services) == {f"{svc}-api" for svc in SERVICES} | {"gateway"}
 
@@ -714,7 +717,8 @@ def test_k8s_has_every_process(k8s_docs: list[tuple[str, dict[str, Any]]],
         main = _containers(deployment)
         assert len(main) == 1, name
         args = parse_cli(parser, main[0]["args"], name)
-        expected_cmd = {"api": "serve", "relay": "relay", "consumer": "consume"}
+        expected_cmd = {"api": "serve", "relay": "relay", "consumer": "consume",
+                        "scheduler": "scheduler"}
         if name == "gateway":
             assert (args.command, args.service) == ("serve", "gateway")
             assert bind_port(main[0]["args"]) == GATEWAY_PORT
