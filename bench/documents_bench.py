@@ -86,6 +86,61 @@ def _rate(n: int, fn: Callable[[], object]) -> float:
     return n / (time.perf_counter() - started)
 
 
+def _verification_rates(n: int) -> dict[str, float]:
+    """Verification look-ups per second, in process (the embedded suite, one thread): straight
+    into the documents app, and through the gateway (token-less public route, rate limiter on,
+    with a limit too high to refuse anything)."""
+    from sqlalchemy import select
+    from werkzeug.test import Client
+
+    from ecourt.embedded import Suite
+    from servicekit.envelope import CloudEvent
+    from services.documents.models import Document, Seal
+
+    with tempfile.TemporaryDirectory(prefix="bench_verify_") as tmp:
+        suite = Suite(tmp, rate_limit=10**9)
+        rt = suite.runtimes["documents"]
+        handler = _issue_handler(suite)
+        with rt.db.transaction() as session:
+            session.add(Seal(court="粤01", court_name="广州市中级人民法院",
+                             seal_name="广州市中级人民法院诉讼服务专用章", version=1,
+                             registered_by="bench", updated_at=datetime.now(UTC)))
+        data = {"request_id": str(uuid.uuid4()), "application_id": str(uuid.uuid4()),
+                "case_number": "(2026)粤01民初123号", "court": "粤01",
+                "court_name": "广州市中级人民法院", "cause": "民间借贷纠纷",
+                "parties": [{"name": "张三", "role": "plaintiff"}], "judgment": {},
+                "effective_date": "2026-04-01", "service_number": "SF1",
+                "applicant_account_id": str(uuid.uuid4())}
+        with rt.db.transaction() as session:
+            handler(session, CloudEvent("matters.certificate.requested", "/matters", data))
+        with rt.db.transaction() as session:
+            code = session.scalars(select(Document.code)).one()
+        accept = {"Accept": "application/json"}
+        direct, gateway = suite.apps["documents"].test_client(), Client(suite.gateway)
+
+        def look(client: Client, path: str) -> None:
+            resp = client.get(path, headers=accept)
+            if resp.status_code != 200:
+                raise RuntimeError(f"verification answered {resp.status_code}")
+            resp.close()
+
+        look(direct, f"/verify/{code}")
+        look(gateway, f"/api/documents/verify/{code}")
+        try:
+            return {"verify_direct_per_s": _rate(n, lambda: look(direct, f"/verify/{code}")),
+                    "verify_gateway_per_s": _rate(
+                        n, lambda: look(gateway, f"/api/documents/verify/{code}"))}
+        finally:
+            suite.stop()
+
+
+def _issue_handler(suite):  # type: ignore[no-untyped-def]
+    from ecourt import registry
+
+    return registry.get("documents").handlers(suite.runtimes["documents"])[
+        "matters.certificate.requested"]
+
+
 def _issuance_rate(n: int) -> float:
     from ecourt.runtime import make_runtime
     from servicekit.config import Settings
@@ -150,6 +205,10 @@ def run(quick: bool) -> dict[str, Any]:
         "renderer_runs": renderer_runs, "bare_runs": bare_runs,
         "pdf_bytes": len(renderer.render(sample)), "font": str(font.path),
     }
+    try:
+        result.update(_verification_rates(200 if quick else 1000))
+    except Exception as exc:  # reported, never guessed
+        result["verify_error"] = f"not measured: {exc.__class__.__name__}: {exc}"
     try:
         result["issuance_per_s"] = _issuance_rate(max(10, n // 3))
     except Exception as exc:  # reported, never guessed

@@ -251,6 +251,15 @@ def section_documents(r: Results) -> None:
     for bare, rendered in zip(result["bare_runs"], result["renderer_runs"], strict=True):
         r.attempt(["raw.bare_pdf"], lambda v=bare: v)
         r.attempt(["suite.render"], lambda v=rendered: v)
+    r.fig("suite.verify_direct", "verification look-ups straight into documents (in process)",
+          "look-ups/s")
+    r.fig("suite.verify_gateway", "verification look-ups through the gateway (in process)",
+          "look-ups/s")
+    if "verify_error" in result:
+        r.fail(["suite.verify_direct", "suite.verify_gateway"], result["verify_error"])
+    else:
+        r.attempt(["suite.verify_direct"], lambda: result["verify_direct_per_s"])
+        r.attempt(["suite.verify_gateway"], lambda: result["verify_gateway_per_s"])
 
 
 RUNNERS = {"amqp": section_amqp, "pg": section_pg, "http": section_http,
@@ -299,6 +308,9 @@ ROWS = [
     Row("Raw: bare reportlab page + QR", "raw.bare_pdf"),
     Row("Certificate rendering", "suite.render", "raw.bare_pdf", "ratio_min", 0.50,
         "≥ 0.50 × bare page"),
+    Row("Verification look-ups, direct", "suite.verify_direct"),
+    Row("Verification look-ups, through the gateway", "suite.verify_gateway",
+        "suite.verify_direct"),
 ]
 
 
