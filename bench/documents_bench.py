@@ -143,10 +143,10 @@ def _issue_handler(suite):  # type: ignore[no-untyped-def]
 
 def _issuance_rate(n: int) -> float:
     from ecourt.runtime import make_runtime
+    from servicekit.blobs import LocalBlobStore
     from servicekit.config import Settings
     from servicekit.envelope import CloudEvent
     from services.documents.app import SERVICE
-    from services.documents.blobs import LocalBlobStore
     from services.documents.config import EXTRAS_KEY, Documents, DocumentsSettings
     from services.documents.models import Seal
 

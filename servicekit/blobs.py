@@ -1,4 +1,4 @@
-"""The blob store: issued PDFs (and later uploaded materials), content-addressed by SHA-256.
+"""The blob store: issued PDFs and uploaded materials, content-addressed by SHA-256.
 
 * A blob's name is its SHA-256, so writing the same bytes twice is harmless (a retried
   handler, a redelivered event) and a blob can never silently change: ``get`` re-hashes.
@@ -6,10 +6,11 @@
   ``fsync`` of the folder. The blob is written **before** the database transaction that refers
   to it commits, so a committed document always has its bytes; a crash in between leaves only
   an unreferenced blob (garbage, never a dangling row).
-* ``LocalBlobStore`` keeps the files under ``DOCUMENTS_BLOB_DIR`` (default ``<data dir>/
-  documents``), fanned out by the first two hex digits. With several replicas on several hosts
-  that folder must be shared storage (a volume every replica mounts), or the store replaced by
-  an object store behind the same two methods.
+* ``LocalBlobStore`` keeps the files under a folder per service (documents:
+  ``DOCUMENTS_BLOB_DIR``, default ``<data dir>/documents``), fanned out by the first two hex
+  digits. With several replicas on several hosts that folder must be shared storage (a
+  volume every replica mounts), or the store replaced by an object store behind the same two
+  methods.
 """
 
 from __future__ import annotations

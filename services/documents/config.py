@@ -15,10 +15,10 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from servicekit.blobs import LocalBlobStore
 from servicekit.config import data_dir
 from servicekit.service import Runtime
 from services.documents import codes, fonts
-from services.documents.blobs import LocalBlobStore
 from services.documents.render import Renderer
 
 DEFAULT_PUBLIC_BASE_URL = "http://127.0.0.1:8080/api/documents"

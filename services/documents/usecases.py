@@ -14,11 +14,11 @@ from typing import Any
 
 from sqlalchemy import select
 
+from servicekit.blobs import BlobMissing, BlobStore
 from servicekit.db import Database, utcnow
 from servicekit.problems import Problem
 from servicekit.roles import STAFF_ROLES
 from services.documents import codes
-from services.documents.blobs import BlobMissing, BlobStore
 from services.documents.models import Document, Seal
 
 log = logging.getLogger(__name__)

@@ -16,13 +16,13 @@ from sqlalchemy import select
 
 from ecourt.contracts import validate_event
 from ecourt.runtime import make_runtime
+from servicekit.blobs import LocalBlobStore
 from servicekit.config import Settings
 from servicekit.envelope import CloudEvent
 from servicekit.service import Runtime
 from servicekit.tables import outbox
 from servicekit.tokens import SigningKey, TokenVerifier
 from services.documents.app import SERVICE
-from services.documents.blobs import LocalBlobStore
 from services.documents.config import EXTRAS_KEY, Documents, DocumentsSettings
 
 COURT, COURT_NAME = "粤01", "广州市中级人民法院"

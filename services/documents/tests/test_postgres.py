@@ -12,13 +12,13 @@ import pytest
 from sqlalchemy import select
 
 from ecourt.runtime import make_runtime
+from servicekit.blobs import LocalBlobStore
 from servicekit.config import Settings
 from servicekit.envelope import CloudEvent
 from servicekit.testing import pg_databases
 from servicekit.tokens import SigningKey, TokenVerifier
 from services.documents import ledger
 from services.documents.app import SERVICE
-from services.documents.blobs import LocalBlobStore
 from services.documents.config import EXTRAS_KEY, Documents, DocumentsSettings
 from services.documents.models import Document
 from services.documents.tests.conftest import BASE_URL, Harness, certificate_request
