@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -69,6 +70,8 @@ def create_service_app(spec: ServiceSpec, rt: Runtime) -> Flask:
         OPENAPI_URL_PREFIX="/", OPENAPI_JSON_PATH="openapi.json",
         API_SPEC_OPTIONS={"info": {"description": spec.description}},
         JSON_AS_ASCII=False,
+        # the largest body any route accepts (a 20 MB upload plus its multipart envelope)
+        MAX_CONTENT_LENGTH=int(os.environ.get("ECOURT_MAX_BODY_BYTES", 21 * 1024 * 1024)),
     )
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.extensions["ecourt.db"] = db
