@@ -23,6 +23,7 @@ from servicekit.access import Access, access_of, public
 from servicekit.db import Database
 from servicekit.idempotency import UNSAFE, IdempotencyStore, request_hash
 from servicekit.problems import Problem, problem_response, slug_for
+from servicekit.readiness import BrokerCheck
 from servicekit.service import Runtime
 from servicekit.tokens import InvalidToken, TokenVerifier
 
@@ -79,7 +80,7 @@ def create_service_app(spec: ServiceSpec, rt: Runtime) -> Flask:
     api = ProblemApi(app)
     api.spec.components.security_scheme(
         "bearer", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
-    app.register_blueprint(_health_blueprint(spec, db))
+    app.register_blueprint(_health_blueprint(spec, db, rt.settings.broker_url))
     for blp in spec.blueprints:
         api.register_blueprint(blp)
     app.extensions["ecourt.api"] = api
@@ -101,9 +102,11 @@ def check_every_route_declares_access(app: Flask) -> None:
                                    "(@public, @roles(...) or @internal)")
 
 
-def _health_blueprint(spec: ServiceSpec, db: Database):  # type: ignore[no-untyped-def]
+def _health_blueprint(spec: ServiceSpec, db: Database,  # type: ignore[no-untyped-def]
+                      broker_url: str):
     from flask import Blueprint as FlaskBlueprint
 
+    broker = BrokerCheck(broker_url)
     bp = FlaskBlueprint("health", __name__)
     registry = CollectorRegistry(auto_describe=True)
     for collector in spec.collectors:
@@ -118,7 +121,9 @@ def _health_blueprint(spec: ServiceSpec, db: Database):  # type: ignore[no-untyp
     @public
     def readyz():  # type: ignore[no-untyped-def]
         checks: dict[str, str] = {}
-        for name, check in [("database", db.ping), *[(c.__name__, c) for c in spec.readiness]]:
+        checks_to_run = [("database", db.ping), ("broker", broker),
+                         *[(c.__name__, c) for c in spec.readiness]]
+        for name, check in checks_to_run:
             try:
                 check()
                 checks[name] = "ok"

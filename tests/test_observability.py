@@ -105,3 +105,22 @@ def test_every_route_of_every_service_declares_access(embedded) -> None:  # type
 
     for app in embedded.apps.values():
         check_every_route_declares_access(app)  # raises if one does not
+
+
+def test_readyz_reports_an_unreachable_broker(tmp_path: Path) -> None:
+    from ecourt import registry
+    from ecourt.runtime import make_runtime
+    from servicekit.config import Settings
+
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
+    port = dead.getsockname()[1]
+    dead.close()  # nothing listens there now
+    settings = Settings.from_env("filing", database_url=f"sqlite:///{tmp_path / 'f.db'}",
+                                 broker_url=f"amqp://guest:guest@127.0.0.1:{port}//")
+    rt = make_runtime(registry.get("filing"), settings, None)
+    resp = registry.get("filing").build_app(rt).test_client().get("/readyz")  # type: ignore[misc]
+    assert resp.status_code == 503
+    assert resp.content_type == "application/problem+json"
+    body = resp.get_json()
+    assert body["checks"]["database"] == "ok" and body["checks"]["broker"].startswith("failed")
