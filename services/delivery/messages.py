@@ -39,3 +39,12 @@ def overdue(data: dict[str, Any]) -> tuple[str, str, str]:
     body = (f"{data['case_number']}案的{_kind(data)}申请（服务号{data['service_number']}）"
             f"已超过办理期限{data['days_overdue']}天，请督促尽快办理。")
     return title, body, f"【{data['court_name']}】{body}"
+
+
+CODE_PURPOSES = {"login": "登录", "reset_password": "重置密码",
+                 "change_phone_old": "更换手机号码", "change_phone_new": "更换手机号码"}
+
+
+def verification_code(purpose: str, code: str) -> str:
+    label = CODE_PURPOSES.get(purpose, "身份")
+    return f"【人民法院在线服务】您的{label}验证码为{code}，5分钟内有效，请勿泄露。"

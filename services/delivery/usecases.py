@@ -34,6 +34,15 @@ def request_sms(session: Session, *, account_id: str, phone: str, template: str,
           "text": text}, source=SOURCE, subject=account_id)
 
 
+def request_secret_sms(session: Session, *, account_id: str, phone_sealed: str, template: str,
+                       text: str, secret: str) -> None:
+    """An SMS whose text is itself a secret (a verification code): the text travels sealed
+    too, and the notifier keeps only a redacted copy."""
+    emit(session, "delivery.sms.requested",
+         {"account_id": account_id, "phone_sealed": phone_sealed, "template": template,
+          "text_sealed": seal(text, secret)}, source=SOURCE, subject=account_id)
+
+
 def inbox_of(db: Database, account_id: str) -> tuple[list[Notification], int]:
     with db.transaction() as session:
         items = list(session.scalars(select(Notification)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from sqlalchemy.orm import Session
 
 from servicekit.db import utcnow
@@ -12,6 +14,12 @@ from services.notifier.models import SmsMessage
 from services.notifier.providers import SmsProvider
 
 SMS_REQUESTED = "delivery.sms.requested"
+_DIGITS = re.compile(r"\d{4,8}")
+
+
+def redact(text: str) -> str:
+    """What the notifier keeps of a sealed text (a verification code): the digits masked."""
+    return _DIGITS.sub(lambda m: "*" * len(m.group()), text)
 
 
 def send_requested_sms(session: Session, event: CloudEvent, provider: SmsProvider,
@@ -22,10 +30,12 @@ def send_requested_sms(session: Session, event: CloudEvent, provider: SmsProvide
     message id: at-least-once, de-duplicated by a gateway that honours message ids.
     """
     phone = unseal(event.data["phone_sealed"], secret)
-    ref = provider.send(event.id, phone, event.data["text"])
+    sealed_text = event.data.get("text_sealed")
+    text = unseal(sealed_text, secret) if sealed_text else event.data["text"]
+    ref = provider.send(event.id, phone, text)
     message = SmsMessage(event_id=event.id, account_id=event.data.get("account_id", ""),
                          phone_masked=mask_phone(phone), template=event.data.get("template", ""),
-                         text=event.data["text"], status="sent", attempts=1,
+                         text=redact(text) if sealed_text else text, status="sent", attempts=1,
                          provider_ref=ref, created_at=utcnow(), sent_at=utcnow())
     session.merge(message)
     return message
