@@ -1,4 +1,10 @@
-"""Who may see or act on a case in matters: its court's staff, and its own parties.
+"""Who may see or act on a case in matters — the one place for the rule:
+
+* the staff of the case's court see the case and all of its applications;
+* a party (their account is on the case) sees the case and the applications of their own party;
+* a lawyer sees the case and the applications of the parties they are bound to — only through
+  an **approved** binding (``bindings``, status approved) and only while their token carries the
+  ``lawyer`` role. A pending or rejected request gives nothing.
 
 Anyone else gets 404, never 403: the existence of someone else's case is not revealed.
 """
@@ -8,8 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from servicekit.problems import Problem
-from servicekit.roles import STAFF_ROLES
-from services.matters.models import Application, Case
+from servicekit.roles import LAWYER, STAFF_ROLES
+from services.matters.models import Application, Case, CaseParty
 
 
 def is_staff_of(claims: dict[str, Any], court: str) -> bool:
@@ -17,9 +23,53 @@ def is_staff_of(claims: dict[str, Any], court: str) -> bool:
         claims.get("court") == court
 
 
-def is_party_of(claims: dict[str, Any], case: Case) -> bool:
+def is_lawyer(claims: dict[str, Any]) -> bool:
+    return LAWYER in (claims.get("roles") or [])
+
+
+def own_parties(claims: dict[str, Any], case: Case) -> list[CaseParty]:
+    """The parties of ``case`` that are the caller themself."""
     sub = claims.get("sub")
-    return bool(sub) and any(p.account_id == sub for p in case.parties)
+    return [p for p in case.parties if sub and p.account_id == sub]
+
+
+def represented_parties(claims: dict[str, Any], case: Case) -> list[CaseParty]:
+    """The parties of ``case`` the caller represents through an approved binding."""
+    sub = claims.get("sub")
+    if not sub or not is_lawyer(claims):
+        return []
+    bound = {b.party_id for b in case.approved_bindings if b.lawyer_account_id == sub}
+    return [p for p in case.parties if p.id in bound]
+
+
+def acting_parties(claims: dict[str, Any], case: Case) -> list[CaseParty]:
+    """The parties the caller may see and act for: themself, then those they represent."""
+    parties = own_parties(claims, case)
+    return parties + [p for p in represented_parties(claims, case) if p not in parties]
+
+
+def is_party_of(claims: dict[str, Any], case: Case) -> bool:
+    return bool(own_parties(claims, case))
+
+
+def sees_case(claims: dict[str, Any], case: Case) -> bool:
+    return is_staff_of(claims, case.court) or bool(acting_parties(claims, case))
+
+
+def party_of_application(app: Application, case: Case) -> str | None:
+    """The id of the party an application belongs to (rows from before 0003 carry no
+    ``party_id``: then the party whose account applied)."""
+    if app.party_id:
+        return app.party_id
+    return next((p.id for p in case.parties if p.account_id
+                 and p.account_id == app.applicant_account_id), None)
+
+
+def sees_application(claims: dict[str, Any], app: Application, case: Case) -> bool:
+    if is_staff_of(claims, app.court):
+        return True
+    party = party_of_application(app, case)
+    return party is not None and party in {p.id for p in acting_parties(claims, case)}
 
 
 def not_found(what: str = "case") -> Problem:
@@ -27,22 +77,22 @@ def not_found(what: str = "case") -> Problem:
 
 
 def ensure_sees_case(claims: dict[str, Any], case: Case | None) -> Case:
-    if case is None or not (is_staff_of(claims, case.court) or is_party_of(claims, case)):
+    if case is None or not sees_case(claims, case):
         raise not_found()
     return case
 
 
-def ensure_sees_application(claims: dict[str, Any], app: Application | None) -> Application:
-    if app is None:
+def ensure_sees_application(claims: dict[str, Any], app: Application | None,
+                            case: Case | None) -> Application:
+    if app is None or case is None or not sees_application(claims, app, case):
         raise not_found("application")
-    if is_staff_of(claims, app.court) or app.applicant_account_id == claims.get("sub"):
-        return app
-    raise not_found("application")
+    return app
 
 
-def ensure_staff_of(claims: dict[str, Any], court: str, roles: set[str] | None = None) -> None:
+def ensure_staff_of(claims: dict[str, Any], court: str, roles: set[str] | None = None,
+                    what: str = "application") -> None:
     """Staff of ``court`` (holding one of ``roles`` if given); other staff get 403."""
     if not is_staff_of(claims, court):
-        raise not_found("application")
+        raise not_found(what)
     if roles and not roles.intersection(claims.get("roles") or []):
         raise Problem(403, "forbidden", "your role may not do this")

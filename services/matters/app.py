@@ -9,6 +9,7 @@ from flask import Flask
 from servicekit.service import Runtime, ServiceDefinition
 from servicekit.web import ServiceSpec, create_service_app
 from services.matters.api import blp
+from services.matters.bindings_api import blp as bindings_blp
 from services.matters.escalation import OverdueCollector
 from services.matters.handlers import build_handlers
 from services.matters.models import Base
@@ -18,7 +19,7 @@ def create_app(rt: Runtime) -> Flask:
     spec = ServiceSpec(
         "matters", "eCourt matters",
         "The case space: parties, lawyers, applications during a case, deadlines, escalation.",
-        [blp], collectors=[OverdueCollector(rt.db)],
+        [blp, bindings_blp], collectors=[OverdueCollector(rt.db)],
     )
     return create_service_app(spec, rt)
 
@@ -26,4 +27,5 @@ def create_app(rt: Runtime) -> Flask:
 SERVICE = ServiceDefinition(name="matters", metadata=Base.metadata,
                             migrations=Path(__file__).parent / "migrations",
                             build_app=create_app, build_handlers=build_handlers,
-                            consumes=("documents.document.issued", "documents.render.failed"))
+                            consumes=("documents.document.issued", "documents.render.failed",
+                                      "identity.lawyer.verified"))

@@ -15,11 +15,12 @@ from servicekit.db import Database, utcnow
 from servicekit.problems import Problem
 from services.matters import events
 from services.matters.access import (
+    acting_parties,
     ensure_sees_application,
     ensure_sees_case,
-    is_party_of,
     is_staff_of,
     not_found,
+    sees_application,
 )
 from services.matters.cases import load_case
 from services.matters.domain import (
@@ -31,7 +32,7 @@ from services.matters.domain import (
     deadline_for,
     service_number,
 )
-from services.matters.models import Application, Case, ServiceCounter
+from services.matters.models import Application, Case, CaseParty, ServiceCounter
 
 
 def next_service_number(session: Session, court: str, kind: str, now: datetime) -> str:
@@ -55,17 +56,19 @@ def next_service_number(session: Session, court: str, kind: str, now: datetime) 
 
 def submit(db: Database, claims: dict[str, Any], case_id: str,
            body: dict[str, Any]) -> Application:
-    """A party of the case applies; the judge and clerk are told at once (via the event)."""
+    """A party of the case applies, or a lawyer bound to a party applies on their behalf (the
+    applicant is the party; ``submitted_by`` records the lawyer). The judge and clerk are told
+    at once (via the event)."""
     with db.transaction() as session:
         case = load_case(session, case_id)
-        if not is_party_of(claims, case):
-            raise not_found()
-        party = next(p for p in case.parties if p.account_id == claims["sub"])
+        party = _acting_for(claims, case, body.get("party_name"))
         now = utcnow()
         app = Application(
             id=str(uuid.uuid4()), case_id=case.id, court=case.court, kind=body["kind"],
             service_number=next_service_number(session, case.court, body["kind"], now),
-            applicant_account_id=claims["sub"], applicant_name=party.name,
+            # the account told of the outcome: the party's own, else the lawyer who applied
+            applicant_account_id=party.account_id or claims["sub"], applicant_name=party.name,
+            party_id=party.id, submitted_by_account_id=claims["sub"],
             reason=body["reason"], use=body["use"],
             materials=json.dumps(body.get("materials") or [], ensure_ascii=False),
             channel=body.get("channel") or "电子诉讼", status=SUBMITTED, stage=MIDDLE_OFFICE,
@@ -77,20 +80,40 @@ def submit(db: Database, claims: dict[str, Any], case_id: str,
     return app
 
 
+def _acting_for(claims: dict[str, Any], case: Case, party_name: str | None) -> CaseParty:
+    """The party the caller applies for: themself, or the one party they represent (a lawyer
+    bound to several parties of the case names one)."""
+    parties = acting_parties(claims, case)
+    if not parties:
+        raise not_found()
+    if party_name:
+        named = [p for p in parties if p.name == party_name]
+        if not named:
+            raise Problem(422, "validation-error", "the request is invalid",
+                          errors={"json": {"party_name": ["you do not act for this party"]}})
+        return named[0]
+    if len({p.id for p in parties}) > 1:
+        raise Problem(422, "validation-error", "the request is invalid",
+                      errors={"json": {"party_name": ["name the party you apply for"]}})
+    return parties[0]
+
+
 def get(db: Database, claims: dict[str, Any], application_id: str) -> tuple[Application, Case]:
     with db.transaction() as session:
-        app = ensure_sees_application(claims, session.get(Application, application_id))
-        return app, load_case(session, app.case_id)
+        app = session.get(Application, application_id)
+        case = session.get(Case, app.case_id) if app is not None else None
+        ensure_sees_application(claims, app, case)
+        return app, case  # type: ignore[return-value]
 
 
 def of_case(db: Database, claims: dict[str, Any], case_id: str) -> list[Application]:
-    """Staff see every application of their court's case; a party sees their own."""
+    """Staff see every application of their court's case; a party sees their own party's, a
+    bound lawyer those of the parties they represent."""
     with db.transaction() as session:
         case = ensure_sees_case(claims, session.get(Case, case_id))
         query = select(Application).where(Application.case_id == case.id)
-        if not is_staff_of(claims, case.court):
-            query = query.where(Application.applicant_account_id == claims["sub"])
-        return list(session.scalars(query.order_by(Application.submitted_at)))
+        found = session.scalars(query.order_by(Application.submitted_at))
+        return [a for a in found if sees_application(claims, a, case)]
 
 
 def todo(db: Database, claims: dict[str, Any], args: dict[str, Any]) -> list[tuple[Application,

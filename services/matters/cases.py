@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session
 
 from servicekit.db import Database, utcnow
 from servicekit.problems import Problem
-from services.matters.access import ensure_sees_case, ensure_staff_of, is_staff_of
-from services.matters.domain import CASE_NUMBER
-from services.matters.models import Case, CaseParty
+from services.matters.access import ensure_sees_case, ensure_staff_of, is_lawyer, is_staff_of
+from services.matters.domain import APPROVED, CASE_NUMBER
+from services.matters.models import Binding, Case, CaseParty
 
 
 def register_case(db: Database, claims: dict[str, Any], body: dict[str, Any]) -> Case:
@@ -46,14 +46,20 @@ def get_case(db: Database, claims: dict[str, Any], case_id: str) -> Case:
 
 
 def list_cases(db: Database, claims: dict[str, Any]) -> list[Case]:
-    """A party's own cases; a staff member's court's cases."""
+    """A party's own cases, plus a lawyer's cases through approved bindings; a staff member's
+    court's cases."""
     with db.transaction() as session:
         query = select(Case).order_by(Case.created_at.desc()).limit(500)
         court = claims.get("court")
         if court and is_staff_of(claims, court):
             query = query.where(Case.court == court)
         else:
-            query = query.join(CaseParty).where(CaseParty.account_id == claims.get("sub"))
+            sub = claims.get("sub")
+            mine = select(CaseParty.case_id).where(CaseParty.account_id == sub)
+            if is_lawyer(claims):
+                mine = mine.union(select(Binding.case_id).where(
+                    Binding.lawyer_account_id == sub, Binding.status == APPROVED))
+            query = query.where(Case.id.in_(mine))
         return list(session.scalars(query).unique())
 
 

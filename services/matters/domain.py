@@ -10,11 +10,14 @@ from servicekit.problems import Problem
 from servicekit.workdays import add_workdays, local_date
 
 EFFECTIVENESS_CERTIFICATE = "effectiveness_certificate"
-KIND_LABELS = {EFFECTIVENESS_CERTIFICATE: "生效证明"}
+#: a lawyer's request to be bound to a party (not an application, but it is numbered, has a
+#: deadline and climbs the same escalation ladder)
+LAWYER_BINDING = "lawyer_binding"
+KIND_LABELS = {EFFECTIVENESS_CERTIFICATE: "生效证明", LAWYER_BINDING: "律师绑定"}
 #: service-level period, in working days, by kind of application
-PERIOD_WORKDAYS = {EFFECTIVENESS_CERTIFICATE: 7}
-#: the word of the service number by kind: (2026)粤01文书第17号
-NUMBER_WORD = {EFFECTIVENESS_CERTIFICATE: "文书"}
+PERIOD_WORKDAYS = {EFFECTIVENESS_CERTIFICATE: 7, LAWYER_BINDING: 3}
+#: the word of the service number by kind: (2026)粤01文书第17号, (2026)粤01绑定第3号
+NUMBER_WORD = {EFFECTIVENESS_CERTIFICATE: "文书", LAWYER_BINDING: "绑定"}
 CHANNELS = ("电子诉讼", "广州微法院", "诉讼服务中心", "12368")
 PARTY_ROLES = {"plaintiff": "原告", "defendant": "被告", "third_party": "第三人"}
 CASE_NUMBER = re.compile(r"^\(\d{4}\)[\u4e00-\u9fff]\d{2,4}[\u4e00-\u9fff]{1,6}\d{1,6}号$")
@@ -29,6 +32,11 @@ DOC_NONE, DOC_GENERATING, DOC_ISSUED, DOC_FAILED = "none", "generating", "issued
 DOC_LABELS = {DOC_NONE: "", DOC_GENERATING: "生成中", DOC_ISSUED: "已生成",
               DOC_FAILED: "生成失败"}
 AUTO_NOTE = "经审查，该案裁判文书已发生法律效力，同意出具生效证明。"
+
+# lawyer–case binding requests
+PENDING, APPROVED, REJECTED = "pending", "approved", "rejected"
+BINDING_STATUS_LABELS = {PENDING: "待审核", APPROVED: "已绑定", REJECTED: "已驳回"}
+BY_REQUEST, BY_CLERK = "request", "clerk"
 
 # the escalation ladder: level reached -> days overdue needed; each level once, one at a time
 LADDER = (("handler", 0), ("division_head", 3), ("president", 7))
@@ -70,3 +78,10 @@ def next_escalation(level: int, deadline: datetime, now: datetime) -> str | None
     name, days_needed = LADDER[level]
     overdue_days = (now - deadline).days
     return name if overdue_days >= days_needed else None
+
+
+def require_binding_status(current: str, allowed: tuple[str, ...], action: str) -> None:
+    if current not in allowed:
+        raise Problem(409, "invalid-state",
+                      f"cannot {action} a binding request that is "
+                      f"{BINDING_STATUS_LABELS[current]}", status_now=current)

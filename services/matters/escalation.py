@@ -1,7 +1,8 @@
 """The escalation ladder, driven by a scheduler: an application past its deadline and still
-unfinished is urged one level at a time — handler, then division head, then court president —
-each level once. The embedded suite runs the scheduler as a thread; a distributed deployment
-runs ``ecourt scheduler`` as its own process (several replicas are safe: rows are locked).
+unfinished — or a lawyer's binding request still pending past its deadline — is urged one level
+at a time — handler, then division head, then court president — each level once. The embedded
+suite runs the scheduler as a thread; a distributed deployment runs ``ecourt scheduler`` as its
+own process (several replicas are safe: rows are locked).
 """
 
 from __future__ import annotations
@@ -16,15 +17,23 @@ from sqlalchemy import func, select
 
 from servicekit.db import Database, utcnow
 from services.matters import events
-from services.matters.domain import COMPLETED, LADDER, next_escalation
-from services.matters.models import Application, Case
+from services.matters.domain import COMPLETED, LADDER, PENDING, next_escalation
+from services.matters.models import Application, Binding, Case
 
 log = logging.getLogger(__name__)
 
 
 def escalate_overdue(db: Database, now: datetime | None = None, batch: int = 200) -> int:
-    """Advance every overdue application by at most one level; returns how many moved."""
+    """Advance every overdue application and pending binding request by at most one level;
+    returns how many moved. The one entry point the scheduler (and tests) call."""
     now = now or utcnow()
+    moved = _applications(db, now, batch) + _bindings(db, now, batch)
+    if moved:
+        log.info("escalated %s overdue item(s)", moved)
+    return moved
+
+
+def _applications(db: Database, now: datetime, batch: int) -> int:
     moved = 0
     with db.transaction() as session:
         rows = session.execute(
@@ -40,8 +49,26 @@ def escalate_overdue(db: Database, now: datetime | None = None, batch: int = 200
             events.overdue(session, app, case, level, (now - app.deadline).days)
             app.escalation_level += 1
             moved += 1
-    if moved:
-        log.info("escalated %s overdue application(s)", moved)
+    return moved
+
+
+def _bindings(db: Database, now: datetime, batch: int) -> int:
+    moved = 0
+    with db.transaction() as session:
+        rows = session.execute(
+            select(Binding, Case).join(Case, Case.id == Binding.case_id)
+            .where(Binding.status == PENDING, Binding.deadline < now,
+                   Binding.escalation_level < len(LADDER))
+            .order_by(Binding.deadline).limit(batch)
+            .with_for_update(of=Binding, skip_locked=True)).all()
+        for binding, case in rows:
+            level = next_escalation(binding.escalation_level, binding.deadline, now)
+            if level is None:
+                continue
+            events.binding_overdue(session, binding, case, level,
+                                   (now - binding.deadline).days)
+            binding.escalation_level += 1
+            moved += 1
     return moved
 
 
@@ -77,6 +104,16 @@ class OverdueCollector:
                 select(Application.court, func.count()).where(
                     Application.status != COMPLETED, Application.deadline < utcnow())
                 .group_by(Application.court)).all()
+            pending = session.execute(
+                select(Binding.court, func.count()).where(
+                    Binding.status == PENDING, Binding.deadline < utcnow())
+                .group_by(Binding.court)).all()
         for court, count in rows:
             gauge.add_metric([court], count)
         yield gauge
+        bindings = GaugeMetricFamily("matters_overdue_bindings",
+                                     "Lawyer binding requests pending past their deadline",
+                                     labels=["court"])
+        for court, count in pending:
+            bindings.add_metric([court], count)
+        yield bindings

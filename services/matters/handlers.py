@@ -1,4 +1,5 @@
-"""matters' event handlers: the certificate's outcome reported by documents."""
+"""matters' event handlers: the certificate's outcome reported by documents, and the
+lawyers identity verified."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from servicekit.consumer import Handler
 from servicekit.envelope import CloudEvent
 from servicekit.service import Runtime
 from services.matters.domain import DOC_FAILED, DOC_GENERATING, DOC_ISSUED
+from services.matters.lawyers import on_lawyer_verified
 from services.matters.models import Application
 
 
@@ -41,4 +43,5 @@ def on_render_failed(session: Session, event: CloudEvent) -> None:
 
 def build_handlers(_rt: Runtime) -> Mapping[str, Handler]:
     return {"documents.document.issued": on_document_issued,
-            "documents.render.failed": on_render_failed}
+            "documents.render.failed": on_render_failed,
+            "identity.lawyer.verified": on_lawyer_verified}

@@ -30,6 +30,10 @@ class Case(Base):
     created_at: Mapped[datetime]
     parties: Mapped[list[CaseParty]] = relationship(back_populates="case", lazy="selectin",
                                                     order_by="CaseParty.position")
+    #: the lawyers bound to a party of this case (approved bindings only): access.py reads these
+    approved_bindings: Mapped[list[Binding]] = relationship(
+        primaryjoin="and_(Case.id == Binding.case_id, Binding.status == 'approved')",
+        viewonly=True, lazy="selectin")
 
 
 class CaseParty(Base):
@@ -66,6 +70,10 @@ class Application(Base):
     kind: Mapped[str] = mapped_column(String(40))
     service_number: Mapped[str] = mapped_column(String(60), unique=True)
     applicant_account_id: Mapped[str] = mapped_column(String(36), index=True)
+    #: the party applying (case_parties.id); null only on rows from before 0003
+    party_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    #: who pressed "submit": the party themself, or the lawyer bound to them
+    submitted_by_account_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     applicant_name: Mapped[str] = mapped_column(String(100))
     reason: Mapped[str] = mapped_column(Text)
     use: Mapped[str] = mapped_column(Text)
@@ -88,5 +96,47 @@ class Application(Base):
     document_code: Mapped[str | None] = mapped_column(String(40), nullable=True)
     document_failure: Mapped[str | None] = mapped_column(Text, nullable=True)
     published_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    escalation_level: Mapped[int] = mapped_column(Integer, default=0)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class Lawyer(Base):
+    """A verified lawyer, as identity reported it (``identity.lawyer.verified``)."""
+
+    __tablename__ = "lawyers"
+
+    account_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), index=True)
+    license_no: Mapped[str] = mapped_column(String(40), index=True)
+    law_firm: Mapped[str] = mapped_column(String(200))
+    verified_at: Mapped[datetime]
+
+
+class Binding(Base):
+    """A lawyer bound (or asking to be bound) to one party of one case (律师案件绑定)."""
+
+    __tablename__ = "bindings"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    case_id: Mapped[str] = mapped_column(ForeignKey("cases.id"), index=True)
+    court: Mapped[str] = mapped_column(String(20), index=True)
+    service_number: Mapped[str] = mapped_column(String(60), unique=True)
+    lawyer_account_id: Mapped[str] = mapped_column(String(36), index=True)
+    lawyer_name: Mapped[str] = mapped_column(String(100))
+    law_firm: Mapped[str] = mapped_column(String(200))
+    party_id: Mapped[str] = mapped_column(String(36))
+    party_name: Mapped[str] = mapped_column(String(100))
+    source: Mapped[str] = mapped_column(String(20))  # request | clerk
+    status: Mapped[str] = mapped_column(String(20), index=True)  # pending | approved | rejected
+    letter_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    letter_filename: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    letter_content_type: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    letter_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    deadline: Mapped[datetime]
+    requested_at: Mapped[datetime]
+    decided_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    decided_by_account_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    decided_by_name: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     escalation_level: Mapped[int] = mapped_column(Integer, default=0)
     version: Mapped[int] = mapped_column(Integer, default=1)

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
+from typing import Any
 
-from services.matters.domain import CHANNELS, EFFECTIVENESS_CERTIFICATE, PARTY_ROLES, STATUS_LABELS
+from marshmallow import Schema, fields, pre_load, validate
+
+from services.matters.domain import (
+    BINDING_STATUS_LABELS,
+    CHANNELS,
+    EFFECTIVENESS_CERTIFICATE,
+    PARTY_ROLES,
+    STATUS_LABELS,
+)
 
 
 class PartyInSchema(Schema):
@@ -57,6 +65,9 @@ class SubmitApplicationSchema(Schema):
     materials = fields.List(fields.String(validate=validate.Length(max=200)),
                             load_default=list, validate=validate.Length(max=20))
     channel = fields.String(load_default="电子诉讼", validate=validate.OneOf(CHANNELS))
+    party_name = fields.String(load_default=None, validate=validate.Length(min=1, max=100),
+                               metadata={"description": "a lawyer bound to several parties of "
+                                                        "the case names the one applying"})
 
 
 class DocumentStateSchema(Schema):
@@ -148,3 +159,93 @@ class JudgeDecisionSchema(Schema):
     handler_name = fields.String(required=True, validate=validate.Length(min=1, max=100))
     decided_on = fields.Date(required=True)
     effective_date = fields.Date(required=True)
+
+
+class BindingRequestSchema(Schema):
+    """One multipart/form-data body: the two text fields and the letter. Loaded from the files
+    location (so the OpenAPI shows one multipart body); the text fields are merged in from the
+    form before validation."""
+
+    @pre_load
+    def _with_form_fields(self, data: Any, **_kwargs: Any) -> dict[str, Any]:
+        from flask import request
+
+        return {**{k: request.form.get(k) for k in ("case_number", "party_name")
+                   if k in request.form}, **{k: data[k] for k in data}}
+
+    letter = fields.Raw(required=True, metadata={
+        "type": "string", "format": "binary",
+        "description": "the letter of authorisation (授权委托书): JPEG, PNG, BMP or PDF, "
+                       "at most 20 MB"})
+    case_number = fields.String(required=True, validate=validate.Length(min=1, max=60),
+                                metadata={"example": "(2021)粤01民初8号"})
+    party_name = fields.String(required=True, validate=validate.Length(min=1, max=100),
+                               metadata={"description": "the party the lawyer represents"})
+
+
+class BindingArgsSchema(Schema):
+    status = fields.String(validate=validate.OneOf(list(BINDING_STATUS_LABELS)))
+
+
+class RejectSchema(Schema):
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=1000))
+
+
+class DirectBindingSchema(Schema):
+    lawyer_account_id = fields.String(required=True, validate=validate.Length(min=1, max=36))
+    party_name = fields.String(required=True, validate=validate.Length(min=1, max=100))
+
+
+class LetterInfoSchema(Schema):
+    filename = fields.String()
+    content_type = fields.String()
+    size = fields.Integer()
+    download_url = fields.String()
+
+
+class BindingSchema(Schema):
+    id = fields.String()
+    service_number = fields.String(metadata={"example": "(2026)粤01绑定第3号"})
+    case_id = fields.String()
+    case_number = fields.String()
+    court = fields.String()
+    court_name = fields.String()
+    parties_label = fields.String()
+    lawyer_account_id = fields.String()
+    lawyer_name = fields.String()
+    law_firm = fields.String()
+    party_name = fields.String()
+    source = fields.String(metadata={"description": "request (the lawyer asked) | clerk"})
+    status = fields.String(validate=validate.OneOf(list(BINDING_STATUS_LABELS)))
+    status_label = fields.String()
+    deadline = fields.DateTime()
+    deadline_local = fields.String()
+    remaining = fields.String(metadata={"example": "剩余3"})
+    requested_at = fields.DateTime()
+    decided_at = fields.DateTime(allow_none=True)
+    decided_by_name = fields.String(allow_none=True)
+    reason = fields.String(allow_none=True)
+    letter = fields.Nested(LetterInfoSchema, allow_none=True)
+    version = fields.Integer()
+
+
+class BindingListSchema(Schema):
+    items = fields.List(fields.Nested(BindingSchema))
+    total = fields.Integer()
+
+
+class LawyerArgsSchema(Schema):
+    q = fields.String(validate=validate.Length(max=100))
+
+
+class LawyerSchema(Schema):
+    account_id = fields.String()
+    name = fields.String()
+    license_no = fields.String()
+    law_firm = fields.String()
+    verified_at = fields.DateTime()
+
+
+class LawyerListSchema(Schema):
+    items = fields.List(fields.Nested(LawyerSchema))
+    total = fields.Integer()

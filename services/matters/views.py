@@ -10,16 +10,18 @@ from typing import Any
 from servicekit.db import utcnow
 from servicekit.workdays import SHANGHAI
 from services.matters.domain import (
+    BINDING_STATUS_LABELS,
     COMPLETED,
     DOC_FAILED,
     DOC_ISSUED,
     DOC_LABELS,
     KIND_LABELS,
     PARTY_ROLES,
+    PENDING,
     STATUS_LABELS,
     remaining_label,
 )
-from services.matters.models import Application, Case
+from services.matters.models import Application, Binding, Case
 
 DOWNLOAD_PATH = "/api/documents/documents/{id}/pdf"
 
@@ -91,6 +93,30 @@ def todo_row(app: Application, case: Case) -> dict[str, Any]:
             "status_label": STATUS_LABELS[app.status],
             "submitted_local": local(app.submitted_at)[:16],
             "document_state": app.document_state, "actions": _actions(app)}
+
+
+LETTER_PATH = "/api/matters/bindings/{id}/letter"
+
+
+def binding_view(binding: Binding, case: Case) -> dict[str, Any]:
+    letter = None
+    if binding.letter_sha256:
+        letter = {"filename": binding.letter_filename,
+                  "content_type": binding.letter_content_type, "size": binding.letter_size,
+                  "download_url": LETTER_PATH.format(id=binding.id)}
+    return {"id": binding.id, "service_number": binding.service_number, "case_id": case.id,
+            "case_number": case.case_number, "court": case.court,
+            "court_name": case.court_name, "parties_label": parties_label(case),
+            "lawyer_account_id": binding.lawyer_account_id, "lawyer_name": binding.lawyer_name,
+            "law_firm": binding.law_firm, "party_name": binding.party_name,
+            "source": binding.source, "status": binding.status,
+            "status_label": BINDING_STATUS_LABELS[binding.status],
+            "deadline": binding.deadline, "deadline_local": local(binding.deadline),
+            "remaining": remaining_label(binding.deadline, utcnow(),
+                                         binding.status != PENDING),
+            "requested_at": binding.requested_at, "decided_at": binding.decided_at,
+            "decided_by_name": binding.decided_by_name, "reason": binding.reason,
+            "letter": letter, "version": binding.version}
 
 
 CSV_COLUMNS = (("序号", None), ("诉讼服务申请事项名称", "title"), ("服务号", "service_number"),

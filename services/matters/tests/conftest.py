@@ -1,0 +1,130 @@
+"""Fixtures: a matters runtime on SQLite in a temp folder, its app, its handlers, tokens,
+a verified lawyer, a case, and helpers to read (and contract-check) what matters emitted."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from ecourt.contracts import EVENTS, validate_event
+from ecourt.runtime import make_runtime
+from servicekit.blobs import LocalBlobStore
+from servicekit.config import Settings
+from servicekit.db import utcnow
+from servicekit.envelope import CloudEvent
+from servicekit.service import Runtime
+from servicekit.tables import outbox
+from servicekit.tokens import SigningKey, TokenVerifier
+from services.matters.app import SERVICE
+from services.matters.bindings import EXTRAS_KEY
+
+COURT, COURT_NAME = "粤01", "广州市中级人民法院"
+OTHER_COURT = "粤02"
+PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
+
+
+@dataclass
+class Harness:
+    rt: Runtime
+    client: FlaskClient
+    key: SigningKey
+    handlers: dict[str, Callable[..., None]]
+    ids: dict[str, str] = field(default_factory=dict)
+
+    def claims(self, *roles: str, court: str | None = COURT,
+               sub: str | None = None) -> dict[str, Any]:
+        claims: dict[str, Any] = {"sub": sub or str(uuid.uuid4()), "roles": list(roles)}
+        if court is not None:
+            claims["court"] = court
+        return claims
+
+    def token(self, *roles: str, court: str | None = COURT, sub: str | None = None,
+              ttl: int = 900) -> dict[str, str]:
+        return {"Authorization":
+                f"Bearer {self.key.sign(self.claims(*roles, court=court, sub=sub), ttl=ttl)}"}
+
+    def staff(self, role: str) -> dict[str, str]:
+        return self.token(role, sub=self.ids[role])
+
+    def party(self, who: str = "plaintiff") -> dict[str, str]:
+        return self.token("party", court=None, sub=self.ids[who])
+
+    def lawyer(self, sub: str | None = None) -> dict[str, str]:
+        return self.token("lawyer", court=None, sub=sub or self.ids["lawyer"])
+
+    def deliver(self, type_: str, data: dict[str, Any]) -> None:
+        event = CloudEvent(type=type_, source="/identity", data=data)
+        if (EVENTS / f"{type_}.json").exists():  # identity writes this contract
+            validate_event(event.to_dict())
+        with self.rt.db.transaction() as session:
+            self.handlers[type_](session, event)
+
+    def verify_lawyer(self, name: str = "李律师", law_firm: str = "广东某某律师事务所",
+                      sub: str | None = None) -> str:
+        sub = sub or str(uuid.uuid4())
+        self.deliver("identity.lawyer.verified", {
+            "account_id": sub, "name": name,
+            "license_no": f"1440120{uuid.uuid4().int % 10**10:010d}",
+            "law_firm": law_firm, "method": "online",
+            "verified_at": utcnow().isoformat().replace("+00:00", "Z")})
+        return sub
+
+    def case(self, court: str = COURT, judge: str | None = None,
+             clerk: str | None = None) -> dict[str, Any]:
+        number = f"(2021){court}民初{uuid.uuid4().int % 99999 + 1}号"
+        resp = self.client.post("/cases", headers=self.token("specialist", court=court), json={
+            "case_number": number, "court": court, "court_name": COURT_NAME,
+            "cause": "买卖合同纠纷", "department": "民一庭",
+            "judge_account_id": judge or self.ids["judge"],
+            "clerk_account_id": clerk or self.ids["clerk"],
+            "effective_date": "2021-07-01",
+            "parties": [{"name": "周俊雄", "role": "plaintiff",
+                         "account_id": self.ids["plaintiff"]},
+                        {"name": "黄添强", "role": "defendant", "account_id": None}]})
+        assert resp.status_code == 201, resp.get_json()
+        return resp.get_json()
+
+    def ask(self, case_number: str, party_name: str = "黄添强",
+            headers: dict[str, str] | None = None, data: bytes = PDF,
+            filename: str = "授权委托书.pdf", mimetype: str = "application/pdf"):  # type: ignore[no-untyped-def]
+        import io
+
+        return self.client.post("/bindings", headers=headers or self.lawyer(),
+                                content_type="multipart/form-data", data={
+                                    "case_number": case_number, "party_name": party_name,
+                                    "letter": (io.BytesIO(data), filename, mimetype)})
+
+    def emitted(self, type_: str | None = None) -> list[dict[str, Any]]:
+        """Every event in the outbox (in order), each checked against its contract."""
+        with self.rt.db.transaction() as session:
+            rows = session.execute(select(outbox.c.body).order_by(outbox.c.id)).all()
+        events = [json.loads(row.body) for row in rows]
+        for envelope in events:
+            validate_event(envelope)
+        return [e for e in events if type_ is None or e["type"] == type_]
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[Harness]:
+    key = SigningKey.generate()
+    verifier = TokenVerifier(lambda: {"keys": [key.jwk()]})
+    settings = Settings.from_env("matters", database_url=f"sqlite:///{tmp_path}/m.db")
+    rt = make_runtime(SERVICE, settings, verifier)
+    rt.extras[EXTRAS_KEY] = LocalBlobStore(tmp_path / "blobs")
+    app = SERVICE.build_app(rt)  # type: ignore[misc]
+    handlers = dict(SERVICE.handlers(rt))
+    h = Harness(rt, app.test_client(), key, handlers)
+    h.ids.update({r: str(uuid.uuid4()) for r in ("judge", "clerk", "plaintiff", "stranger")})
+    h.ids["lawyer"] = h.verify_lawyer()
+    try:
+        yield h
+    finally:
+        rt.db.dispose()

@@ -1,0 +1,222 @@
+"""Lawyer–case binding: request → approve → the lawyer sees the case and applies for the
+party; rejection; the clerk's direct binding; who may decide; the letter upload; escalation;
+and every event against its contract."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Any
+
+from servicekit.db import utcnow
+from services.matters.escalation import escalate_overdue
+from services.matters.tests.conftest import COURT, OTHER_COURT, PDF, Harness
+
+APPLY = {"kind": "effectiveness_certificate", "reason": "办理强制执行", "use": "向执行法院提交"}
+
+
+def _requested(h: Harness, case: dict[str, Any]) -> dict[str, Any]:
+    resp = h.ask(case["case_number"])
+    assert resp.status_code == 201, resp.get_json()
+    return resp.get_json()
+
+
+def test_requested_then_approved_the_lawyer_sees_the_case_and_applies_for_the_party(
+        harness: Harness) -> None:
+    h = harness
+    case = h.case()
+    # before any binding: nothing
+    assert h.client.get(f"/cases/{case['id']}", headers=h.lawyer()).status_code == 404
+    binding = _requested(h, case)
+    assert re.fullmatch(r"\(\d{4}\)粤01绑定第\d+号", binding["service_number"])
+    assert binding["status"] == "pending" and binding["remaining"].startswith("剩余")
+    assert binding["letter"]["content_type"] == "application/pdf"
+    [event] = h.emitted("matters.binding.requested")
+    assert event["data"]["notify_account_ids"] == [h.ids["judge"], h.ids["clerk"]]
+    assert event["data"]["party_name"] == "黄添强" and event["data"]["lawyer_name"] == "李律师"
+
+    todo = h.client.get("/bindings?status=pending", headers=h.staff("clerk")).get_json()
+    assert [r["id"] for r in todo["items"]] == [binding["id"]]
+    assert todo["items"][0]["remaining"].startswith("剩余")
+    letter = h.client.get(binding["letter"]["download_url"].removeprefix("/api/matters"),
+                          headers=h.staff("judge"))
+    assert letter.status_code == 200 and letter.data == PDF
+
+    # pending is not enough
+    assert h.client.get(f"/cases/{case['id']}", headers=h.lawyer()).status_code == 404
+    assert h.client.post(f"/cases/{case['id']}/applications", headers=h.lawyer(),
+                         json=APPLY).status_code == 404
+
+    approved = h.client.post(f"/bindings/{binding['id']}/approve", headers=h.staff("judge"))
+    assert approved.status_code == 200 and approved.get_json()["status"] == "approved"
+    [event] = h.emitted("matters.binding.approved")
+    assert event["data"]["party_account_id"] is None and event["data"]["method"] == "request"
+    assert h.client.post(f"/bindings/{binding['id']}/approve",
+                         headers=h.staff("judge")).status_code == 409
+
+    assert h.client.get(f"/cases/{case['id']}", headers=h.lawyer()).status_code == 200
+    assert case["id"] in [c["id"] for c in h.client.get("/cases", headers=h.lawyer()).get_json()]
+    resp = h.client.post(f"/cases/{case['id']}/applications", headers=h.lawyer(), json=APPLY)
+    assert resp.status_code == 201, resp.get_json()
+    app = resp.get_json()
+    assert app["applicant_name"] == "黄添强"  # the party applies, the lawyer submitted it
+    # a party the lawyer does not represent
+    refused = h.client.post(f"/cases/{case['id']}/applications", headers=h.lawyer(),
+                            json={**APPLY, "party_name": "周俊雄"})
+    assert refused.status_code == 422
+    # the plaintiff's own application is not the defendant's lawyer's business
+    own = h.client.post(f"/cases/{case['id']}/applications", headers=h.party(), json=APPLY)
+    assert own.status_code == 201
+    seen = h.client.get(f"/cases/{case['id']}/applications", headers=h.lawyer()).get_json()
+    assert [a["id"] for a in seen] == [app["id"]]
+    assert h.client.get(f"/applications/{own.get_json()['id']}",
+                        headers=h.lawyer()).status_code == 404
+    assert h.client.get(f"/applications/{app['id']}", headers=h.lawyer()).status_code == 200
+    # and the plaintiff does not see the defendant's application
+    assert h.client.get(f"/applications/{app['id']}", headers=h.party()).status_code == 404
+
+    # published certificate: the bound lawyer may download it
+    from services.matters.models import Application
+
+    with h.rt.db.transaction() as s:
+        row = s.get(Application, app["id"])
+        assert row is not None and row.submitted_by_account_id == h.ids["lawyer"]
+        row.status, row.document_state, row.document_id = "accepted", "issued", "doc-1"
+    done = h.client.post(f"/applications/{app['id']}/publish", headers=h.staff("clerk"))
+    assert done.status_code == 200, done.get_json()
+    [completed] = h.emitted("matters.application.completed")
+    assert h.ids["lawyer"] in completed["data"]["viewer_account_ids"]
+    mine = h.client.get(f"/applications/{app['id']}", headers=h.lawyer()).get_json()
+    assert mine["document"]["download_url"]
+
+
+def test_rejected_with_a_reason_the_lawyer_still_gets_404(harness: Harness) -> None:
+    h = harness
+    case = h.case()
+    binding = _requested(h, case)
+    assert h.client.post(f"/bindings/{binding['id']}/reject", headers=h.staff("clerk"),
+                         json={}).status_code == 422  # the reason is required
+    resp = h.client.post(f"/bindings/{binding['id']}/reject", headers=h.staff("clerk"),
+                         json={"reason": "授权委托书未加盖律所公章"})
+    assert resp.status_code == 200 and resp.get_json()["status_label"] == "已驳回"
+    [event] = h.emitted("matters.binding.rejected")
+    assert event["data"]["reason"] == "授权委托书未加盖律所公章"
+    for url in (f"/cases/{case['id']}", f"/cases/{case['id']}/applications"):
+        assert h.client.get(url, headers=h.lawyer()).status_code == 404
+    assert case["id"] not in [c["id"] for c in h.client.get("/cases",
+                                                           headers=h.lawyer()).get_json()]
+    # the lawyer sees their own request and why it was refused
+    mine = h.client.get(f"/bindings/{binding['id']}", headers=h.lawyer()).get_json()
+    assert mine["reason"] == "授权委托书未加盖律所公章"
+
+
+def test_the_clerk_binds_a_verified_lawyer_directly(harness: Harness) -> None:
+    h = harness
+    case = h.case()
+    other = h.verify_lawyer(name="王大状", law_firm="广州天河律师事务所")
+    found = h.client.get("/lawyers?q=天河", headers=h.staff("clerk")).get_json()
+    assert [lw["account_id"] for lw in found["items"]] == [other]
+    assert h.client.get("/lawyers?q=天河", headers=h.lawyer()).status_code == 403
+    body = {"lawyer_account_id": other, "party_name": "周俊雄"}
+    assert h.client.post(f"/cases/{case['id']}/lawyers", headers=h.staff("judge"),
+                         json=body).status_code == 403  # clerk only
+    assert h.client.post(f"/cases/{case['id']}/lawyers",
+                         headers=h.token("clerk", court=OTHER_COURT),
+                         json=body).status_code == 404
+    assert h.client.post(f"/cases/{case['id']}/lawyers", headers=h.staff("clerk"),
+                         json={**body, "party_name": "无此人"}).status_code == 422
+    resp = h.client.post(f"/cases/{case['id']}/lawyers", headers=h.staff("clerk"), json=body)
+    assert resp.status_code == 201 and resp.get_json()["status"] == "approved"
+    [event] = h.emitted("matters.binding.approved")
+    assert event["data"]["method"] == "clerk"
+    assert event["data"]["party_account_id"] == h.ids["plaintiff"]
+    assert h.client.post(f"/cases/{case['id']}/lawyers", headers=h.staff("clerk"),
+                         json=body).status_code == 409
+    assert h.client.get(f"/cases/{case['id']}", headers=h.lawyer(other)).status_code == 200
+
+
+def test_who_may_decide(harness: Harness) -> None:
+    h = harness
+    case = h.case()
+    binding = _requested(h, case)
+    url = f"/bindings/{binding['id']}/approve"
+    assert h.client.post(url, headers=h.party()).status_code == 403  # a party
+    assert h.client.post(url, headers=h.lawyer()).status_code == 403  # the lawyer themself
+    assert h.client.post(url, headers=h.token("judge", court=OTHER_COURT)).status_code == 404
+    assert h.client.get(f"/bindings/{binding['id']}",
+                        headers=h.token("judge", court=OTHER_COURT)).status_code == 404
+    assert h.client.post(url, headers=h.token("judge")).status_code == 403  # not this case's
+    assert h.client.post(url, headers=h.staff("judge"),
+                         json={}).status_code == 200
+
+
+def test_unknown_case_unknown_party_and_unverified_lawyer(harness: Harness) -> None:
+    h = harness
+    case = h.case()
+    unknown_case = h.ask("(2021)粤01民初999999号")
+    unknown_party = h.ask(case["case_number"], party_name="无此人")
+    assert unknown_case.status_code == unknown_party.status_code == 404
+    assert unknown_case.get_json()["detail"] == unknown_party.get_json()["detail"]
+    assert h.ask("not a number").status_code == 422
+    assert h.ask(case["case_number"], headers=h.lawyer("unverified")).status_code == 403
+    assert h.ask(case["case_number"], headers=h.party()).status_code == 403
+    assert h.ask(case["case_number"]).status_code == 201
+    assert h.ask(case["case_number"]).status_code == 409  # asked already
+
+
+def test_the_letter_upload_is_checked(harness: Harness, monkeypatch: Any) -> None:
+    h = harness
+    case = h.case()
+    wrong = h.ask(case["case_number"], data=b"MZ\x90\x00 not a letter", filename="a.pdf")
+    assert wrong.status_code == 415
+    mismatch = h.ask(case["case_number"], data=b"\x89PNG\r\n\x1a\n" + b"0" * 20,
+                     mimetype="application/pdf")
+    assert mismatch.status_code == 415
+    trick = h.ask(case["case_number"], filename="../../etc/passwd.pdf")
+    assert trick.status_code == 422
+    assert h.ask(case["case_number"], filename="C:\\letter.pdf").status_code == 422
+    from servicekit import uploads
+
+    monkeypatch.setattr(uploads, "MAX_UPLOAD_BYTES", 1024)
+    monkeypatch.setattr(uploads.read_upload, "__kwdefaults__",
+                        {**uploads.read_upload.__kwdefaults__, "max_bytes": 1024})
+    big = h.ask(case["case_number"], data=PDF + b"0" * 2048)
+    assert big.status_code == 413
+    assert h.emitted("matters.binding.requested") == []
+    assert h.client.get("/bindings", headers=h.staff("clerk")).get_json()["total"] == 0
+
+
+def test_an_overdue_binding_climbs_the_ladder_one_level_at_a_time(harness: Harness) -> None:
+    h = harness
+    case = h.case()
+    binding = _requested(h, case)
+    from datetime import datetime
+
+    due = datetime.fromisoformat(binding["deadline"])
+    assert escalate_overdue(h.rt.db, due - timedelta(hours=1)) == 0
+    for moment in (due + timedelta(hours=1), due + timedelta(days=3, hours=1),
+                   due + timedelta(days=7, hours=1)):
+        assert escalate_overdue(h.rt.db, moment) == 1
+        assert escalate_overdue(h.rt.db, moment) == 0  # each level once
+    assert escalate_overdue(h.rt.db, due + timedelta(days=30)) == 0
+    urged = h.emitted("matters.application.overdue")
+    assert [e["data"]["level"] for e in urged] == ["handler", "division_head", "president"]
+    assert {e["data"]["kind"] for e in urged} == {"lawyer_binding"}
+    assert urged[0]["data"]["binding_id"] == binding["id"]
+    assert urged[0]["data"]["handler_account_ids"] == [h.ids["judge"], h.ids["clerk"]]
+    # a decided request is no longer urged
+    other = h.case()
+    late = _requested(h, other)
+    h.client.post(f"/bindings/{late['id']}/approve", headers=h.staff("clerk"))
+    assert escalate_overdue(h.rt.db, utcnow() + timedelta(days=40)) == 0
+
+
+def test_staff_see_only_their_courts_requests(harness: Harness) -> None:
+    h = harness
+    _requested(h, h.case())
+    assert h.client.get("/bindings?status=pending",
+                        headers=h.token("clerk", court=OTHER_COURT)).get_json()["total"] == 0
+    assert h.client.get("/bindings", headers=h.party()).status_code == 403
+    assert h.client.get("/bindings", headers=h.lawyer()).get_json()["total"] == 1
+    assert h.client.get("/bindings", headers=h.lawyer("someone")).get_json()["total"] == 0
+    assert COURT == "粤01"
