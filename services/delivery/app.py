@@ -21,7 +21,8 @@ def create_app(rt: Runtime) -> Flask:
 
 CONSUMES = ("identity.account.registered", "matters.application.submitted",
             "matters.application.transferred", "matters.application.completed",
-            "matters.application.overdue")
+            "matters.application.overdue", "matters.binding.requested",
+            "matters.binding.approved", "matters.binding.rejected")
 
 SERVICE = ServiceDefinition(name="delivery", metadata=Base.metadata,
                             migrations=Path(__file__).parent / "migrations",

@@ -57,6 +57,12 @@ def build_handlers(rt: Runtime) -> Mapping[str, Handler]:
                 tell(session, event, account_id, "application", title, body, sms, template)
         return handle
 
+    def both(*handlers: Handler) -> Handler:
+        def handle(session: Session, event: CloudEvent) -> None:
+            for handler in handlers:
+                handler(session, event)
+        return handle
+
     def escalation_targets(data: dict[str, Any]) -> list[str]:
         """The ladder: the handlers, then the division's head, then the court's president."""
         if data["level"] == "handler":
@@ -78,4 +84,13 @@ def build_handlers(rt: Runtime) -> Mapping[str, Handler]:
             lambda d: [d["applicant_account_id"]], messages.completed, "application_completed"),
         "matters.application.overdue": to_each(
             escalation_targets, messages.overdue, "application_overdue"),
+        "matters.binding.requested": to_each(
+            lambda d: d["notify_account_ids"], messages.binding_requested, "binding_requested"),
+        "matters.binding.approved": both(
+            to_each(lambda d: [d["lawyer_account_id"]], messages.binding_approved_lawyer,
+                    "binding_approved"),
+            to_each(lambda d: [d["party_account_id"]] if d.get("party_account_id") else [],
+                    messages.binding_approved_party, "binding_approved_party")),
+        "matters.binding.rejected": to_each(
+            lambda d: [d["lawyer_account_id"]], messages.binding_rejected, "binding_rejected"),
     }

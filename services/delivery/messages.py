@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-KIND_LABELS = {"effectiveness_certificate": "生效证明"}
+KIND_LABELS = {"effectiveness_certificate": "生效证明", "lawyer_binding": "律师绑定"}
 LEVEL_LABELS = {"handler": "承办人", "division_head": "庭领导", "president": "院领导"}
 
 
@@ -48,3 +48,30 @@ CODE_PURPOSES = {"login": "登录", "reset_password": "重置密码",
 def verification_code(purpose: str, code: str) -> str:
     label = CODE_PURPOSES.get(purpose, "身份")
     return f"【人民法院在线服务】您的{label}验证码为{code}，5分钟内有效，请勿泄露。"
+
+
+def binding_requested(data: dict[str, Any]) -> tuple[str, str, str]:
+    title = "新的律师绑定申请待审核"
+    body = (f"{data['lawyer_name']}律师申请代理{data['case_number']}案当事人{data['party_name']}"
+            f"（服务号{data['service_number']}），请及时审核。")
+    return title, body, f"【{data['court_name']}】您好！{body}"
+
+
+def binding_approved_lawyer(data: dict[str, Any]) -> tuple[str, str, str]:
+    title = "案件绑定申请已通过"
+    body = (f"您代理{data['case_number']}案当事人{data['party_name']}的绑定申请已通过，"
+            "请登录人民法院在线服务查看案件。")
+    return title, body, f"【{data['court_name']}】您好！{body}"
+
+
+def binding_approved_party(data: dict[str, Any]) -> tuple[str, str, str]:
+    title = "您的案件有了代理律师"
+    body = f"{data['lawyer_name']}律师已作为您在{data['case_number']}案中的代理人。"
+    return title, body, f"【{data['court_name']}】您好！{body}"
+
+
+def binding_rejected(data: dict[str, Any]) -> tuple[str, str, str]:
+    title = "案件绑定申请未通过"
+    body = (f"您代理{data['case_number']}案当事人{data['party_name']}的绑定申请未通过，"
+            f"原因：{data['reason']}。")
+    return title, body, f"【{data['court_name']}】您好！{body}"
