@@ -18,7 +18,7 @@ from servicekit.access import current_claims, internal, public, roles
 from servicekit.logs import mask_id_number, mask_phone
 from servicekit.service import runtime
 from servicekit.tokens import SigningKey
-from services.identity import usecases
+from services.identity import signin_captcha, usecases
 from services.identity.models import Account
 from services.identity.schemas import (
     AccountSchema,
@@ -56,7 +56,8 @@ def account_view(account: Account) -> dict[str, object]:
     return {"id": account.id, "kind": account.kind, "name": account.name,
             "id_number_masked": mask_id_number(account.id_number) if account.id_number
             else None,
-            "phone_masked": mask_phone(account.phone), "roles": account.role_list,
+            "phone_masked": mask_phone(account.phone) if account.phone else None,
+            "roles": account.role_list,
             "status": account.status, "court": account.court,
             "department": account.department, "created_at": account.created_at}
 
@@ -99,6 +100,8 @@ class Tokens(MethodView):
         """Sign in with a phone or ID number and a password: a 15-minute EdDSA access
         token and a single-use refresh token (14 days)."""
         rt = runtime()
+        signin_captcha.guard_password_login(rt, body["username"], client_ip(),
+                                            body.get("captcha_id"), body.get("captcha_answer"))
         return _tokens(sessions.login(rt.db, _signing_key(), body["username"],
                                       body["password"], client_ip=client_ip(),
                                       pepper=rt.settings.service_secret))

@@ -15,14 +15,15 @@ from flask import Flask
 
 from servicekit.service import Runtime, ServiceDefinition
 from servicekit.web import ServiceSpec, create_service_app
-from services.identity import api, staff_api
+from services.identity import api, lawyers_api, organizations_api, signin_api, staff_api
 from services.identity.keys import load_signing_key
 from services.identity.models import Base
 
 #: routes whose answers are live credentials: an ``Idempotency-Key`` is accepted but no answer
 #: is stored (the kit would keep the tokens in clear in ``idempotency_keys``). A retried login
 #: simply signs in again; a retried refresh presents a used token and ends the sign-in.
-TOKEN_PATHS = frozenset({"/tokens", "/tokens/refresh", "/tokens/revoke"})
+TOKEN_PATHS = frozenset({"/tokens", "/tokens/refresh", "/tokens/revoke", "/tokens/sms",
+                         "/qr-tickets"})
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -40,7 +41,9 @@ def create_app(rt: Runtime) -> Flask:
     rt.extras.setdefault("trust_forwarded", api.trust_forwarded_from_env())
     spec = ServiceSpec("identity", "eCourt identity",
                        "Accounts, real-name details, court staff, sign-in and access tokens "
-                       "(JWKS).", [api.blp, staff_api.blp])
+                       "(JWKS).", [api.blp, staff_api.blp,
+                        organizations_api.blp, lawyers_api.blp,
+                        signin_api.blp])
     app = create_service_app(spec, rt)
     app.wsgi_app = _no_stored_answers_for_tokens(app.wsgi_app)  # type: ignore[method-assign]
     return app

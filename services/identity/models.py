@@ -36,7 +36,8 @@ class Account(Base):
     kind: Mapped[str] = mapped_column(String(20))  # individual, staff, organization, lawyer
     name: Mapped[str] = mapped_column(String(100))
     id_number: Mapped[str | None] = mapped_column(String(18), unique=True)
-    phone: Mapped[str] = mapped_column(String(11), unique=True)
+    #: NULL for organizations: their notices go to the individual who registered them
+    phone: Mapped[str | None] = mapped_column(String(11), unique=True)
     password_hash: Mapped[str] = mapped_column(String(200))
     roles: Mapped[str] = mapped_column(String(200), default="party")
     status: Mapped[str] = mapped_column(String(20), default="active")
@@ -74,3 +75,9 @@ class LoginFailure(Base):
     #: an account id, an HMAC of an unknown username, or a client address
     key: Mapped[str] = mapped_column(String(100))
     failed_at: Mapped[datetime] = mapped_column(index=True)
+
+
+from services.identity import (  # noqa: E402
+    models_orgs,  # noqa: F401  (organizations, lawyers)
+    models_signin,  # noqa: F401  (captchas, SMS codes, QR tickets)
+)

@@ -46,7 +46,8 @@ class AccountSchema(Schema):
     name = fields.String()
     id_number_masked = fields.String(allow_none=True,
                                      metadata={"description": "null for court staff"})
-    phone_masked = fields.String()
+    phone_masked = fields.String(allow_none=True,
+                                 metadata={"description": "null for organizations"})
     roles = fields.List(fields.String())
     status = fields.String()
     court = fields.String(allow_none=True)
@@ -59,6 +60,10 @@ class LoginSchema(Schema):
                              metadata={"description": "phone or ID number"})
     password = fields.String(required=True, load_only=True,
                              validate=validate.Length(min=1, max=128))
+    captcha_id = fields.String(load_default=None, validate=validate.Length(max=36), metadata={
+        "description": "from POST /captchas; required after a failed attempt"})
+    captcha_answer = fields.String(load_default=None, load_only=True,
+                                   validate=validate.Length(max=10))
 
 
 class RefreshSchema(Schema):

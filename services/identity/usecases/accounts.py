@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 from argon2 import PasswordHasher
 from sqlalchemy import or_, select
@@ -76,4 +77,19 @@ def account_of(db: Database, account_id: str) -> Account:
     return account
 
 
-contact_of = account_of  # the phone is read from the account; the view decides what to show
+@dataclass(frozen=True)
+class Contact:
+    id: str
+    phone: str | None
+
+
+def contact_of(db: Database, account_id: str) -> Contact:
+    """Where an account's notices go: its phone; an organization's go to the phone of the
+    individual who registered it."""
+    from services.identity.organizations import contact_phone  # organizations imports us
+
+    with db.transaction() as session:
+        account = session.get(Account, account_id)
+        if account is None:
+            raise Problem(404, "not-found", "no such account")
+        return Contact(account.id, contact_phone(session, account))

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from servicekit.db import Database, utcnow
 from servicekit.problems import Problem
 from servicekit.tokens import SigningKey
-from services.identity import domain
+from services.identity import domain, organizations
 from services.identity.models import Account, RefreshToken
 from services.identity.usecases import throttle
 from services.identity.usecases.accounts import DUMMY_HASH, hasher
@@ -69,7 +69,8 @@ def login(db: Database, key: SigningKey, username: str, password: str, *, client
     username = domain.normalize_username(username)
     with db.transaction() as session:
         account = session.scalars(select(Account).where(
-            or_(Account.phone == username, Account.id_number == username))).first()
+            or_(Account.phone == username, Account.id_number == username))).first() \
+            or organizations.account_by_uscc(session, username)  # legal persons: their USCC
         account_key = account.id if account else throttle.username_key(username, pepper)
         reserved = throttle.reserve(session, [(throttle.ACCOUNT, account_key),
                                               (throttle.IP, client_ip)])
@@ -94,11 +95,22 @@ def login(db: Database, key: SigningKey, username: str, password: str, *, client
                 RefreshToken.account_id == account.id, RefreshToken.expires_at < utcnow()))
             refresh = _new_refresh(session, account.id, family_id, None)
     if not active:
-        log.warning("sign-in refused: account disabled", extra={"account_id": account.id})
-        raise Problem(403, "account-disabled", "this account is disabled")
+        log.warning("sign-in refused: account %s", account.status,
+                    extra={"account_id": account.id})
+        raise organizations.sign_in_refusal(account)  # disabled, or an organization in review
     log.info("signed in", extra={"account_id": account.id, "client_ip": client_ip,
                                  "session_id": family_id})
     return TokenPair(_access_token(key, account, family_id), refresh,
+                     int(domain.ACCESS_TOKEN_TTL.total_seconds()))
+
+
+def start_session(session: Session, key: SigningKey, account: Account) -> TokenPair:
+    """A new sign-in (refresh-token family) for an account proven another way (an SMS code,
+    a QR confirmation), in the caller's transaction; the caller checks the account is
+    active."""
+    family_id = str(uuid.uuid4())
+    refresh_token = _new_refresh(session, account.id, family_id, None)
+    return TokenPair(_access_token(key, account, family_id), refresh_token,
                      int(domain.ACCESS_TOKEN_TTL.total_seconds()))
 
 

@@ -1,0 +1,184 @@
+"""identity's HTTP routes for legal persons: registration by a signed-in individual (multipart,
+with the business licence), review by the chosen court's registry reviewers or administrator.
+
+Another court's staff get 404 for an organization of a court they do not review; a party gets
+403 on the review routes. The USCC is shown to the registrant and the reviewers only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, request
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import Schema, ValidationError, fields, validate
+
+from servicekit.access import current_claims, roles
+from servicekit.db import utcnow
+from servicekit.roles import COURT_ADMIN, PARTY, REGISTRY_REVIEWER
+from servicekit.service import runtime
+from servicekit.uploads import read_upload
+from services.identity import organizations
+from services.identity import organizations_domain as rules
+from services.identity.domain import court_code_valid
+from services.identity.models_orgs import Organization
+from services.identity.organizations import Caller
+
+blp = Blueprint("organizations", __name__, description="Legal persons (法人) and their review")
+REVIEWERS = (REGISTRY_REVIEWER, COURT_ADMIN)
+
+
+def check_court(value: str) -> None:
+    if not court_code_valid(value):
+        raise ValidationError("not a court code (such as 粤01)")
+
+
+class RegisterOrganizationSchema(Schema):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    uscc = fields.String(required=True, validate=validate.Length(min=1, max=40), metadata={
+        "description": "统一社会信用代码: 18 characters; a failed check character is flagged "
+                       "for the reviewer, not refused"})
+    legal_representative = fields.String(required=True,
+                                         validate=validate.Length(min=1, max=100))
+    court = fields.String(required=True, validate=check_court,
+                          metadata={"description": "the reviewing court's code"})
+    court_name = fields.String(validate=validate.Length(max=100),
+                               metadata={"description": "optional; for display only"})
+    password = fields.String(required=True, load_only=True,
+                             validate=validate.Length(min=8, max=128))
+
+
+class LicenceFileSchema(Schema):
+    licence = fields.Raw(required=True, metadata={
+        "type": "string", "format": "binary",
+        "description": "business licence: JPEG, PNG, BMP or PDF by content, at most 20 MB"})
+
+
+class OrganizationSchema(Schema):
+    id = fields.String()
+    name = fields.String()
+    uscc = fields.String()
+    uscc_check_failed = fields.Boolean()
+    legal_representative = fields.String()
+    court = fields.String()
+    applicant_account_id = fields.String()
+    status = fields.String(metadata={"description": "pending, approved or rejected"})
+    reason = fields.String(allow_none=True)
+    licence = fields.Dict(metadata={"description": "filename, content_type, size"})
+    submitted_at = fields.DateTime()
+    review_deadline = fields.DateTime()
+    remaining_days = fields.Integer(metadata={"description": "negative when overdue"})
+    remaining_label = fields.String(metadata={"description": "剩余N天 or 超过N天"})
+    reviewed_at = fields.DateTime(allow_none=True)
+
+
+class OrganizationListSchema(Schema):
+    items = fields.List(fields.Nested(OrganizationSchema))
+
+
+class ReviewQuerySchema(Schema):
+    status = fields.String(load_default=rules.PENDING,
+                           validate=validate.OneOf(rules.REVIEW_STATUSES))
+
+
+class RejectSchema(Schema):
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=500))
+
+
+def caller() -> Caller:
+    claims = current_claims()
+    return Caller(account_id=claims["sub"], roles=tuple(claims.get("roles") or ()),
+                  court=claims.get("court"))
+
+
+def view(org: Organization) -> dict[str, Any]:
+    days, label = rules.remaining(org.review_deadline, org.reviewed_at or utcnow())
+    return {"id": org.id, "name": org.name, "uscc": org.uscc,
+            "uscc_check_failed": org.uscc_check_failed,
+            "legal_representative": org.legal_representative, "court": org.court,
+            "applicant_account_id": org.applicant_account_id, "status": org.status,
+            "reason": org.reason,
+            "licence": {"filename": org.licence_filename,
+                        "content_type": org.licence_content_type, "size": org.licence_size},
+            "submitted_at": org.submitted_at, "review_deadline": org.review_deadline,
+            "remaining_days": days, "remaining_label": label, "reviewed_at": org.reviewed_at}
+
+
+@blp.route("/organizations")
+class Organizations(MethodView):
+    @roles(PARTY)
+    @blp.arguments(RegisterOrganizationSchema, location="form")
+    @blp.arguments(LicenceFileSchema, location="files")
+    @blp.response(201, OrganizationSchema)
+    @blp.alt_response(413, description="the licence is larger than 20 MB")
+    @blp.alt_response(415, description="the licence is not JPEG, PNG, BMP or PDF by content")
+    def post(self, form: dict[str, str], _files: dict[str, Any]) -> dict[str, Any]:
+        """Register an organization (multipart/form-data with the business licence). It can
+        sign in with its USCC once the chosen court approves it (five working days)."""
+        upload = read_upload(request.files.get("licence"), field="licence")
+        form.pop("court_name", None)
+        org = organizations.register(runtime(), caller(), licence=upload, **form)
+        return view(org)
+
+
+@blp.route("/organizations/mine")
+class MyOrganizations(MethodView):
+    @roles()
+    @blp.response(200, OrganizationListSchema)
+    def get(self) -> dict[str, Any]:
+        """The organizations the signed-in individual registered, with their review status."""
+        return {"items": [view(o) for o in organizations.mine(runtime().db, caller())]}
+
+
+@blp.route("/organizations/reviews")
+class OrganizationReviews(MethodView):
+    @roles(*REVIEWERS)
+    @blp.arguments(ReviewQuerySchema, location="query")
+    @blp.response(200, OrganizationListSchema)
+    def get(self, query: dict[str, str]) -> dict[str, Any]:
+        """Registrations for the reviewer's court, by status, soonest deadline first."""
+        items = organizations.reviews(runtime().db, caller(), query["status"])
+        return {"items": [view(o) for o in items]}
+
+
+@blp.route("/organizations/<org_id>")
+class OrganizationDetail(MethodView):
+    @roles()
+    @blp.response(200, OrganizationSchema)
+    def get(self, org_id: str) -> dict[str, Any]:
+        """One registration, for its registrant or its court's reviewers."""
+        return view(organizations.visible(runtime().db, caller(), org_id))
+
+
+@blp.route("/organizations/<org_id>/licence")
+class OrganizationLicence(MethodView):
+    @roles()
+    @blp.response(200, {"type": "string", "format": "binary"},
+                  content_type="application/octet-stream")
+    def get(self, org_id: str) -> Response:
+        """The business licence as uploaded, with its content type (sniffed at upload)."""
+        org, data = organizations.licence(runtime(), caller(), org_id)
+        return Response(data, mimetype=org.licence_content_type, headers={
+            "Content-Disposition": "inline", "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "private, no-store"})
+
+
+@blp.route("/organizations/<org_id>/approve")
+class ApproveOrganization(MethodView):
+    @roles(*REVIEWERS)
+    @blp.response(200, OrganizationSchema)
+    def post(self, org_id: str) -> dict[str, Any]:
+        """Approve the registration: the organization can sign in with its USCC."""
+        return view(organizations.decide(runtime().db, caller(), org_id, approve=True))
+
+
+@blp.route("/organizations/<org_id>/reject")
+class RejectOrganization(MethodView):
+    @roles(*REVIEWERS)
+    @blp.arguments(RejectSchema)
+    @blp.response(200, OrganizationSchema)
+    def post(self, body: dict[str, str], org_id: str) -> dict[str, Any]:
+        """Reject the registration, with the reason the registrant will be told."""
+        return view(organizations.decide(runtime().db, caller(), org_id, approve=False,
+                                         reason=body["reason"]))

@@ -1,0 +1,95 @@
+"""QR sign-in (扫码登录) [003 §1.2]: the web shows a ticket as a QR code, the signed-in mobile
+client confirms it, the web's next poll receives a token pair — once.
+
+The ticket is 256 random bits (URL-safe) and is stored only as its SHA-256. States:
+``pending`` → ``confirmed`` (by an account) → ``consumed`` (tokens handed out, exactly once:
+a conditional UPDATE claims the ticket in the poll's transaction, so two parallel polls cannot
+both receive tokens). Past ``expires_at`` (2 minutes) a ticket is ``expired``. The tokens are
+minted at the poll and never stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, update
+
+from servicekit.db import Database, utcnow
+from servicekit.problems import Problem
+from servicekit.tokens import SigningKey
+from services.identity import domain
+from services.identity.models import Account
+from services.identity.models_signin import QrTicket
+from services.identity.signin_throttle import QR_IP, admit
+from services.identity.usecases import sessions
+
+log = logging.getLogger(__name__)
+
+TTL = timedelta(minutes=2)
+PREFIX = "ecourt-login:"
+PENDING, CONFIRMED, CONSUMED, EXPIRED = "pending", "confirmed", "consumed", "expired"
+
+
+def create(db: Database, *, client_ip: str) -> dict[str, Any]:
+    ticket, now = secrets.token_urlsafe(32), utcnow()
+    with db.transaction() as session:
+        admit(session, [(QR_IP, client_ip)], now)
+        session.execute(delete(QrTicket).where(QrTicket.expires_at <= now - TTL))
+        session.add(QrTicket(ticket_hash=domain.token_digest(ticket), status=PENDING,
+                             created_at=now, expires_at=now + TTL))
+    return {"ticket": ticket, "qr_payload": PREFIX + ticket,
+            "expires_in": int(TTL.total_seconds())}
+
+
+def _not_found() -> Problem:
+    return Problem(404, "qr-ticket-not-found", "no such sign-in ticket")
+
+
+def confirm(db: Database, ticket: str, account_id: str) -> None:
+    """The signed-in mobile client approves the web sign-in for its own account."""
+    now = utcnow()
+    with db.transaction() as session:
+        row = session.get(QrTicket, domain.token_digest(ticket), with_for_update=True)
+        if row is None:
+            raise _not_found()
+        if row.expires_at <= now:
+            raise Problem(410, "qr-ticket-expired", "this sign-in ticket has expired")
+        if row.status != PENDING:
+            raise Problem(409, "qr-ticket-used", "this sign-in ticket was already confirmed")
+        account = session.get(Account, account_id)
+        if account is None or account.status != domain.ACTIVE:
+            raise Problem(403, "account-disabled", "this account is disabled")
+        row.status, row.account_id, row.confirmed_at = CONFIRMED, account_id, now
+    log.info("qr sign-in confirmed", extra={"account_id": account_id})
+
+
+def poll(db: Database, key: SigningKey, ticket: str) -> dict[str, Any]:
+    """The web's poll: the status; the first poll after confirmation also gets the tokens."""
+    now, digest = utcnow(), domain.token_digest(ticket)
+    with db.transaction() as session:
+        row = session.get(QrTicket, digest)
+        if row is None:
+            raise _not_found()
+        if row.status == CONSUMED:
+            return {"status": CONSUMED}
+        if row.expires_at <= now:
+            return {"status": EXPIRED}
+        if row.status == PENDING:
+            return {"status": PENDING,
+                    "expires_in": max(0, int((row.expires_at - now).total_seconds()))}
+        claimed = session.execute(update(QrTicket).where(
+            QrTicket.ticket_hash == digest, QrTicket.status == CONFIRMED).values(
+            status=CONSUMED, consumed_at=now))
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            return {"status": CONSUMED}
+        account = session.get(Account, row.account_id)
+        if account is None or account.status != domain.ACTIVE:
+            return {"status": CONSUMED}
+        pair = sessions.start_session(session, key, account)
+    log.info("signed in by qr", extra={"account_id": account.id})
+    return {"status": CONFIRMED, "access_token": pair.access_token,
+            "refresh_token": pair.refresh_token, "token_type": pair.token_type,
+            "expires_in": pair.expires_in}

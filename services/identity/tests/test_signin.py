@@ -1,0 +1,404 @@
+"""The other ways to sign in [003 §1.2]: image captchas, SMS codes (sign-in, password reset,
+change of phone), QR sign-in — single use, short-lived, throttled (RELIABILITY S3), and no
+code or phone in clear in any outbox row, log record or answer (S6)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import re
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from PIL import Image
+from sqlalchemy import delete, select
+
+from servicekit.sealed import unseal
+from servicekit.tables import outbox
+from services.identity.models_signin import Captcha, QrTicket, SignInCode, SignInRequest
+from services.identity.signin_captcha import CaptchaService
+from services.identity.tests.conftest import PASSWORD, Identity
+from tests.factories import mobile
+
+ANSWER = "AAAAA"
+_MOBILE = re.compile(r"(?<![\w.:-])1[3-9]\d{9}(?!\w)")
+
+
+@pytest.fixture
+def ident(identity: Identity) -> Identity:
+    identity.rt.extras["captcha_service"] = CaptchaService(alphabet="A")
+    identity.rt.extras["captcha_after_failure"] = True
+    return identity
+
+
+def _slug(resp: Any) -> str:
+    return resp.get_json()["type"].rsplit("/", 1)[-1]
+
+
+def _events(identity: Identity) -> list[dict[str, Any]]:
+    with identity.rt.db.transaction() as session:
+        rows = session.execute(select(outbox.c.type, outbox.c.body).order_by(outbox.c.id)).all()
+    return [json.loads(body) for type_, body in rows if type_ == "identity.code.issued"]
+
+
+def _code(identity: Identity, phone: str, purpose: str) -> str:
+    """The code last sent to ``phone`` for ``purpose``, as delivery would open it."""
+    secret = identity.rt.settings.service_secret
+    for event in reversed(_events(identity)):
+        data = event["data"]
+        if data["purpose"] == purpose and unseal(data["phone_sealed"], secret) == phone:
+            return unseal(data["code_sealed"], secret)
+    raise AssertionError(f"no {purpose} code sent")
+
+
+def _forget_requests(identity: Identity) -> None:
+    """As if the throttling windows had passed."""
+    with identity.rt.db.transaction() as session:
+        session.execute(delete(SignInRequest))
+
+
+def _request(identity: Identity, phone: str, purpose: str = "login",
+             ip: str = "127.0.0.1") -> Any:
+    return identity.call("POST", "/sms-codes", json={"phone": phone, "purpose": purpose}, ip=ip)
+
+
+def _age(identity: Identity, model: Any, seconds: int, column: str = "expires_at") -> None:
+    """Move a table's times back, as if ``seconds`` had passed."""
+    with identity.rt.db.transaction() as session:
+        for row in session.scalars(select(model)).all():
+            setattr(row, column, getattr(row, column) - timedelta(seconds=seconds))
+
+
+# --- captchas -----------------------------------------------------------------------------
+
+def test_a_captcha_is_a_real_png_without_its_answer(ident: Identity) -> None:
+    ident.rt.extras["captcha_service"] = CaptchaService()
+    resp = ident.call("POST", "/captchas")
+    assert resp.status_code == 201
+    body = resp.get_json()
+    assert body["expires_in"] == 120 and set(body) == {"captcha_id", "image", "expires_in"}
+    assert body["image"].startswith("data:image/png;base64,")
+    image = Image.open(io.BytesIO(base64.b64decode(body["image"].split(",", 1)[1])))
+    assert image.format == "PNG" and image.size[0] >= 100
+    assert sum(1 for n in image.convert("L").histogram() if n) > 10  # drawn, with noise
+    with ident.rt.db.transaction() as session:
+        row = session.get(Captcha, body["captcha_id"])
+        assert row is not None and len(row.answer_hash) == 64
+    text = CaptchaService().text()
+    assert len(text) == 5 and not set(text) & set("0O1IL2Z5S8B")
+
+
+def _login(identity: Identity, username: str, password: str = PASSWORD, ip: str = "127.0.0.1",
+           **captcha: str) -> Any:
+    return identity.call("POST", "/tokens", ip=ip,
+                         json={"username": username, "password": password, **captcha})
+
+
+def _captcha(identity: Identity, answer: str = ANSWER) -> dict[str, str]:
+    captcha_id = identity.call("POST", "/captchas").get_json()["captcha_id"]
+    return {"captcha_id": captcha_id, "captcha_answer": answer}
+
+
+def test_captcha_required_after_a_failed_attempt(ident: Identity) -> None:
+    person, _ = ident.register()
+    assert _login(ident, person["phone"]).status_code == 201  # no failure yet: no captcha
+    assert _login(ident, person["phone"], "wrong-password").status_code == 401
+    missing = _login(ident, person["id_number"])  # the same account, another username
+    assert missing.status_code == 400 and _slug(missing) == "captcha-required"
+    wrong = _login(ident, person["phone"], **_captcha(ident, "BBBBB"))
+    assert wrong.status_code == 401 and _slug(wrong) == "captcha-invalid"
+    ok = _login(ident, person["phone"], **_captcha(ident, ANSWER.lower()))
+    assert ok.status_code == 201, ok.get_data(as_text=True)
+
+
+def test_captcha_required_for_a_client_address_with_a_failure(ident: Identity) -> None:
+    person, _ = ident.register()
+    other, _ = ident.register()
+    assert _login(ident, other["phone"], "wrong-password", ip="10.0.0.9").status_code == 401
+    assert _slug(_login(ident, person["phone"], ip="10.0.0.9")) == "captcha-required"
+    assert _login(ident, person["phone"], ip="10.0.0.10").status_code == 201
+
+
+def test_a_captcha_is_single_use_and_expires(ident: Identity) -> None:
+    person, _ = ident.register()
+    ident.rt.extras["require_captcha"] = True
+    assert _slug(_login(ident, person["phone"])) == "captcha-required"
+    captcha = _captcha(ident)
+    assert _login(ident, person["phone"], **captcha).status_code == 201
+    reused = _login(ident, person["phone"], **captcha)
+    assert reused.status_code == 401 and _slug(reused) == "captcha-invalid"
+    # a wrong answer uses it up too
+    captcha = _captcha(ident)
+    assert _login(ident, person["phone"], captcha_id=captcha["captcha_id"],
+                  captcha_answer="XXXXX").status_code == 401
+    assert _login(ident, person["phone"], **captcha).status_code == 401
+    # expired after 2 minutes
+    captcha = _captcha(ident)
+    _age(ident, Captcha, 121)
+    assert _slug(_login(ident, person["phone"], **captcha)) == "captcha-invalid"
+    assert _slug(_login(ident, person["phone"], captcha_id="nope",
+                        captcha_answer=ANSWER)) == "captcha-invalid"
+
+
+def test_captcha_always_required_by_environment(ident: Identity,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    person, _ = ident.register()
+    monkeypatch.setenv("IDENTITY_REQUIRE_CAPTCHA", "1")
+    assert _slug(_login(ident, person["phone"])) == "captcha-required"
+    assert _login(ident, person["phone"], **_captcha(ident)).status_code == 201
+
+
+# --- SMS codes ----------------------------------------------------------------------------
+
+def test_sms_sign_in_happy_path_and_single_use(ident: Identity) -> None:
+    person, account = ident.register()
+    resp = _request(ident, person["phone"])
+    assert resp.status_code == 202 and resp.get_json() == {"expires_in": 300}
+    event = _events(ident)[-1]
+    assert event["data"]["account_id"] == account["id"]
+    assert event["data"]["purpose"] == "login" and event["subject"] == account["id"]
+    from ecourt.contracts import validate_event
+    validate_event(event)
+    code = _code(ident, person["phone"], "login")
+    assert re.fullmatch(r"\d{6}", code)
+    tokens = ident.call("POST", "/tokens/sms", json={"phone": person["phone"], "code": code})
+    assert tokens.status_code == 201, tokens.get_data(as_text=True)
+    assert tokens.headers["Cache-Control"] == "no-store"
+    pair = tokens.get_json()
+    me = ident.call("GET", "/accounts/me", token=pair["access_token"])
+    assert me.get_json()["id"] == account["id"]
+    refreshed = ident.call("POST", "/tokens/refresh",
+                           json={"refresh_token": pair["refresh_token"]})
+    assert refreshed.status_code == 201
+    again = ident.call("POST", "/tokens/sms", json={"phone": person["phone"], "code": code})
+    assert again.status_code == 401 and _slug(again) == "invalid-code"
+
+
+def test_unknown_phone_gets_the_same_answer_and_no_event(ident: Identity) -> None:
+    resp = _request(ident, mobile())
+    assert resp.status_code == 202 and resp.get_json() == {"expires_in": 300}
+    assert _events(ident) == []
+
+
+def test_an_expired_code_is_refused(ident: Identity) -> None:
+    person, _ = ident.register()
+    _request(ident, person["phone"])
+    code = _code(ident, person["phone"], "login")
+    _age(ident, SignInCode, 301)
+    resp = ident.call("POST", "/tokens/sms", json={"phone": person["phone"], "code": code})
+    assert resp.status_code == 401 and _slug(resp) == "invalid-code"
+
+
+def test_a_new_code_replaces_the_old_one(ident: Identity) -> None:
+    person, _ = ident.register()
+    _request(ident, person["phone"])
+    first = _code(ident, person["phone"], "login")
+    _forget_requests(ident)
+    _request(ident, person["phone"])
+    second = _code(ident, person["phone"], "login")
+    if first != second:
+        assert ident.call("POST", "/tokens/sms", json={
+            "phone": person["phone"], "code": first}).status_code == 401
+    assert ident.call("POST", "/tokens/sms", json={
+        "phone": person["phone"], "code": second}).status_code == 201
+
+
+def test_five_wrong_tries_spend_the_code(ident: Identity) -> None:
+    person, _ = ident.register()
+    _request(ident, person["phone"])
+    code = _code(ident, person["phone"], "login")
+    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+    for _ in range(5):
+        resp = ident.call("POST", "/tokens/sms", json={"phone": person["phone"], "code": wrong})
+        assert resp.status_code == 401
+    resp = ident.call("POST", "/tokens/sms", json={"phone": person["phone"], "code": code})
+    assert resp.status_code == 401 and _slug(resp) == "invalid-code"
+
+
+def test_codes_are_throttled_per_phone(ident: Identity) -> None:
+    person, _ = ident.register()
+    assert _request(ident, person["phone"], ip="10.1.0.1").status_code == 202
+    soon = _request(ident, person["phone"], ip="10.1.0.2")  # within 60 s
+    assert soon.status_code == 429 and 0 < int(soon.headers["Retry-After"]) <= 60
+    for i in range(4):  # five an hour
+        _age(ident, SignInRequest, 61, "requested_at")
+        assert _request(ident, person["phone"], ip=f"10.1.1.{i}").status_code == 202
+    _age(ident, SignInRequest, 61, "requested_at")
+    sixth = _request(ident, person["phone"], ip="10.1.2.1")
+    assert sixth.status_code == 429 and int(sixth.headers["Retry-After"]) > 60
+    # an unknown phone is throttled the same way: throttling tells nothing
+    stranger = mobile()
+    assert _request(ident, stranger, ip="10.1.3.1").status_code == 202
+    assert _request(ident, stranger, ip="10.1.3.2").status_code == 429
+
+
+def test_codes_are_throttled_per_client_address(ident: Identity) -> None:
+    for _ in range(5):
+        assert _request(ident, mobile(), ip="10.2.0.1").status_code == 202
+    resp = _request(ident, mobile(), ip="10.2.0.1")
+    assert resp.status_code == 429 and "Retry-After" in resp.headers
+    assert _request(ident, mobile(), ip="10.2.0.2").status_code == 202
+
+
+# --- password reset -----------------------------------------------------------------------
+
+def test_password_reset_by_code_ends_every_sign_in(ident: Identity) -> None:
+    person, _ = ident.register()
+    old = ident.tokens(person["phone"])
+    assert _request(ident, person["phone"], "reset_password").status_code == 202
+    code = _code(ident, person["phone"], "reset_password")
+    # a reset code does not sign in
+    assert ident.call("POST", "/tokens/sms", json={
+        "phone": person["phone"], "code": code}).status_code == 401
+    resp = ident.call("POST", "/password-resets", json={
+        "phone": person["phone"], "code": code, "new_password": "a-brand-new-secret"})
+    assert resp.status_code == 204, resp.get_data(as_text=True)
+    assert ident.call("POST", "/tokens/refresh",
+                      json={"refresh_token": old["refresh_token"]}).status_code == 401
+    assert ident.tokens(person["phone"], "a-brand-new-secret")
+    again = ident.call("POST", "/password-resets", json={
+        "phone": person["phone"], "code": code, "new_password": "yet-another-secret"})
+    assert again.status_code == 401
+
+
+# --- change of phone ----------------------------------------------------------------------
+
+def test_phone_change_needs_both_codes(ident: Identity) -> None:
+    person, account = ident.register()
+    token = ident.tokens(person["phone"])["access_token"]
+    new_phone = mobile()
+    resp = ident.call("POST", "/accounts/me/phone-change", json={"new_phone": new_phone},
+                      token=token)
+    assert resp.status_code == 202, resp.get_data(as_text=True)
+    old_code = _code(ident, person["phone"], "change_phone_old")
+    new_code = _code(ident, new_phone, "change_phone_new")
+    wrong = f"{(int(new_code) + 1) % 1_000_000:06d}"
+    confirm = "/accounts/me/phone-change/confirm"
+    assert ident.call("POST", confirm, json={"old_code": old_code},
+                      token=token).status_code == 422
+    bad = ident.call("POST", confirm, json={"old_code": old_code, "new_code": wrong},
+                     token=token)
+    assert bad.status_code == 401
+    swapped = ident.call("POST", confirm, json={"old_code": new_code, "new_code": old_code},
+                         token=token)
+    assert swapped.status_code == 401 or old_code == new_code
+    ok = ident.call("POST", confirm, json={"old_code": old_code, "new_code": new_code},
+                    token=token)
+    assert ok.status_code == 200, ok.get_data(as_text=True)
+    assert ok.get_json()["phone_masked"] == new_phone[:3] + "****" + new_phone[-4:]
+    assert ok.get_json()["id"] == account["id"]
+    assert ident.login(new_phone).status_code == 201
+    assert ident.login(person["phone"]).status_code in (400, 401)
+
+
+def test_phone_change_to_a_taken_phone_is_a_conflict(ident: Identity) -> None:
+    person, _ = ident.register()
+    other, _ = ident.register()
+    token = ident.tokens(person["phone"])["access_token"]
+    resp = ident.call("POST", "/accounts/me/phone-change", json={"new_phone": other["phone"]},
+                      token=token)
+    assert resp.status_code == 409
+    # taken between the request and the confirmation
+    new_phone = mobile()
+    ident.call("POST", "/accounts/me/phone-change", json={"new_phone": new_phone}, token=token)
+    old_code = _code(ident, person["phone"], "change_phone_old")
+    new_code = _code(ident, new_phone, "change_phone_new")
+    ident.register(phone=new_phone)
+    late = ident.call("POST", "/accounts/me/phone-change/confirm",
+                      json={"old_code": old_code, "new_code": new_code}, token=token)
+    assert late.status_code == 409
+    assert ident.call("POST", "/accounts/me/phone-change",
+                      json={"new_phone": mobile()}).status_code == 401
+
+
+# --- QR sign-in ---------------------------------------------------------------------------
+
+def test_qr_pending_confirm_tokens_once_then_consumed(ident: Identity) -> None:
+    person, account = ident.register()
+    mobile_token = ident.tokens(person["phone"])["access_token"]
+    created = ident.call("POST", "/qr-tickets")
+    assert created.status_code == 201 and created.headers["Cache-Control"] == "no-store"
+    body = created.get_json()
+    ticket = body["ticket"]
+    assert body["qr_payload"] == f"ecourt-login:{ticket}" and body["expires_in"] == 120
+    assert len(base64.urlsafe_b64decode(ticket + "==")) >= 16
+    with ident.rt.db.transaction() as session:
+        assert session.scalars(select(QrTicket.ticket_hash)).all() != [ticket]
+    assert ident.call("GET", f"/qr-tickets/{ticket}").get_json()["status"] == "pending"
+    assert ident.call("POST", f"/qr-tickets/{ticket}/confirm").status_code == 401
+    confirm = ident.call("POST", f"/qr-tickets/{ticket}/confirm", token=mobile_token)
+    assert confirm.status_code == 204, confirm.get_data(as_text=True)
+    assert ident.call("POST", f"/qr-tickets/{ticket}/confirm",
+                      token=mobile_token).status_code == 409
+    first = ident.call("GET", f"/qr-tickets/{ticket}").get_json()
+    assert first["status"] == "confirmed" and first["access_token"]
+    me = ident.call("GET", "/accounts/me", token=first["access_token"]).get_json()
+    assert me["id"] == account["id"]
+    second = ident.call("GET", f"/qr-tickets/{ticket}").get_json()
+    assert second == {"status": "consumed"}
+    assert ident.call("GET", "/qr-tickets/" + "x" * 43).status_code == 404
+
+
+def test_qr_ticket_expires_unconfirmed(ident: Identity) -> None:
+    person, _ = ident.register()
+    token = ident.tokens(person["phone"])["access_token"]
+    ticket = ident.call("POST", "/qr-tickets").get_json()["ticket"]
+    for _ in range(3):
+        assert ident.call("GET", f"/qr-tickets/{ticket}").get_json()["status"] == "pending"
+    _age(ident, QrTicket, 121)
+    assert ident.call("GET", f"/qr-tickets/{ticket}").get_json() == {"status": "expired"}
+    assert ident.call("POST", f"/qr-tickets/{ticket}/confirm", token=token).status_code == 410
+
+
+def test_qr_tickets_are_throttled_per_client_address(ident: Identity) -> None:
+    for _ in range(30):
+        assert ident.call("POST", "/qr-tickets", ip="10.3.0.1").status_code == 201
+    assert ident.call("POST", "/qr-tickets", ip="10.3.0.1").status_code == 429
+    assert ident.call("POST", "/qr-tickets", ip="10.3.0.2").status_code == 201
+
+
+# --- no code or phone in clear ------------------------------------------------------------
+
+def test_no_code_or_phone_in_clear_anywhere(ident: Identity,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    person, _ = ident.register()
+    answers = [_request(ident, person["phone"])]
+    code = _code(ident, person["phone"], "login")
+    answers.append(ident.call("POST", "/tokens/sms", json={"phone": person["phone"],
+                                                           "code": "000000"}))
+    answers.append(ident.call("POST", "/tokens/sms", json={"phone": person["phone"],
+                                                           "code": code}))
+    token = answers[-1].get_json()["access_token"]
+    new_phone = mobile()
+    _forget_requests(ident)
+    answers.append(ident.call("POST", "/accounts/me/phone-change",
+                              json={"new_phone": new_phone}, token=token))
+    old_code = _code(ident, person["phone"], "change_phone_old")
+    new_code = _code(ident, new_phone, "change_phone_new")
+    answers.append(ident.call("POST", "/accounts/me/phone-change/confirm",
+                              json={"old_code": old_code, "new_code": new_code}, token=token))
+    _forget_requests(ident)
+    answers.append(_request(ident, new_phone, "reset_password"))
+    reset = _code(ident, new_phone, "reset_password")
+    answers.append(ident.call("POST", "/password-resets", json={
+        "phone": new_phone, "code": reset, "new_password": "another-good-secret"}))
+    answers.append(ident.call("POST", "/captchas"))
+
+    with ident.rt.db.transaction() as session:
+        rows = [" ".join(str(v) for v in row) for row in session.execute(select(outbox)).all()]
+        stored = [" ".join(str(v) for v in row) for model in (SignInCode, SignInRequest)
+                  for row in session.execute(select(model.__table__)).all()]
+    texts = rows + stored + [a.get_data(as_text=True) for a in answers]
+    texts += [r.getMessage() + " " + " ".join(str(v) for v in vars(r).values())
+              for r in caplog.records]
+    secrets = {person["phone"], new_phone, code, old_code, new_code, reset}
+    for text in texts:
+        for secret in secrets:
+            assert secret not in text
+        assert not _MOBILE.search(text), text
+    for row in rows:
+        assert not re.search(r"(?<![\w.:-])\d{6}(?![\w-])", row), row
