@@ -42,6 +42,9 @@ DEFAULT_PUBLIC_ROUTES: list[tuple[str, str]] = [
     ("POST", r"/api/identity/accounts"),
     ("POST", r"/api/identity/tokens"),
     ("POST", r"/api/identity/tokens/(refresh|revoke)"),  # the access token may have expired
+    # identity: other ways in — captcha, SMS codes, password reset, QR tickets (the web polls)
+    ("POST", r"/api/identity/(captchas|sms-codes|tokens/sms|password-resets|qr-tickets)"),
+    ("GET", r"/api/identity/qr-tickets/[A-Za-z0-9_-]{20,100}"),
     ("GET", r"/api/identity/\.well-known/jwks\.json"),
     # documents: anyone may verify an issued document
     ("GET|POST", r"/api/documents/verify(/.*)?"),

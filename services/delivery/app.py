@@ -19,10 +19,13 @@ def create_app(rt: Runtime) -> Flask:
     return create_service_app(spec, rt)
 
 
-CONSUMES = ("identity.account.registered", "matters.application.submitted",
+CONSUMES = ("identity.account.registered", "identity.code.issued", "matters.application.submitted",
             "matters.application.transferred", "matters.application.completed",
             "matters.application.overdue", "matters.binding.requested",
-            "matters.binding.approved", "matters.binding.rejected")
+            "matters.binding.approved", "matters.binding.rejected",
+            "identity.organization.registered", "identity.organization.approved",
+            "identity.organization.rejected", "identity.lawyer.verified",
+            "identity.lawyer.rejected")
 
 SERVICE = ServiceDefinition(name="delivery", metadata=Base.metadata,
                             migrations=Path(__file__).parent / "migrations",

@@ -4,17 +4,20 @@ recipients on the portal (inbox notice) and by SMS (through the notifier)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from servicekit.clients import InternalClient
 from servicekit.consumer import Handler
+from servicekit.db import utcnow
 from servicekit.envelope import CloudEvent
 from servicekit.sealed import unseal
 from servicekit.service import Runtime
 from services.delivery import messages
-from services.delivery.usecases import SMS_SIGNATURE, notify, request_secret_sms, request_sms
+from services.delivery.messages import SMS_SIGNATURE
+from services.delivery.usecases import notify, request_secret_sms, request_sms
 
 WELCOME_TITLE = "欢迎使用人民法院在线服务"
 WELCOME_SMS = SMS_SIGNATURE + "您好！您已成功注册人民法院在线服务账号，请妥善保管登录密码。"
@@ -43,6 +46,8 @@ def build_handlers(rt: Runtime) -> Mapping[str, Handler]:
     def on_code_issued(session: Session, event: CloudEvent) -> None:
         """A verification code: SMS only (never the portal inbox), to the phone identity chose
         (for a change of number, the new one too), with the text sealed end to end."""
+        if datetime.fromisoformat(event.data["expires_at"]) <= utcnow():
+            return  # the code has expired: an SMS now would only confuse
         code = unseal(event.data["code_sealed"], secret)
         request_secret_sms(session, account_id=event.data["account_id"],
                            phone_sealed=event.data["phone_sealed"], template="verification_code",
@@ -56,6 +61,17 @@ def build_handlers(rt: Runtime) -> Mapping[str, Handler]:
             for account_id in dict.fromkeys(recipients(event.data)):  # once each, in order
                 tell(session, event, account_id, "application", title, body, sms, template)
         return handle
+
+    def reviewers(data: dict[str, Any]) -> list[str]:
+        found = client.get_json("identity", f"/internal/staff?court={data['court']}"
+                                            "&role=registry_reviewer")["items"]
+        return [s["account_id"] for s in found]
+
+    def applicant(data: dict[str, Any]) -> list[str]:
+        return [data["applicant_account_id"]]
+
+    def account(data: dict[str, Any]) -> list[str]:
+        return [data["account_id"]]
 
     def both(*handlers: Handler) -> Handler:
         def handle(session: Session, event: CloudEvent) -> None:
@@ -93,4 +109,14 @@ def build_handlers(rt: Runtime) -> Mapping[str, Handler]:
                     messages.binding_approved_party, "binding_approved_party")),
         "matters.binding.rejected": to_each(
             lambda d: [d["lawyer_account_id"]], messages.binding_rejected, "binding_rejected"),
+        "identity.organization.registered": to_each(
+            reviewers, messages.organization_registered, "organization_registered"),
+        "identity.organization.approved": to_each(
+            applicant, messages.organization_approved, "organization_approved"),
+        "identity.organization.rejected": to_each(
+            applicant, messages.organization_rejected, "organization_rejected"),
+        "identity.lawyer.verified": to_each(
+            account, messages.lawyer_verified, "lawyer_verified"),
+        "identity.lawyer.rejected": to_each(
+            account, messages.lawyer_rejected, "lawyer_rejected"),
     }

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+SMS_SIGNATURE = "【人民法院在线服务】"
+
 KIND_LABELS = {"effectiveness_certificate": "生效证明", "lawyer_binding": "律师绑定"}
 LEVEL_LABELS = {"handler": "承办人", "division_head": "庭领导", "president": "院领导"}
 
@@ -41,13 +43,19 @@ def overdue(data: dict[str, Any]) -> tuple[str, str, str]:
     return title, body, f"【{data['court_name']}】{body}"
 
 
-CODE_PURPOSES = {"login": "登录", "reset_password": "重置密码",
-                 "change_phone_old": "更换手机号码", "change_phone_new": "更换手机号码"}
+CODE_TEXTS = {
+    "login": "您的登录验证码为{code}，5分钟内有效，请勿泄露。",
+    "reset_password": "您正在重置密码，验证码为{code}，5分钟内有效，请勿泄露。"
+                      "如非本人操作，请忽略本短信。",
+    "change_phone_old": "您正在更换绑定手机号，验证码为{code}，5分钟内有效，请勿泄露。"
+                        "如非本人操作，请尽快修改密码。",
+    "change_phone_new": "您正在将本号码绑定为登录手机号，验证码为{code}，5分钟内有效，请勿泄露。",
+}
 
 
 def verification_code(purpose: str, code: str) -> str:
-    label = CODE_PURPOSES.get(purpose, "身份")
-    return f"【人民法院在线服务】您的{label}验证码为{code}，5分钟内有效，请勿泄露。"
+    text = CODE_TEXTS.get(purpose, "您的验证码为{code}，5分钟内有效，请勿泄露。")
+    return SMS_SIGNATURE + text.format(code=code)
 
 
 def binding_requested(data: dict[str, Any]) -> tuple[str, str, str]:
@@ -75,3 +83,36 @@ def binding_rejected(data: dict[str, Any]) -> tuple[str, str, str]:
     body = (f"您代理{data['case_number']}案当事人{data['party_name']}的绑定申请未通过，"
             f"原因：{data['reason']}。")
     return title, body, f"【{data['court_name']}】您好！{body}"
+
+
+def organization_registered(data: dict[str, Any]) -> tuple[str, str, str]:
+    title = "新的法人注册申请待审核"
+    deadline = str(data.get("review_deadline", ""))[:10]
+    body = f"{data['name']}提交了法人注册申请，请于{deadline}前登录审核。"
+    if data.get("uscc_check_failed"):
+        body += "统一社会信用代码校验未通过，请重点核对。"
+    return title, body, f"【{data['court_name']}】您好！{body}"
+
+
+def organization_approved(data: dict[str, Any]) -> tuple[str, str, str]:
+    title = "法人注册审核通过"
+    body = (f"您提交的{data['name']}法人注册申请已审核通过，"
+            "请使用统一社会信用代码和密码登录人民法院在线服务。")
+    return title, body, f"【{data['court_name']}】您好！{body}"
+
+
+def organization_rejected(data: dict[str, Any]) -> tuple[str, str, str]:
+    title = "法人注册审核未通过"
+    body = (f"您提交的{data['name']}法人注册申请未通过审核，原因：{data['reason']}。"
+            "请登录人民法院在线服务查看。")
+    return title, body, f"【{data['court_name']}】您好！{body}"
+
+
+def lawyer_verified(_data: dict[str, Any]) -> tuple[str, str, str]:
+    body = "您的律师身份认证已通过，请重新登录后使用律师服务。"
+    return "律师认证成功", body, f"{SMS_SIGNATURE}您好！{body}"
+
+
+def lawyer_rejected(data: dict[str, Any]) -> tuple[str, str, str]:
+    body = f"您提交的律师身份认证未通过，原因：{data['reason']}。"
+    return "律师认证未通过", body, f"{SMS_SIGNATURE}您好！{body}"

@@ -14,7 +14,6 @@ from servicekit.sealed import seal
 from services.delivery.models import Notification
 
 SOURCE = "/delivery"
-SMS_SIGNATURE = "【人民法院在线服务】"
 
 
 def notify(session: Session, *, account_id: str, category: str, title: str, body: str,
