@@ -17,6 +17,7 @@ from werkzeug.test import Client
 from ecourt import registry
 from ecourt.embedded import Suite
 from servicekit.testing import pg_databases, rabbit_vhost, unique
+from services.identity.signin_captcha import CaptchaService
 
 
 def _reachable(port: int) -> bool:
@@ -39,6 +40,8 @@ def infrastructure() -> None:
 def _suite(tmp_path_factory: pytest.TempPathFactory, **kwargs: object) -> Iterator[Suite]:
     suite = Suite(tmp_path_factory.mktemp("suite"), queue_prefix=unique("q") + ".",
                   exchange=unique("ecourt.events"), retry_base=0.05, **kwargs)  # type: ignore[arg-type]
+    # a captcha whose answer the tests know (tests/harness.py: CAPTCHA_ANSWER)
+    suite.runtimes["identity"].extras["captcha_service"] = CaptchaService(alphabet="K")
     suite.start_workers()
     try:
         yield suite

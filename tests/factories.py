@@ -25,3 +25,14 @@ def mobile() -> str:
 def individual(**overrides: str) -> dict[str, str]:
     return {"name": "张三", "id_number": id_number(), "phone": mobile(),
             "password": "correct-horse-battery", **overrides}
+
+
+_USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+_USCC_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
+
+
+def uscc() -> str:
+    """A fresh unified social credit code with a valid GB 32100 check character."""
+    body = "91440101" + "".join(random.choice(_USCC_ALPHABET[:10]) for _ in range(9))
+    total = sum(_USCC_ALPHABET.index(c) * w for c, w in zip(body, _USCC_WEIGHTS, strict=True))
+    return body + _USCC_ALPHABET[(31 - total % 31) % 31]

@@ -10,90 +10,11 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 from werkzeug.test import Client
 
 from ecourt.embedded import Suite
-from servicekit.testing import unique, wait_for
-from services.notifier.models import SmsMessage
-from tests.factories import individual, mobile
-
-PASSWORD = "correct-horse-battery"
-
-
-class Court:
-    """One court's people, signed in through the gateway."""
-
-    def __init__(self, suite: Suite, http: Client, code: str, name: str) -> None:
-        self.code, self.name, self.http = code, name, http
-        admin_phone = mobile()
-        from services.identity.usecases.staff import create_admin
-
-        create_admin(suite.runtimes["identity"].db, court=code, court_name=name,
-                        name="管理员", phone=admin_phone, password=PASSWORD)
-        self.admin = login(http, admin_phone)
-        self.staff: dict[str, tuple[str, str]] = {}
-        for role, department in (("specialist", "立案庭"), ("judge", "民一庭"),
-                                 ("clerk", "民一庭"), ("division_head", "民一庭"),
-                                 ("president", "院领导")):
-            phone = mobile()
-            resp = http.post("/api/identity/staff", headers=bearer(self.admin), json={
-                "name": f"{role}-{code}", "phone": phone, "password": PASSWORD, "court": code,
-                "department": department, "roles": [role]})
-            assert resp.status_code == 201, resp.get_data(as_text=True)
-            self.staff[role] = (resp.get_json()["id"], login(http, phone))
-
-    def token(self, role: str) -> str:
-        return self.staff[role][1]
-
-    def id(self, role: str) -> str:
-        return self.staff[role][0]
-
-    def register_seal(self) -> None:
-        resp = self.http.post("/api/documents/seals", headers=bearer(self.admin), json={
-            "court": self.code, "court_name": self.name, "seal_name": f"{self.name}诉讼服务专用章"})
-        assert resp.status_code in (200, 201), resp.get_data(as_text=True)
-
-    def case(self, parties: list[tuple[str, str, str | None]], effective: str | None) -> str:
-        body: dict[str, Any] = {
-            "case_number": f"(2021){self.code}民初{unique('n')[-6:].translate(DIGITS)}号",
-            "court": self.code, "court_name": self.name, "cause": "买卖合同纠纷",
-            "department": "民一庭", "judge_account_id": self.id("judge"),
-            "clerk_account_id": self.id("clerk"),
-            "judgment": {"title": "民事判决书", "decided_on": "2021-06-01"},
-            "parties": [{"name": n, "role": r, "account_id": a} for n, r, a in parties]}
-        if effective:
-            body["effective_date"] = effective
-        resp = self.http.post("/api/matters/cases", headers=bearer(self.token("specialist")),
-                              json=body)
-        assert resp.status_code == 201, resp.get_data(as_text=True)
-        return resp.get_json()["id"]
-
-
-DIGITS = str.maketrans("abcdef", "123456")
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def login(http: Client, phone: str, password: str = PASSWORD) -> str:
-    resp = http.post("/api/identity/tokens", json={"username": phone, "password": password})
-    assert resp.status_code == 201, resp.get_data(as_text=True)
-    return resp.get_json()["access_token"]
-
-
-def person(http: Client, name: str) -> tuple[str, str]:
-    body = individual(name=name)
-    resp = http.post("/api/identity/accounts", json=body)
-    assert resp.status_code == 201
-    return resp.get_json()["id"], login(http, body["phone"], body["password"])
-
-
-def sms_for(suite: Suite, account_id: str, template: str) -> list[SmsMessage]:
-    with suite.runtimes["notifier"].db.transaction() as s:
-        return list(s.scalars(select(SmsMessage).where(SmsMessage.account_id == account_id,
-                                                       SmsMessage.template == template)))
+from servicekit.testing import wait_for
+from tests.harness import Court, bearer, person, sms_for
 
 
 def apply(http: Client, token: str, case_id: str) -> dict[str, Any]:

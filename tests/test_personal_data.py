@@ -17,6 +17,7 @@ from servicekit.tables import outbox
 from servicekit.testing import wait_for
 from services.notifier.models import SmsMessage
 from tests.factories import individual
+from tests.harness import tokens
 
 ID_NUMBER = re.compile(r"(?<![0-9])\d{17}[\dXx](?![0-9])")
 MOBILE = re.compile(r"(?<![0-9])1[3-9]\d{9}(?![0-9])")
@@ -58,8 +59,7 @@ def test_no_personal_data_in_logs_events_or_responses(suite: Suite, captured: Ca
         answers.append(http.post("/api/identity/accounts", json=person).get_data(as_text=True))
         bad = dict(person, phone=person["phone"][:-1] + "x")  # a refused registration too
         answers.append(http.post("/api/identity/accounts", json=bad).get_data(as_text=True))
-        token = http.post("/api/identity/tokens", json={
-            "username": person["id_number"], "password": person["password"]}).get_json()
+        token = tokens(http, person["id_number"], person["password"])
         http.post("/api/identity/tokens", json={"username": person["phone"],
                                                 "password": "wrong-password-1"})
         me = http.get("/api/identity/accounts/me",
