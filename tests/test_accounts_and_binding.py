@@ -109,6 +109,9 @@ def _offline_lawyer(suite: Suite, court: Court) -> tuple[str, str]:
     assert applied.status_code in (200, 201, 202), applied.get_data(as_text=True)
     verification = applied.get_json()
     assert verification["status"] == "pending"
+    wait_for(lambda: [m for m in sms_for(suite, court.id("registry_reviewer"),
+                                         "lawyer_verification_requested") if "李四" in m.text],
+             message="the reviewer's SMS")
     reviewer = court.token("registry_reviewer")
     pending = http.get("/api/identity/lawyer-verifications/reviews?status=pending",
                        headers=bearer(reviewer)).get_json()["items"]

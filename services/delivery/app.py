@@ -24,7 +24,8 @@ CONSUMES = ("identity.account.registered", "identity.code.issued", "matters.appl
             "matters.application.overdue", "matters.binding.requested",
             "matters.binding.approved", "matters.binding.rejected",
             "identity.organization.registered", "identity.organization.approved",
-            "identity.organization.rejected", "identity.lawyer.verified",
+            "identity.organization.rejected", "identity.lawyer.verification_requested",
+            "identity.lawyer.verified",
             "identity.lawyer.rejected")
 
 SERVICE = ServiceDefinition(name="delivery", metadata=Base.metadata,

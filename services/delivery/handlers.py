@@ -115,6 +115,8 @@ def build_handlers(rt: Runtime) -> Mapping[str, Handler]:
             applicant, messages.organization_approved, "organization_approved"),
         "identity.organization.rejected": to_each(
             applicant, messages.organization_rejected, "organization_rejected"),
+        "identity.lawyer.verification_requested": to_each(
+            reviewers, messages.lawyer_verification_requested, "lawyer_verification_requested"),
         "identity.lawyer.verified": to_each(
             account, messages.lawyer_verified, "lawyer_verified"),
         "identity.lawyer.rejected": to_each(

@@ -116,3 +116,10 @@ def lawyer_verified(_data: dict[str, Any]) -> tuple[str, str, str]:
 def lawyer_rejected(data: dict[str, Any]) -> tuple[str, str, str]:
     body = f"您提交的律师身份认证未通过，原因：{data['reason']}。"
     return "律师认证未通过", body, f"{SMS_SIGNATURE}您好！{body}"
+
+
+def lawyer_verification_requested(data: dict[str, Any]) -> tuple[str, str, str]:
+    title = "新的律师线下认证待审核"
+    body = (f"{data['name']}（{data['law_firm']}）申请律师线下认证，"
+            "请核验执业证和身份证原件后登录审核。")
+    return title, body, f"{SMS_SIGNATURE}您好！{body}"

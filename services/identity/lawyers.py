@@ -151,6 +151,10 @@ def apply_offline(rt: Runtime, caller: Caller, *, court: str, license_no: str, l
             id_card_content_type=id_card.content_type, id_card_filename=id_card.filename,
             submitted_at=utcnow())
         session.add(row)
+        emit(session, "identity.lawyer.verification_requested", {
+            "verification_id": row.id, "account_id": account.id, "name": account.name,
+            "law_firm": law_firm, "court": court,
+            "submitted_at": row.submitted_at.isoformat()}, source=SOURCE, subject=account.id)
     log.info("offline lawyer verification submitted",
              extra={"account_id": caller.account_id, "court": court})
     return row

@@ -148,7 +148,10 @@ def test_offline_is_approved_by_that_courts_staff(identity: Identity,
                          token=setup["reviewer"])
     assert done.status_code == 200 and done.get_json()["status"] == "verified"
     assert _claims(identity, setup["person"]["phone"])["roles"] == ["party", "lawyer"]
-    [event] = _events(identity)
+    [asked] = _events(identity, "identity.lawyer.verification_requested")
+    validate_event(asked)  # the court's reviewers are told to expect the originals
+    assert asked["data"]["court"] == "粤01" and asked["data"]["verification_id"] == applied["id"]
+    [event] = _events(identity, "identity.lawyer.verified")
     validate_event(event)
     assert event["data"]["method"] == "offline" and event["data"]["court"] == "粤01"
 
@@ -158,7 +161,7 @@ def test_offline_rejected_with_a_reason(identity: Identity, setup: dict[str, Any
     resp = identity.call("POST", f"/lawyer-verifications/{applied['id']}/reject",
                          json={"reason": "执业证原件与扫描件不符"}, token=setup["admin"])
     assert resp.status_code == 200 and resp.get_json()["status"] == "rejected"
-    [event] = _events(identity)
+    [event] = _events(identity, "identity.lawyer.rejected")
     validate_event(event)
     assert event["data"]["reason"] == "执业证原件与扫描件不符"
     mine = identity.call("GET", "/lawyer-verifications/mine", token=setup["token"]).get_json()
