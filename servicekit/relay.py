@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
@@ -33,12 +34,12 @@ def row_backoff(attempts: int) -> float:
 
 class Relay:
     def __init__(self, service: str, db: Database, publisher: Publisher, *,
-                 batch_size: int = 500, poll_interval: float = 0.2,
+                 batch_size: int | None = None, poll_interval: float = 0.2,
                  max_backoff: float = 30.0) -> None:
         self.service = service
         self.db = db
         self.publisher = publisher
-        self.batch_size = batch_size
+        self.batch_size = batch_size or getattr(publisher, "preferred_batch", 500)
         self.poll_interval = poll_interval
         self.max_backoff = max_backoff
         self.wake = threading.Event()
@@ -68,8 +69,8 @@ class Relay:
             for row_id, reason in result.failed.items():
                 self._refuse(session, row_id, attempts[row_id] + 1, reason, sent_at)
             types = {r.id: r.type for r in rows}
-        for row_id in result.confirmed:
-            metrics.EVENTS_PUBLISHED.labels(self.service, types[row_id]).inc()
+        for type_, count in Counter(types[row_id] for row_id in result.confirmed).items():
+            metrics.EVENTS_PUBLISHED.labels(self.service, type_).inc(count)
         return len(result.confirmed)
 
     def _refuse(self, session: Session, row_id: int, attempts: int, reason: str,
