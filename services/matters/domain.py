@@ -85,3 +85,20 @@ def require_binding_status(current: str, allowed: tuple[str, ...], action: str) 
         raise Problem(409, "invalid-state",
                       f"cannot {action} a binding request that is "
                       f"{BINDING_STATUS_LABELS[current]}", status_now=current)
+
+
+def available_actions(status: str, document_state: str) -> list[str]:
+    """What staff may do next, as the court's lists offer it: regenerate only after a failed
+    generation, publish only once the certificate is issued, nothing but view once done."""
+    if status == COMPLETED:
+        return ["view"]
+    if document_state == DOC_FAILED:
+        return ["regenerate", "transfer"]
+    if document_state == DOC_ISSUED:
+        return ["publish"]
+    return ["handle", "view", "transfer"]
+
+
+def certificate_visible_to_applicant(status: str) -> bool:
+    """The applicant sees the certificate only once staff published it (引入)."""
+    return status == COMPLETED

@@ -12,13 +12,13 @@ from servicekit.workdays import SHANGHAI
 from services.matters.domain import (
     BINDING_STATUS_LABELS,
     COMPLETED,
-    DOC_FAILED,
-    DOC_ISSUED,
     DOC_LABELS,
     KIND_LABELS,
     PARTY_ROLES,
     PENDING,
     STATUS_LABELS,
+    available_actions,
+    certificate_visible_to_applicant,
     remaining_label,
 )
 from services.matters.models import Application, Binding, Case
@@ -44,18 +44,11 @@ def case_view(case: Case) -> dict[str, Any]:
 
 
 def _actions(app: Application) -> list[str]:
-    if app.status == COMPLETED:
-        return ["view"]
-    if app.document_state == DOC_FAILED:
-        return ["regenerate", "transfer"]
-    if app.document_state == DOC_ISSUED:
-        return ["publish"]
-    return ["handle", "view", "transfer"]
+    return available_actions(app.status, app.document_state)
 
 
 def document_view(app: Application, staff: bool) -> dict[str, Any]:
-    """The applicant sees the certificate only once it is published to the case space."""
-    visible = staff or app.status == COMPLETED
+    visible = staff or certificate_visible_to_applicant(app.status)
     return {"state": app.document_state if visible else "none",
             "state_label": DOC_LABELS[app.document_state] if visible else "",
             "document_id": app.document_id if visible else None,

@@ -51,3 +51,15 @@ def test_ladder_climbs_one_level_at_a_time_each_once() -> None:
     assert domain.next_escalation(1, deadline, deadline + timedelta(days=40)) == "division_head"
     assert domain.next_escalation(2, deadline, deadline + timedelta(days=7)) == "president"
     assert domain.next_escalation(3, deadline, deadline + timedelta(days=70)) is None
+
+
+def test_actions_follow_the_certificate_state() -> None:
+    assert domain.available_actions("accepted", "failed") == ["regenerate", "transfer"]
+    assert domain.available_actions("accepted", "issued") == ["publish"]
+    assert domain.available_actions("accepted", "generating") == ["handle", "view", "transfer"]
+    assert domain.available_actions("completed", "issued") == ["view"]
+
+
+def test_the_applicant_sees_the_certificate_only_once_published() -> None:
+    assert not domain.certificate_visible_to_applicant("accepted")
+    assert domain.certificate_visible_to_applicant("completed")
