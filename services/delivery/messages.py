@@ -10,6 +10,11 @@ KIND_LABELS = {"effectiveness_certificate": "生效证明", "lawyer_binding": "�
 LEVEL_LABELS = {"handler": "承办人", "division_head": "庭领导", "president": "院领导"}
 
 
+def from_court(data: dict[str, Any], title: str, body: str) -> tuple[str, str, str]:
+    """(inbox title, inbox body, SMS text): the SMS opens with the court's own name."""
+    return title, body, f"【{data['court_name']}】您好！{body}"
+
+
 def _kind(data: dict[str, Any]) -> str:
     return KIND_LABELS.get(data.get("kind", ""), "诉讼服务")
 
@@ -18,21 +23,21 @@ def submitted(data: dict[str, Any]) -> tuple[str, str, str]:
     title = f"新的{_kind(data)}申请待办理"
     body = (f"{data['case_number']}案当事人提交了{_kind(data)}申请"
             f"（服务号{data['service_number']}），请及时办理。")
-    return title, body, f"【{data['court_name']}】您好！{body}"
+    return from_court(data, title, body)
 
 
 def transferred(data: dict[str, Any]) -> tuple[str, str, str]:
     title = f"{_kind(data)}申请转后台法官办理"
     body = (f"{data['case_number']}案的{_kind(data)}申请（服务号{data['service_number']}）"
             "已转至您的网上待办，请及时办理。")
-    return title, body, f"【{data['court_name']}】您好！{body}"
+    return from_court(data, title, body)
 
 
 def completed(data: dict[str, Any]) -> tuple[str, str, str]:
     """The seed's text: 【…法院】您好！您提交的…号的材料法官已处理，请登录…查看处理结果。"""
     title = f"您的{_kind(data)}申请已办结"
     body = f"您提交的{data['case_number']}的材料法官已处理，请登录人民法院在线服务查看处理结果。"
-    return title, body, f"【{data['court_name']}】您好！{body}"
+    return from_court(data, title, body)
 
 
 def overdue(data: dict[str, Any]) -> tuple[str, str, str]:
@@ -62,27 +67,27 @@ def binding_requested(data: dict[str, Any]) -> tuple[str, str, str]:
     title = "新的律师绑定申请待审核"
     body = (f"{data['lawyer_name']}律师申请代理{data['case_number']}案当事人{data['party_name']}"
             f"（服务号{data['service_number']}），请及时审核。")
-    return title, body, f"【{data['court_name']}】您好！{body}"
+    return from_court(data, title, body)
 
 
 def binding_approved_lawyer(data: dict[str, Any]) -> tuple[str, str, str]:
     title = "案件绑定申请已通过"
     body = (f"您代理{data['case_number']}案当事人{data['party_name']}的绑定申请已通过，"
             "请登录人民法院在线服务查看案件。")
-    return title, body, f"【{data['court_name']}】您好！{body}"
+    return from_court(data, title, body)
 
 
 def binding_approved_party(data: dict[str, Any]) -> tuple[str, str, str]:
     title = "您的案件有了代理律师"
     body = f"{data['lawyer_name']}律师已作为您在{data['case_number']}案中的代理人。"
-    return title, body, f"【{data['court_name']}】您好！{body}"
+    return from_court(data, title, body)
 
 
 def binding_rejected(data: dict[str, Any]) -> tuple[str, str, str]:
     title = "案件绑定申请未通过"
     body = (f"您代理{data['case_number']}案当事人{data['party_name']}的绑定申请未通过，"
             f"原因：{data['reason']}。")
-    return title, body, f"【{data['court_name']}】您好！{body}"
+    return from_court(data, title, body)
 
 
 def organization_registered(data: dict[str, Any]) -> tuple[str, str, str]:
@@ -91,21 +96,21 @@ def organization_registered(data: dict[str, Any]) -> tuple[str, str, str]:
     body = f"{data['name']}提交了法人注册申请，请于{deadline}前登录审核。"
     if data.get("uscc_check_failed"):
         body += "统一社会信用代码校验未通过，请重点核对。"
-    return title, body, f"【{data['court_name']}】您好！{body}"
+    return from_court(data, title, body)
 
 
 def organization_approved(data: dict[str, Any]) -> tuple[str, str, str]:
     title = "法人注册审核通过"
     body = (f"您提交的{data['name']}法人注册申请已审核通过，"
             "请使用统一社会信用代码和密码登录人民法院在线服务。")
-    return title, body, f"【{data['court_name']}】您好！{body}"
+    return from_court(data, title, body)
 
 
 def organization_rejected(data: dict[str, Any]) -> tuple[str, str, str]:
     title = "法人注册审核未通过"
     body = (f"您提交的{data['name']}法人注册申请未通过审核，原因：{data['reason']}。"
             "请登录人民法院在线服务查看。")
-    return title, body, f"【{data['court_name']}】您好！{body}"
+    return from_court(data, title, body)
 
 
 def lawyer_verified(_data: dict[str, Any]) -> tuple[str, str, str]:
