@@ -63,8 +63,10 @@ def serve(service: str, bind: str, workers: int) -> None:
     to each service is reused instead of paying a TCP connect and accept per request (sync
     workers close after every response), and a gateway worker waiting on an upstream does not
     hold up the other requests it could serve."""
-    threads = int(os.environ.get("ECOURT_THREADS", "16" if service == "gateway" else "4"))
+    threads = int(os.environ.get("ECOURT_THREADS", "4"))
+    # The gateway forwards on an event loop (gateway.edge); its threads run only its own pages.
+    worker = "gateway.worker.EdgeWorker" if service == "gateway" else "gthread"
     _Gunicorn(service, {"bind": bind, "workers": workers, "child_exit": _child_exit,
-                        "worker_class": "gthread", "threads": threads,
+                        "worker_class": worker, "threads": threads,
                         "accesslog": None, "timeout": 30, "graceful_timeout": 20,
                         "keepalive": 5}).run()

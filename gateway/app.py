@@ -22,6 +22,7 @@ and bodies are never logged.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -98,15 +99,7 @@ class Gateway:
                 body = self._problem(problem, path, rid)(environ, respond)
 
         def log_access() -> None:
-            route = f"/api/{seen['upstream']}" if seen["upstream"] else "gateway"
-            metrics.HTTP_REQUESTS.labels("gateway", route, method, str(seen["status"])).inc()
-            metrics.HTTP_LATENCY.labels("gateway", route, method).observe(
-                time.perf_counter() - started)
-            with context.bound(rid):
-                access_log.info("%s %s %s", method, scrub(path), seen["status"], extra={
-                    "method": method, "path": scrub(path), "status": seen["status"],
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-                    "request_id": rid, "upstream": seen["upstream"]})
+            record_access(method, path, seen["status"], started, rid, seen["upstream"])
 
         return ClosingIterator(body, [log_access])
 
@@ -123,7 +116,7 @@ class Gateway:
             return Response(body, content_type=content_type)(environ, respond)
         if path in ("/docs", "/docs/"):
             self._read_only(method)
-            self._admit(environ, method, path)
+            self._admit_environ(environ, method, path)
             html = docs.render_index(self.upstreams, str(environ.get("SCRIPT_NAME", "")))
             return Response(html, content_type="text/html; charset=utf-8")(environ, respond)
         match = _OPENAPI_PATH.fullmatch(path)
@@ -131,7 +124,7 @@ class Gateway:
             self._read_only(method)
             upstream = self._upstream(match.group(1))
             seen["upstream"] = upstream.name
-            self._admit(environ, method, path)
+            self._admit_environ(environ, method, path)
             try:
                 spec = docs.rebased_openapi(upstream, upstream.name, rid)
             except docs.OpenApiUnavailable as exc:
@@ -142,18 +135,9 @@ class Gateway:
                 raise Problem(502, "bad-gateway", str(exc)) from exc
             return _json(spec)(environ, respond)
 
-        try:
-            parts = routing.split_api_path(path)
-        except routing.BadPath as exc:
-            raise Problem(400, "bad-path", "dot segments are not allowed in a path") from exc
-        if parts is None:
-            raise Problem(404, "not-found", "no such route")
-        service, rest = parts
-        upstream = self._upstream(service)
-        if routing.is_internal(rest):
-            raise Problem(404, "not-found", "no such route")
+        upstream, rest = self.resolve(path)
         seen["upstream"] = upstream.name
-        self._admit(environ, method, path)
+        self._admit_environ(environ, method, path)
         try:
             answer = upstream.forward(environ, rest, rid, self.trust_forwarded)
         except UpstreamTimeout as exc:
@@ -166,6 +150,20 @@ class Gateway:
             answer.close()
             raise
         return answer.body
+
+    def resolve(self, path: str) -> tuple[Upstream, str]:
+        """The upstream and its path for ``/api/<service>/<rest>``; raise the 400/404."""
+        try:
+            parts = routing.split_api_path(path)
+        except routing.BadPath as exc:
+            raise Problem(400, "bad-path", "dot segments are not allowed in a path") from exc
+        if parts is None:
+            raise Problem(404, "not-found", "no such route")
+        service, rest = parts
+        upstream = self._upstream(service)
+        if routing.is_internal(rest):
+            raise Problem(404, "not-found", "no such route")
+        return upstream, rest
 
     def _upstream(self, service: str) -> Upstream:
         upstream = self.upstreams.get(service)
@@ -181,13 +179,18 @@ class Gateway:
 
     # -- token and rate limit -----------------------------------------------------------------
 
-    def _admit(self, environ: dict[str, Any], method: str, path: str) -> dict[str, Any] | None:
-        """Authenticate, then count the request; raise the 429 or 401 problem if any."""
-        claims, refusal = self._authenticate(environ, method, path)
-        if claims is not None:
-            key = f"sub:{claims['sub']}"
-        else:
-            key = f"ip:{routing.client_ip(environ, self.trust_forwarded)}"
+    def _admit_environ(self, environ: dict[str, Any], method: str, path: str) -> None:
+        self.admit(method, path, str(environ.get("HTTP_AUTHORIZATION", "")),
+                   routing.client_ip(environ, self.trust_forwarded))
+
+    def admit(self, method: str, path: str, authorization: str, client_ip: str, *,
+              allow_fetch: bool = True) -> dict[str, Any] | None:
+        """Authenticate, then count the request; raise the 429 or 401 problem if any.
+
+        ``allow_fetch=False`` raises ``KeysNeeded`` instead of fetching the JWKS (the asyncio
+        front end then runs this again on a thread, so its event loop never waits on I/O)."""
+        claims, refusal = self._authenticate(authorization, method, path, allow_fetch)
+        key = f"sub:{claims['sub']}" if claims is not None else f"ip:{client_ip}"
         allowed, retry_after = self.rate_limiter.hit(key)
         if not allowed:
             seconds = max(1, math.ceil(retry_after))
@@ -197,9 +200,9 @@ class Gateway:
             raise refusal
         return claims
 
-    def _authenticate(self, environ: dict[str, Any], method: str,
-                      path: str) -> tuple[dict[str, Any] | None, Problem | None]:
-        header = str(environ.get("HTTP_AUTHORIZATION", "")).strip()
+    def _authenticate(self, authorization: str, method: str, path: str, allow_fetch: bool
+                      ) -> tuple[dict[str, Any] | None, Problem | None]:
+        header = authorization.strip()
         if not header:
             if self.public_routes.is_public(method, path):
                 return None, None
@@ -212,7 +215,7 @@ class Gateway:
             return None, Problem(401, "invalid-token", "a Bearer access token is required",
                                  headers={"WWW-Authenticate": 'Bearer error="invalid_request"'})
         try:
-            return self.verifier.verify(token), None
+            return self.verifier.verify(token, allow_fetch=allow_fetch), None
         except InvalidToken as exc:
             return None, Problem(401, "invalid-token", f"the access token is invalid: {exc}",
                                  headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
@@ -220,6 +223,29 @@ class Gateway:
     @staticmethod
     def _problem(problem: Problem, path: str, rid: str) -> Response:
         return problem_response(problem, path, rid)
+
+
+@functools.lru_cache(maxsize=4096)
+def _series(upstream: str | None, method: str, status: int) -> tuple[Any, Any]:
+    """The labelled metric children of one kind of answer, looked up once (hot path)."""
+    route = f"/api/{upstream}" if upstream else "gateway"
+    return (metrics.HTTP_REQUESTS.labels("gateway", route, method, str(status)),
+            metrics.HTTP_LATENCY.labels("gateway", route, method))
+
+
+def record_access(method: str, path: str, status: int, started: float, rid: str,
+                  upstream: str | None) -> None:
+    """Count and log one answered request (both front ends: this app and ``gateway.edge``)."""
+    elapsed = time.perf_counter() - started
+    counter, latency = _series(upstream, method, status)
+    counter.inc()
+    latency.observe(elapsed)
+    if access_log.isEnabledFor(logging.INFO):
+        with context.bound(rid):
+            access_log.info("%s %s %s", method, scrub(path), status, extra={
+                "method": method, "path": scrub(path), "status": status,
+                "duration_ms": round(elapsed * 1000, 1), "request_id": rid,
+                "upstream": upstream})
 
 
 def _json(payload: Any) -> Response:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import re
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -99,8 +98,12 @@ def is_internal(rest: str) -> bool:
 
 def request_id(environ: Mapping[str, Any]) -> str:
     """Keep a well-formed incoming ``X-Request-ID``, otherwise make one."""
-    incoming = str(environ.get("HTTP_X_REQUEST_ID", ""))
-    return incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    return request_id_from(str(environ.get("HTTP_X_REQUEST_ID", "")))
+
+
+def request_id_from(incoming: str) -> str:
+    """The request id for an incoming ``X-Request-ID`` value ("" when absent)."""
+    return incoming if _REQUEST_ID.match(incoming) else os.urandom(16).hex()
 
 
 def trust_forwarded_from_env() -> bool:
@@ -108,9 +111,15 @@ def trust_forwarded_from_env() -> bool:
 
 
 def client_ip(environ: Mapping[str, Any], trust_forwarded: bool) -> str:
+    return client_address(str(environ.get("REMOTE_ADDR") or ""),
+                          str(environ.get("HTTP_X_FORWARDED_FOR", "")), trust_forwarded)
+
+
+def client_address(remote: str, forwarded_for: str, trust_forwarded: bool) -> str:
+    """The address a client is counted by (see the module's notes on ``X-Forwarded-For``)."""
     if trust_forwarded:
-        chain = [p.strip() for p in str(environ.get("HTTP_X_FORWARDED_FOR", "")).split(",")]
+        chain = [p.strip() for p in forwarded_for.split(",")]
         chain = [p for p in chain if p]
         if chain:
             return chain[-1]
-    return str(environ.get("REMOTE_ADDR") or "unknown")
+    return remote or "unknown"

@@ -220,26 +220,40 @@ def _request_body(environ: dict[str, Any]) -> Any:
 
 def _request_headers(environ: dict[str, Any], service: str, request_id: str,
                      trust_forwarded: bool) -> dict[str, str]:
-    incoming = EnvironHeaders(environ)
-    drop = HOP_BY_HOP | _REQUEST_DROP | _connection_tokens(incoming.get("Connection", ""))
-    out = {k: v for k, v in incoming.items() if k.lower() not in drop}
-    remote = str(environ.get("REMOTE_ADDR") or "")
-    chain = incoming.get("X-Forwarded-For", "") if trust_forwarded else ""
+    return dict(forward_headers(
+        list(EnvironHeaders(environ).items()), remote=str(environ.get("REMOTE_ADDR") or ""),
+        scheme=str(environ.get("wsgi.url_scheme", "http")),
+        prefix=prefix_of(environ, service), request_id=request_id,
+        trust_forwarded=trust_forwarded))
+
+
+def forward_headers(incoming: list[tuple[str, str]], *, remote: str, scheme: str, prefix: str,
+                    request_id: str, trust_forwarded: bool) -> list[tuple[str, str]]:
+    """The headers sent upstream for a client's ``incoming`` headers (the rules above).
+
+    Shared by ``HttpUpstream`` and the asyncio front end (``gateway.edge``), so both forward
+    exactly the same headers."""
+    def first(name: str) -> str:
+        return next((v for k, v in incoming if k.lower() == name), "")
+
+    drop = HOP_BY_HOP | _REQUEST_DROP | _connection_tokens(first("connection"))
+    out = [(k, v) for k, v in incoming if k.lower() not in drop]
+    chain = first("x-forwarded-for") if trust_forwarded else ""
     if remote:
-        out["X-Forwarded-For"] = f"{chain}, {remote}" if chain else remote
+        out.append(("X-Forwarded-For", f"{chain}, {remote}" if chain else remote))
     elif chain:
-        out["X-Forwarded-For"] = chain
-    proto = incoming.get("X-Forwarded-Proto", "") if trust_forwarded else ""
-    out["X-Forwarded-Proto"] = proto or str(environ.get("wsgi.url_scheme", "http"))
-    host = incoming.get("X-Forwarded-Host", "") if trust_forwarded else ""
-    if host or incoming.get("Host"):
-        out["X-Forwarded-Host"] = host or incoming.get("Host", "")
-    out["X-Forwarded-Prefix"] = prefix_of(environ, service)
-    out["X-Request-ID"] = request_id
+        out.append(("X-Forwarded-For", chain))
+    proto = first("x-forwarded-proto") if trust_forwarded else ""
+    out.append(("X-Forwarded-Proto", proto or scheme))
+    host = (first("x-forwarded-host") if trust_forwarded else "") or first("host")
+    if host:
+        out.append(("X-Forwarded-Host", host))
+    out.append(("X-Forwarded-Prefix", prefix))
+    out.append(("X-Request-ID", request_id))
     return out
 
 
-def _encode_path(path: str) -> str:
+def encode_path(path: str) -> str:
     try:
         raw = path.encode("latin-1")  # PEP 3333: PATH_INFO carries the bytes as latin-1
     except UnicodeEncodeError:
@@ -259,7 +273,7 @@ class HttpUpstream:
 
     def forward(self, environ: dict[str, Any], rest: str, request_id: str,
                 trust_forwarded: bool = False) -> UpstreamResponse:
-        url = self.base_url + _encode_path(rest)
+        url = self.base_url + encode_path(rest)
         query = environ.get("QUERY_STRING")
         if query:
             url += "?" + query

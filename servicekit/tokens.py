@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -77,16 +78,32 @@ class SigningKey:
 JwksSource = Callable[[], dict[str, Any]]
 
 
+class KeysNeeded(Exception):
+    """Verifying needs a JWKS fetch, and the caller asked not to block on one."""
+
+
 class TokenVerifier:
-    """Verifies access tokens against a JWKS, refreshed when an unknown ``kid`` appears."""
+    """Verifies access tokens against a JWKS, refreshed when an unknown ``kid`` appears.
+
+    An unknown ``kid`` reloads the JWKS at most once per ``unknown_kid_reload`` seconds, so a
+    flood of tokens with made-up key ids cannot turn every request into a JWKS fetch.
+    Tokens that verified are remembered (up to ``cache_size``) until their ``exp``: a portal
+    sends the same token with every request, and an Ed25519 check plus PyJWT's parsing costs
+    more than forwarding the request. A key withdrawn from the JWKS therefore stops
+    *new* tokens at the next refresh, and tokens already seen at their ``exp`` (15 minutes).
+    """
 
     def __init__(self, jwks_source: JwksSource, refresh_seconds: float = 300.0,
-                 leeway: int = 5) -> None:
+                 leeway: int = 5, unknown_kid_reload: float = 10.0,
+                 cache_size: int = 10_000) -> None:
         self._source = jwks_source
         self._keys: dict[str, Ed25519PublicKey] = {}
-        self._loaded_at = 0.0
+        self._loaded_at = -math.inf
         self._refresh = refresh_seconds
         self._leeway = leeway
+        self._unknown_kid_reload = unknown_kid_reload
+        self._cache: dict[str, dict[str, Any]] = {}
+        self._cache_size = cache_size
         self._lock = threading.Lock()
 
     def _load(self) -> None:
@@ -98,9 +115,13 @@ class TokenVerifier:
             self._keys = keys
             self._loaded_at = time.monotonic()
 
-    def _key(self, kid: str) -> Ed25519PublicKey:
-        stale = time.monotonic() - self._loaded_at > self._refresh
-        if kid not in self._keys or stale:
+    def _key(self, kid: str, allow_fetch: bool) -> Ed25519PublicKey:
+        age = time.monotonic() - self._loaded_at
+        stale = age > self._refresh
+        unknown = kid not in self._keys and age > self._unknown_kid_reload
+        if unknown or stale:
+            if not allow_fetch:
+                raise KeysNeeded(kid)
             try:
                 self._load()
             except Exception as exc:
@@ -110,14 +131,28 @@ class TokenVerifier:
             raise InvalidToken("unknown signing key")
         return self._keys[kid]
 
-    def verify(self, token: str) -> dict[str, Any]:
+    def verify(self, token: str, *, allow_fetch: bool = True) -> dict[str, Any]:
+        """The token's claims, or ``InvalidToken``. ``allow_fetch=False`` raises
+        ``KeysNeeded`` where the JWKS would have to be fetched first."""
+        cached = self._cache.get(token)
+        if cached is not None:
+            if cached["exp"] + self._leeway > time.time():
+                return dict(cached)
+            self._cache.pop(token, None)
+        claims = self._verify(token, allow_fetch)
+        if len(self._cache) >= self._cache_size:
+            self._cache.clear()
+        self._cache[token] = claims
+        return dict(claims)
+
+    def _verify(self, token: str, allow_fetch: bool) -> dict[str, Any]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
             raise InvalidToken("malformed token") from exc
         if header.get("alg") not in ALGORITHMS:
             raise InvalidToken("algorithm not allowed")
-        key = self._key(str(header.get("kid", "")))
+        key = self._key(str(header.get("kid", "")), allow_fetch)
         try:
             return jwt.decode(token, key, algorithms=ALGORITHMS, audience=AUDIENCE,
                               issuer=ISSUER, leeway=self._leeway,

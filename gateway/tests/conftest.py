@@ -152,3 +152,27 @@ def client(build: Callable[..., Any], upstream: Flask) -> Client:
 
 def auth(tok: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {tok}"}
+
+
+#: A request with headers the gateway must keep, drop or replace; see ``check_forwarded``.
+FORWARD_PROBE_PATH = "/api/svc/echo?a=1&b=%E4%B8%AD"
+
+
+def forward_probe_headers(tok: str, request_id: str) -> dict[str, str]:
+    return {**auth(tok), "X-Request-ID": request_id, "X-Custom": "kept",
+            "X-Service-Token": "guess", "Connection": "X-Hop", "X-Hop": "dropped",
+            "X-Forwarded-For": "6.6.6.6"}
+
+
+def check_forwarded(seen: dict[str, Any], answer_request_id: str, tok: str, request_id: str,
+                    client_address: str) -> None:
+    """What the upstream saw of the probe: path and query as sent, the token and request id,
+    custom headers kept, hop-by-hop and service headers dropped, forwarded headers replaced
+    (the incoming chain is untrusted)."""
+    assert seen["path"] == "/echo" and seen["query"] == "a=1&b=%E4%B8%AD"
+    assert seen["authorization"] == f"Bearer {tok}"
+    assert seen["request_id"] == request_id == answer_request_id
+    assert seen["custom"] == "kept"
+    assert seen["service_token"] is None and seen["secret_hop"] is None
+    assert seen["forwarded_for"] == client_address
+    assert seen["forwarded_proto"] == "http" and seen["forwarded_prefix"] == "/api/svc"

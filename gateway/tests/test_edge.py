@@ -1,0 +1,367 @@
+"""The asyncio front end (``gateway.edge``) over real sockets: the same policy as the WSGI app
+(tokens, limits, routing, problems, headers), plus what only a proxy of its own must get right —
+keep-alive both ways, streaming with framing, size limits, timeouts, pipelining, and gunicorn's
+worker (``ecourt serve gateway``) starting, answering and stopping on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import uvloop
+
+from gateway import MemoryRateLimiter
+from gateway.edge import EdgeServer, EdgeSettings
+from gateway.tests.conftest import (
+    FORWARD_PROBE_PATH,
+    auth,
+    check_forwarded,
+    forward_probe_headers,
+    make_upstream,
+)
+from gateway.tests.test_upstream_http import _closed_port, _KeepAlive
+from servicekit.testing import wait_for
+
+
+class EdgeFront:
+    """An ``EdgeServer`` on its own uvloop thread, listening on a free loopback port."""
+
+    def __init__(self, gateway: Any, settings: EdgeSettings) -> None:
+        self.loop = uvloop.new_event_loop()
+        self.executor = ThreadPoolExecutor(4)
+        self.edge = EdgeServer(gateway, self.executor, settings)
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(128)
+        sock.setblocking(False)
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        self.port = sock.getsockname()[1]
+        self._stop: asyncio.Event | None = None
+        ready = threading.Event()
+
+        async def main() -> None:
+            self._stop = asyncio.Event()
+            server = await self.loop.create_server(self.edge.protocol, sock=sock)
+            sweeper = asyncio.get_running_loop().create_task(
+                self.edge.sweeper(self._stop, every=0.05))
+            ready.set()
+            await self._stop.wait()
+            server.close()
+            await self.edge.drain(2.0)
+            await sweeper
+
+        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(main(),),
+                                       daemon=True)
+        self.thread.start()
+        assert ready.wait(5)
+
+    def stop(self) -> None:
+        assert self._stop is not None
+        self.loop.call_soon_threadsafe(self._stop.set)
+        self.thread.join(5)
+        self.executor.shutdown(wait=False)
+
+
+@pytest.fixture
+def front(build: Callable[..., Any]) -> Iterator[Callable[..., EdgeFront]]:
+    started: list[EdgeFront] = []
+
+    def start(upstreams: dict[str, Any], settings: EdgeSettings | None = None,
+              **kwargs: Any) -> EdgeFront:
+        started.append(EdgeFront(build(upstreams, **kwargs), settings or EdgeSettings()))
+        return started[-1]
+
+    yield start
+    for edge in started:
+        edge.stop()
+
+
+def _problem(resp: requests.Response, status: int, slug: str) -> dict[str, Any]:
+    assert resp.status_code == status, resp.text
+    assert resp.headers["Content-Type"] == "application/problem+json"
+    body = resp.json()
+    assert body["status"] == status and body["type"].endswith("/" + slug)
+    assert body["request_id"] == resp.headers["X-Request-ID"]
+    return body
+
+
+def _raw(port: int, data: bytes, timeout: float = 5.0) -> bytes:
+    """Send raw bytes, read until the server closes (or the timeout)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        chunks = []
+        try:
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except TimeoutError:
+            pass
+    return b"".join(chunks)
+
+
+# -- the same policy as the WSGI app ------------------------------------------------------------
+
+
+def test_forwards_path_query_and_headers(front, serve, token):
+    live = serve(make_upstream())
+    edge = front({"svc": live.url})
+    tok = token()
+    resp = requests.get(edge.url + FORWARD_PROBE_PATH,
+                        headers=forward_probe_headers(tok, "edge-1"), timeout=5)
+    assert resp.status_code == 200
+    check_forwarded(resp.json(), resp.headers["X-Request-ID"], tok, "edge-1", "127.0.0.1")
+
+
+def test_trusted_forwarded_chain_is_extended(front, serve, token):
+    live = serve(make_upstream())
+    edge = front({"svc": live.url}, trust_forwarded=True)
+    resp = requests.get(f"{edge.url}/api/svc/echo", headers={
+        **auth(token()), "X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"},
+        timeout=5)
+    seen = resp.json()
+    assert seen["forwarded_for"] == "203.0.113.7, 127.0.0.1"
+    assert seen["forwarded_proto"] == "https"
+
+
+def test_refusals_are_the_gateways_problems(front, serve, token, key):
+    live = serve(make_upstream())
+    edge = front({"svc": live.url})
+    body = _problem(requests.get(f"{edge.url}/api/svc/echo", timeout=5), 401,
+                    "authentication-required")
+    assert body["instance"] == "/api/svc/echo"
+    tok = token()
+    tampered = tok[:-4] + ("AAAA" if not tok.endswith("AAAA") else "BBBB")
+    _problem(requests.get(f"{edge.url}/api/svc/echo", headers=auth(tampered), timeout=5),
+             401, "invalid-token")
+    expired = key.sign({"sub": "acct-1", "roles": ["party"]}, ttl=-60)
+    _problem(requests.get(f"{edge.url}/api/svc/echo", headers=auth(expired), timeout=5),
+             401, "invalid-token")
+    _problem(requests.get(f"{edge.url}/api/nope/echo", headers=auth(tok), timeout=5),
+             404, "not-found")
+    _problem(requests.get(f"{edge.url}/api/svc/internal/secret", headers=auth(tok), timeout=5),
+             404, "not-found")
+    # a public route needs no token
+    assert requests.get(f"{edge.url}/api/svc/healthz", timeout=5).json() == {"status": "ok"}
+    assert "/internal/secret" not in live.server.app.config["calls"]
+
+
+def test_dot_segments_and_bad_requests_are_400(front, serve, token):
+    edge = front({"svc": serve(make_upstream()).url})
+    answer = _raw(edge.port, b"GET /api/svc/x/../internal/secret HTTP/1.1\r\nHost: a\r\n"
+                             b"Authorization: Bearer " + token().encode() + b"\r\n"
+                             b"Connection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert b"application/problem+json" in answer
+    assert _raw(edge.port, b"NOT HTTP AT ALL\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+
+
+def test_rate_limit_answers_429_with_retry_after(front, serve, token):
+    edge = front({"svc": serve(make_upstream()).url}, rate_limiter=MemoryRateLimiter(2, 60))
+    with requests.Session() as http:
+        codes = [http.get(f"{edge.url}/api/svc/echo", headers=auth(token()), timeout=5)
+                 for _ in range(3)]
+    assert [r.status_code for r in codes] == [200, 200, 429]
+    _problem(codes[2], 429, "rate-limited")
+    assert 1 <= int(codes[2].headers["Retry-After"]) <= 60
+
+
+def test_upstream_5xx_passes_through(front, serve, token):
+    edge = front({"svc": serve(make_upstream()).url})
+    resp = requests.get(f"{edge.url}/api/svc/fail", headers=auth(token()), timeout=5)
+    assert resp.status_code == 503 and resp.headers["X-Upstream"] == "yes"
+    assert resp.json() == {"upstream": "down for maintenance"}
+
+
+def test_upstream_down_is_502_and_slow_is_504(front, serve, token):
+    live = serve(make_upstream())
+    edge = front({"down": f"http://127.0.0.1:{_closed_port()}", "svc": live.url}, timeout=0.4)
+    _problem(requests.get(f"{edge.url}/api/down/echo", headers=auth(token()), timeout=5),
+             502, "bad-gateway")
+    started = time.monotonic()
+    _problem(requests.get(f"{edge.url}/api/svc/slow?t=3", headers=auth(token()), timeout=5),
+             504, "gateway-timeout")
+    assert time.monotonic() - started < 2.5
+
+
+def test_gateway_pages_and_head_are_answered_by_the_wsgi_app(front, serve):
+    edge = front({"svc": serve(make_upstream()).url})
+    assert requests.get(f"{edge.url}/healthz", timeout=5).json()["service"] == "gateway"
+    assert "/api/svc" in requests.get(f"{edge.url}/docs", timeout=5).text
+    resp = requests.head(f"{edge.url}/api/svc/healthz", timeout=5)
+    assert resp.status_code == 200 and resp.content == b""
+    assert resp.headers["X-Request-ID"]
+    metrics = requests.get(f"{edge.url}/metrics", timeout=5).text
+    assert 'route="/api/svc"' in metrics
+
+
+def test_access_is_counted_for_forwarded_requests(front, serve):
+    from servicekit import metrics
+
+    edge = front({"svc": serve(make_upstream()).url})
+
+    def count() -> float:
+        return metrics.HTTP_REQUESTS.labels("gateway", "/api/svc", "GET", "200")._value.get()
+
+    before = count()
+    for _ in range(3):
+        requests.get(f"{edge.url}/api/svc/healthz", timeout=5)
+    assert count() == before + 3
+
+
+# -- bodies, framing and connections ------------------------------------------------------------
+
+
+def test_streaming_download_and_uploads(front, serve, token):
+    live = serve(make_upstream())
+    edge = front({"svc": live.url, "identity": live.url})
+    with requests.Session() as http:
+        big = http.get(f"{edge.url}/api/svc/big", headers=auth(token()), timeout=10)
+        assert big.status_code == 200
+        assert big.content == b"".join(bytes([i % 251]) * 16384 for i in range(64))
+        assert big.headers.get("Transfer-Encoding") == "chunked"
+        body = os.urandom(3 * 1024 * 1024)
+        resp = http.post(f"{edge.url}/api/svc/echo", data=body, headers=auth(token()),
+                         timeout=10)
+        assert resp.json()["body_sha"] == hashlib.sha256(body).hexdigest()
+        parts = [os.urandom(50_000) for _ in range(5)]  # chunked from the client
+        resp = http.post(f"{edge.url}/api/svc/echo", data=iter(parts), headers=auth(token()),
+                         timeout=10)
+        assert resp.json()["body_sha"] == hashlib.sha256(b"".join(parts)).hexdigest()
+        resp = http.post(f"{edge.url}/api/identity/accounts", json={}, timeout=5)
+        assert resp.status_code == 201  # a public POST, forwarded with its body
+
+
+def test_cookies_pass_through_but_are_never_shared(front, serve, token):
+    edge = front({"svc": serve(make_upstream()).url})
+    resp = requests.get(f"{edge.url}/api/svc/cookies", headers=auth(token()), timeout=5)
+    cookies = resp.raw.headers.getlist("Set-Cookie")
+    assert {c.split(";")[0] for c in cookies} == {"a=1", "b=2"}
+    seen = requests.get(f"{edge.url}/api/svc/echo", headers=auth(token("other")), timeout=5)
+    assert seen.json()["cookie"] is None
+
+
+def test_size_limits_are_413_and_431(front, serve, token):
+    edge = front({"svc": serve(make_upstream()).url},
+                 EdgeSettings(max_body=1000, max_head=2000))
+    resp = requests.post(f"{edge.url}/api/svc/echo", data=b"x" * 1001, headers=auth(token()),
+                         timeout=5)
+    _problem(resp, 413, "payload-too-large")
+    chunked = requests.post(f"{edge.url}/api/svc/echo", data=iter([b"x" * 600] * 3),
+                            headers=auth(token()), timeout=5)
+    assert chunked.status_code == 413
+    answer = _raw(edge.port, b"GET /api/svc/echo HTTP/1.1\r\nHost: a\r\nX-Big: "
+                  + b"y" * 3000 + b"\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 431 ")
+
+
+def test_keep_alive_both_ways_and_pipelining(front, token):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _KeepAlive)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        edge = front({"svc": f"http://127.0.0.1:{server.server_port}"})
+        ports = set()
+        with requests.Session() as http:
+            for path in ["/a", "/big", "/b", "/big", "/c"]:
+                resp = http.get(f"{edge.url}/api/svc{path}", headers=auth(token()), timeout=5)
+                assert resp.status_code == 200
+                ports.add(json.loads(resp.content)["port"])
+                assert "Keep-Alive" not in resp.headers
+        assert len(ports) == 1  # one pooled connection to the service, reused
+        tok = token().encode()
+        one = b"GET /api/svc/%s HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer " + tok + b"\r\n"
+        pipelined = (one % b"first" + b"\r\n" + one % b"second" + b"\r\n"
+                     + one % b"third" + b"Connection: close\r\n\r\n")
+        answer = _raw(edge.port, pipelined)
+        assert answer.count(b"HTTP/1.1 200 ") == 3
+        assert answer.rstrip().endswith(b"}")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_idle_client_connections_are_closed(front, serve):
+    edge = front({"svc": serve(make_upstream()).url}, EdgeSettings(keepalive=0.2))
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=5) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+        time.sleep(0.6)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 ")  # answered, then closed for idling
+
+
+def test_client_gone_mid_answer_frees_everything(front, serve, token):
+    edge = front({"svc": serve(make_upstream()).url})
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=5) as sock:
+        sock.sendall(b"GET /api/svc/slow?t=0.5 HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer "
+                     + token().encode() + b"\r\n\r\n")
+    wait_for(lambda: not edge.edge.clients, timeout=5, message="the client connection freed")
+    resp = requests.get(f"{edge.url}/api/svc/echo", headers=auth(token()), timeout=5)
+    assert resp.status_code == 200
+
+
+# -- the gunicorn worker ------------------------------------------------------------------------
+
+
+def test_ecourt_serve_gateway_runs_the_edge_worker(serve, tmp_path: Path, key):
+    live = serve(make_upstream())
+    jwks = serve(_jwks_app(key))
+    port = _closed_port()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("ECOURT_", "GATEWAY_", "PROMETHEUS_"))}
+    from ecourt import registry
+
+    for name in registry.API_SERVICES:
+        env[f"GATEWAY_UPSTREAM_{name.upper()}"] = live.url
+    env.update(ECOURT_JWKS_URL=f"{jwks.url}/jwks", PROMETHEUS_MULTIPROC_DIR=str(tmp_path),
+               XDG_RUNTIME_DIR=str(tmp_path), ECOURT_LOG_LEVEL="WARNING")
+    log = (tmp_path / "gateway.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "ecourt.cli", "serve", "gateway", "--bind",
+                             f"127.0.0.1:{port}", "--workers", "2"], env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _answers(f"{base}/healthz"), timeout=60, message="the gateway")
+        service = registry.API_SERVICES[0]
+        tok = key.sign({"sub": "acct-9", "roles": ["party"]})
+        resp = requests.get(f"{base}/api/{service}/echo", headers=auth(tok), timeout=5)
+        assert resp.status_code == 200 and resp.json()["authorization"] == f"Bearer {tok}"
+        assert requests.get(f"{base}/api/{service}/echo", timeout=5).status_code == 401
+        assert "EdgeWorker" in (tmp_path / "gateway.log").read_text()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def _jwks_app(key: Any) -> Any:
+    from flask import Flask, jsonify
+
+    app = Flask("jwks")
+    app.add_url_rule("/jwks", "jwks", lambda: jsonify(keys=[key.jwk()]))
+    return app
