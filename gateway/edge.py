@@ -19,14 +19,10 @@ Limits and decisions:
   bytes (413 beyond); request line and headers up to ``max_head`` bytes (431 beyond);
 * a response body is streamed as it arrives, with back-pressure: when the client reads slowly
   the upstream connection stops being read;
-* ``connect_timeout`` is the TCP connect to a service (504), ``read_timeout`` the longest
-  silence from a service while its answer is awaited or streamed (504 before the head, an
-  aborted client connection after: never a silent truncation);
-* an idle pooled connection is used for at most ``pool_idle`` seconds (below the services'
-  keep-alive of 5 s), and a request that finds its reused connection closed before any byte of
-  the answer is sent again on a new one only when its method is idempotent;
-* a client connection idle for ``keepalive`` seconds, or silent for ``read_timeout`` seconds in
-  the middle of a request, is closed. Timeouts are checked once a second by a sweeper, so
+* towards a service, the gateway's ``connect_timeout`` and ``timeout`` apply as in
+  ``HttpUpstream`` (504), and pooled connections are handled as ``gateway.edge_service`` says;
+* a client connection idle for ``keepalive`` seconds, or silent for ``client_timeout`` seconds
+  in the middle of a request, is closed. Timeouts are checked once a second by a sweeper, so
   the hot path only stamps times.
 """
 
@@ -41,14 +37,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote_to_bytes, urlsplit
+from urllib.parse import unquote_to_bytes
 
 import httptools
 
 from gateway import routing
 from gateway.app import Gateway, record_access
+from gateway.edge_service import EdgeSettings, Exchange, Request, ServiceTarget
 from gateway.ratelimit import MemoryRateLimiter
 from gateway.upstream import HttpUpstream, clean_response_headers, encode_path, forward_headers
 from servicekit.problems import Problem, problem_response
@@ -56,36 +52,7 @@ from servicekit.tokens import KeysNeeded
 
 log = logging.getLogger(__name__)
 
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
-_NO_BODY_STATUS = frozenset({204, 304})
-
-
-@dataclass
-class EdgeSettings:
-    max_body: int = 64 * 1024 * 1024
-    max_head: int = 64 * 1024
-    keepalive: float = 15.0
-    read_timeout: float = 10.0
-    connect_timeout: float = 2.0
-    pool_idle: float = 3.0
-    pool_max_idle: int = 64
-
-
-@dataclass
-class _Request:
-    url: bytes = b""
-    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
-    body: list[bytes] = field(default_factory=list)
-    method: str = "GET"
-    http11: bool = True
-    keep_alive: bool = True
-    size: int = 0
-
-    def header(self, name: bytes) -> str:
-        for key, value in self.headers:
-            if key.lower() == name:
-                return value.decode("latin-1")
-        return ""
+__all__ = ["EdgeServer", "EdgeSettings", "call_wsgi"]
 
 
 class _Refuse(Exception):  # noqa: N818 - a signal out of a parser callback
@@ -93,309 +60,6 @@ class _Refuse(Exception):  # noqa: N818 - a signal out of a parser callback
 
     def __init__(self, problem: Problem) -> None:
         self.problem = problem
-
-
-# -- the service side -------------------------------------------------------------------------
-
-
-class _Target:
-    """One service's address and its pool of idle keep-alive connections."""
-
-    def __init__(self, upstream: HttpUpstream, settings: EdgeSettings) -> None:
-        parts = urlsplit(upstream.base_url)
-        self.name = upstream.name
-        self.host = parts.hostname or "127.0.0.1"
-        self.ssl = parts.scheme == "https"
-        self.port = parts.port or (443 if self.ssl else 80)
-        self.host_header = parts.netloc.encode("latin-1")
-        self.connect_timeout, self.read_timeout = upstream.timeouts
-        self.settings = settings
-        self.idle: deque[_ServiceConnection] = deque()
-
-    def take(self, now: float) -> _ServiceConnection | None:
-        while self.idle:
-            conn = self.idle.pop()
-            if now - conn.last < self.settings.pool_idle and not conn.closed:
-                return conn
-            conn.close()
-        return None
-
-    def give_back(self, conn: _ServiceConnection) -> None:
-        if conn.closed or len(self.idle) >= self.settings.pool_max_idle:
-            conn.close()
-        else:
-            self.idle.append(conn)
-
-    def sweep(self, now: float) -> None:
-        while self.idle and now - self.idle[0].last >= self.settings.pool_idle:
-            self.idle.popleft().close()
-
-    async def connect(self) -> _ServiceConnection:
-        loop = asyncio.get_running_loop()
-        _, conn = await asyncio.wait_for(
-            loop.create_connection(lambda: _ServiceConnection(self), self.host, self.port,
-                                   ssl=self.ssl or None),
-            self.connect_timeout)
-        return conn
-
-
-class _ServiceConnection(asyncio.Protocol):
-    """A keep-alive connection to a service; parses its answers for the current exchange."""
-
-    def __init__(self, target: _Target) -> None:
-        self.target = target
-        self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpResponseParser(self)
-        self.exchange: _Exchange | None = None
-        self.last = time.monotonic()
-        self.used = 0
-        self.closed = False
-        self._reason = b""
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._interim = False
-
-    # asyncio
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        self.last = time.monotonic()
-        exchange = self.exchange
-        if exchange is not None:
-            exchange.answered = True
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            if exchange is not None:
-                exchange.flush()
-            log.warning("upstream %s sent a broken response: %s", self.target.name,
-                        exc.__class__.__name__)
-            self.close()
-            return
-        if exchange is not None:
-            exchange.flush()  # one write to the client per read from the service
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        exchange, self.exchange = self.exchange, None
-        if exchange is not None:
-            exchange.service_lost(self)
-
-    # httptools
-    def on_message_begin(self) -> None:
-        self._reason = b""
-        self._headers = []
-
-    def on_status(self, reason: bytes) -> None:
-        self._reason += reason
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
-
-    def on_headers_complete(self) -> None:
-        status = self.parser.get_status_code()
-        self._interim = 100 <= status < 200
-        if not self._interim and self.exchange is not None:
-            self.exchange.answer_head(status, self._reason, self._headers)
-
-    def on_body(self, body: bytes) -> None:
-        if self.exchange is not None:
-            self.exchange.answer_body(body)
-
-    def on_message_complete(self) -> None:
-        if self._interim:  # 100 Continue and the like: the real answer follows
-            return
-        exchange, self.exchange = self.exchange, None
-        if exchange is not None:
-            exchange.answer_end(self, self.parser.should_keep_alive())
-
-    def send(self, exchange: _Exchange, data: bytes) -> None:
-        self.exchange = exchange
-        self.used += 1
-        self.last = time.monotonic()
-        assert self.transport is not None
-        self.transport.write(data)
-
-    def close(self) -> None:
-        self.closed = True
-        if self.transport is not None:
-            self.transport.close()
-
-
-# -- one forwarded request --------------------------------------------------------------------
-
-
-class _Exchange:
-    """A request on its way to a service and its answer on the way back."""
-
-    def __init__(self, edge: EdgeServer, client: _ClientConnection, req: _Request,
-                 target: _Target, head: bytes, body: bytes, rid: str, path: str,
-                 started: float) -> None:
-        self.edge = edge
-        self.client = client
-        self.req = req
-        self.target = target
-        self.data = head + body if len(body) < 65536 else head
-        self.body = b"" if len(body) < 65536 else body
-        self.rid = rid
-        self.path = path
-        self.started = started
-        self.service: _ServiceConnection | None = None
-        self.answered = False  # a byte of the answer arrived
-        self.head_sent = False
-        self.chunked = False
-        self.until_close = False  # the service ends its body by closing the connection
-        self.out: list[bytes] = []  # answer bytes not yet written to the client
-        self.status = 0
-        self.done = False
-        self.keep_alive = req.keep_alive
-
-    def send_on(self, conn: _ServiceConnection) -> None:
-        self.service = conn
-        self.answered = False
-        conn.send(self, self.data)
-        if self.body:
-            assert conn.transport is not None
-            conn.transport.write(self.body)
-
-    async def connect_and_send(self) -> None:
-        try:
-            conn = await self.target.connect()
-        except TimeoutError:
-            log.warning("upstream %s: connect timed out", self.target.name)
-            self.fail(Problem(504, "gateway-timeout",
-                              f"the {self.target.name} service did not answer in time"))
-            return
-        except OSError as exc:
-            log.warning("upstream %s unreachable: %s", self.target.name, exc.__class__.__name__)
-            self.fail(Problem(502, "bad-gateway",
-                              f"the {self.target.name} service is unavailable"))
-            return
-        if self.done:  # the client went away meanwhile
-            self.target.give_back(conn)
-            return
-        self.send_on(conn)
-
-    # the answer
-    def answer_head(self, status: int, reason: bytes, raw: list[tuple[bytes, bytes]]) -> None:
-        self.status = status
-        pairs = clean_response_headers(
-            (k.decode("latin-1"), v.decode("latin-1")) for k, v in raw)
-        lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason or b"-")]
-        framed = any(k.lower() in (b"content-length", b"transfer-encoding") for k, _ in raw)
-        self.until_close = not framed and status not in _NO_BODY_STATUS
-        has_length = False
-        for key, value in pairs:
-            lower = key.lower()
-            if lower == "x-request-id":
-                continue
-            if lower == "content-length":
-                has_length = True
-            lines.append(b"%s: %s\r\n" % (key.encode("latin-1"), value.encode("latin-1")))
-        lines.append(b"X-Request-ID: %s\r\n" % self.rid.encode())
-        if not has_length and status not in _NO_BODY_STATUS:
-            if self.req.http11:
-                self.chunked = True
-                lines.append(b"Transfer-Encoding: chunked\r\n")
-            else:
-                self.keep_alive = False
-        if not self.keep_alive:
-            lines.append(b"Connection: close\r\n")
-        elif not self.req.http11:
-            lines.append(b"Connection: keep-alive\r\n")
-        lines.append(b"\r\n")
-        self.head_sent = True
-        self.out.append(b"".join(lines))
-
-    def answer_body(self, chunk: bytes) -> None:
-        if self.chunked:
-            self.out.append(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-        else:
-            self.out.append(chunk)
-
-    def flush(self) -> None:
-        if self.out:
-            data = self.out[0] if len(self.out) == 1 else b"".join(self.out)
-            self.out.clear()
-            self.client.write(data)
-
-    def answer_end(self, conn: _ServiceConnection, reusable: bool) -> None:
-        if self.chunked:
-            self.out.append(b"0\r\n\r\n")
-        self.flush()
-        self.done = True
-        self.service = None
-        if reusable:
-            self.target.give_back(conn)
-        else:
-            conn.close()
-        self.client.finish(self.keep_alive)
-        record_access(self.req.method, self.path, self.status, self.started, self.rid,
-                      self.target.name)
-
-    # failures
-    def service_lost(self, conn: _ServiceConnection) -> None:
-        """The service closed the connection before its answer was complete."""
-        if self.done:
-            return
-        self.service = None
-        if self.head_sent and self.until_close:
-            self.answer_end(conn, reusable=False)
-            return
-        if self.head_sent:
-            log.warning("upstream %s broke off while streaming", self.target.name)
-            self.flush()
-            self.abort()
-            return
-        if conn.used > 1 and not self.answered and self.req.method in IDEMPOTENT:
-            # a pooled connection the service had just closed: send it again, once
-            self.client.task(self.connect_and_send())
-            return
-        log.warning("upstream %s closed the connection without an answer", self.target.name)
-        self.fail(Problem(502, "bad-gateway", f"the {self.target.name} service failed"))
-
-    def check(self, now: float) -> None:
-        conn = self.service
-        if conn is None or now - conn.last < self.target.read_timeout:
-            return
-        log.warning("upstream %s timed out", self.target.name)
-        self.service = None
-        conn.exchange = None
-        conn.close()
-        if self.head_sent:
-            self.abort()
-        else:
-            self.fail(Problem(504, "gateway-timeout",
-                              f"the {self.target.name} service did not answer in time"))
-
-    def fail(self, problem: Problem) -> None:
-        if self.done:
-            return
-        self.done = True
-        self.status = problem.status
-        self.client.send_problem(problem, self.path, self.rid, self.keep_alive)
-        record_access(self.req.method, self.path, self.status, self.started, self.rid,
-                      self.target.name)
-
-    def abort(self) -> None:
-        self.done = True
-        self.client.abort()
-        record_access(self.req.method, self.path, self.status, self.started, self.rid,
-                      self.target.name)
-
-    def client_lost(self) -> None:
-        if not self.done and self.service is not None:
-            self.service.exchange = None
-            self.service.close()
-        self.done = True
-
-    def pause(self) -> None:
-        if self.service is not None and self.service.transport is not None:
-            self.service.transport.pause_reading()
-
-    def resume(self) -> None:
-        if self.service is not None and self.service.transport is not None:
-            self.service.transport.resume_reading()
 
 
 # -- the client side --------------------------------------------------------------------------
@@ -410,10 +74,10 @@ class _ClientConnection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.remote = ""
-        self.current: _Request | None = None
-        self.queue: deque[_Request] = deque()
+        self.current: Request | None = None
+        self.queue: deque[Request] = deque()
         self.busy = False
-        self.exchange: _Exchange | None = None
+        self.exchange: Exchange | None = None
         self.last = time.monotonic()
         self.head_size = 0
         self.closing = False
@@ -459,7 +123,7 @@ class _ClientConnection(asyncio.Protocol):
 
     # httptools
     def on_message_begin(self) -> None:
-        self.current = _Request()
+        self.current = Request()
         self.head_size = 0
 
     def on_url(self, url: bytes) -> None:
@@ -487,6 +151,10 @@ class _ClientConnection(asyncio.Protocol):
         length = req.header(b"content-length")
         if length.isdigit() and int(length) > self.settings.max_body:
             raise _Refuse(self._too_large())
+        if (req.header(b"expect").lower() == "100-continue" and not self.busy
+                and self.transport is not None):
+            # curl and others wait for this before sending a body; the services never see it
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         req = self.current
@@ -589,7 +257,7 @@ class _ClientConnection(asyncio.Protocol):
         if self.exchange is not None:
             self.exchange.check(now)
         elif not self.busy:
-            limit = self.settings.read_timeout if self.current else self.settings.keepalive
+            limit = self.settings.client_timeout if self.current else self.settings.keepalive
             if now - self.last <= limit:
                 return
             if self.current:
@@ -614,7 +282,7 @@ class EdgeServer:
         self.gateway = gateway
         self.executor = executor
         self.settings = settings or EdgeSettings()
-        self.targets = {name: _Target(up, self.settings)
+        self.targets = {name: ServiceTarget(up, self.settings)
                         for name, up in gateway.upstreams.items()
                         if isinstance(up, HttpUpstream)}
         self.clients: set[_ClientConnection] = set()
@@ -632,7 +300,7 @@ class EdgeServer:
 
     # -- routing a request --------------------------------------------------------------------
 
-    def handle(self, client: _ClientConnection, req: _Request) -> None:
+    def handle(self, client: _ClientConnection, req: Request) -> None:
         started = time.perf_counter()
         rid = routing.request_id_from(req.header(b"x-request-id"))
         try:
@@ -673,9 +341,10 @@ class EdgeServer:
             self.spawn(self._admit_then_forward(client, req, target, path, rest, query, rid,
                                                 started, authorization, address))
 
-    async def _admit_then_forward(self, client: _ClientConnection, req: _Request,
-                                  target: _Target, path: str, rest: str, query: bytes, rid: str,
-                                  started: float, authorization: str, address: str) -> None:
+    async def _admit_then_forward(self, client: _ClientConnection, req: Request,
+                                  target: ServiceTarget, path: str, rest: str, query: bytes,
+                                  rid: str, started: float, authorization: str,
+                                  address: str) -> None:
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(self.executor, lambda: self.gateway.admit(
@@ -686,12 +355,12 @@ class EdgeServer:
         if not client.closing:
             self._forward(client, req, target, path, rest, query, rid, started)
 
-    def _refused(self, client: _ClientConnection, req: _Request, problem: Problem, path: str,
+    def _refused(self, client: _ClientConnection, req: Request, problem: Problem, path: str,
                  rid: str, started: float, upstream: str | None) -> None:
         client.send_problem(problem, path, rid, req.keep_alive)
         record_access(req.method, path, problem.status, started, rid, upstream)
 
-    def _forward(self, client: _ClientConnection, req: _Request, target: _Target, path: str,
+    def _forward(self, client: _ClientConnection, req: Request, target: ServiceTarget, path: str,
                  rest: str, query: bytes, rid: str, started: float) -> None:
         body = b"".join(req.body)
         incoming = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in req.headers]
@@ -707,7 +376,7 @@ class EdgeServer:
         if body or req.method not in ("GET", "DELETE", "OPTIONS"):
             lines.append(b"Content-Length: %d\r\n" % len(body))
         lines.append(b"\r\n")
-        exchange = _Exchange(self, client, req, target, b"".join(lines), body, rid, path,
+        exchange = Exchange(client, req, target, b"".join(lines), body, rid, path,
                              started)
         client.exchange = exchange
         conn = target.take(time.monotonic())
@@ -718,7 +387,7 @@ class EdgeServer:
 
     # -- the WSGI app for everything else -----------------------------------------------------
 
-    async def _by_wsgi(self, client: _ClientConnection, req: _Request, path: str,
+    async def _by_wsgi(self, client: _ClientConnection, req: Request, path: str,
                        query: bytes) -> None:
         environ = self._environ(client, req, path, query)
         loop = asyncio.get_running_loop()
@@ -732,7 +401,7 @@ class EdgeServer:
             return
         client.send(status, headers, body, req.keep_alive, head_only=req.method == "HEAD")
 
-    def _environ(self, client: _ClientConnection, req: _Request, path: str,
+    def _environ(self, client: _ClientConnection, req: Request, path: str,
                  query: bytes) -> dict[str, Any]:
         body = b"".join(req.body)
         host = req.header(b"host") or "localhost"

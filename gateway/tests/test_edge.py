@@ -6,11 +6,13 @@ worker (``ecourt serve gateway``) starting, answering and stopping on SIGTERM.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
 import signal
 import socket
+import socketserver
 import subprocess
 import sys
 import threading
@@ -245,6 +247,21 @@ def test_streaming_download_and_uploads(front, serve, token):
         assert resp.status_code == 201  # a public POST, forwarded with its body
 
 
+def test_expect_100_continue_is_answered_before_the_body(front, serve, token):
+    edge = front({"svc": serve(make_upstream()).url})
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=5) as sock:
+        sock.sendall(b"POST /api/svc/echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n"
+                     b"Expect: 100-continue\r\nConnection: close\r\n"
+                     b"Authorization: Bearer " + token().encode() + b"\r\n\r\n")
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b"hello")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 ")
+    assert json.loads(data.split(b"\r\n\r\n", 1)[1])["body_len"] == 5
+
+
 def test_cookies_pass_through_but_are_never_shared(front, serve, token):
     edge = front({"svc": serve(make_upstream()).url})
     resp = requests.get(f"{edge.url}/api/svc/cookies", headers=auth(token()), timeout=5)
@@ -303,6 +320,52 @@ def test_idle_client_connections_are_closed(front, serve):
         while chunk := sock.recv(65536):
             data += chunk
     assert data.startswith(b"HTTP/1.1 200 ")  # answered, then closed for idling
+
+
+def test_a_client_silent_mid_request_is_cut_off(front, serve):
+    edge = front({"svc": serve(make_upstream()).url}, EdgeSettings(client_timeout=0.2))
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=5) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n")  # never finished
+        started = time.monotonic()
+        with contextlib.suppress(ConnectionResetError):  # closed or aborted: both cut it off
+            assert sock.recv(100) == b""
+    assert time.monotonic() - started < 3
+
+
+class _OneAnswerPerConnection(socketserver.BaseRequestHandler):
+    """Answers the first request on a connection (keep-alive), then closes the connection on
+    the second without answering: a service closing an idle connection just as it is reused."""
+
+    def handle(self) -> None:
+        for turn in range(2):
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = self.request.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            if turn == 1:
+                return
+            self.request.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+                                 b"Content-Type: application/json\r\n\r\n{}")
+
+
+def test_a_reused_connection_found_closed_is_retried_only_when_idempotent(front, token):
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _OneAnswerPerConnection)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        edge = front({"svc": f"http://127.0.0.1:{server.server_address[1]}"})
+        with requests.Session() as http:
+            for _ in range(3):  # each one after the first finds its pooled connection closed
+                assert http.get(f"{edge.url}/api/svc/x", headers=auth(token()),
+                                timeout=5).status_code == 200
+            resp = http.post(f"{edge.url}/api/svc/x", data=b"{}", headers=auth(token()),
+                             timeout=5)
+        _problem(resp, 502, "bad-gateway")  # a POST is never sent twice
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_client_gone_mid_answer_frees_everything(front, serve, token):
@@ -365,3 +428,52 @@ def _jwks_app(key: Any) -> Any:
     app = Flask("jwks")
     app.add_url_rule("/jwks", "jwks", lambda: jsonify(keys=[key.jwk()]))
     return app
+
+
+# -- decisions that need I/O run off the event loop ---------------------------------------------
+
+
+@pytest.mark.real
+def test_redis_limiter_counts_through_the_edge(front, serve, token):
+    from gateway.ratelimit import RedisRateLimiter
+    from gateway.tests.test_ratelimit import REDIS_URL, _redis_or_skip
+
+    client = _redis_or_skip()
+    prefix = f"ecourt:rl:edge:{os.urandom(6).hex()}:"
+    try:
+        edge = front({"svc": serve(make_upstream()).url}, rate_limiter=RedisRateLimiter(
+            REDIS_URL, limit=2, window_seconds=30, prefix=prefix))
+        with requests.Session() as http:
+            codes = [http.get(f"{edge.url}/api/svc/echo", headers=auth(token("r")), timeout=5)
+                     .status_code for _ in range(3)]
+        assert codes == [200, 200, 429]
+        assert client.get(prefix + "sub:r") == b"3"
+    finally:
+        keys = list(client.scan_iter(match=prefix + "*"))
+        if keys:
+            client.delete(*keys)
+
+
+def test_first_token_fetches_the_jwks_off_the_loop(serve, key, token):
+    from gateway import create_gateway
+    from servicekit.tokens import TokenVerifier, http_jwks_source
+
+    jwks = serve(_jwks_app(key))
+    fetches: list[float] = []
+    source = http_jwks_source(f"{jwks.url}/jwks")
+
+    def counted() -> dict[str, Any]:
+        fetches.append(time.monotonic())
+        return source()
+
+    live = serve(make_upstream())
+    gateway = create_gateway(upstreams={"svc": live.url}, verifier=TokenVerifier(counted),
+                             rate_limiter=MemoryRateLimiter(100, 60), trust_forwarded=False)
+    edge = EdgeFront(gateway, EdgeSettings())
+    try:
+        for _ in range(3):
+            resp = requests.get(f"{edge.url}/api/svc/echo", headers=auth(token()), timeout=5)
+            assert resp.status_code == 200
+        assert len(fetches) == 1
+    finally:
+        edge.stop()
