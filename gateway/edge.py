@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import io
 import logging
+import re
 import sys
 import time
 from collections import deque
@@ -53,6 +54,9 @@ from servicekit.tokens import KeysNeeded
 log = logging.getLogger(__name__)
 
 __all__ = ["EdgeServer", "EdgeSettings", "call_wsgi"]
+
+#: a path that ``encode_path`` would leave as it is (the common case: no encoding work)
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9/._~!$&'()*+,;=:@-]*")
 
 
 class _Refuse(Exception):  # noqa: N818 - a signal out of a parser callback
@@ -309,7 +313,8 @@ class EdgeServer:
             client.send_problem(Problem(400, "bad-request", "the request target is not valid"),
                                 "", rid, keep_alive=False)
             return
-        path = unquote_to_bytes(url.path or b"/").decode("latin-1")
+        raw_path = url.path or b"/"
+        path = (unquote_to_bytes(raw_path) if b"%" in raw_path else raw_path).decode("latin-1")
         query = url.query or b""
         if req.method == "HEAD" or not path.startswith(routing.API_PREFIX):
             self.spawn(self._by_wsgi(client, req, path, query))
@@ -352,6 +357,12 @@ class EdgeServer:
         except Problem as problem:
             self._refused(client, req, problem, path, rid, started, target.name)
             return
+        except Exception:
+            log.exception("edge: admitting a request failed")
+            self._refused(client, req, Problem(500, "internal-error",
+                                               "an unexpected error occurred"),
+                          path, rid, started, target.name)
+            return
         if not client.closing:
             self._forward(client, req, target, path, rest, query, rid, started)
 
@@ -367,7 +378,8 @@ class EdgeServer:
         headers = forward_headers(incoming, remote=client.remote, scheme=self.scheme,
                                   prefix=routing.API_PREFIX + target.name, request_id=rid,
                                   trust_forwarded=self.gateway.trust_forwarded)
-        target_path = encode_path(rest).encode("latin-1")
+        target_path = (rest.encode() if _PLAIN_PATH.fullmatch(rest)
+                       else encode_path(rest).encode("latin-1"))
         if query:
             target_path += b"?" + query
         lines = [b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (req.method.encode("latin-1"),

@@ -156,6 +156,11 @@ def test_refusals_are_the_gateways_problems(front, serve, token, key):
              404, "not-found")
     _problem(requests.get(f"{edge.url}/api/svc/internal/secret", headers=auth(tok), timeout=5),
              404, "not-found")
+    _problem(requests.get(f"{edge.url}/api/svc/%69nternal/secret", headers=auth(tok),
+                          timeout=5), 404, "not-found")
+    # the decoded path is what is checked and what the service gets, re-encoded
+    assert requests.get(f"{edge.url}/api/svc/%65cho", headers=auth(tok),
+                        timeout=5).json()["path"] == "/echo"
     # a public route needs no token
     assert requests.get(f"{edge.url}/api/svc/healthz", timeout=5).json() == {"status": "ok"}
     assert "/internal/secret" not in live.server.app.config["calls"]
