@@ -33,6 +33,8 @@ log = logging.getLogger("gateway.edge")
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 _NO_BODY_STATUS = frozenset({204, 304})
+#: seconds a client may read nothing of an answer before its connection is closed
+SLOW_READER_LIMIT = 60.0
 
 
 class Client(Protocol):
@@ -226,6 +228,7 @@ class Exchange:
         self.status = 0
         self.done = False
         self.keep_alive = req.keep_alive
+        self.paused_at: float | None = None  # the client stopped reading at this time
 
     def send_on(self, conn: ServiceConnection) -> None:
         self.service = conn
@@ -333,6 +336,16 @@ class Exchange:
 
     def check(self, now: float) -> None:
         conn = self.service
+        if self.paused_at is not None:
+            # the service is waiting for the client, not the other way round: give a slow
+            # reader its time, but not for ever
+            if now - self.paused_at > SLOW_READER_LIMIT:
+                log.warning("a client read nothing for %s s; closing", SLOW_READER_LIMIT)
+                if conn is not None:
+                    conn.exchange = None
+                    conn.close()
+                self.abort()
+            return
         if conn is None or now - conn.last < self.target.read_timeout:
             return
         log.warning("upstream %s timed out", self.target.name)
@@ -367,9 +380,12 @@ class Exchange:
         self.done = True
 
     def pause(self) -> None:
+        self.paused_at = time.monotonic()
         if self.service is not None and self.service.transport is not None:
             self.service.transport.pause_reading()
 
     def resume(self) -> None:
+        self.paused_at = None
         if self.service is not None and self.service.transport is not None:
+            self.service.last = time.monotonic()
             self.service.transport.resume_reading()

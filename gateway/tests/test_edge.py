@@ -252,6 +252,51 @@ def test_streaming_download_and_uploads(front, serve, token):
         assert resp.status_code == 201  # a public POST, forwarded with its body
 
 
+def _huge_upstream() -> Any:
+    from flask import Flask, Response
+
+    app = Flask("huge")
+
+    @app.get("/huge")
+    def huge():  # type: ignore[no-untyped-def]
+        return Response((bytes([i % 251]) * 65536 for i in range(256)),
+                        content_type="application/octet-stream")
+
+    return app
+
+
+def test_a_slow_reader_gets_every_byte(front, serve, token, monkeypatch):
+    """Back-pressure: while the client reads nothing the service's connection is paused, then
+    resumed, and nothing is lost or reordered (16 MiB, more than the sockets buffer)."""
+    from gateway.edge_service import Exchange
+
+    paused: list[int] = []
+    pause = Exchange.pause
+    monkeypatch.setattr(Exchange, "pause", lambda self: (paused.append(1), pause(self))[1])
+    edge = front({"svc": serve(_huge_upstream()).url})
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(10)
+        sock.connect(("127.0.0.1", edge.port))
+        sock.sendall(b"GET /api/svc/huge HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+                     b"Authorization: Bearer " + token().encode() + b"\r\n\r\n")
+        wait_for(lambda: paused, timeout=10, message="the service's connection paused")
+        chunks = []
+        while chunk := sock.recv(1 << 20):
+            chunks.append(chunk)
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and b"chunked" in head
+    decoded, at = [], 0
+    while True:
+        end = body.index(b"\r\n", at)
+        size = int(body[at:end], 16)
+        if size == 0:
+            break
+        decoded.append(body[end + 2:end + 2 + size])
+        at = end + 4 + size
+    assert b"".join(decoded) == b"".join(bytes([i % 251]) * 65536 for i in range(256))
+
+
 def test_expect_100_continue_is_answered_before_the_body(front, serve, token):
     edge = front({"svc": serve(make_upstream()).url})
     with socket.create_connection(("127.0.0.1", edge.port), timeout=5) as sock:
