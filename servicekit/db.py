@@ -99,11 +99,19 @@ def make_engine(url: str, **kwargs: object) -> Engine:
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 5)
     kwargs.setdefault("max_overflow", 10)
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+    from servicekit import outbox  # outbox imports this module
+
+    outbox.install(engine)  # outbox rows travel with the next statement or with COMMIT
+    return engine
 
 
 class Database:
-    """One service's database: an engine and a session factory."""
+    """One service's database: an engine and a session factory.
+
+    On PostgreSQL the outbox rows a unit of work emits last travel with its COMMIT in one
+    round trip (``servicekit.outbox.install``).
+    """
 
     def __init__(self, url: str, **engine_kwargs: object) -> None:
         self.url = url

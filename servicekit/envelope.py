@@ -17,6 +17,8 @@ from servicekit.db import utcnow
 SPECVERSION = "1.0"
 CONTENT_TYPE = "application/cloudevents+json"
 REQUIRED = ("id", "source", "type", "specversion")
+#: one encoder for every event: ``json.dumps`` with non-default options builds a new one per call
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 class MalformedEvent(ValueError):
@@ -53,7 +55,7 @@ class CloudEvent:
         return out
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+        return _ENCODE(self.to_dict())
 
     @classmethod
     def from_json(cls, body: str | bytes) -> CloudEvent:

@@ -7,10 +7,12 @@ all, so there is no ghost event (sent but rolled back) and no zombie record (sav
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+import weakref
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import Connection, Engine, event, func, insert, select
+from sqlalchemy import exc as exc_
 from sqlalchemy.orm import Session
 
 from servicekit import context
@@ -22,15 +24,88 @@ from servicekit.tables import outbox
 #: One statement, compiled once: the outbox insert rides on every state change.
 _INSERT = insert(outbox)
 
+#: On PostgreSQL the row is not sent at once: it waits on the connection (under this key of
+#: ``Connection.info``) until the next statement of the transaction, or until the commit, which
+#: then sends it together with COMMIT in one pipeline. A state change's own round trip to the
+#: database was most of what the outbox cost; this removes it.
+QUEUED = "servicekit.outbox.queued"
+_SQL = ("INSERT INTO outbox (event_id, type, exchange, routing_key, body, headers, created_at,"
+        " available_at, attempts) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)")
+#: the engines whose connections flush queued rows before every statement (``install``)
+_QUEUEING: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def install(engine: Engine) -> None:
+    """Let sessions on ``engine`` (PostgreSQL + psycopg) queue their outbox rows.
+
+    Queued rows are inserted before any other statement runs on the connection (a read of the
+    outbox, a SAVEPOINT, a RELEASE or ROLLBACK TO, an ORM flush), so everything that runs
+    later in the transaction sees them and they sit exactly where an immediate insert would
+    have, savepoints included: a row emitted inside a savepoint that rolls back goes with it.
+    The commit sends what is left with COMMIT in one pipeline (after the session's
+    ``before_commit`` hooks and its flush, which run before the connection commits); a
+    rollback drops them. Without ``install`` (SQLite, other drivers) ``enqueue`` inserts at
+    once.
+    """
+    if engine.dialect.name != "postgresql" or engine.dialect.driver != "psycopg":
+        return
+    _QUEUEING.add(engine)
+    event.listen(engine, "before_cursor_execute", _insert_before_statement)
+    event.listen(engine, "commit", _insert_with_commit)
+    event.listen(engine, "rollback", _drop)
+    event.listen(engine, "checkin", _drop_on_checkin)
+
+
+def _insert(cursor: Any, rows: list[tuple[Any, ...]]) -> None:
+    if len(rows) == 1:
+        cursor.execute(_SQL, rows[0])
+    else:
+        cursor.executemany(_SQL, rows)
+
+
+def _insert_before_statement(conn: Connection, *_args: Any) -> None:
+    """Insert the queued rows before the statement about to run (SQLAlchemy wraps errors)."""
+    rows = conn.info.pop(QUEUED, None)
+    if rows:
+        with conn.connection.driver_connection.cursor() as cursor:  # type: ignore[union-attr]
+            _insert(cursor, rows)
+
+
+def _insert_with_commit(conn: Connection) -> None:
+    """Send the queued rows and COMMIT in one round trip, just before the driver's commit
+    (which then finds the transaction closed and sends nothing).
+
+    If an insert fails, the server skips the COMMIT (a pipeline stops at its first error) and
+    the error is raised as SQLAlchemy's own, as any failed commit; the caller rolls back."""
+    rows = conn.info.pop(QUEUED, None)
+    if not rows:
+        return
+    raw = conn.connection.driver_connection
+    try:
+        with raw.pipeline(), raw.cursor() as cursor:  # type: ignore[union-attr]
+            _insert(cursor, rows)
+            cursor.execute("COMMIT")
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise exc_.DBAPIError.instance(_SQL, rows, exc, conn.dialect.loaded_dbapi.Error,
+                                       dialect=conn.dialect, ismulti=len(rows) > 1) from exc
+
+
+def _drop(conn: Connection) -> None:
+    conn.info.pop(QUEUED, None)
+
+
+def _drop_on_checkin(_dbapi_conn: Any, record: Any) -> None:
+    record.info.pop(QUEUED, None)
+
 
 def emit(session: Session, type_: str, data: dict[str, Any], *, source: str,
          subject: str | None = None) -> CloudEvent:
     """Record an event for publication to the topic exchange, in the caller's transaction."""
-    event = CloudEvent(type=type_, source=source, data=data, subject=subject,
-                       correlationid=context.correlation_id(),
-                       causationid=context.causation_id())
-    enqueue(session, event, exchange=TOPIC, routing_key=type_)
-    return event
+    event_ = CloudEvent(type=type_, source=source, data=data, subject=subject,
+                        correlationid=context.correlation_id(),
+                        causationid=context.causation_id())
+    enqueue(session, event_, exchange=TOPIC, routing_key=type_)
+    return event_
 
 
 def enqueue(session: Session, event: CloudEvent, *, exchange: str, routing_key: str,
@@ -39,12 +114,26 @@ def enqueue(session: Session, event: CloudEvent, *, exchange: str, routing_key: 
     """Add one outbox row: ``exchange=TOPIC`` publishes to the suite's topic exchange with
     ``routing_key`` = the type; ``exchange=QUEUE`` sends to the queue named ``routing_key``
     directly (retries and dead letters)."""
-    now = now or utcnow()
+    if now is None:
+        now = utcnow()
+    elif now.tzinfo is None:
+        raise ValueError("naive datetime: times are stored in UTC and must carry a zone")
+    available = now + timedelta(seconds=delay) if delay else now
+    header_text = json.dumps(headers) if headers else "{}"
+    if (session.bind or session.get_bind()) in _QUEUEING:
+        conn = session.connection()
+        row = (event.id, event.type, exchange, routing_key, event.to_json(), header_text,
+               now.astimezone(UTC), available.astimezone(UTC), 0)
+        queued = conn.info.get(QUEUED)
+        if queued is None:
+            conn.info[QUEUED] = [row]
+        else:
+            queued.append(row)
+        return
     session.execute(_INSERT, {
         "event_id": event.id, "type": event.type, "exchange": exchange,
-        "routing_key": routing_key, "body": event.to_json(),
-        "headers": json.dumps(headers) if headers else "{}", "created_at": now,
-        "available_at": now + timedelta(seconds=delay) if delay else now, "attempts": 0,
+        "routing_key": routing_key, "body": event.to_json(), "headers": header_text,
+        "created_at": now, "available_at": available, "attempts": 0,
     })
 
 
