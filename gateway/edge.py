@@ -9,7 +9,7 @@ and they are the WSGI app's own, so the two front ends cannot drift apart:
 
 * ``Gateway.resolve`` and ``Gateway.admit`` decide the route, the token and the rate limit, and
   ``problem_response`` shapes every refusal;
-* ``forward_headers``/``clean_response_headers`` are the header rules ``HttpUpstream`` uses;
+* ``gateway.headers`` holds the header rules of both;
 * whatever is not a plain forward to an HTTP upstream (the gateway's own pages, ``HEAD``, an
   in-process upstream) is answered by the WSGI app itself, run on a thread pool.
 
@@ -46,8 +46,9 @@ import httptools
 from gateway import routing
 from gateway.app import Gateway, record_access
 from gateway.edge_service import EdgeSettings, Exchange, Request, ServiceTarget
+from gateway.headers import clean_response_headers, forward_raw
 from gateway.ratelimit import MemoryRateLimiter
-from gateway.upstream import HttpUpstream, clean_response_headers, encode_path, forward_headers
+from gateway.upstream import HttpUpstream, encode_path
 from servicekit.problems import Problem, problem_response
 from servicekit.tokens import KeysNeeded
 
@@ -78,6 +79,7 @@ class _ClientConnection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.remote = ""
+        self.remote_raw = b""
         self.current: Request | None = None
         self.queue: deque[Request] = deque()
         self.busy = False
@@ -91,6 +93,7 @@ class _ClientConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.remote = str(peer[0]) if peer else ""
+        self.remote_raw = self.remote.encode()
         self.edge.clients.add(self)
 
     def data_received(self, data: bytes) -> None:
@@ -138,6 +141,7 @@ class _ClientConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         assert self.current is not None
         self.current.headers.append((name, value))
+        self.current.named.setdefault(name.lower(), value)
         self._count_head(len(name) + len(value) + 4)
 
     def _count_head(self, size: int) -> None:
@@ -374,17 +378,16 @@ class EdgeServer:
     def _forward(self, client: _ClientConnection, req: Request, target: ServiceTarget, path: str,
                  rest: str, query: bytes, rid: str, started: float) -> None:
         body = b"".join(req.body)
-        incoming = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in req.headers]
-        headers = forward_headers(incoming, remote=client.remote, scheme=self.scheme,
-                                  prefix=routing.API_PREFIX + target.name, request_id=rid,
-                                  trust_forwarded=self.gateway.trust_forwarded)
+        headers = forward_raw(req.headers, remote=client.remote_raw, scheme=b"http",
+                              prefix=target.prefix, request_id=rid.encode(),
+                              trust_forwarded=self.gateway.trust_forwarded)
         target_path = (rest.encode() if _PLAIN_PATH.fullmatch(rest)
                        else encode_path(rest).encode("latin-1"))
         if query:
             target_path += b"?" + query
         lines = [b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (req.method.encode("latin-1"),
                                                       target_path, target.host_header)]
-        lines.extend(f"{k}: {v}\r\n".encode("latin-1") for k, v in headers)
+        lines.extend(b"%s: %s\r\n" % pair for pair in headers)
         if body or req.method not in ("GET", "DELETE", "OPTIONS"):
             lines.append(b"Content-Length: %d\r\n" % len(body))
         lines.append(b"\r\n")

@@ -26,7 +26,8 @@ from urllib.parse import urlsplit
 import httptools
 
 from gateway.app import record_access
-from gateway.upstream import HttpUpstream, clean_response_headers
+from gateway.headers import clean_response_raw
+from gateway.upstream import HttpUpstream
 from servicekit.problems import Problem
 
 log = logging.getLogger("gateway.edge")
@@ -65,6 +66,7 @@ class EdgeSettings:
 class Request:
     url: bytes = b""
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    named: dict[bytes, bytes] = field(default_factory=dict)  # lower-case name -> first value
     body: list[bytes] = field(default_factory=list)
     method: str = "GET"
     http11: bool = True
@@ -72,10 +74,8 @@ class Request:
     size: int = 0
 
     def header(self, name: bytes) -> str:
-        for key, value in self.headers:
-            if key.lower() == name:
-                return value.decode("latin-1")
-        return ""
+        """The first value of header ``name`` (lower case), or ""."""
+        return self.named.get(name, b"").decode("latin-1")
 
 
 class ServiceTarget:
@@ -88,6 +88,7 @@ class ServiceTarget:
         self.ssl = parts.scheme == "https"
         self.port = parts.port or (443 if self.ssl else 80)
         self.host_header = parts.netloc.encode("latin-1")
+        self.prefix = f"/api/{upstream.name}".encode()  # X-Forwarded-Prefix
         self.connect_timeout, self.read_timeout = upstream.timeouts
         self.settings = settings
         self.idle: deque[ServiceConnection] = deque()
@@ -259,21 +260,20 @@ class Exchange:
     # the answer
     def answer_head(self, status: int, reason: bytes, raw: list[tuple[bytes, bytes]]) -> None:
         self.status = status
-        pairs = clean_response_headers(
-            (k.decode("latin-1"), v.decode("latin-1")) for k, v in raw)
         lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason or b"-")]
-        framed = any(k.lower() in (b"content-length", b"transfer-encoding") for k, _ in raw)
-        self.until_close = not framed and status not in _NO_BODY_STATUS
         has_length = False
-        for key, value in pairs:
+        for key, value in clean_response_raw(raw):
             lower = key.lower()
-            if lower == "x-request-id":
+            if lower == b"x-request-id":
                 continue
-            if lower == "content-length":
+            if lower == b"content-length":
                 has_length = True
-            lines.append(b"%s: %s\r\n" % (key.encode("latin-1"), value.encode("latin-1")))
+            lines.append(b"%s: %s\r\n" % (key, value))
         lines.append(b"X-Request-ID: %s\r\n" % self.rid.encode())
-        if not has_length and status not in _NO_BODY_STATUS:
+        bodiless = status in _NO_BODY_STATUS
+        self.until_close = not (bodiless or has_length or any(
+            k.lower() == b"transfer-encoding" for k, _ in raw))
+        if not has_length and not bodiless:
             if self.req.http11:
                 self.chunked = True
                 lines.append(b"Transfer-Encoding: chunked\r\n")

@@ -57,7 +57,10 @@ class _Rule:
 
 
 class PublicRoutes:
-    """The allow-list of routes that need no token."""
+    """The allow-list of routes that need no token.
+
+    Each method's rules are joined into one alternation, so a request costs one regex match
+    however long the list grows (the gateway asks on every request)."""
 
     def __init__(self, routes: Iterable[tuple[str, str]]) -> None:
         self._rules: list[_Rule] = []
@@ -65,11 +68,22 @@ class PublicRoutes:
             names = None if methods.strip() == "*" else frozenset(
                 m.strip().upper() for m in methods.split("|") if m.strip())
             self._rules.append(_Rule(names, re.compile(regex)))
+        self._by_method: dict[str, re.Pattern[str] | None] = {}
+
+    def _pattern(self, method: str) -> re.Pattern[str] | None:
+        if method not in self._by_method:
+            parts = [f"(?:{rule.pattern.pattern})" for rule in self._rules
+                     if rule.methods is None or method in rule.methods]
+            if len(self._by_method) < 64:  # methods are few; never grow without bound
+                self._by_method[method] = re.compile("|".join(parts)) if parts else None
+            else:
+                return re.compile("|".join(parts)) if parts else None
+        return self._by_method[method]
 
     def is_public(self, method: str, path: str) -> bool:
         method = "GET" if method.upper() == "HEAD" else method.upper()
-        return any((rule.methods is None or method in rule.methods)
-                   and rule.pattern.fullmatch(path) for rule in self._rules)
+        pattern = self._pattern(method)
+        return pattern is not None and pattern.fullmatch(path) is not None
 
 
 class BadPath(ValueError):
@@ -84,14 +98,15 @@ def split_api_path(path: str) -> tuple[str, str] | None:
     if not service:
         return None
     rest = slash + rest if slash else "/"
-    segments = [s.split(";", 1)[0] for s in rest.split("/")]
-    if any(s in (".", "..") for s in segments):
+    if "." in rest and any(s.split(";", 1)[0] in (".", "..") for s in rest.split("/")):
         raise BadPath(path)
     return service, rest
 
 
 def is_internal(rest: str) -> bool:
     """True for the service-to-service routes, which the gateway never exposes."""
+    if "INTERNAL" not in rest.upper():
+        return False
     segments = [s.split(";", 1)[0] for s in rest.split("/") if s]
     return bool(segments) and segments[0].lower() == "internal"
 

@@ -12,10 +12,8 @@ HTTP forwarding decisions:
   a cookie jar that stores nothing, so one client's cookies never reach another client;
 * no default headers (no ``Accept-Encoding: gzip`` the client did not ask for); bodies are passed
   through raw (``decode_content=False``) and streamed both ways in 64 KiB chunks;
-* hop-by-hop headers (RFC 9110 §7.6.1, plus any named in ``Connection``) are removed both ways,
-  ``Host``/``Expect``/``Content-Length`` are left to the HTTP client, ``X-Service-Token`` from a
-  client is dropped (only services may hold one), and ``X-Forwarded-For/Proto/Host/Prefix`` are
-  set by the gateway (extending the incoming values only when forwarded headers are trusted);
+* the headers that cross, both ways, follow ``gateway.headers`` (hop-by-hop removed,
+  ``X-Service-Token`` from a client dropped, ``X-Forwarded-*`` and ``X-Request-ID`` set);
 * the path sent is the decoded path the gateway checked, re-encoded, so what was checked is
   what the service sees; the query string is passed through as received;
 * ``timeout`` is the read timeout (the longest silence between bytes, as in ``requests``, not a
@@ -45,18 +43,13 @@ from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 from werkzeug.wsgi import ClosingIterator, get_input_stream
 
+from gateway.headers import clean_response_headers, forward_headers
+
 log = logging.getLogger(__name__)
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 CHUNK = 64 * 1024
-HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
-                        "proxy-connection", "te", "trailer", "trailers", "transfer-encoding",
-                        "upgrade"})
-#: request headers the gateway never copies as they came
-_REQUEST_DROP = frozenset({"host", "content-length", "expect", "x-service-token", "x-request-id",
-                           "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
-                           "x-forwarded-prefix"})
 _PATH_SAFE = "/:@!$&'()*+,;=~"
 
 
@@ -78,19 +71,6 @@ class UpstreamResponse:
         close = getattr(self.body, "close", None)
         if close is not None:
             close()
-
-
-def _connection_tokens(value: str) -> set[str]:
-    return {t.strip().lower() for t in value.split(",") if t.strip()}
-
-
-def clean_response_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    pairs = list(headers)
-    drop = set(HOP_BY_HOP)
-    for key, value in pairs:
-        if key.lower() == "connection":
-            drop |= _connection_tokens(value)
-    return [(k, v) for k, v in pairs if k.lower() not in drop]
 
 
 def prefix_of(environ: Mapping[str, Any], service: str) -> str:
@@ -225,32 +205,6 @@ def _request_headers(environ: dict[str, Any], service: str, request_id: str,
         scheme=str(environ.get("wsgi.url_scheme", "http")),
         prefix=prefix_of(environ, service), request_id=request_id,
         trust_forwarded=trust_forwarded))
-
-
-def forward_headers(incoming: list[tuple[str, str]], *, remote: str, scheme: str, prefix: str,
-                    request_id: str, trust_forwarded: bool) -> list[tuple[str, str]]:
-    """The headers sent upstream for a client's ``incoming`` headers (the rules above).
-
-    Shared by ``HttpUpstream`` and the asyncio front end (``gateway.edge``), so both forward
-    exactly the same headers."""
-    def first(name: str) -> str:
-        return next((v for k, v in incoming if k.lower() == name), "")
-
-    drop = HOP_BY_HOP | _REQUEST_DROP | _connection_tokens(first("connection"))
-    out = [(k, v) for k, v in incoming if k.lower() not in drop]
-    chain = first("x-forwarded-for") if trust_forwarded else ""
-    if remote:
-        out.append(("X-Forwarded-For", f"{chain}, {remote}" if chain else remote))
-    elif chain:
-        out.append(("X-Forwarded-For", chain))
-    proto = first("x-forwarded-proto") if trust_forwarded else ""
-    out.append(("X-Forwarded-Proto", proto or scheme))
-    host = (first("x-forwarded-host") if trust_forwarded else "") or first("host")
-    if host:
-        out.append(("X-Forwarded-Host", host))
-    out.append(("X-Forwarded-Prefix", prefix))
-    out.append(("X-Request-ID", request_id))
-    return out
 
 
 def encode_path(path: str) -> str:

@@ -1,0 +1,88 @@
+"""Which headers cross the gateway, both ways. One rule set for both front ends.
+
+The rules work on bytes, as the asyncio front end (``gateway.edge``) reads them off the wire;
+``HttpUpstream`` (WSGI) calls the same rules through the ``str`` wrappers, whose latin-1 round
+trip is exact for WSGI's header strings (PEP 3333).
+
+* hop-by-hop headers (RFC 9110 §7.6.1, plus any named in ``Connection``) are removed both ways;
+* ``Host``, ``Expect`` and ``Content-Length`` are the sending side's to set; ``X-Service-Token``
+  from a client is dropped (only services may hold one);
+* ``X-Forwarded-For/Proto/Host/Prefix`` and ``X-Request-ID`` are set by the gateway; the
+  incoming forwarded values are extended only when forwarded headers are trusted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
+                        "proxy-connection", "te", "trailer", "trailers", "transfer-encoding",
+                        "upgrade"})
+#: request headers the gateway never copies as they came
+REQUEST_DROP = frozenset({"host", "content-length", "expect", "x-service-token", "x-request-id",
+                          "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
+                          "x-forwarded-prefix"})
+
+_HOP_RAW = frozenset(h.encode() for h in HOP_BY_HOP)
+_REQUEST_DROP_RAW = _HOP_RAW | frozenset(h.encode() for h in REQUEST_DROP)
+
+Raw = list[tuple[bytes, bytes]]
+
+
+def _tokens(value: bytes) -> frozenset[bytes]:
+    return frozenset(t.strip().lower() for t in value.split(b",") if t.strip())
+
+
+def _first(pairs: Raw, name: bytes) -> bytes:
+    return next((v for k, v in pairs if k.lower() == name), b"")
+
+
+def clean_response_raw(headers: Raw) -> Raw:
+    """A service's answer headers without the hop-by-hop ones."""
+    drop = _HOP_RAW
+    for key, value in headers:
+        if key.lower() == b"connection":
+            drop = drop | _tokens(value)
+    return [(k, v) for k, v in headers if k.lower() not in drop]
+
+
+def forward_raw(incoming: Raw, *, remote: bytes, scheme: bytes, prefix: bytes,
+                request_id: bytes, trust_forwarded: bool) -> Raw:
+    """The headers sent to a service for a client's ``incoming`` headers."""
+    connection = _first(incoming, b"connection")
+    drop = _REQUEST_DROP_RAW | _tokens(connection) if connection else _REQUEST_DROP_RAW
+    out = [(k, v) for k, v in incoming if k.lower() not in drop]
+    chain = _first(incoming, b"x-forwarded-for") if trust_forwarded else b""
+    if remote:
+        out.append((b"X-Forwarded-For", chain + b", " + remote if chain else remote))
+    elif chain:
+        out.append((b"X-Forwarded-For", chain))
+    proto = _first(incoming, b"x-forwarded-proto") if trust_forwarded else b""
+    out.append((b"X-Forwarded-Proto", proto or scheme))
+    host = (_first(incoming, b"x-forwarded-host") if trust_forwarded else b"") \
+        or _first(incoming, b"host")
+    if host:
+        out.append((b"X-Forwarded-Host", host))
+    out.append((b"X-Forwarded-Prefix", prefix))
+    out.append((b"X-Request-ID", request_id))
+    return out
+
+
+def _to_raw(pairs: Iterable[tuple[str, str]]) -> Raw:
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in pairs]
+
+
+def _to_text(pairs: Raw) -> list[tuple[str, str]]:
+    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in pairs]
+
+
+def clean_response_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    return _to_text(clean_response_raw(_to_raw(headers)))
+
+
+def forward_headers(incoming: list[tuple[str, str]], *, remote: str, scheme: str, prefix: str,
+                    request_id: str, trust_forwarded: bool) -> list[tuple[str, str]]:
+    return _to_text(forward_raw(
+        _to_raw(incoming), remote=remote.encode("latin-1"), scheme=scheme.encode("latin-1"),
+        prefix=prefix.encode("latin-1"), request_id=request_id.encode("latin-1"),
+        trust_forwarded=trust_forwarded))

@@ -1,0 +1,48 @@
+"""The header rules (``gateway.headers``), pinned on awkward inputs, in both the ``str`` form
+the WSGI front end uses and the bytes form the asyncio front end uses."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.headers import clean_response_headers, clean_response_raw, forward_headers, forward_raw
+
+INCOMING = [
+    [("Host", "gw:8080"), ("Authorization", "Bearer t"), ("Accept", "application/json")],
+    [("Host", "gw"), ("Connection", "X-Hop, keep-alive"), ("X-Hop", "1"), ("Keep-Alive", "5"),
+     ("X-Service-Token", "guess"), ("X-Request-ID", "theirs"), ("X-Forwarded-For", "6.6.6.6"),
+     ("X-Forwarded-Proto", "https"), ("X-Forwarded-Host", "portal.court"), ("Cookie", "a=1"),
+     ("Cookie", "b=2"), ("Content-Length", "3"), ("Expect", "100-continue"),
+     ("Transfer-Encoding", "chunked"), ("TE", "trailers"), ("X-Custom", "kept")],
+    [("x-forwarded-for", "203.0.113.7, 10.0.0.1"), ("UPGRADE", "websocket")],
+]
+
+
+@pytest.mark.parametrize("incoming", INCOMING)
+@pytest.mark.parametrize("trust", [False, True])
+@pytest.mark.parametrize("remote", ["198.51.100.4", ""])
+def test_forward_rules_agree(incoming, trust, remote):
+    text = forward_headers(incoming, remote=remote, scheme="http", prefix="/api/svc",
+                           request_id="rid-1", trust_forwarded=trust)
+    raw = forward_raw([(k.encode(), v.encode()) for k, v in incoming],
+                      remote=remote.encode(), scheme=b"http", prefix=b"/api/svc",
+                      request_id=b"rid-1", trust_forwarded=trust)
+    assert text == [(k.decode(), v.decode()) for k, v in raw]
+    names = {k.lower() for k, _ in text}
+    assert not names & {"connection", "keep-alive", "x-hop", "x-service-token", "host",
+                        "content-length", "expect", "transfer-encoding", "te", "upgrade"}
+    assert ("X-Request-ID", "rid-1") in text and ("X-Forwarded-Prefix", "/api/svc") in text
+    chain = next((v for k, v in incoming if k.lower() == "x-forwarded-for"), "") if trust else ""
+    expected = (f"{chain}, {remote}" if chain else remote) if remote else chain
+    assert [v for k, v in text if k == "X-Forwarded-For"] == ([expected] if expected else [])
+
+
+def test_response_rules_agree():
+    answer = [("Content-Type", "application/json"), ("Connection", "close, X-Internal"),
+              ("X-Internal", "1"), ("Transfer-Encoding", "chunked"), ("Set-Cookie", "a=1"),
+              ("Set-Cookie", "b=2"), ("Keep-Alive", "timeout=5")]
+    text = clean_response_headers(answer)
+    raw = clean_response_raw([(k.encode(), v.encode()) for k, v in answer])
+    assert text == [(k.decode(), v.decode()) for k, v in raw]
+    assert text == [("Content-Type", "application/json"), ("Set-Cookie", "a=1"),
+                    ("Set-Cookie", "b=2")]
