@@ -47,7 +47,7 @@ from gateway.upstream import (
 from servicekit import context, metrics
 from servicekit.logs import scrub
 from servicekit.problems import Problem, problem_response
-from servicekit.tokens import InvalidToken, TokenVerifier
+from servicekit.tokens import InvalidToken, KeysUnavailable, TokenVerifier, keys_unavailable
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("gateway.access")
@@ -219,6 +219,9 @@ class Gateway:
         except InvalidToken as exc:
             return None, Problem(401, "invalid-token", f"the access token is invalid: {exc}",
                                  headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        except KeysUnavailable as exc:
+            log.warning("token not checked: %s", exc)
+            return None, keys_unavailable()
 
     @staticmethod
     def _problem(problem: Problem, path: str, rid: str) -> Response:

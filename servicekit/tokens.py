@@ -22,6 +22,8 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from servicekit.problems import Problem
+
 ISSUER = "ecourt-identity"
 AUDIENCE = "ecourt"
 ALGORITHMS = ["EdDSA"]
@@ -78,6 +80,11 @@ class SigningKey:
 JwksSource = Callable[[], dict[str, Any]]
 
 
+class KeysUnavailable(Exception):
+    """The JWKS could not be fetched and the token's key is not known: the token cannot be
+    judged either way (a 503, not a 401: the client did nothing wrong)."""
+
+
 class KeysNeeded(Exception):
     """Verifying needs a JWKS fetch, and the caller asked not to block on one."""
 
@@ -126,7 +133,7 @@ class TokenVerifier:
                 self._load()
             except Exception as exc:
                 if kid not in self._keys:
-                    raise InvalidToken(f"signing keys unavailable: {exc}") from exc
+                    raise KeysUnavailable(f"signing keys unavailable: {exc}") from exc
         if kid not in self._keys:
             raise InvalidToken("unknown signing key")
         return self._keys[kid]
@@ -170,3 +177,10 @@ def http_jwks_source(url: str, timeout: float = 3.0) -> JwksSource:
         return resp.json()
 
     return fetch
+
+
+def keys_unavailable() -> Problem:
+    """The 503 problem for a token that cannot be checked because the JWKS is unreachable."""
+    return Problem(503, "keys-unavailable",
+                   "the signing keys cannot be fetched right now; try again shortly",
+                   headers={"Retry-After": "5"})

@@ -25,7 +25,7 @@ from servicekit.idempotency import UNSAFE, IdempotencyStore, request_hash
 from servicekit.problems import Problem, problem_response, slug_for
 from servicekit.readiness import BrokerCheck
 from servicekit.service import Runtime
-from servicekit.tokens import InvalidToken, TokenVerifier
+from servicekit.tokens import InvalidToken, KeysUnavailable, TokenVerifier, keys_unavailable
 
 log = logging.getLogger(__name__)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -203,6 +203,9 @@ def _authenticate(verifier: TokenVerifier | None) -> None:
     except InvalidToken as exc:
         raise Problem(401, "invalid-token", str(exc),
                       headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}) from exc
+    except KeysUnavailable as exc:
+        log.warning("token not checked: %s", exc)
+        raise keys_unavailable() from exc
 
 
 def _authorize(app: Flask, service_secret: str) -> None:

@@ -124,3 +124,23 @@ def test_readyz_reports_an_unreachable_broker(tmp_path: Path) -> None:
     assert resp.content_type == "application/problem+json"
     body = resp.get_json()
     assert body["checks"]["database"] == "ok" and body["checks"]["broker"].startswith("failed")
+
+
+def test_a_service_answers_503_when_it_cannot_fetch_the_signing_keys(embedded) -> None:  # type: ignore[no-untyped-def]
+    """An unreachable JWKS is the platform's fault, not the client's: 503 with Retry-After."""
+    import dataclasses
+
+    from werkzeug.test import Client
+
+    from ecourt import registry
+    from servicekit.tokens import SigningKey, TokenVerifier
+
+    def down() -> dict:
+        raise ConnectionError("identity unreachable")
+
+    rt = dataclasses.replace(embedded.runtimes["delivery"], verifier=TokenVerifier(down))
+    app = registry.get("delivery").build_app(rt)
+    token = SigningKey.generate().sign({"sub": "acct-1", "roles": ["party"]})
+    resp = Client(app).get("/inbox", headers={"Authorization": f"Bearer {token}"})
+    assert resp.status_code == 503 and resp.headers["Retry-After"] == "5"
+    assert resp.get_json()["type"].endswith("/keys-unavailable")

@@ -160,3 +160,21 @@ def test_custom_public_routes_replace_defaults(build, upstream, token):
     assert gw.post("/api/svc/echo").status_code == 200
     assert gw.get("/api/svc/healthz").status_code == 401
     assert gw.get("/api/svc/healthz", headers=auth(token())).status_code == 200
+
+
+def test_unreachable_jwks_is_503_not_401(upstream):
+    """The client's token may be fine; the gateway just cannot judge it now."""
+    from werkzeug.test import Client
+
+    from gateway import MemoryRateLimiter, create_gateway
+    from servicekit.tokens import TokenVerifier
+
+    def down() -> dict:
+        raise ConnectionError("jwks unreachable")
+
+    gw = Client(create_gateway(upstreams={"svc": upstream}, verifier=TokenVerifier(down),
+                               rate_limiter=MemoryRateLimiter(100, 60), trust_forwarded=False))
+    resp = gw.get("/api/svc/echo", headers=auth(SigningKey.generate().sign({"sub": "a"})))
+    assert resp.status_code == 503 and resp.headers["Retry-After"] == "5"
+    assert resp.get_json()["type"].endswith("/keys-unavailable")
+    assert upstream.config["calls"] == []
