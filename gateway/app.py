@@ -57,6 +57,7 @@ _SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 _READ_METHODS = ("GET", "HEAD")
 
 Upstream = InProcessUpstream | HttpUpstream
+_MEMO_SIZE = 4096
 
 
 class Gateway:
@@ -70,6 +71,7 @@ class Gateway:
         self.rate_limiter = rate_limiter
         self.public_routes = public_routes
         self.trust_forwarded = trust_forwarded
+        self._resolved: dict[str, tuple[Upstream, str]] = {}
 
     # -- WSGI entry point ---------------------------------------------------------------------
 
@@ -152,7 +154,20 @@ class Gateway:
         return answer.body
 
     def resolve(self, path: str) -> tuple[Upstream, str]:
-        """The upstream and its path for ``/api/<service>/<rest>``; raise the 400/404."""
+        """The upstream and its path for ``/api/<service>/<rest>``; raise the 400/404.
+
+        Answers are remembered (a bounded memo: portals ask for the same paths again and
+        again, and this runs on every request)."""
+        known = self._resolved.get(path)
+        if known is not None:
+            return known
+        answer = self._resolve(path)
+        if len(self._resolved) >= _MEMO_SIZE:
+            self._resolved.clear()
+        self._resolved[path] = answer
+        return answer
+
+    def _resolve(self, path: str) -> tuple[Upstream, str]:
         try:
             parts = routing.split_api_path(path)
         except routing.BadPath as exc:

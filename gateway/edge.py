@@ -73,6 +73,9 @@ class _Refuse(Exception):  # noqa: N818 - a signal out of a parser callback
 class _ClientConnection(asyncio.Protocol):
     """One client's connection: parses its requests and answers them one after another."""
 
+    __slots__ = ("edge", "settings", "parser", "transport", "remote", "remote_raw", "current",
+                 "queue", "busy", "exchange", "last", "head_size", "closing", "__weakref__")
+
     def __init__(self, edge: EdgeServer) -> None:
         self.edge = edge
         self.settings = edge.settings
@@ -142,7 +145,9 @@ class _ClientConnection(asyncio.Protocol):
         assert self.current is not None
         self.current.headers.append((name, value))
         self.current.named.setdefault(name.lower(), value)
-        self._count_head(len(name) + len(value) + 4)
+        self.head_size += len(name) + len(value) + 4
+        if self.head_size > self.settings.max_head:
+            self._count_head(0)
 
     def _count_head(self, size: int) -> None:
         self.head_size += size
@@ -380,7 +385,7 @@ class EdgeServer:
         body = b"".join(req.body)
         headers = forward_raw(req.headers, remote=client.remote_raw, scheme=b"http",
                               prefix=target.prefix, request_id=rid.encode(),
-                              trust_forwarded=self.gateway.trust_forwarded)
+                              trust_forwarded=self.gateway.trust_forwarded, named=req.named)
         target_path = (rest.encode() if _PLAIN_PATH.fullmatch(rest)
                        else encode_path(rest).encode("latin-1"))
         if query:

@@ -62,7 +62,7 @@ class EdgeSettings:
     pool_max_idle: int = 64
 
 
-@dataclass
+@dataclass(slots=True)
 class Request:
     url: bytes = b""
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
@@ -122,6 +122,9 @@ class ServiceTarget:
 
 class ServiceConnection(asyncio.Protocol):
     """A keep-alive connection to a service; parses its answers for the current exchange."""
+
+    __slots__ = ("target", "transport", "parser", "exchange", "last", "used", "closed",
+                 "_reason", "_headers", "_interim")
 
     def __init__(self, target: ServiceTarget) -> None:
         self.target = target
@@ -208,6 +211,10 @@ class ServiceConnection(asyncio.Protocol):
 
 class Exchange:
     """A request on its way to a service and its answer on the way back."""
+
+    __slots__ = ("client", "req", "target", "data", "body", "rid", "path", "started", "service",
+                 "answered", "head_sent", "chunked", "until_close", "out", "status", "done",
+                 "keep_alive", "paused_at")
 
     def __init__(self, client: Client, req: Request,
                  target: ServiceTarget, head: bytes, body: bytes, rid: str, path: str,

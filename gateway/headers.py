@@ -33,34 +33,50 @@ def _tokens(value: bytes) -> frozenset[bytes]:
     return frozenset(t.strip().lower() for t in value.split(b",") if t.strip())
 
 
-def _first(pairs: Raw, name: bytes) -> bytes:
-    return next((v for k, v in pairs if k.lower() == name), b"")
-
-
 def clean_response_raw(headers: Raw) -> Raw:
     """A service's answer headers without the hop-by-hop ones."""
-    drop = _HOP_RAW
+    out = []
+    named: frozenset[bytes] = frozenset()
     for key, value in headers:
-        if key.lower() == b"connection":
-            drop = drop | _tokens(value)
-    return [(k, v) for k, v in headers if k.lower() not in drop]
+        lower = key.lower()
+        if lower in _HOP_RAW:
+            if lower == b"connection":
+                named = named | _tokens(value)
+            continue
+        out.append((key, value))
+    named -= _HOP_RAW  # "close" and "keep-alive" name no header
+    if named:
+        out = [(k, v) for k, v in out if k.lower() not in named]
+    return out
+
+
+def first_values(headers: Raw) -> dict[bytes, bytes]:
+    """Lower-case name -> its first value."""
+    named: dict[bytes, bytes] = {}
+    for key, value in headers:
+        named.setdefault(key.lower(), value)
+    return named
 
 
 def forward_raw(incoming: Raw, *, remote: bytes, scheme: bytes, prefix: bytes,
-                request_id: bytes, trust_forwarded: bool) -> Raw:
-    """The headers sent to a service for a client's ``incoming`` headers."""
-    connection = _first(incoming, b"connection")
+                request_id: bytes, trust_forwarded: bool,
+                named: dict[bytes, bytes] | None = None) -> Raw:
+    """The headers sent to a service for a client's ``incoming`` headers (``named``: their
+    ``first_values``, when the caller has them already)."""
+    if named is None:
+        named = first_values(incoming)
+    get = named.get
+    connection = get(b"connection")
     drop = _REQUEST_DROP_RAW | _tokens(connection) if connection else _REQUEST_DROP_RAW
     out = [(k, v) for k, v in incoming if k.lower() not in drop]
-    chain = _first(incoming, b"x-forwarded-for") if trust_forwarded else b""
+    chain = get(b"x-forwarded-for", b"") if trust_forwarded else b""
     if remote:
         out.append((b"X-Forwarded-For", chain + b", " + remote if chain else remote))
     elif chain:
         out.append((b"X-Forwarded-For", chain))
-    proto = _first(incoming, b"x-forwarded-proto") if trust_forwarded else b""
+    proto = get(b"x-forwarded-proto", b"") if trust_forwarded else b""
     out.append((b"X-Forwarded-Proto", proto or scheme))
-    host = (_first(incoming, b"x-forwarded-host") if trust_forwarded else b"") \
-        or _first(incoming, b"host")
+    host = (get(b"x-forwarded-host", b"") if trust_forwarded else b"") or get(b"host", b"")
     if host:
         out.append((b"X-Forwarded-Host", host))
     out.append((b"X-Forwarded-Prefix", prefix))

@@ -69,6 +69,7 @@ class PublicRoutes:
                 m.strip().upper() for m in methods.split("|") if m.strip())
             self._rules.append(_Rule(names, re.compile(regex)))
         self._by_method: dict[str, re.Pattern[str] | None] = {}
+        self._memo: dict[tuple[str, str], bool] = {}
 
     def _pattern(self, method: str) -> re.Pattern[str] | None:
         if method not in self._by_method:
@@ -81,9 +82,15 @@ class PublicRoutes:
         return self._by_method[method]
 
     def is_public(self, method: str, path: str) -> bool:
-        method = "GET" if method.upper() == "HEAD" else method.upper()
-        pattern = self._pattern(method)
-        return pattern is not None and pattern.fullmatch(path) is not None
+        known = self._memo.get((method, path))
+        if known is None:
+            verb = "GET" if method.upper() == "HEAD" else method.upper()
+            pattern = self._pattern(verb)
+            known = pattern is not None and pattern.fullmatch(path) is not None
+            if len(self._memo) >= 4096:  # bounded: paths come from clients
+                self._memo.clear()
+            self._memo[(method, path)] = known
+        return known
 
 
 class BadPath(ValueError):
