@@ -22,6 +22,7 @@ and bodies are never logged.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import json
 import logging
@@ -243,6 +244,9 @@ class Gateway:
         return problem_response(problem, path, rid)
 
 
+_BOUNDS = (*metrics.HTTP_LATENCY._upper_bounds,)  # the buckets, ending with +Inf
+
+
 @functools.lru_cache(maxsize=4096)
 def _series(upstream: str | None, method: str, status: int) -> tuple[Any, Any]:
     """The labelled metric children of one kind of answer, looked up once (hot path)."""
@@ -251,13 +255,50 @@ def _series(upstream: str | None, method: str, status: int) -> tuple[Any, Any]:
             metrics.HTTP_LATENCY.labels("gateway", route, method))
 
 
+class AccessTally:
+    """Answered requests added up in plain dicts and written to the metrics in bulk.
+
+    Why: in prometheus-client's multiprocess mode every ``inc``/``observe`` takes a lock and
+    writes an mmap'ed file, which costs as much as a tenth of a forwarded request. The asyncio
+    front end adds its answers up here and ``flush``es once a second (its sweeper), so
+    ``/metrics`` may lag by up to that second. The bucket a latency falls in is found as
+    prometheus-client does (the first upper bound not below it).
+    """
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[str | None, str, int], list[Any]] = {}
+
+    def add(self, upstream: str | None, method: str, status: int, elapsed: float) -> None:
+        key = (upstream, method, status)
+        entry = self._counts.get(key)
+        if entry is None:
+            entry = self._counts[key] = [0, 0.0, [0] * len(_BOUNDS)]
+        entry[0] += 1
+        entry[1] += elapsed
+        entry[2][bisect.bisect_left(_BOUNDS, elapsed)] += 1
+
+    def flush(self) -> None:
+        counts, self._counts = self._counts, {}
+        for (upstream, method, status), (n, total, buckets) in counts.items():
+            counter, latency = _series(upstream, method, status)
+            counter.inc(n)
+            latency._sum.inc(total)
+            for bucket, hits in zip(latency._buckets, buckets, strict=True):
+                if hits:
+                    bucket.inc(hits)
+
+
 def record_access(method: str, path: str, status: int, started: float, rid: str,
-                  upstream: str | None) -> None:
-    """Count and log one answered request (both front ends: this app and ``gateway.edge``)."""
+                  upstream: str | None, tally: AccessTally | None = None) -> None:
+    """Count and log one answered request (both front ends: this app and ``gateway.edge``,
+    which passes its ``tally``)."""
     elapsed = time.perf_counter() - started
-    counter, latency = _series(upstream, method, status)
-    counter.inc()
-    latency.observe(elapsed)
+    if tally is not None:
+        tally.add(upstream, method, status, elapsed)
+    else:
+        counter, latency = _series(upstream, method, status)
+        counter.inc()
+        latency.observe(elapsed)
     if access_log.isEnabledFor(logging.INFO):
         with context.bound(rid):
             access_log.info("%s %s %s", method, scrub(path), status, extra={

@@ -44,7 +44,7 @@ from urllib.parse import unquote_to_bytes
 import httptools
 
 from gateway import routing
-from gateway.app import Gateway, record_access
+from gateway.app import AccessTally, Gateway, record_access
 from gateway.edge_service import EdgeSettings, Exchange, Request, ServiceTarget
 from gateway.headers import clean_response_headers, forward_raw
 from gateway.ratelimit import MemoryRateLimiter
@@ -255,7 +255,7 @@ class _ClientConnection(asyncio.Protocol):
             self.send_problem(problem, "", rid, keep_alive=False)
         else:
             self.abort()
-        record_access("-", "", problem.status, time.perf_counter(), rid, None)
+        record_access("-", "", problem.status, time.perf_counter(), rid, None, self.edge.tally)
 
     def abort(self) -> None:
         self.closing = True
@@ -295,7 +295,8 @@ class EdgeServer:
         self.gateway = gateway
         self.executor = executor
         self.settings = settings or EdgeSettings()
-        self.targets = {name: ServiceTarget(up, self.settings)
+        self.tally = AccessTally()
+        self.targets = {name: ServiceTarget(up, self.settings, self.tally)
                         for name, up in gateway.upstreams.items()
                         if isinstance(up, HttpUpstream)}
         self.clients: set[_ClientConnection] = set()
@@ -378,7 +379,7 @@ class EdgeServer:
     def _refused(self, client: _ClientConnection, req: Request, problem: Problem, path: str,
                  rid: str, started: float, upstream: str | None) -> None:
         client.send_problem(problem, path, rid, req.keep_alive)
-        record_access(req.method, path, problem.status, started, rid, upstream)
+        record_access(req.method, path, problem.status, started, rid, upstream, self.tally)
 
     def _forward(self, client: _ClientConnection, req: Request, target: ServiceTarget, path: str,
                  rest: str, query: bytes, rid: str, started: float) -> None:
@@ -450,6 +451,7 @@ class EdgeServer:
     # -- housekeeping ---------------------------------------------------------------------------
 
     def sweep(self) -> None:
+        self.tally.flush()
         now = time.monotonic()
         for client in list(self.clients):
             client.check(now)
@@ -476,6 +478,7 @@ class EdgeServer:
         for target in self.targets.values():
             while target.idle:
                 target.idle.pop().close()
+        self.tally.flush()
 
 
 def call_wsgi(app: Callable[..., Iterable[bytes]], environ: dict[str, Any]

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from gateway.app import record_access
+from gateway.app import AccessTally, record_access
 from gateway.headers import clean_response_raw
 from gateway.upstream import HttpUpstream
 from servicekit.problems import Problem
@@ -81,7 +81,8 @@ class Request:
 class ServiceTarget:
     """One service's address and its pool of idle keep-alive connections."""
 
-    def __init__(self, upstream: HttpUpstream, settings: EdgeSettings) -> None:
+    def __init__(self, upstream: HttpUpstream, settings: EdgeSettings,
+                 tally: AccessTally | None = None) -> None:
         parts = urlsplit(upstream.base_url)
         self.name = upstream.name
         self.host = parts.hostname or "127.0.0.1"
@@ -89,6 +90,7 @@ class ServiceTarget:
         self.port = parts.port or (443 if self.ssl else 80)
         self.host_header = parts.netloc.encode("latin-1")
         self.prefix = f"/api/{upstream.name}".encode()  # X-Forwarded-Prefix
+        self.tally = tally
         self.connect_timeout, self.read_timeout = upstream.timeouts
         self.settings = settings
         self.idle: deque[ServiceConnection] = deque()
@@ -318,7 +320,7 @@ class Exchange:
             conn.close()
         self.client.finish(self.keep_alive)
         record_access(self.req.method, self.path, self.status, self.started, self.rid,
-                      self.target.name)
+                      self.target.name, self.target.tally)
 
     # failures
     def service_lost(self, conn: ServiceConnection) -> None:
@@ -372,13 +374,13 @@ class Exchange:
         self.status = problem.status
         self.client.send_problem(problem, self.path, self.rid, self.keep_alive)
         record_access(self.req.method, self.path, self.status, self.started, self.rid,
-                      self.target.name)
+                      self.target.name, self.target.tally)
 
     def abort(self) -> None:
         self.done = True
         self.client.abort()
         record_access(self.req.method, self.path, self.status, self.started, self.rid,
-                      self.target.name)
+                      self.target.name, self.target.tally)
 
     def client_lost(self) -> None:
         if not self.done and self.service is not None:

@@ -226,7 +226,7 @@ def test_access_is_counted_for_forwarded_requests(front, serve):
     before = count()
     for _ in range(3):
         requests.get(f"{edge.url}/api/svc/healthz", timeout=5)
-    assert count() == before + 3
+    wait_for(lambda: count() == before + 3, timeout=5, message="three answers counted")
 
 
 # -- bodies, framing and connections ------------------------------------------------------------

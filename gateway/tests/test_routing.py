@@ -183,3 +183,17 @@ def test_access_log_is_json_lines_with_servicekit_logging(client, token):
     assert len(access) == 1
     assert access[0]["request_id"] == "json-1" and access[0]["path"] == "/api/svc/echo"
     assert access[0]["status"] == 200 and "x=1" not in json.dumps(access[0])
+
+
+def test_generated_request_ids_are_unique_and_differ_across_forks():
+    import multiprocessing
+    import re
+
+    from gateway.routing import request_id_from
+
+    ids = {request_id_from("") for _ in range(1000)}
+    assert len(ids) == 1000 and all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        child = pool.apply(request_id_from, ("",))
+    assert child[:16] != next(iter(ids))[:16]  # a worker gets its own prefix
