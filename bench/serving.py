@@ -1,7 +1,8 @@
 """Benches of the suite's HTTP processes: the gateway's cost, and memory.
 
-* ``api_and_gateway``  ``ecourt serve identity`` (2 sync workers, fresh PostgreSQL database)
-                       and ``ecourt serve gateway`` (2 sync workers) routing to it; yields the
+* ``api_and_gateway``  ``ecourt serve identity`` (2 threaded workers, fresh PostgreSQL
+                       database) and ``ecourt serve gateway`` (2 event-loop workers,
+                       ``gateway.worker.EdgeWorker``) routing to it; yields the
                        URLs of the same trivial route (``GET /healthz``, public) directly and
                        through the gateway (``/api/identity/healthz``).
 * ``embedded_idle_rss``  ``ecourt run`` on a temp data folder: RSS of the process tree after it
@@ -87,7 +88,7 @@ def _gateway_upstreams(api_base: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def api_and_gateway(db_url: str, log_dir: Path, workers: int = 2) -> Iterator[ApiUrls]:
-    """identity's API and the gateway, each under gunicorn with ``workers`` sync workers."""
+    """identity's API and the gateway, each under gunicorn with ``workers`` workers."""
     with temp_dir("bench-gw-") as tmp:
         p_api, p_gw = free_port(), free_port()
         api_base = f"http://{HOST}:{p_api}"

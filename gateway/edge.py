@@ -161,10 +161,12 @@ class _ClientConnection(asyncio.Protocol):
         req.method = self.parser.get_method().decode("latin-1")
         req.http11 = self.parser.get_http_version() == "1.1"
         req.keep_alive = self.parser.should_keep_alive()
-        length = req.header(b"content-length")
-        if length.isdigit() and int(length) > self.settings.max_body:
+        named = req.named
+        length = named.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.settings.max_body:
             raise _Refuse(self._too_large())
-        if (req.header(b"expect").lower() == "100-continue" and not self.busy
+        expect = named.get(b"expect")
+        if (expect is not None and expect.lower() == b"100-continue" and not self.busy
                 and self.transport is not None):
             # curl and others wait for this before sending a body; the services never see it
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -339,8 +341,8 @@ class EdgeServer:
             self.spawn(self._by_wsgi(client, req, path, query))
             return
         authorization = req.header(b"authorization")
-        address = routing.client_address(client.remote, req.header(b"x-forwarded-for"),
-                                         self.gateway.trust_forwarded)
+        address = (routing.client_address(client.remote, req.header(b"x-forwarded-for"), True)
+                   if self.gateway.trust_forwarded else client.remote or "unknown")
         if self.inline_limits:
             try:
                 self.gateway.admit(req.method, path, authorization, address, allow_fetch=False)
