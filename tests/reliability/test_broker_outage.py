@@ -191,6 +191,14 @@ def test_relay_stream_survives_cuts_stalls_and_lost_confirms(make_dbs, vhost, ex
         wait_for(lambda: len(inbox_ids(consumer_db, sub.service)) >= len(ids), timeout=30,
                  message="the consumer to see every event")
         assert sum(consumer.deliveries.values()) > delivered_before
+
+        def drained() -> bool:  # the republished copies may still be queued behind the rest
+            before = sum(consumer.deliveries.values())
+            time.sleep(0.3)
+            return (queue_depth(vhost, sub.queue) == 0
+                    and sum(consumer.deliveries.values()) == before)
+
+        wait_for(drained, timeout=30, message="the consumer to drain every copy")
         assert workers.stop() == [], "a worker hung"
     finally:
         proxy.close()
