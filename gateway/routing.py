@@ -18,12 +18,13 @@ Decisions written down here:
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from servicekit import context
 
 API_PREFIX = "/api/"
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -125,26 +126,11 @@ def request_id(environ: Mapping[str, Any]) -> str:
 
 
 def request_id_from(incoming: str) -> str:
-    """The request id for an incoming ``X-Request-ID`` value ("" when absent).
-
-    A new id is this process's random prefix and a counter: unique without a system call per
-    request (ids are for tracing, not secrets)."""
+    """The request id for an incoming ``X-Request-ID`` value ("" when absent); a new one is
+    ``servicekit.context.new_id`` (never reads like personal data)."""
     if incoming and _REQUEST_ID.match(incoming):
         return incoming
-    return f"{_ids.prefix}{next(_ids.counter):016x}"
-
-
-class _Ids:
-    def __init__(self) -> None:
-        self.renew()
-
-    def renew(self) -> None:
-        self.prefix = os.urandom(8).hex()
-        self.counter = itertools.count(1)
-
-
-_ids = _Ids()
-os.register_at_fork(after_in_child=_ids.renew)  # gunicorn workers must not share a prefix
+    return context.new_id()
 
 
 def trust_forwarded_from_env() -> bool:

@@ -11,7 +11,7 @@ from werkzeug.test import Client
 from gateway.routing import PublicRoutes, client_ip, is_internal, split_api_path
 from gateway.tests.conftest import auth
 
-HEX32 = re.compile(r"^[0-9a-f]{32}$")
+GENERATED_ID = re.compile(r"^[a-z2-7]{16}-[0-9a-f]+$")  # see routing.request_id_from
 
 
 def _problem(resp, status):  # type: ignore[no-untyped-def]
@@ -83,13 +83,13 @@ def test_request_id_is_generated_when_invalid_or_missing(client, token, bad):
     headers = {**auth(token()), **({"X-Request-ID": bad} if bad else {})}
     resp = client.get("/api/svc/echo", headers=headers)
     rid = resp.headers["X-Request-ID"]
-    assert HEX32.match(rid) and resp.get_json()["request_id"] == rid
+    assert GENERATED_ID.match(rid) and resp.get_json()["request_id"] == rid
 
 
 def test_request_id_on_every_error(client):
     for resp in (client.get("/api/svc/echo"), client.get("/api/nope/x"),
                  client.get("/api/svc/internal/secret"), client.post("/healthz")):
-        assert HEX32.match(resp.headers["X-Request-ID"])
+        assert GENERATED_ID.match(resp.headers["X-Request-ID"])
     resp = client.get("/api/svc/echo", headers={"X-Request-ID": "mine-1"})
     assert resp.status_code == 401 and resp.headers["X-Request-ID"] == "mine-1"
 
@@ -104,7 +104,7 @@ def test_in_process_upstream_5xx_passes_through(client, token):
     assert resp.status_code == 503
     assert resp.get_json() == {"upstream": "down for maintenance"}
     assert resp.headers["X-Upstream"] == "yes"
-    assert HEX32.match(resp.headers["X-Request-ID"])
+    assert GENERATED_ID.match(resp.headers["X-Request-ID"])
 
 
 def test_in_process_upstream_raising_is_502(build, token):
@@ -192,7 +192,9 @@ def test_generated_request_ids_are_unique_and_differ_across_forks():
     from gateway.routing import request_id_from
 
     ids = {request_id_from("") for _ in range(1000)}
-    assert len(ids) == 1000 and all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
+    assert len(ids) == 1000
+    assert all(re.fullmatch(r"[a-z2-7]{16}-[0-9a-f]+", i) for i in ids)
+    assert not any(re.search(r"\d{8}", i) for i in ids)  # never reads like an ID or a phone
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(1) as pool:
         child = pool.apply(request_id_from, ("",))
