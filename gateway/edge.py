@@ -139,7 +139,9 @@ class _ClientConnection(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         assert self.current is not None
         self.current.url += url
-        self._count_head(len(url))
+        self.head_size += len(url)
+        if self.head_size > self.settings.max_head:
+            self._head_too_large()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         assert self.current is not None
@@ -147,13 +149,12 @@ class _ClientConnection(asyncio.Protocol):
         self.current.named.setdefault(name.lower(), value)
         self.head_size += len(name) + len(value) + 4
         if self.head_size > self.settings.max_head:
-            self._count_head(0)
+            self._head_too_large()
 
-    def _count_head(self, size: int) -> None:
-        self.head_size += size
-        if self.head_size > self.settings.max_head:
-            raise _Refuse(Problem(431, "headers-too-large",
-                                  "the request line and headers are too large"))
+    @staticmethod
+    def _head_too_large() -> None:
+        raise _Refuse(Problem(431, "headers-too-large",
+                              "the request line and headers are too large"))
 
     def on_headers_complete(self) -> None:
         req = self.current
