@@ -27,6 +27,8 @@ def main() -> None:
     parser.add_argument("--type", required=True)
     parser.add_argument("--ready", required=True)
     parser.add_argument("--seconds", type=float, default=300.0)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="the consumer's worker threads (ECOURT_CONSUMER_WORKERS)")
     args = parser.parse_args()
 
     from servicekit.consumer import EventConsumer
@@ -38,7 +40,7 @@ def main() -> None:
 
     db = Database(args.db)
     consumer = EventConsumer(SINK_SERVICE, db, {args.type: on_event}, broker_url=args.broker,
-                             exchange=args.exchange)
+                             exchange=args.exchange, workers=args.workers)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     thread = threading.Thread(target=consumer.run, args=(stop,), daemon=True)

@@ -165,7 +165,8 @@ def _consume(args: argparse.Namespace) -> int:
     consumer = EventConsumer(args.service, rt.db, registry.get(args.service).handlers(rt),
                              broker_url=rt.settings.broker_url, exchange=rt.settings.exchange,
                              subscription=sub, max_attempts=rt.settings.max_attempts,
-                             retry_base=rt.settings.retry_base_seconds)
+                             retry_base=rt.settings.retry_base_seconds,
+                             workers=rt.settings.consumer_workers)
     consumer.run(_until_signalled())
     return 0
 

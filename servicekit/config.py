@@ -57,6 +57,8 @@ class Settings:
     service_secret: str = "embedded-dev-secret"  # noqa: S105 - dev default, overridden in deploy
     max_attempts: int = 5
     retry_base_seconds: float = 1.0
+    #: threads that handle a consumer's batches, split by subject (PostgreSQL only)
+    consumer_workers: int = 1
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -73,6 +75,7 @@ class Settings:
             "service_secret": secret("ECOURT_SERVICE_SECRET", "embedded-dev-secret"),
             "max_attempts": int(env("ECOURT_MAX_ATTEMPTS", "5")),
             "retry_base_seconds": float(env("ECOURT_RETRY_BASE_SECONDS", "1.0")),
+            "consumer_workers": int(env("ECOURT_CONSUMER_WORKERS", "1")),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]

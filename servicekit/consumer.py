@@ -11,21 +11,33 @@ the same transaction as the ack decision, so they inherit the outbox's guarantee
 same on RabbitMQ and on kombu's in-memory transport (which has no TTL or dead-lettering).
 A message that is not a readable CloudEvent is rejected without requeue: the broker's
 dead-letter exchange parks it.
+
+The connection's thread only reads and acks; a batch is handled on a worker thread, so the next
+batch arrives from the broker while the database works on this one (the database wait and the
+socket reads overlap). One batch is handled at a time, so events keep their queue order. With
+``workers`` > 1 (PostgreSQL only) a batch is split by the event's subject (its case or aggregate)
+into that many parts, each in its own transaction on its own thread: events of one subject stay
+in one part, in order; events without a subject have no order to keep.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+import zlib
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_all
 from datetime import UTC, datetime
 from typing import Any
 
 from kombu import Connection
 from kombu import Consumer as KombuConsumer
 from kombu.message import Message
-from sqlalchemy import insert, select
+from sqlalchemy import String, any_, bindparam, insert, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -40,12 +52,50 @@ from servicekit.topology import Subscription, declare, queues_for
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Session, CloudEvent], None]
+Parsed = tuple[Message, CloudEvent | None]
+#: (outcome, event type) of one message: handled, duplicate, ignored, retried, dead_lettered,
+#: malformed
+Outcome = tuple[str, str]
 ATTEMPT_HEADER = "x-ecourt-attempt"
 ERROR_HEADER = "x-ecourt-error"
+#: the inbox look-up of a batch on PostgreSQL (``IN`` would compile anew for each batch size)
+_SEEN_PG = select(inbox.c.event_id).where(
+    inbox.c.consumer == bindparam("consumer"),
+    inbox.c.event_id == any_(bindparam("ids", type_=ARRAY(String))))
+#: how long the connection's thread may go without reading the socket while it waits for a
+#: batch (the broker's heartbeats must be read well within the heartbeat interval)
+_READ_EVERY = 1.0
 
 
 class _HandlerFailed(Exception):
     """A handler raised during the fast path: redo the batch one savepoint per event."""
+
+
+class _InFlight:
+    """A batch being handled on the worker threads: one future per part."""
+
+    def __init__(self, batch: list[Message], parts: list[tuple[list[int], Future]]) -> None:
+        self.batch = batch
+        self.parts = parts
+
+    def done(self) -> bool:
+        return all(future.done() for _, future in self.parts)
+
+    def wait(self, timeout: float | None) -> bool:
+        wait_all([future for _, future in self.parts], timeout=timeout)
+        return self.done()
+
+    def outcomes(self) -> list[Outcome] | None:
+        """Outcomes in the batch's order, or None when a part could not reach the database
+        (the whole batch goes back to the queue; what did commit is a duplicate next time)."""
+        merged: list[Outcome | None] = [None] * len(self.batch)
+        for indices, future in self.parts:
+            got = future.result()
+            if got is None:
+                return None
+            for index, outcome in zip(indices, got, strict=True):
+                merged[index] = outcome
+        return merged  # type: ignore[return-value]
 
 
 def retry_delay(attempt: int, base: float) -> float:
@@ -57,7 +107,7 @@ class EventConsumer:
     def __init__(self, service: str, db: Database, handlers: Mapping[str, Handler], *,
                  broker_url: str, exchange: str, subscription: Subscription | None = None,
                  max_attempts: int = 5, retry_base: float = 1.0, prefetch: int = 200,
-                 batch_size: int = 100, heartbeat: int = 30) -> None:
+                 batch_size: int = 100, heartbeat: int = 30, workers: int = 1) -> None:
         self.service = service
         self.db = db
         self.handlers = dict(handlers)
@@ -69,6 +119,8 @@ class EventConsumer:
         self.prefetch = prefetch
         self.batch_size = batch_size
         self.heartbeat = 0 if broker_url.startswith("memory") else heartbeat
+        # SQLite takes one writer at a time: more parts would only queue for its lock
+        self.workers = max(1, workers) if db.is_postgres else 1
         self._batch: list[Message] = []
         self.ready = threading.Event()
 
@@ -94,19 +146,52 @@ class EventConsumer:
             consumer = KombuConsumer(channel, queues=[queue], on_message=self._collect,
                                      no_ack=False, auto_declare=False)
             consumer.consume()
-            self.ready.set()
+            with ThreadPoolExecutor(self.workers,
+                                    thread_name_prefix=f"consume-{self.service}") as pool:
+                self.ready.set()
+                self._loop(conn, pool, stop)
+
+    def _loop(self, conn: Connection, pool: ThreadPoolExecutor, stop: threading.Event) -> None:
+        """Read the next batch while the workers handle this one; ack it when they are done.
+
+        Kombu's connection is not thread-safe: reads, acks and heartbeats stay on this thread.
+        """
+        running: _InFlight | None = None
+        last_read = time.monotonic()
+        try:
             while not stop.is_set():
-                self._fill(conn)
-                if self._batch:
+                if running is not None and running.done():
+                    self.settle(running.batch, running.outcomes())
+                    running = None
+                if running is None and self._batch:
                     batch, self._batch = self._batch, []
-                    self._process_with_retry(batch, conn, stop)
+                    running = self._start(batch, pool, stop)
+                if running is None or len(self._batch) < self.batch_size \
+                        or time.monotonic() - last_read > _READ_EVERY:
+                    self._fill(conn, quick=running is not None)
+                    last_read = time.monotonic()
+                else:  # the next batch is full: wait for the workers, not for the socket
+                    running.wait(0.05)
                 if self.heartbeat:
                     conn.heartbeat_check()
+        finally:
+            if running is not None:
+                # Let the workers finish their transactions. On a clean stop the batch is
+                # acked; after a lost connection it cannot be, and comes back as duplicates.
+                running.wait(None)
+                if stop.is_set():
+                    self.settle(running.batch, running.outcomes())
 
     def _collect(self, message: Message) -> None:
         self._batch.append(message)
 
-    def _fill(self, conn: Connection) -> None:
+    def _fill(self, conn: Connection, quick: bool = False) -> None:
+        """Read until a batch is full or 50 ms have passed. ``quick``: a batch is being handled,
+        so come back every few milliseconds to ack it as soon as it is done."""
+        if quick:
+            with contextlib.suppress(TimeoutError):
+                conn.drain_events(timeout=0.005)
+            return
         deadline = time.monotonic() + 0.05
         while len(self._batch) < self.batch_size and time.monotonic() < deadline:
             try:
@@ -115,35 +200,57 @@ class EventConsumer:
                 if self._batch:
                     return
 
-    def _process_with_retry(self, batch: list[Message], conn: Connection,
-                            stop: threading.Event) -> None:
-        """The database may be down: keep the batch unacked and try again for a while."""
-        for attempt in range(8):
-            try:
-                self.process(batch)
-                return
-            except OperationalError as exc:
-                log.warning("consumer %s: database unavailable (%s); attempt %s", self.service,
-                            exc.__class__.__name__, attempt + 1)
-                if self.heartbeat:
-                    conn.heartbeat_check()
-                stop.wait(min(5.0, 0.25 * 2 ** attempt))
-        for message in batch:
-            message.requeue()
+    def _start(self, batch: list[Message], pool: ThreadPoolExecutor,
+               stop: threading.Event) -> _InFlight:
+        parsed = [self._parse(m) for m in batch]
+        parts: list[tuple[list[int], Future]] = []
+        for indices in self._partition(parsed):
+            future = pool.submit(self.handle, [parsed[i] for i in indices], stop)
+            parts.append((indices, future))
+        return _InFlight(batch, parts)
+
+    def _partition(self, parsed: list[Parsed]) -> list[list[int]]:
+        """Indices of the batch per part: one subject's events always in the same part."""
+        if self.workers == 1:
+            return [list(range(len(parsed)))]
+        parts: list[list[int]] = [[] for _ in range(self.workers)]
+        for index, (_message, event) in enumerate(parsed):
+            key = (event.subject or event.id) if event is not None else ""
+            parts[zlib.crc32(key.encode()) % self.workers].append(index)
+        return [p for p in parts if p]
 
     # -- one batch ----------------------------------------------------------------------------
     def process(self, batch: list[Message]) -> None:
-        """Handle a batch in one transaction, then ack (or reject) each message.
+        """Handle a batch and settle it, on the caller's thread."""
+        self.settle(batch, self.handle([self._parse(m) for m in batch], threading.Event()))
 
-        The fast path runs every handler of the batch in one transaction with one inbox
-        look-up. If any handler raises, that transaction is rolled back and the batch is
-        handled again one savepoint per event, so one bad event cannot hold back the others.
+    def handle(self, parsed: list[Parsed], stop: threading.Event) -> list[Outcome] | None:
+        """Handle (part of) a batch in one transaction: outcomes in order, or None when the
+        database stayed unreachable (the caller puts the batch back on the queue).
+
+        The fast path runs every handler in one transaction with one inbox look-up. If any
+        handler raises, that transaction is rolled back and the events are handled again one
+        savepoint each, so one bad event cannot hold back the others.
         """
-        parsed = [self._parse(m) for m in batch]
-        try:
-            outcomes = self._fast(parsed)
-        except _HandlerFailed:
-            outcomes = self._careful(parsed)
+        for attempt in range(8):
+            try:
+                try:
+                    return self._fast(parsed)
+                except _HandlerFailed:
+                    return self._careful(parsed)
+            except OperationalError as exc:
+                log.warning("consumer %s: database unavailable (%s); attempt %s", self.service,
+                            exc.__class__.__name__, attempt + 1)
+                stop.wait(min(5.0, 0.25 * 2 ** attempt))
+        return None
+
+    def settle(self, batch: list[Message], outcomes: list[Outcome] | None) -> None:
+        """Ack (or reject) each message once its transaction has committed; requeue the batch
+        when it could not be handled. Runs on the connection's thread."""
+        if outcomes is None:
+            for message in batch:
+                message.requeue()
+            return
         for message, (outcome, type_) in zip(batch, outcomes, strict=True):
             if outcome == "malformed":
                 message.reject(requeue=False)
@@ -151,7 +258,7 @@ class EventConsumer:
                 message.ack()
             metrics.EVENTS_CONSUMED.labels(self.service, type_, outcome).inc()
 
-    def _parse(self, message: Message) -> tuple[Message, CloudEvent | None]:
+    def _parse(self, message: Message) -> Parsed:
         try:
             return message, CloudEvent.from_json(message.body)
         except MalformedEvent as exc:
@@ -162,6 +269,8 @@ class EventConsumer:
         ids = [e.id for e in events]
         if not ids:
             return set()
+        if self.db.is_postgres:  # one array parameter: one cached statement for every size
+            return set(session.scalars(_SEEN_PG, {"consumer": self.service, "ids": ids}))
         return set(session.scalars(select(inbox.c.event_id).where(
             inbox.c.consumer == self.service, inbox.c.event_id.in_(ids))))
 
@@ -175,8 +284,8 @@ class EventConsumer:
             return "duplicate"
         return None
 
-    def _fast(self, parsed: list[tuple[Message, CloudEvent | None]]) -> list[tuple[str, str]]:
-        outcomes: list[tuple[str, str]] = []
+    def _fast(self, parsed: list[Parsed]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
         with self.db.transaction() as session:
             seen = self._seen(session, [e for _, e in parsed if e is not None])
             rows = []
@@ -203,8 +312,8 @@ class EventConsumer:
                     raise _HandlerFailed from exc
         return outcomes
 
-    def _careful(self, parsed: list[tuple[Message, CloudEvent | None]]) -> list[tuple[str, str]]:
-        outcomes: list[tuple[str, str]] = []
+    def _careful(self, parsed: list[Parsed]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
         with self.db.transaction() as session:
             seen = self._seen(session, [e for _, e in parsed if e is not None])
             for message, event in parsed:

@@ -51,11 +51,11 @@ class RunnerConsumer(EventConsumer):
                 {"service": self.service, "type": type_, "outcome": name}) or 0.0
         return int(total)
 
-    def process(self, batch):  # type: ignore[no-untyped-def]
+    def settle(self, batch, outcomes):  # type: ignore[no-untyped-def]
         if self.crash_after is not None and self.outcome("handled") >= self.crash_after:
-            for message in batch:  # the batch commits, then dies on its first ack
+            for message in batch:  # the batch has committed: die on its first ack
                 message.ack = _die
-        super().process(batch)
+        super().settle(batch, outcomes)
         self.report()
 
     def report(self) -> None:
