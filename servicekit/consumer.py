@@ -251,12 +251,26 @@ class EventConsumer:
             for message in batch:
                 message.requeue()
             return
+        acked: list[Message] = []
         for message, (outcome, type_) in zip(batch, outcomes, strict=True):
             if outcome == "malformed":
                 message.reject(requeue=False)
             else:
-                message.ack()
+                acked.append(message)
             metrics.EVENTS_CONSUMED.labels(self.service, type_, outcome).inc()
+        self._ack(acked)
+
+    def _ack(self, messages: list[Message]) -> None:
+        """On RabbitMQ one ``multiple`` ack covers the batch: every earlier delivery on this
+        channel is settled already (batches are settled in order, rejects go first), and the
+        next batch's deliveries have higher tags. Kombu's in-memory transport acks one by one."""
+        if not messages:
+            return
+        if not self.broker_url.startswith("memory"):
+            max(messages, key=lambda m: m.delivery_tag).ack(multiple=True)
+            return
+        for message in messages:
+            message.ack()
 
     def _parse(self, message: Message) -> Parsed:
         try:

@@ -5,7 +5,7 @@ It consumes one test subscription with a handler that writes a ``notifications``
 the event id) in the consumer's transaction, and prints one JSON line per batch with what it
 has seen so far: deliveries, redeliveries and the outcomes counted in ``events_consumed``.
 ``--crash-after-handled N`` makes it SIGKILL itself once it has handled N events, between the
-commit of a batch and its acks (the worst moment: the effects are saved, the broker does not
+commit of a batch and its ack (the worst moment: the effects are saved, the broker does not
 know). SIGTERM stops it cleanly.
 """
 
@@ -53,8 +53,7 @@ class RunnerConsumer(EventConsumer):
 
     def settle(self, batch, outcomes):  # type: ignore[no-untyped-def]
         if self.crash_after is not None and self.outcome("handled") >= self.crash_after:
-            for message in batch:  # the batch has committed: die on its first ack
-                message.ack = _die
+            _die()  # the batch has committed: die before it is acked
         super().settle(batch, outcomes)
         self.report()
 

@@ -1,6 +1,7 @@
-"""The consumer's worker threads, against the real broker and database: the next batch is read
-while one is handled, a batch split over several workers keeps each subject's events in order
-and handles every event once, and a clean stop acks the batch in hand."""
+"""How the consumer reads, handles and acks its batches, against the real broker and database:
+the next batch is read while one is handled, a batch split over several workers keeps each
+subject's events in order and handles every event once, one ack settles a batch without
+touching the message it rejected, and a clean stop acks the batch in hand."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from tests.reliability.helpers import (
     inbox_ids,
     notifications,
     publish_events,
+    publish_raw,
     queue_depth,
     record_notification,
 )
@@ -140,3 +142,28 @@ def test_a_clean_stop_acks_the_batch_in_hand(make_dbs, vhost, exchange,
     assert workers.stop() == []
     assert sum(second.deliveries.values()) == len(events) - done  # nothing handled came back
     assert notifications(db) == (len(events), len(events))
+
+
+def test_one_ack_settles_a_batch_but_not_the_message_it_rejected(
+        make_dbs, vhost, exchange, workers) -> None:  # type: ignore[no-untyped-def]
+    [db] = make_dbs("acks")
+    first, second = _plain(10), _plain(10)
+    sub = _queued("rel_acks", vhost, exchange, first)
+    publish_raw(vhost, sub.queue, b"not a cloud event", message_id="junk")
+    publisher = PikaPublisher(vhost, exchange, confirm_timeout=10)
+    try:
+        assert len(publish_events(publisher, TOPIC, TYPE, second)) == 10
+    finally:
+        publisher.close()
+    assert queue_depth(vhost, sub.queue) == 21
+    consumer = CountingConsumer("rel_acks", db, {TYPE: record_notification}, broker_url=vhost,
+                                exchange=exchange, subscription=sub, batch_size=50)
+    workers.start("consumer", consumer.run)
+    wait_for(lambda: len(inbox_ids(db, "rel_acks")) == 20, timeout=30,
+             message="the good events to be handled")
+    wait_for(lambda: queue_depth(vhost, sub.dlq) == 1, timeout=10,
+             message="the rejected message in the dead-letter queue")
+    assert workers.stop() == []
+    assert queue_depth(vhost, sub.queue) == 0  # all acked, none waiting to come back
+    assert consumer.deliveries["junk"] == 1
+    assert notifications(db) == (20, 20)
