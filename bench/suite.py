@@ -5,9 +5,10 @@
 * ``outbox_overhead``  tx/s of a bare state write in ``Database.transaction()`` and of the same
                        write plus ``emit`` (alternating blocks of 100, one connection).
 * ``events_e2e``       N events pre-written to one service's outbox; a relay thread publishes
-                       them, a consumer in its own process (``bench.sink``, the real
-                       ``EventConsumer``) records each in its inbox and writes a row; events/s
-                       from relay start to the N-th handled row.
+                       them, consumers in their own processes (``bench.sink``, the real
+                       ``EventConsumer``; one, or replicas sharing the queue) record each in
+                       their inbox and write a row; events/s from relay start to the N-th
+                       handled row.
 
 Each function takes an isolated vhost URL and fresh databases (``bench.common``).
 """
@@ -161,8 +162,11 @@ def outbox_overhead(db_url: str, n: int, block: int = 100, timeout: float = 120.
 
 
 def events_e2e(amqp: str, producer_url: str, sink_url: str, n: int, log_dir: Path,
-               timeout: float = 300.0) -> float:
-    """events/s from the relay's start to the N-th row written by the consumer's handler."""
+               consumers: int = 1, timeout: float = 300.0) -> float:
+    """events/s from the relay's start to the N-th row written by the consumers' handler.
+
+    ``consumers`` processes share the queue, as replicas of one service's consumer do."""
+    import contextlib
     import threading
 
     import psycopg
@@ -173,11 +177,15 @@ def events_e2e(amqp: str, producer_url: str, sink_url: str, n: int, log_dir: Pat
 
     declare_sink_topology(amqp)
     db = Database(producer_url)
-    ready = log_dir / f"sink-ready-{uuid.uuid4().hex[:8]}"
+    tag = uuid.uuid4().hex[:8]
+    ready = [log_dir / f"sink-ready-{tag}-{i}" for i in range(consumers)]
     sink_dsn = sink_url.replace("postgresql+psycopg://", "postgresql://")
-    args = [sys.executable, "-m", "bench.sink", "--db", sink_url, "--broker", amqp,
-            "--exchange", EXCHANGE, "--type", EVENT_TYPE, "--ready", str(ready),
-            "--seconds", str(timeout + 60)]
+
+    def sink_args(ready_file: Path) -> list[str]:
+        return [sys.executable, "-m", "bench.sink", "--db", sink_url, "--broker", amqp,
+                "--exchange", EXCHANGE, "--type", EVENT_TYPE, "--ready", str(ready_file),
+                "--seconds", str(timeout + 60)]
+
     stop = threading.Event()
     relay_thread = None
     try:
@@ -186,12 +194,21 @@ def events_e2e(amqp: str, producer_url: str, sink_url: str, n: int, log_dir: Pat
         with psycopg.connect(sink_dsn, autocommit=True) as conn:
             conn.execute("TRUNCATE bench_state, inbox")
         fill_outbox(db, n)
-        with running(args, log_dir / "sink.log") as sink, \
-                psycopg.connect(sink_dsn, autocommit=True) as watch:
+        with contextlib.ExitStack() as stack:
+            sinks = [stack.enter_context(running(sink_args(r), log_dir / f"sink{i}.log"))
+                     for i, r in enumerate(ready)]
+            watch = stack.enter_context(psycopg.connect(sink_dsn, autocommit=True))
+
+            def failed() -> str | None:
+                for sink in sinks:
+                    if sink.popen.poll() is not None:
+                        return f"consumer exit code {sink.popen.poll()}: {sink.tail(800)}"
+                return None
+
             deadline = time.monotonic() + 60
-            while not ready.exists():
-                if sink.popen.poll() is not None or time.monotonic() > deadline:
-                    raise BenchError(f"consumer did not start: {sink.tail(800)}")
+            while not all(r.exists() for r in ready):
+                if failed() or time.monotonic() > deadline:
+                    raise BenchError(f"consumer did not start: {failed() or 'timeout'}")
                 time.sleep(0.05)
             relay = Relay("bench", db, PikaPublisher(amqp, EXCHANGE))
             relay_thread = threading.Thread(target=relay.run, args=(stop,), daemon=True)
@@ -200,23 +217,23 @@ def events_e2e(amqp: str, producer_url: str, sink_url: str, n: int, log_dir: Pat
             deadline = time.monotonic() + timeout
             handled = 0
             while handled < n:
-                if time.monotonic() > deadline or sink.popen.poll() is not None:
-                    raise BenchError(f"only {handled}/{n} events handled (consumer exit code "
-                                     f"{sink.popen.poll()}): {sink.tail(800)}")
+                if time.monotonic() > deadline or failed():
+                    raise BenchError(f"only {handled}/{n} events handled ({failed()})")
                 time.sleep(0.02)
                 handled = watch.execute("SELECT count(*) FROM bench_state").fetchone()[0]
             elapsed = time.perf_counter() - t0
             inbox_rows = watch.execute("SELECT count(*) FROM inbox WHERE consumer = %s",
                                        (SINK_SERVICE,)).fetchone()[0]
-            if inbox_rows != n:
-                raise BenchError(f"inbox has {inbox_rows} rows for {n} events")
+            if inbox_rows != n or handled != n:
+                raise BenchError(f"{handled} rows and {inbox_rows} inbox rows for {n} events")
         return n / elapsed
     finally:
         stop.set()
         if relay_thread is not None:
             relay_thread.join(15)
         db.dispose()
-        ready.unlink(missing_ok=True)
+        for r in ready:
+            r.unlink(missing_ok=True)
         delete_sink_queue(amqp)
 
 
