@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=float, default=0.0,
                         help="seconds of simulated work per event")
     parser.add_argument("--crash-after-handled", type=int, default=None)
+    parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
 
     def handler(session, event: CloudEvent) -> None:  # type: ignore[no-untyped-def]
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         exchange=args.exchange, crash_after=args.crash_after_handled,
         subscription=Subscription(args.service, (args.type,), queue_name=args.queue,
                                   dlq_name=args.dlq),
-        batch_size=args.batch_size, prefetch=args.prefetch)
+        batch_size=args.batch_size, prefetch=args.prefetch, workers=args.workers)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     consumer.run(stop)

@@ -69,8 +69,9 @@ class Runner:
             self.out.close()
 
 
+@pytest.mark.parametrize("workers", [1, 3])
 def test_sigkilled_consumer_loses_nothing_and_duplicates_nothing(make_dbs, vhost, exchange,
-                                                                  tmp_path) -> None:  # type: ignore[no-untyped-def]
+                                                                  tmp_path, workers: int) -> None:  # type: ignore[no-untyped-def]
     [db] = make_dbs("crash")
     sub = Subscription(SERVICE, (TYPE,), queue_name=f"{SERVICE}.events",
                        dlq_name=f"{SERVICE}.dlq")
@@ -86,7 +87,7 @@ def test_sigkilled_consumer_loses_nothing_and_duplicates_nothing(make_dbs, vhost
 
     common = ["--db", db.url, "--broker", vhost, "--exchange", exchange, "--service", SERVICE,
               "--queue", sub.queue, "--dlq", sub.dlq, "--type", TYPE, "--batch-size", "20",
-              "--prefetch", "100", "--work", "0.002"]
+              "--prefetch", "100", "--work", "0.002", "--workers", str(workers)]
     runners: list[Runner] = []
     progress: list[int] = []
 
