@@ -129,7 +129,8 @@ def _relay(args: argparse.Namespace) -> int:
     rt = _runtime(args.service)
     _metrics_server(args.metrics_port)
     relay = Relay(args.service, rt.db, make_publisher(rt.settings.broker_url,
-                                                      rt.settings.exchange))
+                                                      rt.settings.exchange),
+                  retention=rt.settings.outbox_retention)
     relay.run(_until_signalled())
     return 0
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 DEFAULT_EXCHANGE = "ecourt.events"
@@ -59,7 +60,14 @@ class Settings:
     retry_base_seconds: float = 1.0
     #: threads that handle a consumer's batches, split by subject (PostgreSQL only)
     consumer_workers: int = 1
+    #: days a sent outbox row is kept before the relay deletes it (0: keep every row)
+    outbox_retention_days: float = 7.0
     extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def outbox_retention(self) -> timedelta | None:
+        return timedelta(days=self.outbox_retention_days) if self.outbox_retention_days > 0 \
+            else None
 
     @property
     def is_memory_bus(self) -> bool:
@@ -76,6 +84,7 @@ class Settings:
             "max_attempts": int(env("ECOURT_MAX_ATTEMPTS", "5")),
             "retry_base_seconds": float(env("ECOURT_RETRY_BASE_SECONDS", "1.0")),
             "consumer_workers": int(env("ECOURT_CONSUMER_WORKERS", "1")),
+            "outbox_retention_days": float(env("ECOURT_OUTBOX_RETENTION_DAYS", "7")),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]

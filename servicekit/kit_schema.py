@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 UNSENT = sa.text('sent_at IS NULL')
+SENT = sa.text('sent_at IS NOT NULL')
 
 
 def create_v1() -> None:
@@ -60,3 +61,15 @@ def drop_v1() -> None:
     op.drop_table('outbox')
     op.drop_table('inbox')
     op.drop_table('idempotency_keys')
+
+
+def create_v2() -> None:
+    """Sent outbox rows by age, so the relay can delete them after their retention."""
+    with op.batch_alter_table('outbox', schema=None) as batch_op:
+        batch_op.create_index('ix_outbox_sent', ['sent_at'], unique=False,
+                              postgresql_where=SENT, sqlite_where=SENT)
+
+
+def drop_v2() -> None:
+    with op.batch_alter_table('outbox', schema=None) as batch_op:
+        batch_op.drop_index('ix_outbox_sent', postgresql_where=SENT, sqlite_where=SENT)

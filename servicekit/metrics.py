@@ -31,6 +31,8 @@ EVENTS_PUBLISHED = Counter("events_published_total", "Outbox rows confirmed by t
 PUBLISH_FAILURES = Counter("outbox_publish_failures_total",
                            "Outbox publish failures (broker down, nack, unroutable)",
                            ["service", "reason"])
+OUTBOX_PRUNED = Counter("outbox_pruned_total",
+                        "Sent outbox rows deleted once older than the retention", ["service"])
 EVENTS_CONSUMED = Counter("events_consumed_total",
                           "Events taken off a queue, by outcome "
                           "(handled, duplicate, ignored, retried, dead_lettered, malformed)",

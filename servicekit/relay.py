@@ -7,6 +7,10 @@ off (up to ``max_backoff``) and tries again. A row the broker refused (nack, or 
 unroutable) gets its own backoff through ``available_at`` and does not hold up the others.
 Publishing is at-least-once: a crash between the confirm and the commit republishes the batch,
 and the consumers' inbox makes that harmless.
+
+Sent rows are kept for ``retention`` (seven days by default: long enough to trace a delivery),
+then deleted by the relay when it is idle, so the outbox does not grow with every event ever
+written.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, Row, any_, bindparam, select, update
+from sqlalchemy import BigInteger, Row, any_, bindparam, delete, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
@@ -64,6 +68,17 @@ _MARK_SENT_PG = (update(outbox)
                  .values(sent_at=bindparam("sent_at")))
 
 
+#: the oldest sent rows past the cutoff (``ix_outbox_sent``); rows another relay is deleting
+#: are skipped, not waited for
+_EXPIRED_IDS = (select(outbox.c.id)
+                .where(outbox.c.sent_at.is_not(None), outbox.c.sent_at < bindparam("cutoff"))
+                .order_by(outbox.c.sent_at).limit(bindparam("size"))
+                .with_for_update(skip_locked=True))
+_PRUNE = delete(outbox).where(outbox.c.id.in_(_EXPIRED_IDS.scalar_subquery()))
+#: how long a sent row is kept unless the relay is told otherwise
+DEFAULT_RETENTION = timedelta(days=7)
+
+
 class _Claim:
     """A claimed batch: its open transaction (which holds the row locks), its rows and, once
     written to the broker, the publisher's ticket."""
@@ -98,16 +113,21 @@ class Relay:
 
     #: how long one ``run_once`` keeps the pipeline going before it returns to ``run``
     pipeline_seconds = 5.0
+    #: how often ``run`` prunes sent rows (only when it has nothing to publish)
+    prune_every = 300.0
 
     def __init__(self, service: str, db: Database, publisher: Publisher, *,
                  batch_size: int | None = None, poll_interval: float = 0.2,
-                 max_backoff: float = 30.0) -> None:
+                 max_backoff: float = 30.0,
+                 retention: timedelta | None = DEFAULT_RETENTION) -> None:
         self.service = service
         self.db = db
         self.publisher = publisher
         self.batch_size = batch_size or getattr(publisher, "preferred_batch", 500)
         self.poll_interval = poll_interval
         self.max_backoff = max_backoff
+        self.retention = retention  # None keeps every sent row
+        self._pruned_at = float("-inf")
         self.wake = threading.Event()
         self.pipelined = db.is_postgres and callable(getattr(publisher, "send", None)) \
             and callable(getattr(publisher, "collect", None))
@@ -228,8 +248,39 @@ class Relay:
                 continue
             if published < self.batch_size:
                 self.wake.clear()
+                self._prune_now_and_then()
                 self._idle(stop)
         self.publisher.close()
+
+    def prune(self, now: datetime | None = None, chunk: int = 1000) -> int:
+        """Delete the rows sent more than ``retention`` before ``now``, ``chunk`` rows per
+        short transaction; returns how many. Unsent rows are never touched, however old."""
+        if self.retention is None:
+            return 0
+        cutoff = (now or utcnow()) - self.retention
+        total = 0
+        while True:
+            with self.db.transaction() as session:
+                deleted = session.execute(_PRUNE, {"cutoff": cutoff, "size": chunk}).rowcount
+            total += deleted
+            if deleted < chunk:
+                break
+        if total:
+            log.info("relay %s: pruned %s sent outbox rows older than %s", self.service, total,
+                     self.retention)
+            metrics.OUTBOX_PRUNED.labels(self.service).inc(total)
+        return total
+
+    def _prune_now_and_then(self) -> None:
+        started = time.monotonic()
+        if self.retention is None or started - self._pruned_at < self.prune_every:
+            return
+        self._pruned_at = started
+        try:
+            self.prune()
+        except Exception as exc:  # a later round tries again; publishing goes on
+            log.warning("relay %s: pruning the outbox failed: %s", self.service,
+                        exc.__class__.__name__)
 
     def _idle(self, stop: threading.Event) -> None:
         """Wait for a commit, the poll interval or ``stop``, keeping the publisher alive."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -49,3 +50,19 @@ def workers() -> Iterator[Workers]:
     w = Workers()
     yield w
     w.stop()
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def kit_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A fresh delivery database, once on PostgreSQL and once on SQLite."""
+    if request.param == "postgresql":
+        [database] = request.getfixturevalue("make_dbs")("kit")
+        yield database
+        return
+    url = f"sqlite:///{tmp_path / 'kit.db'}"
+    migrations.upgrade(DELIVERY_MIGRATIONS, url)
+    database = Database(url)
+    try:
+        yield database
+    finally:
+        database.dispose()

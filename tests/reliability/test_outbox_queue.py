@@ -6,34 +6,21 @@ must behave the same."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import exc, func, insert, select
 
-from servicekit import migrations
 from servicekit.db import Database, utcnow
 from servicekit.outbox import QUEUED, backlog, emit
 from servicekit.tables import outbox
-from tests.reliability.helpers import DELIVERY_MIGRATIONS, NOTIFICATIONS, count
+from tests.reliability.helpers import NOTIFICATIONS, count
 
 TYPE = "reliability.queue.happened"
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "postgresql":
-        [database] = request.getfixturevalue("make_dbs")("queue")
-        yield database
-        return
-    url = f"sqlite:///{tmp_path / 'queue.db'}"
-    migrations.upgrade(DELIVERY_MIGRATIONS, url)
-    database = Database(url)
-    try:
-        yield database
-    finally:
-        database.dispose()
+@pytest.fixture
+def db(kit_db: Database) -> Database:
+    return kit_db
 
 
 def state_write(session, n: int) -> None:  # type: ignore[no-untyped-def]

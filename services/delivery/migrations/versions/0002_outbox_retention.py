@@ -1,0 +1,22 @@
+"""outbox retention: sent rows by age, for the relay's pruning
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-11-23 21:15:00
+"""
+from collections.abc import Sequence
+
+from servicekit import kit_schema
+
+revision: str = '0002'
+down_revision: str | None = '0001'
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    kit_schema.create_v2()
+
+
+def downgrade() -> None:
+    kit_schema.drop_v2()
