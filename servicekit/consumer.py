@@ -220,10 +220,6 @@ class EventConsumer:
         return [p for p in parts if p]
 
     # -- one batch ----------------------------------------------------------------------------
-    def process(self, batch: list[Message]) -> None:
-        """Handle a batch and settle it, on the caller's thread."""
-        self.settle(batch, self.handle([self._parse(m) for m in batch], threading.Event()))
-
     def handle(self, parsed: list[Parsed], stop: threading.Event) -> list[Outcome] | None:
         """Handle (part of) a batch in one transaction: outcomes in order, or None when the
         database stayed unreachable (the caller puts the batch back on the queue).

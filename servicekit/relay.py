@@ -252,17 +252,21 @@ class Relay:
                 self._idle(stop)
         self.publisher.close()
 
-    def prune(self, now: datetime | None = None, chunk: int = 1000) -> int:
+    def prune(self, now: datetime | None = None, chunk: int = 1000,
+              max_chunks: int | None = None) -> int:
         """Delete the rows sent more than ``retention`` before ``now``, ``chunk`` rows per
-        short transaction; returns how many. Unsent rows are never touched, however old."""
+        short transaction (at most ``max_chunks`` of them); returns how many. Unsent rows are
+        never touched, however old."""
         if self.retention is None:
             return 0
         cutoff = (now or utcnow()) - self.retention
         total = 0
-        while True:
+        rounds = 0
+        while max_chunks is None or rounds < max_chunks:
             with self.db.transaction() as session:
                 deleted = session.execute(_PRUNE, {"cutoff": cutoff, "size": chunk}).rowcount
             total += deleted
+            rounds += 1
             if deleted < chunk:
                 break
         if total:
@@ -271,13 +275,17 @@ class Relay:
             metrics.OUTBOX_PRUNED.labels(self.service).inc(total)
         return total
 
-    def _prune_now_and_then(self) -> None:
+    def _prune_now_and_then(self, chunk: int = 1000, max_chunks: int = 10) -> None:
+        """Prune a little when idle: a long backlog of old rows (the first run on an old
+        database) is worked off ``max_chunks`` chunks per idle moment, never in one go that
+        would hold up publishing."""
         started = time.monotonic()
         if self.retention is None or started - self._pruned_at < self.prune_every:
             return
         self._pruned_at = started
         try:
-            self.prune()
+            if self.prune(chunk=chunk, max_chunks=max_chunks) >= chunk * max_chunks:
+                self._pruned_at = float("-inf")  # more to do: again at the next idle moment
         except Exception as exc:  # a later round tries again; publishing goes on
             log.warning("relay %s: pruning the outbox failed: %s", self.service,
                         exc.__class__.__name__)

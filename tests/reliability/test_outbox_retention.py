@@ -73,3 +73,20 @@ def test_the_relay_prunes_when_it_has_nothing_to_publish(kit_db: Database) -> No
     finally:
         stop.set()
         runner.join(10)
+
+
+def test_an_idle_relay_works_off_a_long_backlog_a_little_at_a_time(kit_db: Database) -> None:
+    _sent(kit_db, _rows(kit_db, 7), days_ago=30)
+    relay = _relay(kit_db, WEEK)
+    assert relay.prune(chunk=2, max_chunks=2) == 4  # bounded: two chunks of two
+    assert len(_left(kit_db)) == 3
+
+    relay._prune_now_and_then(chunk=2, max_chunks=1)  # a full chunk: due again at once
+    assert len(_left(kit_db)) == 1
+    relay._prune_now_and_then(chunk=2, max_chunks=1)  # the rest: now done for a while
+    assert _left(kit_db) == set()
+
+    later = _rows(kit_db, 2)
+    _sent(kit_db, later, days_ago=30)
+    relay._prune_now_and_then(chunk=2, max_chunks=1)  # within prune_every: nothing
+    assert _left(kit_db) == set(later)
