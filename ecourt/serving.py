@@ -65,7 +65,8 @@ def serve(service: str, bind: str, workers: int) -> None:
     hold up the other requests it could serve."""
     threads = int(os.environ.get("ECOURT_THREADS", "4"))
     # The gateway forwards on an event loop (gateway.edge); its threads run only its own pages.
-    worker = "gateway.worker.EdgeWorker" if service == "gateway" else "gthread"
+    worker = ("gateway.worker.EdgeWorker" if service == "gateway"
+              else "ecourt.service_worker.ServiceWorker")
     _Gunicorn(service, {"bind": bind, "workers": workers, "child_exit": _child_exit,
                         "worker_class": worker, "threads": threads,
                         "accesslog": None, "timeout": 30, "graceful_timeout": 20,

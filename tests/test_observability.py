@@ -19,14 +19,8 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from servicekit import logs
-from servicekit.testing import wait_for
+from servicekit.testing import free_port, wait_for
 from servicekit.web import ServiceSpec, create_service_app
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _healthz_count(text: str) -> float:
@@ -36,7 +30,7 @@ def _healthz_count(text: str) -> float:
 
 
 def test_metrics_add_up_across_gunicorn_workers(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     prom = tmp_path / "prom"
     prom.mkdir()
     env = {**os.environ, "ECOURT_DATA_DIR": str(tmp_path),
