@@ -130,7 +130,7 @@ def _relay(args: argparse.Namespace) -> int:
     _metrics_server(args.metrics_port)
     relay = Relay(args.service, rt.db, make_publisher(rt.settings.broker_url,
                                                       rt.settings.exchange),
-                  retention=rt.settings.outbox_retention)
+                  retention=rt.settings.retention)
     relay.run(_until_signalled())
     return 0
 

@@ -83,7 +83,7 @@ class Suite:
         for name, rt in self.runtimes.items():
             if relays:
                 relay = Relay(name, rt.db, make_publisher(self.broker_url, self.exchange),
-                              poll_interval=0.1, retention=rt.settings.outbox_retention)
+                              poll_interval=0.1, retention=rt.settings.retention)
                 self.relays[name] = relay
                 self._spawn(f"relay-{name}", relay.run)
             if consumers and registry.SERVICES[name].consumes:

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from servicekit.retention import Retention
+
 DEFAULT_EXCHANGE = "ecourt.events"
 
 
@@ -62,12 +64,17 @@ class Settings:
     consumer_workers: int = 1
     #: days a sent outbox row is kept before the relay deletes it (0: keep every row)
     outbox_retention_days: float = 7.0
+    #: days a handled event's id is kept in the inbox, to catch duplicates (0: forever)
+    inbox_retention_days: float = 30.0
+    #: hours an Idempotency-Key and its stored answer are kept (0: forever)
+    idempotency_key_hours: float = 24.0
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
-    def outbox_retention(self) -> timedelta | None:
-        return timedelta(days=self.outbox_retention_days) if self.outbox_retention_days > 0 \
-            else None
+    def retention(self) -> Retention:
+        return Retention(outbox=_days(self.outbox_retention_days),
+                         inbox=_days(self.inbox_retention_days),
+                         idempotency_keys=_days(self.idempotency_key_hours / 24))
 
     @property
     def is_memory_bus(self) -> bool:
@@ -85,6 +92,13 @@ class Settings:
             "retry_base_seconds": float(env("ECOURT_RETRY_BASE_SECONDS", "1.0")),
             "consumer_workers": int(env("ECOURT_CONSUMER_WORKERS", "1")),
             "outbox_retention_days": float(env("ECOURT_OUTBOX_RETENTION_DAYS", "7")),
+            "inbox_retention_days": float(env("ECOURT_INBOX_RETENTION_DAYS", "30")),
+            "idempotency_key_hours": float(env("ECOURT_IDEMPOTENCY_KEY_HOURS", "24")),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
+
+
+def _days(days: float) -> timedelta | None:
+    """``days`` as a retention; zero or less keeps rows forever."""
+    return timedelta(days=days) if days > 0 else None

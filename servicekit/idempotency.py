@@ -4,16 +4,24 @@ The first request with a key reserves it (a row with status 0) before the view r
 concurrent duplicate gets ``409`` instead of running twice. When the view answers, the
 response is stored; a later request with the same key and the same body replays it
 (``Idempotent-Replayed: true``), and one with a different body is refused with ``422``. A
-server error releases the key so the client can retry. A process that dies mid-request leaves
-the key reserved (``409``) rather than risk applying the request twice.
+server error releases the key so the client can retry.
+
+A process that dies mid-request leaves the key reserved rather than risk applying the request
+twice: its view may have committed before the answer was stored. Once the reservation is older
+than any request can run (``IN_PROGRESS_FOR``), a retry is told so plainly (``409
+request-outcome-unknown``: check, then send a new request with a new key) instead of "in
+progress". Every key expires after ``ttl`` (a day by default; ``servicekit.retention`` deletes
+the rows): an older row is treated as absent, so the key may be used afresh.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Row, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Response
 
@@ -24,6 +32,11 @@ from servicekit.tables import idempotency_keys as keys
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 MAX_KEY_LENGTH = 200
 _STORED_HEADERS = ("Content-Type", "Location", "ETag")
+#: how long a key is kept unless the store is told otherwise (``Retention.idempotency_keys``)
+DEFAULT_TTL = timedelta(hours=24)
+#: longer than any request runs (gunicorn stops a worker after 30 s): a reservation this old
+#: belongs to a process that died
+IN_PROGRESS_FOR = timedelta(minutes=5)
 
 
 def request_hash(method: str, path: str, body: bytes) -> str:
@@ -31,8 +44,9 @@ def request_hash(method: str, path: str, body: bytes) -> str:
 
 
 class IdempotencyStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, ttl: timedelta | None = DEFAULT_TTL) -> None:
         self.db = db
+        self.ttl = ttl  # None: keys never expire
 
     def begin(self, key: str, principal: str, method: str, path: str,
               digest: str) -> Response | None:
@@ -40,30 +54,55 @@ class IdempotencyStore:
         if not key or len(key) > MAX_KEY_LENGTH:
             raise Problem(400, "invalid-idempotency-key",
                           f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters")
-        try:
-            with self.db.transaction() as session:
-                session.execute(insert(keys).values(
-                    key=key, principal=principal, method=method, path=path,
-                    request_hash=digest, status=0, headers="{}", body=b"",
-                    created_at=utcnow()))
-            return None
-        except IntegrityError:
-            pass
-        with self.db.transaction() as session:
-            row = session.execute(select(keys).where(keys.c.key == key,
-                                                     keys.c.principal == principal)).first()
-        if row is None:  # released between our insert and our read: treat as in progress
+        now = utcnow()
+        row = None
+        for _ in range(2):  # the second try follows the removal of an expired row
+            if self._reserve(key, principal, method, path, digest, now):
+                return None
+            row = self._stored(key, principal)
+            if row is None or self.ttl is None or row.created_at > now - self.ttl:
+                break
+            self._forget(key, principal, row.created_at)
+            row = None
+        if row is None:  # released or expired between our insert and our read
             raise Problem(409, "request-in-progress", "a request with this key is in progress")
         if row.request_hash != digest:
             raise Problem(422, "idempotency-key-reused",
                           "this Idempotency-Key was used for a different request")
         if row.status == 0:
+            if now - row.created_at > IN_PROGRESS_FOR:
+                raise Problem(409, "request-outcome-unknown",
+                              "the first request with this key never finished (its server "
+                              "stopped while handling it), so whether it took effect is "
+                              "unknown: check, then send the request again with a new key")
             raise Problem(409, "request-in-progress", "a request with this key is in progress")
         resp = Response(row.body, status=row.status)
         for name, value in json.loads(row.headers).items():
             resp.headers[name] = value
         resp.headers["Idempotent-Replayed"] = "true"
         return resp
+
+    def _reserve(self, key: str, principal: str, method: str, path: str, digest: str,
+                 now: datetime) -> bool:
+        try:
+            with self.db.transaction() as session:
+                session.execute(insert(keys).values(
+                    key=key, principal=principal, method=method, path=path,
+                    request_hash=digest, status=0, headers="{}", body=b"", created_at=now))
+            return True
+        except IntegrityError:
+            return False
+
+    def _stored(self, key: str, principal: str) -> Row[Any] | None:
+        with self.db.transaction() as session:
+            return session.execute(select(keys).where(keys.c.key == key,
+                                                      keys.c.principal == principal)).first()
+
+    def _forget(self, key: str, principal: str, created_at: datetime) -> None:
+        """Delete an expired row, unless another request has just replaced it."""
+        with self.db.transaction() as session:
+            session.execute(delete(keys).where(keys.c.key == key, keys.c.principal == principal,
+                                               keys.c.created_at == created_at))
 
     def finish(self, key: str, principal: str, response: Response) -> None:
         with self.db.transaction() as session:

@@ -73,3 +73,16 @@ def create_v2() -> None:
 def drop_v2() -> None:
     with op.batch_alter_table('outbox', schema=None) as batch_op:
         batch_op.drop_index('ix_outbox_sent', postgresql_where=SENT, sqlite_where=SENT)
+
+
+def create_v3() -> None:
+    """Inbox entries and idempotency keys by age, so the relay can delete them after their
+    retention (``servicekit.retention``)."""
+    op.create_index('ix_inbox_received', 'inbox', ['received_at'], unique=False)
+    op.create_index('ix_idempotency_keys_created', 'idempotency_keys', ['created_at'],
+                    unique=False)
+
+
+def drop_v3() -> None:
+    op.drop_index('ix_idempotency_keys_created', table_name='idempotency_keys')
+    op.drop_index('ix_inbox_received', table_name='inbox')

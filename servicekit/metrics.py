@@ -31,8 +31,9 @@ EVENTS_PUBLISHED = Counter("events_published_total", "Outbox rows confirmed by t
 PUBLISH_FAILURES = Counter("outbox_publish_failures_total",
                            "Outbox publish failures (broker down, nack, unroutable)",
                            ["service", "reason"])
-OUTBOX_PRUNED = Counter("outbox_pruned_total",
-                        "Sent outbox rows deleted once older than the retention", ["service"])
+ROWS_PRUNED = Counter("kit_rows_pruned_total",
+                      "Rows of the kit's tables (sent outbox rows, inbox entries, idempotency "
+                      "keys) deleted once older than their retention", ["service", "table"])
 EVENTS_CONSUMED = Counter("events_consumed_total",
                           "Events taken off a queue, by outcome "
                           "(handled, duplicate, ignored, retried, dead_lettered, malformed)",

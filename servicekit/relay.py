@@ -8,9 +8,10 @@ unroutable) gets its own backoff through ``available_at`` and does not hold up t
 Publishing is at-least-once: a crash between the confirm and the commit republishes the batch,
 and the consumers' inbox makes that harmless.
 
-Sent rows are kept for ``retention`` (seven days by default: long enough to trace a delivery),
-then deleted by the relay when it is idle, so the outbox does not grow with every event ever
-written.
+When it has nothing to publish, the relay also keeps the service's kit tables to their
+``retention`` (``servicekit.retention``): sent outbox rows, inbox entries and idempotency keys
+past their age are deleted, a few short chunks at a time, so none of them grows with every
+event or request ever made.
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, Row, any_, bindparam, delete, select, update
+from sqlalchemy import BigInteger, Row, any_, bindparam, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
-from servicekit import metrics
+from servicekit import metrics, retention
 from servicekit.db import Database, utcnow
 from servicekit.publishers import BatchResult, Outgoing, Publisher, PublishError, headers_json
+from servicekit.retention import Retention
 from servicekit.tables import outbox
 
 log = logging.getLogger(__name__)
@@ -68,17 +70,6 @@ _MARK_SENT_PG = (update(outbox)
                  .values(sent_at=bindparam("sent_at")))
 
 
-#: the oldest sent rows past the cutoff (``ix_outbox_sent``); rows another relay is deleting
-#: are skipped, not waited for
-_EXPIRED_IDS = (select(outbox.c.id)
-                .where(outbox.c.sent_at.is_not(None), outbox.c.sent_at < bindparam("cutoff"))
-                .order_by(outbox.c.sent_at).limit(bindparam("size"))
-                .with_for_update(skip_locked=True))
-_PRUNE = delete(outbox).where(outbox.c.id.in_(_EXPIRED_IDS.scalar_subquery()))
-#: how long a sent row is kept unless the relay is told otherwise
-DEFAULT_RETENTION = timedelta(days=7)
-
-
 class _Claim:
     """A claimed batch: its open transaction (which holds the row locks), its rows and, once
     written to the broker, the publisher's ticket."""
@@ -113,20 +104,20 @@ class Relay:
 
     #: how long one ``run_once`` keeps the pipeline going before it returns to ``run``
     pipeline_seconds = 5.0
-    #: how often ``run`` prunes sent rows (only when it has nothing to publish)
+    #: how often ``run`` prunes the kit tables (only when it has nothing to publish)
     prune_every = 300.0
 
     def __init__(self, service: str, db: Database, publisher: Publisher, *,
                  batch_size: int | None = None, poll_interval: float = 0.2,
                  max_backoff: float = 30.0,
-                 retention: timedelta | None = DEFAULT_RETENTION) -> None:
+                 retention: Retention = Retention()) -> None:
         self.service = service
         self.db = db
         self.publisher = publisher
         self.batch_size = batch_size or getattr(publisher, "preferred_batch", 500)
         self.poll_interval = poll_interval
         self.max_backoff = max_backoff
-        self.retention = retention  # None keeps every sent row
+        self.retention = retention
         self._pruned_at = float("-inf")
         self.wake = threading.Event()
         self.pipelined = db.is_postgres and callable(getattr(publisher, "send", None)) \
@@ -254,40 +245,29 @@ class Relay:
 
     def prune(self, now: datetime | None = None, chunk: int = 1000,
               max_chunks: int | None = None) -> int:
-        """Delete the rows sent more than ``retention`` before ``now``, ``chunk`` rows per
-        short transaction (at most ``max_chunks`` of them); returns how many. Unsent rows are
-        never touched, however old."""
-        if self.retention is None:
-            return 0
-        cutoff = (now or utcnow()) - self.retention
-        total = 0
-        rounds = 0
-        while max_chunks is None or rounds < max_chunks:
-            with self.db.transaction() as session:
-                deleted = session.execute(_PRUNE, {"cutoff": cutoff, "size": chunk}).rowcount
-            total += deleted
-            rounds += 1
-            if deleted < chunk:
-                break
-        if total:
-            log.info("relay %s: pruned %s sent outbox rows older than %s", self.service, total,
-                     self.retention)
-            metrics.OUTBOX_PRUNED.labels(self.service).inc(total)
-        return total
+        """Delete the kit tables' rows older than their retention before ``now``, ``chunk``
+        rows per short transaction (at most ``max_chunks`` per table); returns how many.
+        Unsent outbox rows are never touched, however old."""
+        deleted = retention.prune(self.db, self.retention, now or utcnow(), chunk, max_chunks)
+        for table, count in deleted.items():
+            log.info("relay %s: pruned %s %s rows older than %s", self.service, count, table,
+                     self.retention.of(table))
+            metrics.ROWS_PRUNED.labels(self.service, table).inc(count)
+        return sum(deleted.values())
 
     def _prune_now_and_then(self, chunk: int = 1000, max_chunks: int = 10) -> None:
         """Prune a little when idle: a long backlog of old rows (the first run on an old
         database) is worked off ``max_chunks`` chunks per idle moment, never in one go that
         would hold up publishing."""
         started = time.monotonic()
-        if self.retention is None or started - self._pruned_at < self.prune_every:
+        if self.retention == retention.KEEP_ALL or started - self._pruned_at < self.prune_every:
             return
         self._pruned_at = started
         try:
             if self.prune(chunk=chunk, max_chunks=max_chunks) >= chunk * max_chunks:
-                self._pruned_at = float("-inf")  # more to do: again at the next idle moment
+                self._pruned_at = float("-inf")  # maybe more to do: again when next idle
         except Exception as exc:  # a later round tries again; publishing goes on
-            log.warning("relay %s: pruning the outbox failed: %s", self.service,
+            log.warning("relay %s: pruning the kit tables failed: %s", self.service,
                         exc.__class__.__name__)
 
     def _idle(self, stop: threading.Event) -> None:

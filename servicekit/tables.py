@@ -48,7 +48,7 @@ Index(
     postgresql_where=outbox.c.sent_at.is_(None),
     sqlite_where=outbox.c.sent_at.is_(None),
 )
-# Sent rows by age, for the relay's pruning (``Relay.prune``). Partial: a new row has no
+# Sent rows by age, for the relay's pruning (``servicekit.retention``). Partial: a new row has no
 # ``sent_at`` and is not in it, so writing an event costs nothing more.
 Index(
     "ix_outbox_sent",
@@ -65,6 +65,8 @@ inbox = Table(
     Column("received_at", UtcDateTime(), nullable=False),
     PrimaryKeyConstraint("consumer", "event_id"),
 )
+# Entries by age, for the relay's pruning (``servicekit.retention``).
+Index("ix_inbox_received", inbox.c.received_at)
 idempotency_keys = Table(
     "idempotency_keys",
     _KIT,
@@ -79,6 +81,8 @@ idempotency_keys = Table(
     Column("created_at", UtcDateTime(), nullable=False),
     PrimaryKeyConstraint("key", "principal"),
 )
+# Keys by age, for the relay's pruning (``servicekit.retention``).
+Index("ix_idempotency_keys_created", idempotency_keys.c.created_at)
 
 
 def define(metadata: MetaData) -> None:

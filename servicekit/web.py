@@ -10,6 +10,7 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from flask import Flask, g, jsonify, request
@@ -84,7 +85,8 @@ def create_service_app(spec: ServiceSpec, rt: Runtime) -> Flask:
     for blp in spec.blueprints:
         api.register_blueprint(blp)
     app.extensions["ecourt.api"] = api
-    _install_hooks(app, spec, db, service_secret, verifier)
+    _install_hooks(app, spec, db, service_secret, verifier,
+                   rt.settings.retention.idempotency_keys)
     check_every_route_declares_access(app)
     return app
 
@@ -143,8 +145,8 @@ def _health_blueprint(spec: ServiceSpec, db: Database,  # type: ignore[no-untype
 
 
 def _install_hooks(app: Flask, spec: ServiceSpec, db: Database, service_secret: str,
-                   verifier: TokenVerifier | None) -> None:
-    store = IdempotencyStore(db)
+                   verifier: TokenVerifier | None, key_ttl: timedelta | None) -> None:
+    store = IdempotencyStore(db, key_ttl)
 
     @app.before_request
     def start() -> Response | None:

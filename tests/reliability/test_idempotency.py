@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select, update
 from werkzeug.test import Client
 
 from ecourt.embedded import Suite
+from servicekit.db import utcnow
+from servicekit.idempotency import request_hash
 from servicekit.problems import PROBLEM_JSON
 from servicekit.tables import outbox
 from services.identity.models import Account
@@ -87,3 +90,53 @@ def test_same_key_with_another_body_is_a_422_problem(suite: Suite, http: Client)
     replay = http.post("/api/identity/accounts", json=body, headers=headers)
     assert replay.status_code == 201 and replay.headers.get("Idempotent-Replayed") == "true"
     assert replay.get_data() == first.get_data()
+
+
+def _age_key(suite: Suite, key: str, **age: float) -> None:
+    from servicekit.tables import idempotency_keys
+
+    with suite.runtimes["identity"].db.transaction() as s:
+        s.execute(update(idempotency_keys).where(idempotency_keys.c.key == key)
+                  .values(created_at=utcnow() - timedelta(**age)))
+
+
+def test_a_key_older_than_a_day_is_free_again(suite: Suite, http: Client) -> None:
+    body, later = person(), person()
+    headers = {"Idempotency-Key": f"reg-{uuid.uuid4()}"}
+    assert http.post("/api/identity/accounts", json=body, headers=headers).status_code == 201
+    _age_key(suite, headers["Idempotency-Key"], hours=25)
+
+    fresh = http.post("/api/identity/accounts", json=later, headers=headers)
+    assert fresh.status_code == 201, fresh.get_data(as_text=True)
+    assert "Idempotent-Replayed" not in fresh.headers
+    assert len(_accounts(suite, later["phone"])) == 1
+    # and from now on the key replays its new first answer
+    replay = http.post("/api/identity/accounts", json=later, headers=headers)
+    assert replay.headers.get("Idempotent-Replayed") == "true"
+    assert replay.get_data() == fresh.get_data()
+
+
+def _reserve(suite: Suite, key: str, body: dict[str, str], minutes_ago: float) -> None:
+    """The row a process leaves when it dies between reserving the key and answering."""
+    from servicekit.tables import idempotency_keys
+
+    path = "/accounts"
+    digest = request_hash("POST", path + "?", json.dumps(body).encode())
+    with suite.runtimes["identity"].db.transaction() as s:
+        s.execute(insert(idempotency_keys).values(
+            key=key, principal="anonymous", method="POST", path=path, request_hash=digest,
+            status=0, headers="{}", body=b"", created_at=utcnow() - timedelta(minutes=minutes_ago)))
+
+
+@pytest.mark.parametrize(("minutes_ago", "slug"), [(0, "request-in-progress"),
+                                                    (10, "request-outcome-unknown")])
+def test_a_reserved_key_is_in_progress_until_its_process_must_have_died(
+        suite: Suite, http: Client, minutes_ago: float, slug: str) -> None:
+    body = person()
+    key = f"reg-{uuid.uuid4()}"
+    _reserve(suite, key, body, minutes_ago)
+    answer = http.post("/api/identity/accounts", data=json.dumps(body),
+                       content_type="application/json", headers={"Idempotency-Key": key})
+    assert answer.status_code == 409, answer.get_data(as_text=True)
+    assert answer.get_json(force=True)["type"].endswith("/" + slug)
+    assert _accounts(suite, body["phone"]) == []  # never run a second time
