@@ -326,6 +326,12 @@ def versions() -> dict[str, str]:
         out["wrk"] = (proc.stdout or proc.stderr).splitlines()[0].strip()
     except Exception:  # noqa: BLE001
         out["wrk"] = "not installed"
+    try:  # nginx prints its version on stderr
+        proc = subprocess.run(["nginx", "-v"], capture_output=True, text=True, timeout=10,
+                              check=False)
+        out["nginx"] = (proc.stderr or proc.stdout).strip().splitlines()[0]
+    except Exception:  # noqa: BLE001
+        out["nginx"] = "not installed"
     for pkg in ("pika", "kombu", "amqp", "psycopg", "SQLAlchemy", "Flask", "gunicorn",
                 "Werkzeug", "requests"):
         out[pkg] = _pkg(pkg)

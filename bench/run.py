@@ -11,8 +11,10 @@ run is reported as "not measured: <reason>", never guessed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -20,7 +22,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import baselines
+from bench import baselines, nginx
 from bench.common import (
     ROOT,
     Figure,
@@ -186,43 +188,50 @@ def section_http(r: Results) -> None:
     c = p.connections
     for prefix, label in (("raw.flask", "raw Flask route, gunicorn 2 sync workers"),
                           ("suite.direct", "identity GET /healthz direct, 2 workers"),
-                          ("suite.gateway", "same route through the gateway, 2+2 workers")):
+                          ("suite.gateway", "same route through the gateway, 2+2 workers"),
+                          ("raw.nginx", "same route through nginx (the reference hop), "
+                                        "2+2 workers")):
         r.fig(f"{prefix}_rps", f"{label}, wrk {c} conns", "req/s")
         r.fig(f"{prefix}_p50", f"{label}, p50", "ms")
         r.fig(f"{prefix}_p99", f"{label}, p99", "ms")
     keys = {pre: [f"{pre}_rps", f"{pre}_p50", f"{pre}_p99"]
-            for pre in ("raw.flask", "suite.direct", "suite.gateway")}
+            for pre in ("raw.flask", "suite.direct", "suite.gateway", "raw.nginx")}
 
     def measure(url: str) -> tuple[float, float, float]:
         res = run_wrk(url, connections=c, duration=p.wrk_seconds)
         return res.rps, res.p50_ms, res.p99_ms
 
     why = serving.ecourt_available()
+    served = keys["suite.direct"] + keys["suite.gateway"] + keys["raw.nginx"]
     if why:
-        r.fail(keys["suite.direct"] + keys["suite.gateway"], why)
-    with baselines.hello_server(OUT_DIR) as hello, pg_database() as (_, url):
-        api = None
-        stack = None
+        r.fail(served, why)
+    with (baselines.hello_server(OUT_DIR) as hello, pg_database() as (_, url),
+          contextlib.ExitStack() as stack):
+        api = nginx_url = None
         if not why:
             try:
-                stack = serving.api_and_gateway(url, OUT_DIR)
-                api = stack.__enter__()
+                api = stack.enter_context(serving.api_and_gateway(url, OUT_DIR))
             except Exception as exc:  # noqa: BLE001
-                stack = None
-                r.fail(keys["suite.direct"] + keys["suite.gateway"], short_reason(exc))
-        try:
-            for i in range(p.runs):
-                if r.over_budget():
-                    r.notes.append(f"http: time budget reached after {i} run(s)")
-                    break
-                _say(f"http run {i + 1}/{p.runs}")
-                r.attempt(keys["raw.flask"], lambda: measure(hello))
-                if api is not None:
-                    r.attempt(keys["suite.direct"], lambda: measure(api.direct))
-                    r.attempt(keys["suite.gateway"], lambda: measure(api.gateway))
-        finally:
-            if stack is not None:
-                stack.__exit__(None, None, None)
+                r.fail(served, short_reason(exc))
+        if api is not None:
+            try:
+                tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-ngx-")))
+                nginx_url = stack.enter_context(nginx.in_front(
+                    api.direct.split("//", 1)[1].split("/", 1)[0], serving.SERVICE,
+                    serving.ROUTE, tmp, OUT_DIR / "nginx.log"))
+            except Exception as exc:  # noqa: BLE001
+                r.fail(keys["raw.nginx"], short_reason(exc))
+        for i in range(p.runs):
+            if r.over_budget():
+                r.notes.append(f"http: time budget reached after {i} run(s)")
+                break
+            _say(f"http run {i + 1}/{p.runs}")
+            r.attempt(keys["raw.flask"], lambda: measure(hello))
+            if api is not None:
+                r.attempt(keys["suite.direct"], lambda: measure(api.direct))
+                r.attempt(keys["suite.gateway"], lambda: measure(api.gateway))
+            if nginx_url is not None:
+                r.attempt(keys["raw.nginx"], lambda: measure(nginx_url))
 
 
 def section_memory(r: Results) -> None:
@@ -312,6 +321,9 @@ ROWS = [
     Row("Through gateway, p50", "suite.gateway_p50", "suite.direct_p50", "ratio_max", 1.3,
         "≤ 1.3 × direct"),
     Row("Through gateway, p99", "suite.gateway_p99", "suite.direct_p99"),
+    Row("Raw: through nginx (reference hop), req/s", "raw.nginx_rps", "suite.direct_rps"),
+    Row("Raw: through nginx (reference hop), p50", "raw.nginx_p50", "suite.direct_p50"),
+    Row("Through gateway vs through nginx, req/s", "suite.gateway_rps", "raw.nginx_rps"),
     Row("Embedded suite idle RSS", "suite.embedded_rss", None, "abs_max", 300.0, "≤ 300 MB"),
     Row("One API worker RSS", "suite.api_rss", None, "abs_max", 120.0, "≤ 120 MB"),
     Row("Raw: bare reportlab page + QR", "raw.bare_pdf"),
@@ -487,8 +499,9 @@ def main(argv: list[str] | None = None) -> int:
     if "http" in sections:
         try:
             ensure_wrk()
+            nginx.ensure_nginx()
         except Exception as exc:  # noqa: BLE001 - the http section will report it
-            print(f"  ! wrk: {exc}", file=sys.stderr)
+            print(f"  ! wrk/nginx: {exc}", file=sys.stderr)
     meta["versions"] = versions()
     results = Results(plan)
     for name in sections:
