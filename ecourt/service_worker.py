@@ -18,7 +18,8 @@ small JSON answer leaves as two TCP segments: two trips through the network stac
 service, and two wake-ups and reads for the gateway (or client) on the other end. The socket
 is corked (``TCP_CORK``) while a request is handled and uncorked when its answer is written:
 the kernel then sends head and body together, and a long body still leaves in full segments
-as it is written (a cork never holds a full segment back).
+as it is written (a cork never holds a full segment back). A route that streams small pieces
+slowly (none does today) would see each piece held until a segment fills or 200 ms pass.
 """
 
 from __future__ import annotations
