@@ -69,7 +69,7 @@ class PublicRoutes:
         for methods, regex in routes:
             names = None if methods.strip() == "*" else frozenset(
                 m.strip().upper() for m in methods.split("|") if m.strip())
-            self._rules.append(_Rule(names, re.compile(regex)))
+            self._rules.append(_Rule(names, re.compile(regex, re.DOTALL)))
         self._by_method: dict[str, re.Pattern[str] | None] = {}
         self._memo: dict[tuple[str, str], bool] = {}
 
@@ -78,9 +78,9 @@ class PublicRoutes:
             parts = [f"(?:{rule.pattern.pattern})" for rule in self._rules
                      if rule.methods is None or method in rule.methods]
             if len(self._by_method) < 64:  # methods are few; never grow without bound
-                self._by_method[method] = re.compile("|".join(parts)) if parts else None
+                self._by_method[method] = _joined(parts)
             else:
-                return re.compile("|".join(parts)) if parts else None
+                return _joined(parts)
         return self._by_method[method]
 
     def is_public(self, method: str, path: str) -> bool:
@@ -93,6 +93,12 @@ class PublicRoutes:
                 self._memo.clear()
             self._memo[(method, path)] = known
         return known
+
+
+def _joined(parts: list[str]) -> re.Pattern[str] | None:
+    """One alternation of a method's rules. DOTALL: a path is matched whole, and a decoded
+    ``%0A`` in it (``/verify/a%0Ab``) must not turn a public route into a protected one."""
+    return re.compile("|".join(parts), re.DOTALL) if parts else None
 
 
 class BadPath(ValueError):

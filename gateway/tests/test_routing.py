@@ -41,6 +41,14 @@ def test_public_routes_matching():
     assert routes.is_public("DELETE", "/c")
 
 
+def test_a_public_route_matches_a_path_with_a_newline_in_it():
+    """``.`` in a rule covers every character: ``/verify/a%0Ab`` is still the public verify
+    route (it used to need a token, because ``.`` stopped at the decoded newline)."""
+    routes = PublicRoutes([("GET", r"/api/documents/verify(/.*)?")])
+    assert routes.is_public("GET", "/api/documents/verify/a\nb")
+    assert not routes.is_public("GET", "/api/documents/other\n")
+
+
 def test_client_ip_honours_forwarded_only_when_trusted():
     env = {"REMOTE_ADDR": "10.0.0.9", "HTTP_X_FORWARDED_FOR": "6.6.6.6, 203.0.113.7"}
     assert client_ip(env, trust_forwarded=False) == "10.0.0.9"
