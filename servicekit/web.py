@@ -43,9 +43,13 @@ class ProblemApi(Api):
         extensions: dict[str, Any] = {}
         if data.get("messages"):
             extensions["errors"] = data["messages"]
+        headers = dict(data.get("headers") or {})
+        allowed = getattr(error, "valid_methods", None)
+        if allowed:  # a 405 says what is allowed (RFC 9110 §15.5.6)
+            headers["Allow"] = ", ".join(allowed)
         problem = Problem(error.code or 500, slug_for(error.code or 500),
                           error.description if not extensions else "the request is invalid",
-                          headers=dict(data.get("headers") or {}), **extensions)
+                          headers=headers, **extensions)
         if error.code == 422:
             problem.slug = "validation-error"
         return problem_response(problem, request.path, context.request_id())

@@ -94,6 +94,14 @@ def test_a_route_without_an_access_rule_refuses_to_start(embedded) -> None:  # t
         create_service_app(spec, embedded.runtimes["filing"])
 
 
+def test_a_method_a_route_does_not_take_is_405_with_allow(embedded) -> None:  # type: ignore[no-untyped-def]
+    resp = embedded.apps["identity"].test_client().post("/healthz")
+    assert resp.status_code == 405
+    assert resp.headers["Content-Type"].startswith("application/problem+json")
+    assert resp.get_json(force=True)["type"].endswith("/method-not-allowed")
+    assert {m.strip() for m in resp.headers["Allow"].split(",")} >= {"GET", "HEAD"}
+
+
 def test_every_route_of_every_service_declares_access(embedded) -> None:  # type: ignore[no-untyped-def]
     from servicekit.web import check_every_route_declares_access
 
