@@ -22,7 +22,7 @@ from kombu import Connection
 from ecourt import registry
 from ecourt.runtime import local_verifier, make_runtime
 from gateway.app import create_gateway
-from gateway.ratelimit import MemoryRateLimiter
+from gateway.ratelimit import MemoryRateLimiter, limits_from_env
 from servicekit.config import DEFAULT_EXCHANGE, Settings
 from servicekit.consumer import EventConsumer
 from servicekit.publishers import make_publisher
@@ -40,7 +40,8 @@ class Suite:
     def __init__(self, data_dir: Path | str = "data", *, broker_url: str = "memory://",
                  exchange: str = DEFAULT_EXCHANGE, queue_prefix: str = "",
                  database_urls: dict[str, str] | None = None, retry_base: float = 1.0,
-                 max_attempts: int = 5, rate_limit: int = 600, rate_window: float = 60.0,
+                 max_attempts: int = 5, rate_limit: int | None = None,
+                 rate_window: float | None = None,
                  notifier_with_pika: bool | None = None,
                  scheduler_interval: float = 60.0) -> None:
         self.data_dir = Path(data_dir).resolve()
@@ -65,8 +66,11 @@ class Suite:
             self.runtimes[name] = rt
             if definition.build_app is not None:
                 self.apps[name] = definition.build_app(rt)
+        # the gateway's limits: as given, else GATEWAY_RATE_LIMIT/_WINDOW, as when distributed
+        env_limit, env_window = limits_from_env()
         self.gateway = create_gateway(upstreams=dict(self.apps), verifier=self.verifier,
-                                      rate_limiter=MemoryRateLimiter(rate_limit, rate_window))
+                                      rate_limiter=MemoryRateLimiter(rate_limit or env_limit,
+                                                                     rate_window or env_window))
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.consumers: dict[str, EventConsumer | PikaSmsConsumer] = {}

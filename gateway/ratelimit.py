@@ -120,11 +120,16 @@ class RedisRateLimiter:
                         exc.__class__.__name__)
 
 
+def limits_from_env() -> tuple[int, float]:
+    """``GATEWAY_RATE_LIMIT`` requests (default 600) per ``GATEWAY_RATE_WINDOW`` seconds
+    (default 60): both tiers read them here."""
+    return (int(os.environ.get("GATEWAY_RATE_LIMIT", "600")),
+            float(os.environ.get("GATEWAY_RATE_WINDOW", "60")))
+
+
 def from_env() -> RateLimiter:
-    """``ECOURT_REDIS_URL`` set -> Redis, else memory; ``GATEWAY_RATE_LIMIT`` requests
-    (default 600) per ``GATEWAY_RATE_WINDOW`` seconds (default 60)."""
-    limit = int(os.environ.get("GATEWAY_RATE_LIMIT", "600"))
-    window = float(os.environ.get("GATEWAY_RATE_WINDOW", "60"))
+    """``ECOURT_REDIS_URL`` set -> Redis, else memory; the limits of ``limits_from_env``."""
+    limit, window = limits_from_env()
     url = os.environ.get("ECOURT_REDIS_URL", "").strip()
     if url:
         return RedisRateLimiter(url, limit, window)
