@@ -4,6 +4,7 @@ idempotency, metrics and health, so a service's own ``create_app`` is a few line
 from __future__ import annotations
 
 import hmac
+import http
 import logging
 import os
 import re
@@ -13,8 +14,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import marshmallow as ma
 from flask import Flask, g, jsonify, request
 from flask_smorest import Api, Blueprint
+from flask_smorest.utils import prepare_response
 from prometheus_client import CollectorRegistry
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
@@ -23,7 +26,7 @@ from servicekit import context, metrics
 from servicekit.access import Access, access_of, public
 from servicekit.db import Database
 from servicekit.idempotency import UNSAFE, IdempotencyStore, request_hash
-from servicekit.problems import Problem, problem_response, slug_for
+from servicekit.problems import PROBLEM_JSON, Problem, problem_response, slug_for
 from servicekit.readiness import BrokerCheck
 from servicekit.service import Runtime
 from servicekit.tokens import InvalidToken, KeysUnavailable, TokenVerifier, keys_unavailable
@@ -35,8 +38,40 @@ _FRAMEWORK_ENDPOINTS = ("api-docs.", "static")
 SERVICE_TOKEN_HEADER = "X-Service-Token"  # noqa: S105 - a header name, not a secret
 
 
+class ProblemSchema(ma.Schema):
+    """An error as every service and the gateway send it (RFC 9457, ``problem_response``).
+    Other members may follow (``errors``, ``checks``, ...): unknown ones are allowed."""
+
+    class Meta:
+        unknown = ma.INCLUDE
+
+    type = ma.fields.String(required=True, metadata={"description": "the problem's URI"})
+    title = ma.fields.String(required=True)
+    status = ma.fields.Integer(required=True)
+    detail = ma.fields.String()
+    instance = ma.fields.String(metadata={"description": "the request's path"})
+    request_id = ma.fields.String()
+    errors = ma.fields.Dict(metadata={"description": "what is wrong with each input field"})
+
+
 class ProblemApi(Api):
-    """flask-smorest with RFC 9457 error bodies instead of its default shape."""
+    """flask-smorest with RFC 9457 error bodies instead of its default shape, answered and
+    documented: every error response of the spec is ``application/problem+json``."""
+
+    def _register_responses(self) -> None:
+        # flask-smorest's own, with the problem schema and media type: the spec describes
+        # what the services send (found by schemathesis: the spec said application/json
+        # with flask-smorest's error shape)
+        for status in http.HTTPStatus:
+            response: dict[str, Any] = {"description": status.phrase}
+            if not 100 <= status < 200 and status not in (204, 304):
+                response["schema"] = ProblemSchema
+            prepare_response(response, self.spec, PROBLEM_JSON)
+            self.spec.components.response(status.name, response, lazy=True)
+        default: dict[str, Any] = {"description": "a problem (RFC 9457)",
+                                   "schema": ProblemSchema}
+        prepare_response(default, self.spec, PROBLEM_JSON)
+        self.spec.components.response(self.DEFAULT_ERROR_RESPONSE_NAME, default, lazy=True)
 
     def handle_http_exception(self, error: HTTPException) -> Response:  # type: ignore[override]
         data = getattr(error, "data", None) or {}

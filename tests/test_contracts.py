@@ -57,3 +57,32 @@ def test_a_broken_event_fails_its_contract(bad: dict[str, object]) -> None:
                 "datacontenttype": "application/json", **bad}
     with pytest.raises(jsonschema.ValidationError):
         validate_event(envelope)
+
+
+def _specs() -> dict[str, dict]:  # type: ignore[type-arg]
+    return {p.stem: json.loads(p.read_text()) for p in sorted(OPENAPI.glob("*.json"))}
+
+
+def test_every_error_response_in_the_specs_is_problem_json() -> None:
+    """The specs say what the services send: RFC 9457 problems (schemathesis found them
+    documenting flask-smorest's own error shape as application/json)."""
+    specs = _specs()
+    assert specs
+    for name, spec in specs.items():
+        responses = spec.get("components", {}).get("responses", {})
+        assert "DEFAULT_ERROR" in responses or not spec["paths"], name
+        for key, response in responses.items():
+            content = response.get("content", {})
+            assert set(content) <= {"application/problem+json"}, (name, key)
+            for media in content.values():
+                assert media["schema"] == {"$ref": "#/components/schemas/Problem"}, (name, key)
+
+
+def test_a_real_problem_matches_the_documented_schema(embedded) -> None:  # type: ignore[no-untyped-def]
+    schema = _specs()["identity"]["components"]["schemas"]["Problem"]
+    client = embedded.apps["identity"].test_client()
+    for resp in (client.post("/accounts", json={}), client.get("/accounts/me"),
+                 client.post("/healthz"), client.get("/nowhere")):
+        assert resp.status_code >= 400
+        assert resp.headers["Content-Type"].startswith("application/problem+json")
+        jsonschema.validate(resp.get_json(force=True), schema)

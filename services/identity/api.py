@@ -128,9 +128,17 @@ class Revoke(MethodView):
         sessions.revoke(runtime().db, body["refresh_token"])
 
 
+#: the JWKS document (RFC 7517) as the spec shows it; the keys are Ed25519 (OKP) public keys
+_JWKS_DOC = {"200": {"description": "the signing keys", "content": {"application/json": {
+    "schema": {"type": "object", "required": ["keys"], "properties": {
+        "keys": {"type": "array", "items": {"type": "object", "required": ["kty"],
+                                            "additionalProperties": True}}}}}}}}
+
+
 @blp.route("/.well-known/jwks.json")
 class Jwks(MethodView):
     @public
+    @blp.doc(responses=_JWKS_DOC)
     def get(self):  # type: ignore[no-untyped-def]
         """The public keys that verify identity's access tokens."""
         return jsonify(keys=[_signing_key().jwk()])
