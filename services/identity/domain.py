@@ -15,7 +15,9 @@ from servicekit.roles import STAFF_ROLES
 
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _CHECK = "10X98765432"
-_MOBILE = re.compile(r"^1[3-9]\d{9}$")
+#: a mainland mobile number (the API's specs show the same pattern)
+MOBILE_PATTERN = r"^1[3-9]\d{9}$"
+_MOBILE = re.compile(MOBILE_PATTERN)
 #: a court code (法院代字) such as 粤01, 粤0104, 京73 or 最高法: no spaces, no separators
 _COURT = re.compile(r"^[^\s/,;]{2,20}$")
 

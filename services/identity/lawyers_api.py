@@ -21,7 +21,7 @@ from services.identity.models_orgs import LawyerVerification
 from services.identity.organizations_api import REVIEWERS, RejectSchema, caller, check_court
 
 blp = Blueprint("lawyers", __name__, description="Lawyer verification (律师认证)")
-_LICENSE = {"description": "执业证号: 17 digits"}
+_LICENSE = {"description": "执业证号: 17 digits", "pattern": r"^\d{17}$"}
 
 
 class OnlineSchema(Schema):
@@ -92,9 +92,21 @@ def _load(schema: Schema, data: Any, location: str) -> dict[str, Any]:
                       errors={location: exc.messages}) from exc
 
 
+class OfflineFormSchema(OfflineSchema):
+    """The offline multipart body as the spec shows it: both scans are required (the view
+    reads them with ``read_upload``; ``OfflineSchema`` loads the form fields only)."""
+
+    certificate = fields.Raw(required=True, metadata={
+        "type": "string", "format": "binary",
+        "description": "practising certificate scan: JPEG, PNG, BMP or PDF, at most 20 MB"})
+    id_card = fields.Raw(required=True, metadata={
+        "type": "string", "format": "binary",
+        "description": "ID card scan: JPEG, PNG, BMP or PDF, at most 20 MB"})
+
+
 _REQUEST_BODY = {"required": True, "content": {
     "application/json": {"schema": OnlineSchema},
-    "multipart/form-data": {"schema": OfflineSchema}}}
+    "multipart/form-data": {"schema": OfflineFormSchema}}}
 
 
 @blp.route("/lawyer-verifications")

@@ -55,6 +55,17 @@ class LicenceFileSchema(Schema):
         "description": "business licence: JPEG, PNG, BMP or PDF by content, at most 20 MB"})
 
 
+class OrganizationFormSchema(RegisterOrganizationSchema, LicenceFileSchema):
+    """The whole multipart body, as the spec shows it (the view reads the form and the file
+    through the two schemas above)."""
+
+
+#: one multipart body with every field: two stacked ``@arguments`` (form, files) would show
+#: only the file in the spec
+_REQUEST_BODY = {"required": True,
+                 "content": {"multipart/form-data": {"schema": OrganizationFormSchema}}}
+
+
 class OrganizationSchema(Schema):
     id = fields.String()
     name = fields.String()
@@ -110,6 +121,7 @@ class Organizations(MethodView):
     @roles(PARTY)
     @blp.arguments(RegisterOrganizationSchema, location="form")
     @blp.arguments(LicenceFileSchema, location="files")
+    @blp.doc(requestBody=_REQUEST_BODY)
     @blp.response(201, OrganizationSchema)
     @blp.alt_response(413, description="the licence is larger than 20 MB")
     @blp.alt_response(415, description="the licence is not JPEG, PNG, BMP or PDF by content")

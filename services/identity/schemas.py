@@ -7,6 +7,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates
 
 from servicekit.roles import STAFF_ROLES
 from services.identity.domain import (
+    MOBILE_PATTERN,
     court_code_valid,
     id_number_valid,
     mobile_valid,
@@ -22,6 +23,12 @@ def _check_phone(value: str) -> None:
         raise ValidationError("not a valid mainland mobile number")
 
 
+def phone_field(**kwargs: object) -> fields.String:
+    """A required mainland mobile number, checked on load and described in the spec."""
+    return fields.String(required=True, validate=_check_phone, metadata={
+        "description": "mainland mobile number", "pattern": MOBILE_PATTERN}, **kwargs)
+
+
 def _check_court(value: str) -> None:
     if not court_code_valid(value):
         raise ValidationError("not a court code (such as 粤01)")
@@ -29,9 +36,10 @@ def _check_court(value: str) -> None:
 
 class RegisterIndividualSchema(Schema):
     name = fields.String(required=True, validate=validate.Length(min=1, max=100))
-    id_number = fields.String(required=True, metadata={"description": "ID-card number"})
-    phone = fields.String(required=True, validate=_check_phone,
-                          metadata={"description": "mobile number"})
+    id_number = fields.String(required=True, metadata={
+        "description": "mainland resident ID number: 17 digits and the GB 11643 check "
+                       "character", "pattern": r"^\d{17}[\dXx]$"})
+    phone = phone_field()
     password = fields.String(required=True, load_only=True, validate=_PASSWORD)
 
     @validates("id_number")
@@ -86,10 +94,10 @@ class ContactSchema(Schema):
 
 class CreateStaffSchema(Schema):
     name = fields.String(required=True, validate=validate.Length(min=1, max=100))
-    phone = fields.String(required=True, validate=_check_phone)
+    phone = phone_field()
     password = fields.String(required=True, load_only=True, validate=_PASSWORD)
     roles = fields.List(fields.String(validate=validate.OneOf(sorted(STAFF_ROLES))),
-                        required=True)
+                        required=True, metadata={"minItems": 1, "uniqueItems": True})
     department = fields.String(load_default=None, allow_none=True, validate=_DEPARTMENT,
                                metadata={"description": "e.g. 立案庭, 民一庭"})
     court = fields.String(load_default=None, allow_none=True, validate=_check_court,

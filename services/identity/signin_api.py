@@ -12,25 +12,19 @@ from typing import Any
 
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from marshmallow import Schema, ValidationError, fields, validate
+from marshmallow import Schema, fields, validate
 
 from servicekit.access import current_claims, public, roles
 from servicekit.service import runtime
 from services.identity import signin_captcha, signin_codes, signin_qr
 from services.identity.api import NO_STORE, _signing_key, _tokens, account_view, client_ip
-from services.identity.domain import mobile_valid
-from services.identity.schemas import AccountSchema, TokenSchema
+from services.identity.schemas import AccountSchema, TokenSchema, phone_field
 
 blp = Blueprint("identity_signin", __name__,
                 description="Captchas, SMS codes, QR sign-in, password reset, phone change")
 
 _CODE = validate.Regexp(r"^\d{6}$", error="a code is 6 digits")
 _TICKET = r"<string(minlength=20, maxlength=100):ticket>"
-
-
-def _check_phone(value: str) -> None:
-    if not mobile_valid(value):
-        raise ValidationError("not a valid mainland mobile number")
 
 
 class CaptchaSchema(Schema):
@@ -40,7 +34,7 @@ class CaptchaSchema(Schema):
 
 
 class CodeRequestSchema(Schema):
-    phone = fields.String(required=True, validate=_check_phone)
+    phone = phone_field()
     purpose = fields.String(required=True,
                             validate=validate.OneOf(signin_codes.PUBLIC_PURPOSES))
 
@@ -50,7 +44,7 @@ class CodeAcceptedSchema(Schema):
 
 
 class SmsLoginSchema(Schema):
-    phone = fields.String(required=True, validate=_check_phone)
+    phone = phone_field()
     code = fields.String(required=True, load_only=True, validate=_CODE)
 
 
@@ -75,7 +69,7 @@ class QrStatusSchema(Schema):
 
 
 class PhoneChangeSchema(Schema):
-    new_phone = fields.String(required=True, validate=_check_phone)
+    new_phone = phone_field()
 
 
 class PhoneChangeConfirmSchema(Schema):
