@@ -58,8 +58,9 @@ class VerificationSchema(Schema):
 
 
 class UploadSchema(Schema):
-    file = fields.Raw(required=True, metadata={"type": "string", "format": "binary",
-                                               "description": "the PDF, at most 20 MB"})
+    file = fields.Raw(required=True, metadata={
+        "type": "string", "format": "binary",
+        "description": "a PDF (its content must start with %PDF-, else 415), at most 20 MB"})
 
 
 class UploadResultSchema(Schema):

@@ -12,7 +12,7 @@ from flask_smorest import Blueprint
 from servicekit.access import current_claims, roles
 from servicekit.roles import CLERK, JUDGE, LAWYER
 from servicekit.service import runtime
-from servicekit.uploads import read_upload
+from servicekit.uploads import SIGNATURES, read_upload
 from services.matters import bindings, lawyers
 from services.matters.api import COURT_STAFF, if_match
 from services.matters.schemas import (
@@ -71,9 +71,16 @@ class OneBinding(MethodView):
         return _out(bindings.get(runtime().db, current_claims(), binding_id))
 
 
+#: the letter comes back as uploaded: one of the upload checker's types (servicekit.uploads)
+_LETTER_DOC = {"200": {"description": "the letter, with the type it was uploaded as",
+                       "content": {media: {"schema": {"type": "string", "format": "binary"}}
+                                   for _, media in SIGNATURES.values()}}}
+
+
 @blp.route("/bindings/<binding_id>/letter")
 class BindingLetter(MethodView):
     @roles(LAWYER, *COURT_STAFF)
+    @blp.doc(responses=_LETTER_DOC)
     @blp.response(200, content_type="application/octet-stream")
     def get(self, binding_id: str) -> Response:
         """The letter of authorisation, as uploaded."""

@@ -146,9 +146,12 @@ class TodoSchema(Schema):
 
 
 class ReviewSchema(Schema):
-    issuable = fields.Boolean(load_default=False, metadata={"description": "审查结果: 是"})
-    needs_judge = fields.Boolean(load_default=False,
-                                 metadata={"description": "是否需后台法官处理"})
+    issuable = fields.Boolean(load_default=False, metadata={
+        "description": "审查结果: 是 (issue now). Either this or needs_judge must be true, "
+                       "else 422"})
+    needs_judge = fields.Boolean(load_default=False, metadata={
+        "description": "是否需后台法官处理 (transfer to the back-office judge; wins over "
+                       "issuable)"})
     note = fields.String(load_default=None, validate=validate.Length(max=1000))
     handler_name = fields.String(load_default=None, validate=validate.Length(max=100))
 
