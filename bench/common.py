@@ -145,6 +145,38 @@ def tree_rss_kb(pid: int) -> int:
     return total
 
 
+@dataclass(frozen=True)
+class CpuTime:
+    """CPU seconds a process tree has used, split as the kernel accounts it."""
+
+    user: float
+    system: float
+
+    def __sub__(self, other: CpuTime) -> CpuTime:
+        return CpuTime(self.user - other.user, self.system - other.system)
+
+    @property
+    def total(self) -> float:
+        return self.user + self.system
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu(pid: int) -> CpuTime:
+    """User and system CPU time of a process and its living descendants, from
+    /proc/<pid>/stat (fields 14 and 15, in clock ticks). Taken before and after a load run,
+    the difference is what the tree spent on that run (its processes must outlive it)."""
+    user = system = 0
+    for p in [pid, *descendants(pid)]:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            with open(f"/proc/{p}/stat", encoding="ascii", errors="replace") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            user += int(fields[11])
+            system += int(fields[12])
+    return CpuTime(user / _TICKS, system / _TICKS)
+
+
 def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
     """Poll ``url`` until it answers 2xx, the process dies, or ``timeout`` passes."""
     deadline = time.monotonic() + timeout

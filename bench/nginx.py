@@ -17,9 +17,17 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import HOST, BenchError, free_port, running, wait_http
+
+
+@dataclass(frozen=True)
+class Hop:
+    url: str
+    pid: int
+
 
 CONFIG = """
 worker_processes {workers};
@@ -70,9 +78,9 @@ def ensure_nginx() -> str:
 
 @contextlib.contextmanager
 def in_front(upstream: str, name: str, route: str, prefix: Path, log: Path,
-             workers: int = 2) -> Iterator[str]:
+             workers: int = 2) -> Iterator[Hop]:
     """nginx proxying ``/api/<name>/…`` to ``upstream`` (host:port); yields the URL of
-    ``route`` through it."""
+    ``route`` through it and the master's pid (its workers are its children)."""
     binary = ensure_nginx()
     prefix.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -85,4 +93,4 @@ def in_front(upstream: str, name: str, route: str, prefix: Path, log: Path,
             wait_http(url, timeout=30, proc=proc.popen)
         except BenchError as exc:
             raise BenchError(f"{exc}; log tail: {proc.tail(600)}") from exc
-        yield url
+        yield Hop(url, proc.pid)

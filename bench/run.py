@@ -30,6 +30,7 @@ from bench.common import (
     machine_info,
     pg_database,
     rabbit_vhost,
+    tree_cpu,
     versions,
 )
 
@@ -194,20 +195,42 @@ def section_http(r: Results) -> None:
         r.fig(f"{prefix}_rps", f"{label}, wrk {c} conns", "req/s")
         r.fig(f"{prefix}_p50", f"{label}, p50", "ms")
         r.fig(f"{prefix}_p99", f"{label}, p99", "ms")
+    # CPU per answered request, from each process tree's /proc times over the wrk run
+    r.fig("suite.direct_svc_cpu", "identity's CPU per request, direct", "µs")
+    for prefix, hop in (("suite.gateway", "the gateway"), ("raw.nginx", "nginx")):
+        r.fig(f"{prefix}_svc_cpu", f"identity's CPU per request behind {hop}", "µs")
+        r.fig(f"{prefix}_cpu", f"{hop}'s CPU per request (user + system)", "µs")
+        r.fig(f"{prefix}_cpu_user", f"{hop}'s user-mode CPU per request", "µs")
     keys = {pre: [f"{pre}_rps", f"{pre}_p50", f"{pre}_p99"]
             for pre in ("raw.flask", "suite.direct", "suite.gateway", "raw.nginx")}
+    keys["suite.direct"].append("suite.direct_svc_cpu")
+    for pre in ("suite.gateway", "raw.nginx"):
+        keys[pre] += [f"{pre}_svc_cpu", f"{pre}_cpu", f"{pre}_cpu_user"]
 
     def measure(url: str) -> tuple[float, float, float]:
         res = run_wrk(url, connections=c, duration=p.wrk_seconds)
         return res.rps, res.p50_ms, res.p99_ms
 
+    def measure_cpu(url: str, service: int, proxy: int | None) -> tuple[float, ...]:
+        """wrk against ``url``, and the µs of CPU the service's (and the proxy's) process
+        tree spent per request it answered."""
+        svc0 = tree_cpu(service)
+        hop0 = tree_cpu(proxy) if proxy else None
+        res = run_wrk(url, connections=c, duration=p.wrk_seconds)
+        per = 1e6 / max(res.requests, 1)
+        svc = (tree_cpu(service) - svc0).total * per
+        if proxy is None or hop0 is None:
+            return res.rps, res.p50_ms, res.p99_ms, svc
+        hop = tree_cpu(proxy) - hop0
+        return res.rps, res.p50_ms, res.p99_ms, svc, hop.total * per, hop.user * per
+
     why = serving.ecourt_available()
-    served = keys["suite.direct"] + keys["suite.gateway"] + keys["raw.nginx"]
+    served = [k for pre in ("suite.direct", "suite.gateway", "raw.nginx") for k in keys[pre]]
     if why:
         r.fail(served, why)
     with (baselines.hello_server(OUT_DIR) as hello, pg_database() as (_, url),
           contextlib.ExitStack() as stack):
-        api = nginx_url = None
+        api = hop = None
         if not why:
             try:
                 api = stack.enter_context(serving.api_and_gateway(url, OUT_DIR))
@@ -216,7 +239,7 @@ def section_http(r: Results) -> None:
         if api is not None:
             try:
                 tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-ngx-")))
-                nginx_url = stack.enter_context(nginx.in_front(
+                hop = stack.enter_context(nginx.in_front(
                     api.direct.split("//", 1)[1].split("/", 1)[0], serving.SERVICE,
                     serving.ROUTE, tmp, OUT_DIR / "nginx.log"))
             except Exception as exc:  # noqa: BLE001
@@ -228,10 +251,13 @@ def section_http(r: Results) -> None:
             _say(f"http run {i + 1}/{p.runs}")
             r.attempt(keys["raw.flask"], lambda: measure(hello))
             if api is not None:
-                r.attempt(keys["suite.direct"], lambda: measure(api.direct))
-                r.attempt(keys["suite.gateway"], lambda: measure(api.gateway))
-            if nginx_url is not None:
-                r.attempt(keys["raw.nginx"], lambda: measure(nginx_url))
+                r.attempt(keys["suite.direct"],
+                          lambda: measure_cpu(api.direct, api.api_pid, None))
+                r.attempt(keys["suite.gateway"],
+                          lambda: measure_cpu(api.gateway, api.api_pid, api.gateway_pid))
+                if hop is not None:
+                    r.attempt(keys["raw.nginx"],
+                              lambda: measure_cpu(hop.url, api.api_pid, hop.pid))
 
 
 def section_memory(r: Results) -> None:
@@ -324,6 +350,14 @@ ROWS = [
     Row("Raw: through nginx (reference hop), req/s", "raw.nginx_rps", "suite.direct_rps"),
     Row("Raw: through nginx (reference hop), p50", "raw.nginx_p50", "suite.direct_p50"),
     Row("Through gateway vs through nginx, req/s", "suite.gateway_rps", "raw.nginx_rps"),
+    Row("CPU/request: identity, direct", "suite.direct_svc_cpu"),
+    Row("CPU/request: identity behind the gateway", "suite.gateway_svc_cpu",
+        "suite.direct_svc_cpu"),
+    Row("CPU/request: identity behind nginx", "raw.nginx_svc_cpu", "suite.direct_svc_cpu"),
+    Row("CPU/request: the gateway", "suite.gateway_cpu", "raw.nginx_cpu"),
+    Row("CPU/request: nginx", "raw.nginx_cpu"),
+    Row("CPU/request: the gateway, user mode", "suite.gateway_cpu_user", "raw.nginx_cpu_user"),
+    Row("CPU/request: nginx, user mode", "raw.nginx_cpu_user"),
     Row("Embedded suite idle RSS", "suite.embedded_rss", None, "abs_max", 300.0, "≤ 300 MB"),
     Row("One API worker RSS", "suite.api_rss", None, "abs_max", 120.0, "≤ 120 MB"),
     Row("Raw: bare reportlab page + QR", "raw.bare_pdf"),

@@ -73,6 +73,8 @@ def _server_env(tmp: Path, name: str, **extra: str) -> dict[str, str]:
 class ApiUrls:
     direct: str
     gateway: str
+    api_pid: int  # gunicorn's arbiter of each: its tree holds the workers
+    gateway_pid: int
 
 
 def _gateway_upstreams(api_base: str) -> dict[str, str]:
@@ -106,7 +108,7 @@ def api_and_gateway(db_url: str, log_dir: Path, workers: int = 2) -> Iterator[Ap
             with running(gw_cmd, log_dir / "gateway.log", gw_env) as gw:
                 gw_url = f"http://{HOST}:{p_gw}/api/{SERVICE}{ROUTE}"
                 _wait(gw_url, gw, 60)
-                yield ApiUrls(f"{api_base}{ROUTE}", gw_url)
+                yield ApiUrls(f"{api_base}{ROUTE}", gw_url, api.pid, gw.pid)
 
 
 def _wait(url: str, proc, timeout: float) -> None:  # type: ignore[no-untyped-def]
