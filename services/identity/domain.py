@@ -19,7 +19,8 @@ _CHECK = "10X98765432"
 MOBILE_PATTERN = r"^1[3-9]\d{9}$"
 _MOBILE = re.compile(MOBILE_PATTERN)
 #: a court code (法院代字) such as 粤01, 粤0104, 京73 or 最高法: no spaces, no separators
-_COURT = re.compile(r"^[^\s/,;]{2,20}$")
+COURT_PATTERN = r"^[^\s/,;]{2,20}$"
+_COURT = re.compile(COURT_PATTERN)
 
 ACCESS_TOKEN_TTL = timedelta(minutes=15)
 REFRESH_TOKEN_TTL = timedelta(days=14)

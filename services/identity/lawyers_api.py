@@ -18,7 +18,8 @@ from servicekit.uploads import read_upload
 from services.identity import lawyers
 from services.identity import organizations_domain as rules
 from services.identity.models_orgs import LawyerVerification
-from services.identity.organizations_api import REVIEWERS, RejectSchema, caller, check_court
+from services.identity.organizations_api import REVIEWERS, RejectSchema, caller
+from services.identity.schemas import court_field
 
 blp = Blueprint("lawyers", __name__, description="Lawyer verification (律师认证)")
 _LICENSE = {"description": "执业证号: 17 digits", "pattern": r"^\d{17}$"}
@@ -33,7 +34,7 @@ class OnlineSchema(Schema):
 
 class OfflineSchema(Schema):
     method = fields.String(required=True, validate=validate.Equal(rules.OFFLINE))
-    court = fields.String(required=True, validate=check_court)
+    court = court_field(required=True)
     license_no = fields.String(required=True, validate=validate.Length(min=1, max=40),
                                metadata=_LICENSE)
     law_firm = fields.String(required=True, validate=validate.Length(min=1, max=200))

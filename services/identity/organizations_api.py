@@ -12,7 +12,7 @@ from typing import Any
 from flask import Response, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from marshmallow import Schema, ValidationError, fields, validate
+from marshmallow import Schema, fields, validate
 
 from servicekit.access import current_claims, roles
 from servicekit.db import utcnow
@@ -21,17 +21,12 @@ from servicekit.service import runtime
 from servicekit.uploads import read_upload
 from services.identity import organizations
 from services.identity import organizations_domain as rules
-from services.identity.domain import court_code_valid
 from services.identity.models_orgs import Organization
 from services.identity.organizations import Caller
+from services.identity.schemas import court_field
 
 blp = Blueprint("organizations", __name__, description="Legal persons (法人) and their review")
 REVIEWERS = (REGISTRY_REVIEWER, COURT_ADMIN)
-
-
-def check_court(value: str) -> None:
-    if not court_code_valid(value):
-        raise ValidationError("not a court code (such as 粤01)")
 
 
 class RegisterOrganizationSchema(Schema):
@@ -41,8 +36,7 @@ class RegisterOrganizationSchema(Schema):
                        "for the reviewer, not refused"})
     legal_representative = fields.String(required=True,
                                          validate=validate.Length(min=1, max=100))
-    court = fields.String(required=True, validate=check_court,
-                          metadata={"description": "the reviewing court's code"})
+    court = court_field("the reviewing court's code", required=True)
     court_name = fields.String(validate=validate.Length(max=100),
                                metadata={"description": "optional; for display only"})
     password = fields.String(required=True, load_only=True,
