@@ -241,7 +241,7 @@ class Gateway:
 
     @staticmethod
     def _problem(problem: Problem, path: str, rid: str) -> Response:
-        return problem_response(problem, path, rid)
+        return problem_response(problem, routing.display_path(path), rid)
 
 
 _BOUNDS = (*metrics.HTTP_LATENCY._upper_bounds,)  # the buckets, ending with +Inf

@@ -224,7 +224,7 @@ class _ClientConnection(asyncio.Protocol):
             self.transport.write(data)
 
     def send_problem(self, problem: Problem, path: str, rid: str, keep_alive: bool) -> None:
-        resp = problem_response(problem, path, rid)
+        resp = problem_response(problem, routing.display_path(path), rid)
         headers = [*resp.headers.to_wsgi_list(), (routing.REQUEST_ID_HEADER, rid)]
         self.send(resp.status, headers, resp.get_data(), keep_alive)
 

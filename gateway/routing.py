@@ -126,6 +126,16 @@ def is_internal(rest: str) -> bool:
     return bool(segments) and segments[0].lower() == "internal"
 
 
+def display_path(path: str) -> str:
+    """A request's path as text, for a problem's ``instance``. WSGI, and the asyncio front end
+    after it, carry the path's bytes as latin-1 text (PEP 3333); a client's non-ASCII path is
+    UTF-8, so it is decoded once more (bytes that are not UTF-8 become U+FFFD)."""
+    try:
+        return path.encode("latin-1").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # already decoded text
+        return path
+
+
 def request_id(environ: Mapping[str, Any]) -> str:
     """Keep a well-formed incoming ``X-Request-ID``, otherwise make one."""
     return request_id_from(str(environ.get("HTTP_X_REQUEST_ID", "")))

@@ -87,7 +87,22 @@ class ProblemApi(Api):
                           headers=headers, **extensions)
         if error.code == 422:
             problem.slug = "validation-error"
-        return problem_response(problem, request.path, context.request_id())
+        return problem_response(problem, request_instance(), context.request_id())
+
+
+#: a path prefix a service may be mounted under (``/api/<service>``, or deeper)
+_PREFIX = re.compile(r"(?:/[A-Za-z0-9._~-]+)+")
+
+
+def request_instance() -> str:
+    """A problem's ``instance``: the path the client asked for, so the same error reads the
+    same in both tiers and in the gateway's own problems. Behind the gateway the service sees
+    its own path; the ``/api/<service>`` in front of it is SCRIPT_NAME in process and
+    ``X-Forwarded-Prefix`` over HTTP (a prefix that is not a plain path is ignored)."""
+    prefix = request.script_root or request.headers.get("X-Forwarded-Prefix", "")
+    if prefix and not _PREFIX.fullmatch(prefix):
+        prefix = ""
+    return prefix + request.path
 
 
 @dataclass
@@ -219,7 +234,7 @@ def _install_hooks(app: Flask, spec: ServiceSpec, db: Database, service_secret: 
 
     @app.errorhandler(Problem)
     def on_problem(problem: Problem) -> Response:
-        return problem_response(problem, request.path, getattr(g, "request_id", None))
+        return problem_response(problem, request_instance(), getattr(g, "request_id", None))
 
     @app.errorhandler(Exception)
     def on_crash(exc: Exception) -> Response:
@@ -227,7 +242,7 @@ def _install_hooks(app: Flask, spec: ServiceSpec, db: Database, service_secret: 
             return app.extensions["ecourt.api"].handle_http_exception(exc)
         log.exception("unhandled error on %s %s", request.method, request.path)
         return problem_response(Problem(500, "internal-error", "an unexpected error occurred"),
-                                request.path, getattr(g, "request_id", None))
+                                request_instance(), getattr(g, "request_id", None))
 
 
 def _authenticate(verifier: TokenVerifier | None) -> None:

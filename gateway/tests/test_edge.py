@@ -145,6 +145,9 @@ def test_refusals_are_the_gateways_problems(front, serve, token, key):
     body = _problem(requests.get(f"{edge.url}/api/svc/echo", timeout=5), 401,
                     "authentication-required")
     assert body["instance"] == "/api/svc/echo"
+    body = _problem(requests.get(f"{edge.url}/api/svc/案件/(2021)粤01民初8号", timeout=5), 401,
+                    "authentication-required")
+    assert body["instance"] == "/api/svc/案件/(2021)粤01民初8号"  # as the WSGI gateway says it
     tok = token()
     tampered = tok[:-4] + ("AAAA" if not tok.endswith("AAAA") else "BBBB")
     _problem(requests.get(f"{edge.url}/api/svc/echo", headers=auth(tampered), timeout=5),

@@ -62,6 +62,13 @@ def test_unknown_service_is_404(client, token):
     _problem(client.get("/not-api"), 404)
 
 
+def test_a_problems_instance_is_the_path_the_client_sent_non_ascii_included(client, token):
+    body = _problem(client.get("/api/nope/案件/(2021)粤01民初8号", headers=auth(token())), 404)
+    assert body["instance"] == "/api/nope/案件/(2021)粤01民初8号"
+    body = _problem(client.get("/api/nope/%E6%A1%88%FF", headers=auth(token())), 404)  # not UTF-8
+    assert body["instance"] == "/api/nope/案\ufffd"
+
+
 @pytest.mark.parametrize("path", [
     "/api/svc/internal/secret", "/api/svc//internal/secret", "/api/svc/Internal/secret",
     "/api/svc/%69nternal/secret", "/api/svc/internal", "/api/svc/internal;x/secret",
