@@ -79,9 +79,11 @@ class VerifyCode(MethodView):
     @public
     @blp.response(200, VerificationSchema)
     @blp.alt_response(404, description="unknown or mistyped code (problem+json, or a page)")
-    @blp.doc(responses={"200": {"content": {
-        "application/json": {"schema": {"$ref": "#/components/schemas/Verification"}},
-        "text/html": {"schema": {"type": "string"}}}}})
+    @blp.doc(responses={"200": {
+        "description": "what the court issued under this code: JSON, or a page for a browser",
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/Verification"}},
+            "text/html": {"schema": {"type": "string"}}}}})
     def get(self, code: str) -> Any:
         """Verify a document by its anti-counterfeit code (with or without hyphens)."""
         docs = documents_of(runtime())

@@ -157,6 +157,10 @@ class Todo(MethodView):
     @roles(*COURT_STAFF)
     @blp.arguments(TodoArgsSchema, location="query")
     @blp.response(200, TodoSchema)
+    @blp.doc(responses={"200": {
+        "description": "the to-do list: JSON, or CSV with format=csv or Accept: text/csv",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Todo"}},
+                    "text/csv": {"schema": {"type": "string"}}}}})
     def get(self, args: dict[str, Any]):  # type: ignore[no-untyped-def]
         """中台待办 / 网上待办: the court's to-do list, filtered; ``format=csv`` exports it."""
         rows = [todo_row(a, c) for a, c in applications.todo(runtime().db, current_claims(),
