@@ -47,7 +47,6 @@ from gateway import routing
 from gateway.app import AccessTally, Gateway, record_access
 from gateway.edge_service import EdgeSettings, Exchange, Request, ServiceTarget
 from gateway.headers import clean_response_headers, forward_raw
-from gateway.ratelimit import MemoryRateLimiter
 from gateway.upstream import HttpUpstream, encode_path
 from servicekit.problems import Problem, problem_response
 from servicekit.tokens import KeysNeeded
@@ -305,7 +304,8 @@ class EdgeServer:
         self.clients: set[_ClientConnection] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
         self.scheme = "http"
-        self.inline_limits = isinstance(gateway.rate_limiter, MemoryRateLimiter)
+        # a limiter that never waits on I/O decides on the loop; any other on a thread
+        self.inline_limits = bool(getattr(gateway.rate_limiter, "inline", False))
 
     def protocol(self) -> asyncio.Protocol:
         return _ClientConnection(self)

@@ -28,6 +28,9 @@ class RateLimiter(Protocol):
 class MemoryRateLimiter:
     """One process's limiter. Thread-safe; stale windows are swept so memory stays bounded."""
 
+    #: ``hit`` never waits on I/O (``gateway.edge`` calls such limiters on its event loop)
+    inline = True
+
     _SWEEP_ABOVE = 10_000
 
     def __init__(self, limit: int, window_seconds: float) -> None:
@@ -60,19 +63,35 @@ class MemoryRateLimiter:
             del self._windows[key]
 
 
-# INCR and PEXPIRE in one atomic script: no key can be left without an expiry.
-_LUA_HIT = """
-local count = redis.call('INCR', KEYS[1])
-if count == 1 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+# Add ARGV[1] hits to a client's window (opening it for ARGV[2] ms if new) and say where it
+# stands, in one atomic script: no key can be left without an expiry.
+LUA_ADD_HITS = """
+local count = redis.call('INCRBY', KEYS[1], ARGV[1])
+if count == tonumber(ARGV[1]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl < 0 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[1])
-  ttl = tonumber(ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  ttl = tonumber(ARGV[2])
 end
 return {count, ttl}
 """
+
+
+class StoreWarning:
+    """A warning about the limiter's store, logged at most once every ``every`` seconds."""
+
+    def __init__(self, text: str, every: float = 30.0) -> None:
+        self.text = text
+        self.every = every
+        self._last = -math.inf
+
+    def __call__(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._last >= self.every:
+            self._last = now
+            log.warning("%s: %s", self.text, exc.__class__.__name__)
 
 
 class RedisRateLimiter:
@@ -83,8 +102,6 @@ class RedisRateLimiter:
     limiter's store is down would turn a Redis outage into a full outage. Socket timeouts are
     short (``socket_timeout``) so a dead Redis does not stall requests either.
     """
-
-    _WARN_EVERY = 30.0
 
     def __init__(self, redis_url: str, limit: int, window_seconds: float,
                  prefix: str = "ecourt:rl:", socket_timeout: float = 0.5) -> None:
@@ -97,27 +114,20 @@ class RedisRateLimiter:
         self.prefix = prefix
         self._client = redis.Redis.from_url(redis_url, socket_timeout=socket_timeout,
                                             socket_connect_timeout=socket_timeout)
-        self._script = self._client.register_script(_LUA_HIT)
-        self._last_warning = -math.inf
+        self._script = self._client.register_script(LUA_ADD_HITS)
+        self._warn = StoreWarning("rate limiter store unreachable, allowing requests (fail open)")
         self._errors = (redis.RedisError, OSError)
 
     def hit(self, client_key: str) -> tuple[bool, float]:
         window_ms = max(int(self.window * 1000), 1)
         try:
-            count, ttl_ms = self._script(keys=[self.prefix + client_key], args=[window_ms])
+            count, ttl_ms = self._script(keys=[self.prefix + client_key], args=[1, window_ms])
         except self._errors as exc:
             self._warn(exc)
             return True, 0.0
         if int(count) <= self.limit:
             return True, 0.0
         return False, max(int(ttl_ms), 0) / 1000.0
-
-    def _warn(self, exc: BaseException) -> None:
-        now = time.monotonic()
-        if now - self._last_warning >= self._WARN_EVERY:
-            self._last_warning = now
-            log.warning("rate limiter store unreachable, allowing requests (fail open): %s",
-                        exc.__class__.__name__)
 
 
 def limits_from_env() -> tuple[int, float]:
@@ -128,9 +138,18 @@ def limits_from_env() -> tuple[int, float]:
 
 
 def from_env() -> RateLimiter:
-    """``ECOURT_REDIS_URL`` set -> Redis, else memory; the limits of ``limits_from_env``."""
+    """``ECOURT_REDIS_URL`` set -> limits shared through Redis, else memory; the limits of
+    ``limits_from_env``. With Redis, ``GATEWAY_RATE_SYNC_MS`` (default 100) is how often each
+    process syncs its counts (``gateway.synced_limiter``), 0 asks Redis on every request, and
+    ``GATEWAY_RATE_KEY_PREFIX`` (default ``ecourt:rl:``) starts every key."""
     limit, window = limits_from_env()
     url = os.environ.get("ECOURT_REDIS_URL", "").strip()
-    if url:
-        return RedisRateLimiter(url, limit, window)
-    return MemoryRateLimiter(limit, window)
+    if not url:
+        return MemoryRateLimiter(limit, window)
+    prefix = os.environ.get("GATEWAY_RATE_KEY_PREFIX", "").strip() or "ecourt:rl:"
+    sync_ms = float(os.environ.get("GATEWAY_RATE_SYNC_MS", "100"))
+    if sync_ms <= 0:
+        return RedisRateLimiter(url, limit, window, prefix=prefix)
+    from gateway.synced_limiter import SyncedRateLimiter
+
+    return SyncedRateLimiter(url, limit, window, prefix=prefix, sync_every=sync_ms / 1000.0)

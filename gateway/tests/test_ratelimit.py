@@ -11,6 +11,7 @@ from werkzeug.test import Client
 
 from gateway import ratelimit
 from gateway.ratelimit import MemoryRateLimiter, RedisRateLimiter
+from gateway.synced_limiter import SyncedRateLimiter
 from gateway.tests.conftest import auth
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -145,6 +146,13 @@ def test_from_env(monkeypatch):
     monkeypatch.setenv("ECOURT_REDIS_URL", REDIS_URL)
     monkeypatch.delenv("GATEWAY_RATE_LIMIT")
     monkeypatch.delenv("GATEWAY_RATE_WINDOW")
+    limiter = ratelimit.from_env()
+    assert isinstance(limiter, SyncedRateLimiter)  # shared through Redis, synced every 0.1 s
+    assert (limiter.limit, limiter.window, limiter.sync_every) == (600, 60.0, 0.1)
+    assert limiter.prefix == "ecourt:rl:"
+    monkeypatch.setenv("GATEWAY_RATE_KEY_PREFIX", "ecourt:rl:bench-1:")
+    assert ratelimit.from_env().prefix == "ecourt:rl:bench-1:"
+    monkeypatch.setenv("GATEWAY_RATE_SYNC_MS", "0")  # exact: Redis asked on every request
     limiter = ratelimit.from_env()
     assert isinstance(limiter, RedisRateLimiter)
     assert (limiter.limit, limiter.window) == (600, 60.0)
