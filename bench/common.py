@@ -27,6 +27,8 @@ from importlib import metadata
 from pathlib import Path
 
 HOST = "127.0.0.1"
+#: the machine's Redis; benches use keys under a prefix of their own and delete them
+REDIS_URL = "redis://127.0.0.1:6379/0"
 PG_ADMIN_DSN = os.environ.get("BENCH_PG_ADMIN_DSN",
                               "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
 PG_SQLA_BASE = os.environ.get("BENCH_PG_SQLA_BASE", "postgresql+psycopg://postgres@127.0.0.1:5432/")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from bench import baselines, nginx
 from bench.common import (
+    REDIS_URL,
     ROOT,
     Figure,
     loadavg,
@@ -190,6 +191,8 @@ def section_http(r: Results) -> None:
     for prefix, label in (("raw.flask", "raw Flask route, gunicorn 2 sync workers"),
                           ("suite.direct", "identity GET /healthz direct, 2 workers"),
                           ("suite.gateway", "same route through the gateway, 2+2 workers"),
+                          ("suite.gateway_redis", "same route through a gateway whose limits "
+                                                  "are shared through Redis, as deployed"),
                           ("raw.nginx", "same route through nginx (the reference hop), "
                                         "2+2 workers")):
         r.fig(f"{prefix}_rps", f"{label}, wrk {c} conns", "req/s")
@@ -197,14 +200,17 @@ def section_http(r: Results) -> None:
         r.fig(f"{prefix}_p99", f"{label}, p99", "ms")
     # CPU per answered request, from each process tree's /proc times over the wrk run
     r.fig("suite.direct_svc_cpu", "identity's CPU per request, direct", "µs")
-    for prefix, hop in (("suite.gateway", "the gateway"), ("raw.nginx", "nginx")):
+    for prefix, hop in (("suite.gateway", "the gateway"),
+                        ("suite.gateway_redis", "the gateway with limits in Redis"),
+                        ("raw.nginx", "nginx")):
         r.fig(f"{prefix}_svc_cpu", f"identity's CPU per request behind {hop}", "µs")
         r.fig(f"{prefix}_cpu", f"{hop}'s CPU per request (user + system)", "µs")
         r.fig(f"{prefix}_cpu_user", f"{hop}'s user-mode CPU per request", "µs")
+    proxied = ("suite.gateway", "suite.gateway_redis", "raw.nginx")
     keys = {pre: [f"{pre}_rps", f"{pre}_p50", f"{pre}_p99"]
-            for pre in ("raw.flask", "suite.direct", "suite.gateway", "raw.nginx")}
+            for pre in ("raw.flask", "suite.direct", *proxied)}
     keys["suite.direct"].append("suite.direct_svc_cpu")
-    for pre in ("suite.gateway", "raw.nginx"):
+    for pre in proxied:
         keys[pre] += [f"{pre}_svc_cpu", f"{pre}_cpu", f"{pre}_cpu_user"]
 
     def measure(url: str) -> tuple[float, float, float]:
@@ -225,7 +231,7 @@ def section_http(r: Results) -> None:
         return res.rps, res.p50_ms, res.p99_ms, svc, hop.total * per, hop.user * per
 
     why = serving.ecourt_available()
-    served = [k for pre in ("suite.direct", "suite.gateway", "raw.nginx") for k in keys[pre]]
+    served = [k for pre in ("suite.direct", *proxied) for k in keys[pre]]
     if why:
         r.fail(served, why)
     with (baselines.hello_server(OUT_DIR) as hello, pg_database() as (_, url),
@@ -233,7 +239,7 @@ def section_http(r: Results) -> None:
         api = hop = None
         if not why:
             try:
-                api = stack.enter_context(serving.api_and_gateway(url, OUT_DIR))
+                api = stack.enter_context(serving.api_and_gateway(url, OUT_DIR, REDIS_URL))
             except Exception as exc:  # noqa: BLE001
                 r.fail(served, short_reason(exc))
         if api is not None:
@@ -255,6 +261,9 @@ def section_http(r: Results) -> None:
                           lambda: measure_cpu(api.direct, api.api_pid, None))
                 r.attempt(keys["suite.gateway"],
                           lambda: measure_cpu(api.gateway, api.api_pid, api.gateway_pid))
+                r.attempt(keys["suite.gateway_redis"],
+                          lambda: measure_cpu(api.redis_gateway, api.api_pid,
+                                              api.redis_gateway_pid))
                 if hop is not None:
                     r.attempt(keys["raw.nginx"],
                               lambda: measure_cpu(hop.url, api.api_pid, hop.pid))
@@ -347,6 +356,10 @@ ROWS = [
     Row("Through gateway, p50", "suite.gateway_p50", "suite.direct_p50", "ratio_max", 1.3,
         "≤ 1.3 × direct"),
     Row("Through gateway, p99", "suite.gateway_p99", "suite.direct_p99"),
+    Row("Through gateway, limits in Redis (as deployed), req/s", "suite.gateway_redis_rps",
+        "suite.direct_rps"),
+    Row("Through gateway, limits in Redis (as deployed), p50", "suite.gateway_redis_p50",
+        "suite.direct_p50"),
     Row("Raw: through nginx (reference hop), req/s", "raw.nginx_rps", "suite.direct_rps"),
     Row("Raw: through nginx (reference hop), p50", "raw.nginx_p50", "suite.direct_p50"),
     Row("Through gateway vs through nginx, req/s", "suite.gateway_rps", "raw.nginx_rps"),
@@ -355,6 +368,8 @@ ROWS = [
         "suite.direct_svc_cpu"),
     Row("CPU/request: identity behind nginx", "raw.nginx_svc_cpu", "suite.direct_svc_cpu"),
     Row("CPU/request: the gateway", "suite.gateway_cpu", "raw.nginx_cpu"),
+    Row("CPU/request: the gateway, limits in Redis", "suite.gateway_redis_cpu",
+        "suite.gateway_cpu"),
     Row("CPU/request: nginx", "raw.nginx_cpu"),
     Row("CPU/request: the gateway, user mode", "suite.gateway_cpu_user", "raw.nginx_cpu_user"),
     Row("CPU/request: nginx, user mode", "raw.nginx_cpu_user"),
@@ -490,8 +505,10 @@ def write_markdown(path: Path, r: Results, table: str, meta: dict[str, object]) 
         f"- sizes: {json.dumps(asdict(r.plan))}",
         "- 'adds' is the extra time per transaction: (baseline tx/s ÷ figure tx/s) − 1.",
         "- RSS is VmRSS from /proc/<pid>/status (shared pages are counted in every process).",
-        "- The gateway used its in-memory rate limiter with a limit too high to refuse "
-        "anything; the service used a fresh PostgreSQL database migrated by `ecourt serve`.",
+        "- The gateways' limits were too high to refuse anything (the limiter still runs on "
+        "every request): the target rows' gateway counts in memory, the 'limits in Redis' one "
+        "shares them through the machine's Redis (`gateway/synced_limiter.py`, synced every "
+        "100 ms); the service used a fresh PostgreSQL database migrated by `ecourt serve`.",
         "",
     ]
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,11 @@
 """Benches of the suite's HTTP processes: the gateway's cost, and memory.
 
 * ``api_and_gateway``  ``ecourt serve identity`` (2 threaded workers, fresh PostgreSQL
-                       database) and ``ecourt serve gateway`` (2 event-loop workers,
-                       ``gateway.worker.EdgeWorker``) routing to it; yields the
-                       URLs of the same trivial route (``GET /healthz``, public) directly and
-                       through the gateway (``/api/identity/healthz``).
+                       database) and two ``ecourt serve gateway`` (2 event-loop workers each,
+                       ``gateway.worker.EdgeWorker``) routing to it, one counting limits in
+                       memory and one sharing them through Redis; yields the URLs of the same
+                       trivial route (``GET /healthz``, public) directly and through each
+                       gateway (``/api/identity/healthz``).
 * ``embedded_idle_rss``  ``ecourt run`` on a temp data folder: RSS of the process tree after it
                        answers ``/healthz`` and idles 3 s.
 * ``api_worker_rss``   ``ecourt serve identity --workers 1``: RSS of the one gunicorn worker
@@ -33,6 +34,7 @@ from bench.common import (
     clean_env,
     descendants,
     free_port,
+    random_name,
     rss_kb,
     running,
     tree_rss_kb,
@@ -75,6 +77,8 @@ class ApiUrls:
     gateway: str
     api_pid: int  # gunicorn's arbiter of each: its tree holds the workers
     gateway_pid: int
+    redis_gateway: str  # the same route through a gateway whose limits are in Redis
+    redis_gateway_pid: int
 
 
 def _gateway_upstreams(api_base: str) -> dict[str, str]:
@@ -89,26 +93,53 @@ def _gateway_upstreams(api_base: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def api_and_gateway(db_url: str, log_dir: Path, workers: int = 2) -> Iterator[ApiUrls]:
-    """identity's API and the gateway, each under gunicorn with ``workers`` workers."""
-    with temp_dir("bench-gw-") as tmp:
-        p_api, p_gw = free_port(), free_port()
+def api_and_gateway(db_url: str, log_dir: Path, redis_url: str,
+                    workers: int = 2) -> Iterator[ApiUrls]:
+    """identity's API and two gateways in front of it, each under gunicorn with ``workers``
+    workers: one with the in-memory limiter, one with its limits shared through Redis at
+    ``redis_url`` (as deployed; its keys under a prefix of this run's, removed afterwards)."""
+    with temp_dir("bench-gw-") as tmp, redis_prefix(redis_url) as prefix:
+        p_api = free_port()
         api_base = f"http://{HOST}:{p_api}"
         api_env = _server_env(tmp, "api", IDENTITY_DATABASE_URL=db_url)
-        gw_env = _server_env(tmp, "gw", ECOURT_JWKS_URL=f"{api_base}/.well-known/jwks.json",
-                             # the bench measures forwarding, not refusals: no 429s
-                             GATEWAY_RATE_LIMIT="1000000000", GATEWAY_RATE_WINDOW="60",
-                             **_gateway_upstreams(api_base))
         api_cmd = [*ecourt_cmd(), "serve", SERVICE, "--bind", f"{HOST}:{p_api}",
                    "--workers", str(workers)]
-        gw_cmd = [*ecourt_cmd(), "serve", "gateway", "--bind", f"{HOST}:{p_gw}",
-                  "--workers", str(workers)]
-        with running(api_cmd, log_dir / "identity-api.log", api_env) as api:
+        with (running(api_cmd, log_dir / "identity-api.log", api_env) as api,
+              contextlib.ExitStack() as stack):
             _wait(f"{api_base}{ROUTE}", api, 120)
-            with running(gw_cmd, log_dir / "gateway.log", gw_env) as gw:
-                gw_url = f"http://{HOST}:{p_gw}/api/{SERVICE}{ROUTE}"
-                _wait(gw_url, gw, 60)
-                yield ApiUrls(f"{api_base}{ROUTE}", gw_url, api.pid, gw.pid)
+            gateways = []
+            for name, extra in (("gw", {}), ("gw-redis", {
+                    "ECOURT_REDIS_URL": redis_url, "GATEWAY_RATE_KEY_PREFIX": prefix})):
+                port = free_port()
+                env = _server_env(tmp, name, ECOURT_JWKS_URL=f"{api_base}/.well-known/jwks.json",
+                                  # the bench measures forwarding, not refusals: no 429s
+                                  GATEWAY_RATE_LIMIT="1000000000", GATEWAY_RATE_WINDOW="60",
+                                  **_gateway_upstreams(api_base), **extra)
+                cmd = [*ecourt_cmd(), "serve", "gateway", "--bind", f"{HOST}:{port}",
+                       "--workers", str(workers)]
+                gw = stack.enter_context(running(cmd, log_dir / f"{name}.log", env))
+                url = f"http://{HOST}:{port}/api/{SERVICE}{ROUTE}"
+                _wait(url, gw, 60)
+                gateways.append((url, gw.pid))
+            (gw_url, gw_pid), (redis_gw_url, redis_gw_pid) = gateways
+            yield ApiUrls(f"{api_base}{ROUTE}", gw_url, api.pid, gw_pid, redis_gw_url,
+                          redis_gw_pid)
+
+
+@contextlib.contextmanager
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this bench run's in Redis; every key under it is deleted afterwards."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=2)
+    client.ping()  # fail here, clearly, when Redis is not there
+    prefix = f"ecourt:rl:{random_name('bench')}:"
+    try:
+        yield prefix
+    finally:
+        keys = list(client.scan_iter(match=prefix + "*"))
+        if keys:
+            client.delete(*keys)
 
 
 def _wait(url: str, proc, timeout: float) -> None:  # type: ignore[no-untyped-def]
