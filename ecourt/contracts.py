@@ -65,6 +65,12 @@ def event_schema(type_: str) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+#: checks the schemas' ``format``s too: date-time (RFC 3339), date, uuid and uri (the test
+#: dependencies ``rfc3339-validator`` and ``rfc3986-validator`` give jsonschema the first and last)
+FORMATS = jsonschema.FormatChecker()
+
+
 def validate_event(envelope: dict[str, Any]) -> None:
-    """Raise ``jsonschema.ValidationError`` (or KeyError) when an event breaks its contract."""
-    jsonschema.validate(envelope, event_schema(envelope["type"]))
+    """Raise ``jsonschema.ValidationError`` (or KeyError) when an event breaks its contract,
+    its fields' formats included."""
+    jsonschema.validate(envelope, event_schema(envelope["type"]), format_checker=FORMATS)

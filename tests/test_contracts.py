@@ -44,19 +44,31 @@ def test_every_consumed_event_type_has_a_schema() -> None:
     assert consumed <= {p.stem for p in EVENTS.glob("*.json")}
 
 
+_ACCOUNT = "0b4e6c1a-5f7e-4c39-9a57-2f0c1d3b8e61"
+_REGISTERED = {"specversion": "1.0", "id": "1", "source": "/identity",
+               "type": "identity.account.registered", "time": "2026-01-01T00:00:00Z",
+               "datacontenttype": "application/json",
+               "data": {"account_id": _ACCOUNT, "kind": "individual",
+                        "registered_at": "2026-01-01T00:00:00Z"}}
+
+
 @pytest.mark.parametrize("bad", [
-    {"data": {"account_id": "x", "kind": "individual"}},            # missing registered_at
-    {"data": {"account_id": "x", "kind": "individual", "registered_at": "t",
+    {"data": {"account_id": _ACCOUNT, "kind": "individual"}},       # missing registered_at
+    {"data": {"account_id": _ACCOUNT, "kind": "individual",
+              "registered_at": "2026-01-01T00:00:00Z",
               "phone": "13800138000"}},                             # contact details leak
+    {"data": {"account_id": _ACCOUNT, "kind": "individual",
+              "registered_at": "yesterday"}},                       # not an RFC 3339 time
+    {"data": {"account_id": "x", "kind": "individual",
+              "registered_at": "2026-01-01T00:00:00Z"}},            # not a uuid
+    {"time": "2026-01-01 00:00"},                                   # the envelope's too
 ])
 def test_a_broken_event_fails_its_contract(bad: dict[str, object]) -> None:
     from ecourt.contracts import validate_event
 
-    envelope = {"specversion": "1.0", "id": "1", "source": "/identity",
-                "type": "identity.account.registered", "time": "2026-01-01T00:00:00Z",
-                "datacontenttype": "application/json", **bad}
+    validate_event(_REGISTERED)  # the event the cases break is valid
     with pytest.raises(jsonschema.ValidationError):
-        validate_event(envelope)
+        validate_event({**_REGISTERED, **bad})
 
 
 def _specs() -> dict[str, dict]:  # type: ignore[type-arg]
