@@ -1,8 +1,9 @@
 """S7 (``../shared/RELIABILITY.md``): schemathesis against every service's published OpenAPI.
 
 Each service's committed spec (``contracts/openapi/<service>.json``, kept equal to the code by
-``test_contracts.py``) drives schemathesis's engine against the embedded suite's gateway, so
-the requests take the path a client's would: token check, rate limit, routing, the service.
+``test_contracts.py``) drives schemathesis's engine against the suite's gateway, so the
+requests take the path a client's would: token check, rate limit, routing, the service. Both
+tiers: PostgreSQL refuses what SQLite lets through (a string longer than its column, say).
 It runs once per caller — nobody, a party, and three kinds of court staff — because most
 routes answer a wrong caller with 401/403 before they look at the body.
 
@@ -51,9 +52,9 @@ CALLERS = ("nobody", "party", "court_admin", "specialist", "judge")
 
 
 @pytest.fixture(scope="module")
-def tokens(embedded: Suite) -> dict[str, str | None]:
-    http = Client(embedded.gateway)
-    court = Court(embedded, http, "粤01", "广州市中级人民法院")
+def tokens(suite: Suite) -> dict[str, str | None]:
+    http = Client(suite.gateway)
+    court = Court(suite, http, "粤01", "广州市中级人民法院")
     _, party = person(http, "张三")
     return {"nobody": None, "party": party, "court_admin": court.admin,
             "specialist": court.token("specialist"), "judge": court.token("judge")}
@@ -104,9 +105,9 @@ def _failures(schema: Any) -> tuple[list[str], int]:
 
 @pytest.mark.parametrize("caller", CALLERS)
 @pytest.mark.parametrize("service", registry.API_SERVICES)
-def test_the_service_keeps_its_published_contract(embedded: Suite, tokens: dict[str, str | None],
+def test_the_service_keeps_its_published_contract(suite: Suite, tokens: dict[str, str | None],
                                                    service: str, caller: str) -> None:
-    schema = _schema(service, embedded.gateway, tokens[caller])
+    schema = _schema(service, suite.gateway, tokens[caller])
     failures, ran = _failures(schema)
     assert not failures, f"{service} as {caller} (seed {SEED}):\n" + "\n".join(failures)
     operations = list(schema.get_all_operations())
