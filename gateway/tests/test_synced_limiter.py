@@ -93,6 +93,17 @@ def test_the_background_thread_syncs(make):
     wait_for(lambda: not b.hit("k")[0], timeout=5)
 
 
+def test_a_tenth_of_the_limit_unsynced_wakes_the_sync_before_its_interval(make):
+    a = make(limit=20, sync_every=60.0)  # the interval alone would not sync in this test
+    assert a.early == 2
+    assert a.hit("k")[0]
+    time.sleep(0.2)
+    key = a.prefix + "k"
+    assert redis.Redis.from_url(REDIS_URL).get(key) is None  # one hit: waits for the interval
+    assert a.hit("k")[0]  # two unsynced hits: sync now
+    wait_for(lambda: int(redis.Redis.from_url(REDIS_URL).get(key) or 0) == 2, timeout=5)
+
+
 def test_redis_unreachable_each_process_still_limits(make, caplog):
     caplog.set_level(logging.WARNING, logger="gateway.ratelimit")
     limiter = make(limit=2, url="redis://127.0.0.1:1/0")  # nothing listens there
