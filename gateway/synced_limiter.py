@@ -87,7 +87,9 @@ class SyncedRateLimiter:
                 window = self._windows[client_key] = _Window(ends=now + self.window)
             window.pending += 1
             used = window.known + window.pending
-            if window.pending >= self.early:
+            if window.pending >= self.early and window.known < self.limit:
+                # (a client already over the limit is refused until its window closes: its
+                # further hits wait for the interval, so a flood cannot keep the sync busy)
                 self._wake.set()
         self._ensure_syncer()
         if used <= self.limit:

@@ -106,6 +106,16 @@ def test_a_tenth_of_the_limit_unsynced_wakes_the_sync_before_its_interval(make):
     wait_for(lambda: int(redis.Redis.from_url(REDIS_URL).get(key) or 0) == 2, timeout=5)
 
 
+def test_a_client_over_the_limit_does_not_keep_the_sync_busy(make):
+    a = make(limit=2, sync_every=60.0, manual=False)
+    assert [a.hit("k")[0] for _ in range(3)] == [True, True, False]
+    key = a.prefix + "k"
+    wait_for(lambda: int(redis.Redis.from_url(REDIS_URL).get(key) or 0) == 3, timeout=5)
+    wait_for(lambda: not a._wake.is_set(), timeout=5)
+    assert not a.hit("k")[0]  # known to be over the limit: refused, and no early sync asked
+    assert not a._wake.is_set()
+
+
 def test_redis_unreachable_each_process_still_limits(make, caplog):
     caplog.set_level(logging.WARNING, logger="gateway.ratelimit")
     limiter = make(limit=2, url="redis://127.0.0.1:1/0")  # nothing listens there
