@@ -97,6 +97,8 @@ class _ClientConnection(asyncio.Protocol):
         self.remote = str(peer[0]) if peer else ""
         self.remote_raw = self.remote.encode()
         self.edge.clients.add(self)
+        if self.edge.on_clients is not None:
+            self.edge.on_clients()
 
     def data_received(self, data: bytes) -> None:
         self.last = time.monotonic()
@@ -118,6 +120,8 @@ class _ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.edge.clients.discard(self)
+        if self.edge.on_clients is not None:
+            self.edge.on_clients()
         if self.exchange is not None:
             self.exchange.client_lost()
             self.exchange = None
@@ -302,6 +306,8 @@ class EdgeServer:
                         for name, up in gateway.upstreams.items()
                         if isinstance(up, HttpUpstream)}
         self.clients: set[_ClientConnection] = set()
+        #: called as clients come and go (``gateway.acceptor`` tells the sibling workers)
+        self.on_clients: Callable[[], None] | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
         self.scheme = "http"
         # a limiter that never waits on I/O decides on the loop; any other on a thread
@@ -309,6 +315,9 @@ class EdgeServer:
 
     def protocol(self) -> asyncio.Protocol:
         return _ClientConnection(self)
+
+    def held(self) -> int:
+        return len(self.clients)
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -2,7 +2,8 @@
 
 gunicorn keeps doing what it is good at — binding, forking, restarting a dead worker, the
 heartbeat, graceful stops, the ``child_exit`` hook that keeps multiprocess metrics right — and
-the worker swaps the thread-per-request loop for one event loop. The app gunicorn loads must be
+the worker swaps the thread-per-request loop for one event loop, which takes connections from
+the shared socket fairly (``gateway.acceptor``). The app gunicorn loads must be
 the ``Gateway`` (``ecourt serve gateway`` builds it); its own pages and ``HEAD`` requests run on
 a pool of ``threads`` threads.
 
@@ -21,12 +22,22 @@ from typing import Any
 
 from gunicorn.workers.base import Worker
 
+from gateway.acceptor import FairAcceptor, LoadBoard
 from gateway.app import Gateway
 from gateway.edge import EdgeServer, EdgeSettings
 
 
 class EdgeWorker(Worker):
     loop: asyncio.AbstractEventLoop
+    #: the connection counts of this arbiter's workers (mapped in the arbiter, before forking)
+    _board: LoadBoard | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # in the arbiter, before the fork
+        if EdgeWorker._board is None:
+            EdgeWorker._board = LoadBoard()
+        self.board = EdgeWorker._board
+        self.board_slot = self.board.reserve()
 
     def init_process(self) -> None:
         import uvloop
@@ -68,12 +79,12 @@ class EdgeWorker(Worker):
             max_head=self.cfg.limit_request_line + self.cfg.limit_request_field_size * 8
             if self.cfg.limit_request_line else EdgeSettings.max_head,
         ))
-        servers = []
-        for listener in self.sockets:
-            sock = listener.sock
-            sock.setblocking(False)
-            servers.append(await self.loop.create_server(edge.protocol, sock=sock,
-                                                         backlog=self.cfg.backlog))
+        self.board.claim(self.board_slot)
+        acceptors = [FairAcceptor(listener.sock, edge.protocol, edge.held, self.board,
+                                  self.board_slot) for listener in self.sockets]
+        edge.on_clients = acceptors[0].publish if acceptors else None
+        for acceptor in acceptors:
+            acceptor.start()
         sweeper = self.loop.create_task(edge.sweeper(self.stopping))
         try:
             while self.alive:
@@ -84,8 +95,8 @@ class EdgeWorker(Worker):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), 1.0)
         finally:
-            for server in servers:
-                server.close()
+            for acceptor in acceptors:
+                acceptor.close()
             await edge.drain(float(self.cfg.graceful_timeout))
             self.stopping.set()
             await sweeper
