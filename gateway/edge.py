@@ -16,7 +16,8 @@ and they are the WSGI app's own, so the two front ends cannot drift apart:
 Limits and decisions:
 
 * a request body is read whole before it is forwarded (as nginx buffers), up to ``max_body``
-  bytes (413 beyond); request line and headers up to ``max_head`` bytes (431 beyond);
+  bytes (413 beyond; ``ECOURT_MAX_BODY_BYTES``, the services' own limit); request line and
+  headers up to ``max_head`` bytes (431 beyond);
 * a response body is streamed as it arrives, with back-pressure: when the client reads slowly
   the upstream connection stops being read;
 * towards a service, the gateway's ``connect_timeout`` and ``timeout`` apply as in

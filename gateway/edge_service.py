@@ -29,6 +29,7 @@ from gateway.app import AccessTally, record_access
 from gateway.headers import clean_response_raw
 from gateway.upstream import HttpUpstream
 from servicekit.problems import Problem
+from servicekit.web import max_body_bytes
 
 log = logging.getLogger("gateway.edge")
 
@@ -54,7 +55,7 @@ class Client(Protocol):
 class EdgeSettings:
     """The front end's own limits; the timeouts towards services are ``create_gateway``'s."""
 
-    max_body: int = 64 * 1024 * 1024
+    max_body: int = field(default_factory=max_body_bytes)
     max_head: int = 64 * 1024
     keepalive: float = 15.0
     client_timeout: float = 30.0  # a client's longest silence in the middle of a request

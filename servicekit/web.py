@@ -117,6 +117,13 @@ class ServiceSpec:
     collectors: Iterable[object] = ()
 
 
+def max_body_bytes() -> int:
+    """The largest request body any route accepts (a 20 MB upload plus its multipart
+    envelope), ``ECOURT_MAX_BODY_BYTES``: the services and the gateway's front end refuse
+    the same bodies, so the gateway never buffers one that no service would take."""
+    return int(os.environ.get("ECOURT_MAX_BODY_BYTES", 21 * 1024 * 1024))
+
+
 def create_service_app(spec: ServiceSpec, rt: Runtime) -> Flask:
     db, service_secret, verifier = rt.db, rt.settings.service_secret, rt.verifier
     app = Flask(spec.name)
@@ -126,8 +133,7 @@ def create_service_app(spec: ServiceSpec, rt: Runtime) -> Flask:
         OPENAPI_URL_PREFIX="/", OPENAPI_JSON_PATH="openapi.json",
         API_SPEC_OPTIONS={"info": {"description": spec.description}},
         JSON_AS_ASCII=False,
-        # the largest body any route accepts (a 20 MB upload plus its multipart envelope)
-        MAX_CONTENT_LENGTH=int(os.environ.get("ECOURT_MAX_BODY_BYTES", 21 * 1024 * 1024)),
+        MAX_CONTENT_LENGTH=max_body_bytes(),
     )
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.extensions["ecourt.db"] = db

@@ -338,6 +338,22 @@ def test_size_limits_are_413_and_431(front, serve, token):
     assert answer.startswith(b"HTTP/1.1 431 ")
 
 
+def test_the_body_limit_is_the_services_own(front, serve, token, monkeypatch):
+    """``ECOURT_MAX_BODY_BYTES`` caps bodies at the edge as in every service, so the gateway
+    never buffers a body that no service would take."""
+    monkeypatch.setenv("ECOURT_MAX_BODY_BYTES", "1500")
+    upstream = make_upstream()
+    edge = front({"svc": serve(upstream).url})
+    ok = requests.post(f"{edge.url}/api/svc/echo", data=b"x" * 1500, headers=auth(token()),
+                       timeout=5)
+    assert ok.status_code == 200 and ok.json()["body_len"] == 1500
+    upstream.config["calls"].clear()
+    resp = requests.post(f"{edge.url}/api/svc/echo", data=b"x" * 1501, headers=auth(token()),
+                         timeout=5)
+    _problem(resp, 413, "payload-too-large")
+    assert upstream.config["calls"] == []
+
+
 def test_keep_alive_both_ways_and_pipelining(front, token):
     server = ThreadingHTTPServer(("127.0.0.1", 0), _KeepAlive)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
