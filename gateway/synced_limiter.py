@@ -21,6 +21,9 @@ early wake-up, six with it). A client talking to one process is limited exactly.
 
 If Redis cannot be reached the processes keep counting on their own: each still enforces the
 limit for what it sees (a warning at most every 30 s), which is stricter than failing open.
+The hits a failed sync carried stay pending and go to Redis with the first sync that gets
+through, so the shared counts lose nothing to an outage; the thread then tries once per
+interval, not on every early wake-up.
 """
 
 from __future__ import annotations
@@ -96,33 +99,38 @@ class SyncedRateLimiter:
             return True, 0.0
         return False, max(window.ends - now, 0.0)
 
-    def sync(self) -> None:
-        """Add the hits taken since the last sync to Redis and learn the global counts."""
+    def sync(self) -> bool:
+        """Add the hits taken since the last sync to Redis and learn the global counts;
+        False when Redis could not be reached (the hits stay pending)."""
         with self._lock:
-            batch = [(key, w.pending) for key, w in self._windows.items() if w.pending]
-            for key, n in batch:
-                window = self._windows[key]
+            batch = [(key, w, w.pending) for key, w in self._windows.items() if w.pending]
+            for _, window, n in batch:
                 window.known += n  # counted as if Redis had answered, until it does
                 window.pending = 0
         if not batch:
-            return
+            return True
         window_ms = max(int(self.window * 1000), 1)
         try:
             pipe = self._client.pipeline(transaction=False)
-            for key, n in batch:
+            for key, _, n in batch:
                 self._script(keys=[self.prefix + key], args=[n, window_ms], client=pipe)
             answers = pipe.execute()
         except self._errors as exc:
             self._warn(exc)
-            return
+            with self._lock:
+                for key, window, n in batch:
+                    if self._windows.get(key) is window:  # (a closed window's hits expire)
+                        window.known -= n
+                        window.pending += n
+            return False
         now = time.monotonic()
         with self._lock:
-            for (key, _), (count, ttl_ms) in zip(batch, answers, strict=True):
-                window = self._windows.get(key)
-                if window is None:
+            for (key, window, _), (count, ttl_ms) in zip(batch, answers, strict=True):
+                if self._windows.get(key) is not window:
                     continue
                 window.known = int(count)
                 window.ends = now + max(int(ttl_ms), 0) / 1000.0
+        return True
 
     def close(self) -> None:
         """Stop the background sync (tests; a worker simply exits)."""
@@ -151,9 +159,13 @@ class SyncedRateLimiter:
             if self._stopped.is_set():
                 return
             try:
-                self.sync()
+                synced = self.sync()
             except Exception:  # never let the thread die: limits would stop being shared
                 log.exception("rate limit sync failed")
+                synced = False
+            if not synced:  # Redis is away: try again after an interval, not on each wake
+                self._stopped.wait(self.sync_every)
+                self._wake.clear()
 
     def _sweep(self, now: float) -> None:
         for key in [k for k, w in self._windows.items() if now >= w.ends and not w.pending]:

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from gateway.synced_limiter import SyncedRateLimiter
-from servicekit.testing import wait_for
+from servicekit.testing import TcpProxy, wait_for
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -125,6 +125,40 @@ def test_redis_unreachable_each_process_still_limits(make, caplog):
     assert not limiter.hit("k")[0]  # not failing open: the local count stands
     warnings = [r for r in caplog.records if "counting in this process only" in r.getMessage()]
     assert len(warnings) == 1
+
+
+def test_hits_taken_while_redis_is_away_reach_it_when_it_is_back(make):
+    proxy = TcpProxy("127.0.0.1", 6379)
+    try:
+        limiter = make(limit=10, url=f"redis://127.0.0.1:{proxy.port}/0")
+        assert limiter.hit("k")[0]
+        assert limiter.sync()
+        proxy.cut()
+        assert limiter.hit("k")[0] and limiter.hit("k")[0]
+        assert not limiter.sync()
+        assert limiter.hit("k")[0]  # 4 in all, none lost locally either
+        proxy.heal()
+        wait_for(limiter.sync, timeout=10, message="a sync through the healed line")
+        assert int(redis.Redis.from_url(REDIS_URL).get(limiter.prefix + "k") or 0) == 4
+    finally:
+        proxy.close()
+
+
+def test_a_sync_thread_facing_a_dead_redis_waits_an_interval_between_tries(make):
+    limiter = make(limit=10, url="redis://127.0.0.1:1/0", sync_every=0.2, manual=False)
+    tries: list[float] = []
+    real_sync = limiter.sync
+
+    def counted() -> bool:
+        tries.append(time.monotonic())
+        return real_sync()
+
+    limiter.sync = counted  # type: ignore[method-assign]
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:  # every hit asks for an early sync (early is 1)
+        limiter.hit("k")
+        time.sleep(0.005)
+    assert 2 <= len(tries) <= 8, tries  # ~1 s of tries, ≥ 0.2 s apart, not ~200
 
 
 def test_the_edge_decides_on_its_loop_with_it(make):
