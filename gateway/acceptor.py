@@ -64,6 +64,7 @@ class LoadBoard:
     """
 
     SLOTS = 64
+    NOT_ACCEPTING = 2**31 - 1
 
     def __init__(self) -> None:
         self._mem = mmap.mmap(-1, self.SLOTS * 8)  # anonymous and shared: survives fork
@@ -85,6 +86,10 @@ class LoadBoard:
 
     def publish(self, slot: int, count: int) -> None:
         self._cells[2 * slot + 1] = count
+
+    def withdraw(self, slot: int) -> None:
+        """This worker takes no more connections (it is stopping): nobody waits for it."""
+        self._cells[2 * slot + 1] = self.NOT_ACCEPTING
 
     def least_of_others(self, slot: int) -> int | None:
         """The fewest connections a live sibling holds; None when there is none."""
@@ -132,6 +137,8 @@ class FairAcceptor:
         self._read(False)
         if self._resume is not None:
             self._resume.cancel()
+        if self.board is not None:
+            self.board.withdraw(self.slot)
 
     def count(self) -> int:
         """Connections this worker holds, counting those being set up."""
@@ -139,7 +146,7 @@ class FairAcceptor:
 
     def publish(self) -> None:
         """Tell the siblings this worker's count (the edge calls it as clients come and go)."""
-        if self.board is not None:
+        if self.board is not None and not self.closed:
             self.board.publish(self.slot, self.count())
 
     def _read(self, on: bool) -> None:

@@ -26,7 +26,7 @@ from servicekit.testing import wait_for
 
 
 def _accepted(pending: int, run_for: float, sibling: tuple[int, int] | None = None,
-              pause: float = 30.0) -> int:
+              pause: float = 30.0, sibling_stopped: bool = False) -> int:
     """Connections a ``FairAcceptor`` has set up after ``run_for`` s, with ``pending`` waiting
     in the backlog when it starts, and a sibling worker (pid, connections held) on its board."""
     made: list[asyncio.BaseTransport] = []
@@ -42,6 +42,8 @@ def _accepted(pending: int, run_for: float, sibling: tuple[int, int] | None = No
         other = board.reserve()
         board.claim(other, pid=sibling[0])
         board.publish(other, sibling[1])
+        if sibling_stopped:
+            board.withdraw(other)
     with ExitStack() as stack:
         listener = stack.enter_context(socket.socket())
         listener.bind(("127.0.0.1", 0))
@@ -87,6 +89,12 @@ def test_a_sibling_that_does_not_take_them_delays_a_connection_by_the_pause_at_m
 
 def test_a_worker_takes_connections_while_its_siblings_hold_as_many() -> None:
     assert _accepted(pending=5, run_for=0.3, sibling=(os.getppid(), 5)) == 5
+
+
+def test_a_stopping_sibling_is_not_waited_for() -> None:
+    """A worker draining its last answers holds few connections but takes no new ones."""
+    assert _accepted(pending=5, run_for=0.3, sibling=(os.getppid(), 0),
+                     sibling_stopped=True) == 5
 
 
 def test_a_dead_siblings_count_is_ignored() -> None:
@@ -221,3 +229,28 @@ def test_a_burst_of_connections_spreads_over_both_workers(gateway_with_two_worke
         finally:
             for c in clients:
                 c.close()
+
+
+def test_closing_an_acceptor_withdraws_it_and_later_counts_are_not_published() -> None:
+    board = LoadBoard()
+    mine, watcher = board.reserve(), board.reserve()
+    board.claim(mine)
+    board.claim(watcher, pid=os.getppid())
+
+    async def main() -> None:
+        with socket.socket() as listener:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(8)
+            acceptor = FairAcceptor(listener, asyncio.Protocol, lambda: 3, board, mine)
+            acceptor.start()
+            acceptor.publish()
+            assert board.least_of_others(watcher) == 3
+            acceptor.close()
+            acceptor.publish()  # a connection closing while the worker drains
+            assert board.least_of_others(watcher) == LoadBoard.NOT_ACCEPTING
+
+    loop = uvloop.new_event_loop()
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
