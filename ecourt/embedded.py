@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 from datetime import datetime
 from pathlib import Path
@@ -135,8 +136,16 @@ class Suite:
 
         server = make_server(host, port, self.gateway, threaded=True)
         log.info("eCourt suite (embedded) serving on http://%s:%s", host, port)
+        if threading.current_thread() is threading.main_thread():
+            # a process manager's TERM stops the suite as Ctrl-C does: werkzeug ends
+            # serve_forever on KeyboardInterrupt, and the workers are stopped below
+            signal.signal(signal.SIGTERM, _interrupt)
         try:
             server.serve_forever()
         finally:
             server.server_close()
             self.stop()
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
