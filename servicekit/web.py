@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 import marshmallow as ma
+import sqlalchemy.exc
 from flask import Flask, g, jsonify, request
 from flask_smorest import Api, Blueprint
 from flask_smorest.utils import prepare_response
@@ -246,9 +247,50 @@ def _install_hooks(app: Flask, spec: ServiceSpec, db: Database, service_secret: 
     def on_crash(exc: Exception) -> Response:
         if isinstance(exc, HTTPException):
             return app.extensions["ecourt.api"].handle_http_exception(exc)
+        if database_unreachable(exc):
+            # a restart, a failover, a cut line or a busy SQLite file: the transaction rolled
+            # back with nothing written, and trying again later is the right thing to do
+            log.warning("database unavailable on %s %s: %s", request.method, request.path,
+                        _db_error_name(exc))
+            return problem_response(database_unavailable(), request_instance(),
+                                    getattr(g, "request_id", None))
         log.exception("unhandled error on %s %s", request.method, request.path)
         return problem_response(Problem(500, "internal-error", "an unexpected error occurred"),
                                 request_instance(), getattr(g, "request_id", None))
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """The database could not be reached or could not serve (a restart, a failover, a cut
+    line, the pool's wait, a busy SQLite file), as against a statement that was wrong.
+
+    SQLAlchemy wraps the driver's connection failures in ``OperationalError`` and
+    ``InterfaceError``; psycopg's ``OperationalError`` is SQLSTATE classes 08, 53, 57 and 58
+    and deadlocks, all worth a retry. SQLite puts "no such table" in ``OperationalError`` too,
+    so from SQLite only a locked or busy database counts: a schema bug stays a 500.
+    """
+    if isinstance(exc, sqlalchemy.exc.InterfaceError | sqlalchemy.exc.TimeoutError):
+        return True
+    if not isinstance(exc, sqlalchemy.exc.OperationalError):
+        return False
+    orig = exc.orig
+    if type(orig).__module__ == "sqlite3":
+        text = str(orig).lower()
+        return "locked" in text or "busy" in text
+    return True
+
+
+def database_unavailable() -> Problem:
+    return Problem(503, "database-unavailable",
+                   "the service cannot reach its database; try again shortly",
+                   headers={"Retry-After": "5"})
+
+
+def _db_error_name(exc: Exception) -> str:
+    """The error's class and SQLSTATE, never its text (which may quote the statement)."""
+    orig = getattr(exc, "orig", None)
+    state = getattr(orig, "sqlstate", None)
+    name = type(orig).__name__ if orig is not None else type(exc).__name__
+    return f"{name} ({state})" if state else name
 
 
 def _authenticate(verifier: TokenVerifier | None) -> None:
