@@ -37,6 +37,18 @@ def wait_for(predicate: Callable[[], T], timeout: float = 15.0, interval: float 
         time.sleep(interval)
 
 
+def answers_ok(url: str, timeout: float = 2.0) -> bool:
+    """``url`` answers 200 now (for ``wait_for`` while a server starts)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - test URLs
+            return bool(resp.status == 200)
+    except (OSError, urllib.error.URLError):
+        return False
+
+
 def free_port() -> int:
     """A loopback port nothing listens on now (for a server a test starts)."""
     with socket.socket() as sock:

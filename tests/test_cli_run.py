@@ -15,14 +15,7 @@ import pytest
 import requests
 
 from ecourt import registry
-from servicekit.testing import free_port, wait_for
-
-
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
+from servicekit.testing import answers_ok, free_port, wait_for
 
 
 @pytest.fixture
@@ -38,7 +31,7 @@ def ecourt_run(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, P
                             stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: _answers(f"{base}/healthz") or proc.poll() is not None, timeout=120,
+        wait_for(lambda: answers_ok(f"{base}/healthz") or proc.poll() is not None, timeout=120,
                  message="ecourt run to serve")
         assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
         yield proc, base, data

@@ -16,13 +16,12 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-import requests
 import uvloop
 
 from gateway.acceptor import FairAcceptor, LoadBoard
 from gateway.tests.conftest import make_upstream
 from gateway.tests.test_upstream_http import _closed_port
-from servicekit.testing import wait_for
+from servicekit.testing import answers_ok, wait_for
 
 
 def _accepted(pending: int, run_for: float, sibling: tuple[int, int] | None = None,
@@ -172,7 +171,7 @@ def gateway_with_two_workers(serve, tmp_path: Path) -> Iterator[tuple[int, int]]
                                 stdout=log, stderr=subprocess.STDOUT)
         try:
             service = registry.API_SERVICES[0]
-            wait_for(lambda: _answers(f"http://127.0.0.1:{port}/api/{service}/healthz")
+            wait_for(lambda: answers_ok(f"http://127.0.0.1:{port}/api/{service}/healthz")
                      and len(_workers(proc.pid)) == 2, timeout=60, message="the gateway")
             # a worker still loading the app has not claimed its slot: wait for both
             wait_for(lambda: _both_serve(_workers(proc.pid), port), timeout=60,
@@ -195,12 +194,6 @@ def _both_serve(workers: list[int], port: int) -> bool:
         for c in clients:
             c.close()
 
-
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=1).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 def test_a_burst_of_connections_spreads_over_both_workers(gateway_with_two_workers) -> None:  # type: ignore[no-untyped-def]

@@ -37,7 +37,7 @@ from gateway.tests.conftest import (
     make_upstream,
 )
 from gateway.tests.test_upstream_http import _closed_port, _KeepAlive
-from servicekit.testing import wait_for
+from servicekit.testing import answers_ok, wait_for
 
 
 class EdgeFront:
@@ -468,7 +468,7 @@ def test_ecourt_serve_gateway_runs_the_edge_worker(serve, tmp_path: Path, key):
                             stderr=subprocess.STDOUT)
     try:
         base = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _answers(f"{base}/healthz"), timeout=60, message="the gateway")
+        wait_for(lambda: answers_ok(f"{base}/healthz"), timeout=60, message="the gateway")
         service = registry.API_SERVICES[0]
         tok = key.sign({"sub": "acct-9", "roles": ["party"]})
         resp = requests.get(f"{base}/api/{service}/echo", headers=auth(tok), timeout=5)
@@ -483,12 +483,6 @@ def test_ecourt_serve_gateway_runs_the_edge_worker(serve, tmp_path: Path, key):
             proc.wait()
         log.close()
 
-
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=1).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 def _jwks_app(key: Any) -> Any:
