@@ -5,7 +5,9 @@ Given PostgreSQL URLs and an AMQP broker URL the very same object runs the real 
 tests use that to drive the whole suite against the real PostgreSQL and RabbitMQ.
 
 kombu's ``memory`` transport works only between threads of one process and keeps nothing on
-disk: the embedded tier is for a first run, demos and tests, not for production.
+disk: the embedded tier is for a first run, demos and tests, not for production. So that a
+stop, a crash or a restart loses no event, each run publishes again what the previous run of
+the same data folder had sent (``Suite.republish_last_run``; the inboxes make repeats no-ops).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from gateway.app import create_gateway
 from gateway.ratelimit import MemoryRateLimiter, limits_from_env
 from servicekit.config import DEFAULT_EXCHANGE, Settings
 from servicekit.consumer import EventConsumer
+from servicekit.db import utcnow
+from servicekit.outbox import republish_sent_since
 from servicekit.publishers import make_publisher
 from servicekit.relay import Relay
 from servicekit.service import Runtime
@@ -35,6 +39,9 @@ from services.notifier.app import provider_for
 from services.notifier.pika_consumer import PikaSmsConsumer
 
 log = logging.getLogger(__name__)
+
+#: in the data folder: when the relays of the last run on the in-memory bus started
+RUN_MARKER = "memory-bus-run-started"
 
 
 class Suite:
@@ -85,6 +92,8 @@ class Suite:
     def start_workers(self, *, relays: bool = True, consumers: bool = True) -> None:
         """Start a relay per service and a consumer per consuming service, as threads."""
         self.declare_topology()
+        if relays and self.broker_url.startswith("memory"):
+            self.republish_last_run()
         for name, rt in self.runtimes.items():
             if relays:
                 relay = Relay(name, rt.db, make_publisher(self.broker_url, self.exchange),
@@ -100,6 +109,36 @@ class Suite:
             self._spawn("scheduler", scheduler.run)
         for consumer in self.consumers.values():
             consumer.ready.wait(10)
+
+    def republish_last_run(self) -> int:
+        """Publish again what the previous run of this data folder sent.
+
+        The in-memory bus keeps nothing when the process ends, so whatever the last run's
+        relays had published and its consumers had not yet handled — a stop, a crash or a
+        restart in the middle of traffic — would be lost, marked sent in the outbox. Each run
+        notes when its relays started (``RUN_MARKER``); the next run marks everything sent
+        since then unsent, and the consumers' inboxes make the events they had already handled
+        a no-op. Rows older than a service's inbox retention are left alone: their ids may be
+        gone from the inbox.
+        """
+        marker = self.data_dir / RUN_MARKER
+        started = utcnow()
+        previous = _read_marker(marker)
+        count = 0
+        if previous is not None:
+            for name, rt in self.runtimes.items():
+                since = previous
+                keep = rt.settings.retention.inbox
+                if keep is not None:
+                    since = max(since, started - keep)
+                with rt.db.transaction() as session:
+                    again = republish_sent_since(session, since)
+                if again:
+                    log.info("%s: publishing again %d event(s) the last run had sent", name,
+                             again)
+                count += again
+        marker.write_text(started.isoformat(), encoding="utf-8")
+        return count
 
     def run_escalation(self, now: datetime) -> int:
         """One pass of the escalation scheduler at ``now`` (tests drive the clock)."""
@@ -145,6 +184,14 @@ class Suite:
         finally:
             server.server_close()
             self.stop()
+
+
+def _read_marker(path: Path) -> datetime | None:
+    try:
+        when = datetime.fromisoformat(path.read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        return None
+    return when if when.tzinfo is not None else None
 
 
 def _interrupt(_signum: int, _frame: object) -> None:

@@ -11,7 +11,7 @@ import weakref
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, event, func, insert, select
+from sqlalchemy import Connection, Engine, event, func, insert, select, update
 from sqlalchemy import exc as exc_
 from sqlalchemy.orm import Session
 
@@ -141,3 +141,16 @@ def backlog(session: Session) -> int:
     """How many rows wait to be published (a metric and a readiness hint)."""
     return session.scalar(select(func.count()).select_from(outbox)
                           .where(outbox.c.sent_at.is_(None))) or 0
+
+
+def republish_sent_since(session: Session, since: datetime) -> int:
+    """Mark the rows sent at or after ``since`` unsent, so the relay publishes them again.
+
+    For a bus that may have lost what it was given (the embedded tier's in-memory transport
+    keeps nothing when its process ends): the consumers' inboxes make each repeat a no-op, as
+    long as ``since`` is within the inbox's retention. Returns how many rows were marked."""
+    if since.tzinfo is None:
+        raise ValueError("naive datetime: times are stored in UTC and must carry a zone")
+    result = session.execute(update(outbox).where(outbox.c.sent_at >= since)
+                             .values(sent_at=None))
+    return int(result.rowcount or 0)
