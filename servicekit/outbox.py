@@ -29,6 +29,11 @@ _INSERT = insert(outbox)
 #: then sends it together with COMMIT in one pipeline. A state change's own round trip to the
 #: database was most of what the outbox cost; this removes it.
 QUEUED = "servicekit.outbox.queued"
+#: the columns a queued row fills, in the order ``emit`` builds the row (the others: ``id`` is
+#: the database's, ``sent_at`` and ``last_error`` the relay's): ``_SQL`` lists them, and
+#: tests/reliability/test_outbox_queue.py checks that both agree with ``tables.outbox``
+QUEUED_COLUMNS = ("event_id", "type", "exchange", "routing_key", "body", "headers",
+                  "created_at", "available_at", "attempts")
 _SQL = ("INSERT INTO outbox (event_id, type, exchange, routing_key, body, headers, created_at,"
         " available_at, attempts) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)")
 #: the engines whose connections flush queued rows before every statement (``install``)

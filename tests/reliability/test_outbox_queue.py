@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import exc, func, insert, select
 
 from servicekit.db import Database, utcnow
-from servicekit.outbox import QUEUED, backlog, emit
+from servicekit.outbox import _SQL, QUEUED, QUEUED_COLUMNS, backlog, emit
 from servicekit.tables import outbox
 from tests.reliability.helpers import NOTIFICATIONS, count
 
@@ -111,3 +111,14 @@ def test_a_failed_pipelined_commit_leaves_nothing(make_dbs) -> None:  # type: ig
         state_write(s, 3)
         emit(s, TYPE, {"n": 3}, source="/reliability")
     assert states(db) == 1 and bodies(db) == [3]
+
+
+def test_the_queued_insert_fills_every_column_the_relay_does_not() -> None:
+    """The pipelined INSERT is raw SQL: a column added to the table must be added there too
+    (or be one the database or the relay fills)."""
+    filled_elsewhere = {"id", "sent_at", "last_error"}
+    assert set(QUEUED_COLUMNS) == {c.name for c in outbox.columns} - filled_elsewhere
+    assert len(QUEUED_COLUMNS) == len(set(QUEUED_COLUMNS))
+    listed = _SQL.split("(", 1)[1].split(")", 1)[0]
+    assert [c.strip() for c in listed.split(",")] == list(QUEUED_COLUMNS)
+    assert _SQL.count("%s") == len(QUEUED_COLUMNS)
