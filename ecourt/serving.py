@@ -42,6 +42,9 @@ def build_wsgi(service: str) -> Any:
 
 def _child_exit(_server: Any, worker: Any) -> None:
     metrics.mark_process_dead(worker.pid)
+    release = getattr(worker, "release_slot", None)  # the gateway's fair accepting
+    if release is not None:
+        release()
 
 
 class _Gunicorn(BaseApplication):

@@ -6,7 +6,7 @@ opening 32 at once, or a front proxy filling its keep-alive pool) is often taken
 worker that woke first, and kept-alive connections stay where they landed: the gateway then
 forwards on one core while its other worker idles. Measured under wrk with 32 connections:
 7 and 25 connections on the two workers gave 0.74 × the service's direct throughput, 15 and 17
-gave 0.90 × in the same A/B round.
+gave 0.90 × in another round of the same A/B run.
 
 Waiting a fixed time after each connection (the services' worker's rule,
 ``ecourt.service_worker``) does not suffice here: an idle event loop accepts the next
@@ -60,7 +60,9 @@ class LoadBoard:
     A slot is a pair of 32-bit cells, the worker's pid and its count (aligned word writes: a
     reader sees the old value or the new one). The arbiter reserves a slot before it forks a
     worker (``reserve``, marked with its own pid negated so nobody counts it yet); the worker
-    claims it (``claim``). A slot whose pid is no longer alive is free again and ignored.
+    claims it (``claim``), and the arbiter releases it when it reaps the worker (``release``,
+    from gunicorn's ``child_exit`` hook). A slot whose pid is no longer alive is ignored and
+    free again, should a release be missed.
     """
 
     SLOTS = 64
@@ -70,15 +72,21 @@ class LoadBoard:
         self._mem = mmap.mmap(-1, self.SLOTS * 8)  # anonymous and shared: survives fork
         self._cells = memoryview(self._mem).cast("i")
 
-    def reserve(self) -> int:
-        """A free slot for a worker about to be forked (call in the arbiter)."""
+    def reserve(self) -> int | None:
+        """A free slot for a worker about to be forked (call in the arbiter); None when all
+        are taken (that worker then accepts without comparing notes)."""
         for slot in range(self.SLOTS):
             pid = self._cells[2 * slot]
             if pid == 0 or not _alive(abs(pid)):
                 self._cells[2 * slot + 1] = 0
                 self._cells[2 * slot] = -os.getpid()
                 return slot
-        raise RuntimeError(f"more than {self.SLOTS} gateway workers")
+        return None
+
+    def release(self, slot: int) -> None:
+        """The worker is gone (the arbiter reaped it): its slot is free at once."""
+        self._cells[2 * slot] = 0
+        self._cells[2 * slot + 1] = 0
 
     def claim(self, slot: int, pid: int | None = None) -> None:
         self._cells[2 * slot + 1] = 0

@@ -39,6 +39,11 @@ class EdgeWorker(Worker):
         self.board = EdgeWorker._board
         self.board_slot = self.board.reserve()
 
+    def release_slot(self) -> None:
+        """Called in the arbiter when this worker has exited (``child_exit``)."""
+        if self.board_slot is not None:
+            self.board.release(self.board_slot)
+
     def init_process(self) -> None:
         import uvloop
 
@@ -79,9 +84,12 @@ class EdgeWorker(Worker):
             max_head=self.cfg.limit_request_line + self.cfg.limit_request_field_size * 8
             if self.cfg.limit_request_line else EdgeSettings.max_head,
         ))
-        self.board.claim(self.board_slot)
-        acceptors = [FairAcceptor(listener.sock, edge.protocol, edge.held, self.board,
-                                  self.board_slot) for listener in self.sockets]
+        slot = self.board_slot
+        if slot is not None:
+            self.board.claim(slot)
+        acceptors = [FairAcceptor(listener.sock, edge.protocol, edge.held,
+                                  self.board if slot is not None else None, slot or 0)
+                     for listener in self.sockets]
         edge.on_clients = acceptors[0].publish if acceptors else None
         for acceptor in acceptors:
             acceptor.start()

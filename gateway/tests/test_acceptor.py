@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -98,6 +99,14 @@ def test_a_stopping_sibling_is_not_waited_for() -> None:
 
 def test_a_dead_siblings_count_is_ignored() -> None:
     assert _accepted(pending=5, run_for=0.3, sibling=(_dead_pid(), 0)) == 5
+
+
+def test_a_released_slot_is_free_and_a_full_board_hands_out_none() -> None:
+    board = LoadBoard()
+    slots = [board.reserve() for _ in range(LoadBoard.SLOTS)]
+    assert None not in slots and board.reserve() is None  # the worker accepts on its own
+    board.release(slots[5])
+    assert board.reserve() == slots[5]
 
 
 def test_the_board_hands_out_free_slots_and_takes_back_a_dead_workers() -> None:
@@ -196,32 +205,47 @@ def _both_serve(workers: list[int], port: int) -> bool:
 
 
 
-def test_a_burst_of_connections_spreads_over_both_workers(gateway_with_two_workers) -> None:  # type: ignore[no-untyped-def]
-    """32 connections opened at once, each asking for a route and keeping its connection, as a
-    load generator or a front proxy's pool does: each worker holds at least a quarter."""
+def _burst(workers: list[int], port: int) -> list[int]:
+    """Open 32 connections at once, each asking for a route and keeping its connection, as a
+    load generator or a front proxy's pool does; how many each worker holds."""
     from ecourt import registry
 
+    head = (f"GET /api/{registry.API_SERVICES[0]}/healthz HTTP/1.1\r\nHost: t\r\n\r\n").encode()
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(32)]
+    try:
+        threads = [threading.Thread(target=c.sendall, args=(head,)) for c in clients]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for c in clients:
+            assert c.recv(65536).startswith(b"HTTP/1.1 200")
+        deadline = time.monotonic() + 5
+        while (held := _holders(workers, port, clients)) and sum(held) < 32:
+            assert time.monotonic() < deadline, held
+            time.sleep(0.05)
+        return held
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_a_burst_of_connections_spreads_over_both_workers(gateway_with_two_workers) -> None:  # type: ignore[no-untyped-def]
+    """Each worker holds at least a quarter of a burst of 32; so do the workers after one was
+    killed and replaced (its slot on the board goes to the new one)."""
     arbiter, port = gateway_with_two_workers
     workers = _workers(arbiter)
-    head = (f"GET /api/{registry.API_SERVICES[0]}/healthz HTTP/1.1\r\nHost: t\r\n\r\n").encode()
     for _ in range(3):
-        clients = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(32)]
-        try:
-            threads = [threading.Thread(target=c.sendall, args=(head,)) for c in clients]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            for c in clients:
-                assert c.recv(65536).startswith(b"HTTP/1.1 200")
-            deadline = time.monotonic() + 5
-            while (held := _holders(workers, port, clients)) and sum(held) < 32:
-                assert time.monotonic() < deadline, held
-                time.sleep(0.05)
-            assert min(held) >= 8, f"connections per worker: {held}"
-        finally:
-            for c in clients:
-                c.close()
+        held = _burst(workers, port)
+        assert min(held) >= 8, f"connections per worker: {held}"
+
+    os.kill(workers[0], signal.SIGKILL)
+    wait_for(lambda: len(set(_workers(arbiter)) - {workers[0]}) == 2, timeout=60,
+             message="gunicorn to replace the killed worker")
+    workers = _workers(arbiter)
+    wait_for(lambda: _both_serve(workers, port), timeout=60, message="the new worker to accept")
+    held = _burst(workers, port)
+    assert min(held) >= 8, f"connections per worker after a restart: {held}"
 
 
 def test_closing_an_acceptor_withdraws_it_and_later_counts_are_not_published() -> None:
