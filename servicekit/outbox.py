@@ -96,6 +96,11 @@ def _insert_with_commit(conn: Connection) -> None:
 
 
 def _drop(conn: Connection) -> None:
+    if conn.invalidated:
+        # the database went away mid-transaction: asking an invalidated connection for its
+        # ``info`` raises, and raising here would turn the rollback of a lost connection into
+        # a PendingRollbackError; the rows go with the pool record at check-in
+        return
     conn.info.pop(QUEUED, None)
 
 

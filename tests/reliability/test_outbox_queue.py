@@ -122,3 +122,31 @@ def test_the_queued_insert_fills_every_column_the_relay_does_not() -> None:
     listed = _SQL.split("(", 1)[1].split(")", 1)[0]
     assert [c.strip() for c in listed.split(",")] == list(QUEUED_COLUMNS)
     assert _SQL.count("%s") == len(QUEUED_COLUMNS)
+
+
+def test_a_connection_lost_mid_transaction_raises_the_loss_not_a_pending_rollback(
+        make_dbs) -> None:  # type: ignore[no-untyped-def]
+    """The database goes away with a row queued: the caller sees the lost connection (an
+    OperationalError, which the services answer with 503 and the consumer retries), and the
+    rollback that follows does not trip over the invalidated connection."""
+    from sqlalchemy.exc import OperationalError
+
+    from servicekit.testing import TcpProxy
+    from tests.reliability.helpers import databases
+
+    [direct] = make_dbs("lost")
+    proxy = TcpProxy("127.0.0.1", 5432)
+    try:
+        with databases(direct.url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")) as [db]:
+            db.ping()  # a pooled connection, then the line goes
+            with pytest.raises(OperationalError), db.transaction() as s:
+                state_write(s, 1)
+                emit(s, TYPE, {"n": 1}, source="/reliability")
+                proxy.cut()
+                s.execute(select(1))
+            proxy.heal()
+            with db.transaction() as s:  # the pool recovers
+                emit(s, TYPE, {"n": 2}, source="/reliability")
+        assert bodies(direct) == [2] and states(direct) == 0
+    finally:
+        proxy.close()
