@@ -137,6 +137,9 @@ class EventConsumer:
                 backoff = min(30.0, backoff * 2)
 
     def _consume(self, stop: threading.Event) -> None:
+        # messages read on a connection that is gone cannot be acked on the new one (the
+        # broker gives them to us again): trying kept the consumer failing forever
+        self._batch = []
         with Connection(self.broker_url, heartbeat=self.heartbeat, connect_timeout=5) as conn:
             conn.ensure_connection(max_retries=1)
             declare(conn, self.exchange, [self.subscription])
