@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
+import sqlalchemy.exc
 from sqlalchemy import BigInteger, DateTime, Engine, Integer, MetaData, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -148,3 +149,23 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """The database could not be reached or could not serve (a restart, a failover, a cut
+    line, the pool's wait, a busy SQLite file), as against a statement that was wrong.
+
+    SQLAlchemy wraps the driver's connection failures in ``OperationalError`` and
+    ``InterfaceError``; psycopg's ``OperationalError`` is SQLSTATE classes 08, 53, 57 and 58
+    and deadlocks, all worth a retry. SQLite puts "no such table" in ``OperationalError`` too,
+    so from SQLite only a locked or busy database counts: a schema bug stays a 500.
+    """
+    if isinstance(exc, sqlalchemy.exc.InterfaceError | sqlalchemy.exc.TimeoutError):
+        return True
+    if not isinstance(exc, sqlalchemy.exc.OperationalError):
+        return False
+    orig = exc.orig
+    if type(orig).__module__ == "sqlite3":
+        text = str(orig).lower()
+        return "locked" in text or "busy" in text
+    return True

@@ -15,7 +15,6 @@ from datetime import timedelta
 from typing import Any
 
 import marshmallow as ma
-import sqlalchemy.exc
 from flask import Flask, g, jsonify, request
 from flask_smorest import Api, Blueprint
 from flask_smorest.utils import prepare_response
@@ -25,7 +24,7 @@ from werkzeug.wrappers import Response
 
 from servicekit import context, metrics
 from servicekit.access import Access, access_of, public
-from servicekit.db import Database
+from servicekit.db import Database, database_unreachable
 from servicekit.idempotency import UNSAFE, IdempotencyStore, request_hash
 from servicekit.problems import PROBLEM_JSON, Problem, problem_response, slug_for
 from servicekit.readiness import BrokerCheck
@@ -257,26 +256,6 @@ def _install_hooks(app: Flask, spec: ServiceSpec, db: Database, service_secret: 
         log.exception("unhandled error on %s %s", request.method, request.path)
         return problem_response(Problem(500, "internal-error", "an unexpected error occurred"),
                                 request_instance(), getattr(g, "request_id", None))
-
-
-def database_unreachable(exc: BaseException) -> bool:
-    """The database could not be reached or could not serve (a restart, a failover, a cut
-    line, the pool's wait, a busy SQLite file), as against a statement that was wrong.
-
-    SQLAlchemy wraps the driver's connection failures in ``OperationalError`` and
-    ``InterfaceError``; psycopg's ``OperationalError`` is SQLSTATE classes 08, 53, 57 and 58
-    and deadlocks, all worth a retry. SQLite puts "no such table" in ``OperationalError`` too,
-    so from SQLite only a locked or busy database counts: a schema bug stays a 500.
-    """
-    if isinstance(exc, sqlalchemy.exc.InterfaceError | sqlalchemy.exc.TimeoutError):
-        return True
-    if not isinstance(exc, sqlalchemy.exc.OperationalError):
-        return False
-    orig = exc.orig
-    if type(orig).__module__ == "sqlite3":
-        text = str(orig).lower()
-        return "locked" in text or "busy" in text
-    return True
 
 
 def database_unavailable() -> Problem:

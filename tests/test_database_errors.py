@@ -1,6 +1,7 @@
-"""Which database errors a service answers with 503 "try again" (``servicekit.web``): a
-database it cannot reach or that is busy, never a statement that is wrong. Real SQLite here;
-the PostgreSQL side (a cut line) is ``tests/reliability/test_database_outage.py``."""
+"""Which database errors mean "try again" (``servicekit.db.database_unreachable``: a service
+answers them with 503, the notifier retries in place): a database that cannot be reached or is
+busy, never a statement that is wrong. Real SQLite here; the PostgreSQL side (a cut line) is
+``tests/reliability/test_database_outage.py``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 import sqlalchemy.exc
 from sqlalchemy import create_engine, text
 
-from servicekit.web import database_unreachable
+from servicekit.db import database_unreachable
 
 
 def _error(engine: sqlalchemy.Engine, sql: str) -> sqlalchemy.exc.DBAPIError:
