@@ -4,6 +4,12 @@ Manual acks after the database commit; the inbox makes a redelivery a no-op; a f
 requeued until the quorum queue's delivery count reaches ``max_attempts``, then rejected into
 the dead-letter exchange (``notifier.dlq``). ``BlockingConnection`` services heartbeats only
 while we call it, so the work per message is kept short (one HTTP call with a timeout).
+
+A database that cannot be reached is not the message's fault: the notifier waits and tries
+the same message again in place (``connection.sleep``, which keeps the heartbeats going), up
+to ``DB_ATTEMPTS`` times, before giving it back to the queue. Requeued at once, every SMS in
+flight during a two-second database restart used up its attempts in milliseconds and ended in
+the dead-letter queue.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import pika
 from sqlalchemy import insert, select
 
 from servicekit import context, metrics
-from servicekit.db import Database, utcnow
+from servicekit.db import Database, database_unreachable, utcnow
 from servicekit.envelope import CloudEvent, MalformedEvent
 from servicekit.tables import inbox
 from services.notifier.providers import SmsProvider
@@ -23,6 +29,9 @@ from services.notifier.sending import send_requested_sms
 
 log = logging.getLogger(__name__)
 CONSUMER = "notifier"
+#: tries of one message while the database is unreachable (waits 0.25 s doubling to 5 s:
+#: about 23 s in all) before it goes back to the queue as a failed delivery
+DB_ATTEMPTS = 8
 
 
 class PikaSmsConsumer:
@@ -37,6 +46,8 @@ class PikaSmsConsumer:
         self.max_attempts = max_attempts
         self.prefetch = prefetch
         self.ready = threading.Event()
+        self._connection: pika.BlockingConnection | None = None
+        self._stop = threading.Event()
 
     def run(self, stop: threading.Event) -> None:
         backoff = 0.5
@@ -51,6 +62,7 @@ class PikaSmsConsumer:
 
     def _consume(self, stop: threading.Event) -> None:
         connection = pika.BlockingConnection(self.params)
+        self._connection, self._stop = connection, stop
         try:
             channel = connection.channel()
             channel.basic_qos(prefetch_count=self.prefetch)
@@ -74,7 +86,7 @@ class PikaSmsConsumer:
             channel.basic_nack(method.delivery_tag, requeue=False)
             return
         try:
-            outcome = self.handle(event)
+            outcome = self._handle_while_the_database_is_away(event)
         except Exception as exc:
             deliveries = int((props.headers or {}).get("x-delivery-count", 0)) + 1
             requeue = deliveries < self.max_attempts
@@ -86,6 +98,19 @@ class PikaSmsConsumer:
             return
         metrics.EVENTS_CONSUMED.labels(CONSUMER, event.type, outcome).inc()
         channel.basic_ack(method.delivery_tag)
+
+    def _handle_while_the_database_is_away(self, event: CloudEvent) -> str:
+        for attempt in range(DB_ATTEMPTS):
+            try:
+                return self.handle(event)
+            except Exception as exc:
+                if (not database_unreachable(exc) or attempt + 1 == DB_ATTEMPTS
+                        or self._stop.is_set() or self._connection is None):
+                    raise
+                log.warning("notifier: database unavailable (%s); trying %s again",
+                            exc.__class__.__name__, event.id)
+                self._connection.sleep(min(5.0, 0.25 * 2 ** attempt))
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     def handle(self, event: CloudEvent) -> str:
         with self.db.transaction() as session, context.bound(event.correlationid, event.id):
