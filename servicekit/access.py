@@ -43,11 +43,16 @@ def roles(*names: str) -> Callable[[F], F]:
 
 def access_of(view: Callable[..., Any], method: str) -> Access | None:
     """The marker of a plain view function or of a MethodView's method."""
+    return view_attribute(view, method, MARKER)
+
+
+def view_attribute(view: Callable[..., Any], method: str, name: str) -> Any:
+    """An attribute a decorator set on a plain view function or on a MethodView's method."""
     view_class = getattr(view, "view_class", None)
     if view_class is not None:
         handler = getattr(view_class, method.lower(), None)
-        return getattr(handler, MARKER, None) if handler else None
-    return getattr(view, MARKER, None)
+        return getattr(handler, name, None) if handler else None
+    return getattr(view, name, None)
 
 
 def current_claims() -> dict[str, Any]:

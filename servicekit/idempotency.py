@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Row, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Response
 
+from servicekit.access import view_attribute
 from servicekit.db import Database, utcnow
 from servicekit.problems import Problem
 from servicekit.tables import idempotency_keys as keys
@@ -37,6 +39,25 @@ DEFAULT_TTL = timedelta(hours=24)
 #: longer than any request runs (gunicorn stops a worker after 30 s): a reservation this old
 #: belongs to a process that died
 IN_PROGRESS_FOR = timedelta(minutes=5)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+_NOT_STORED = "_ecourt_answer_not_stored"
+
+
+def answer_not_stored(func: F) -> F:
+    """Mark a route whose answer is a live credential (a token pair, a sign-in ticket): its
+    ``Idempotency-Key`` is accepted and ignored, and no answer is kept — the store would hold
+    the tokens in clear in ``idempotency_keys``. Such a route must be safe to simply run
+    again: a retried login signs in again, a retried refresh presents a used token."""
+    setattr(func, _NOT_STORED, True)
+    return func
+
+
+def stores_answers(view: Callable[..., Any], method: str) -> bool:
+    """Whether ``Idempotency-Key`` applies to ``method`` on ``view``: every unsafe method
+    except those marked ``answer_not_stored``."""
+    return method.upper() in UNSAFE and not view_attribute(view, method, _NOT_STORED)
 
 
 def request_hash(method: str, path: str, body: bytes) -> str:

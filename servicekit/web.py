@@ -25,7 +25,7 @@ from werkzeug.wrappers import Response
 from servicekit import context, metrics
 from servicekit.access import Access, access_of, public
 from servicekit.db import Database, database_unreachable
-from servicekit.idempotency import UNSAFE, IdempotencyStore, request_hash
+from servicekit.idempotency import UNSAFE, IdempotencyStore, request_hash, stores_answers
 from servicekit.problems import PROBLEM_JSON, Problem, problem_response, slug_for
 from servicekit.readiness import BrokerCheck
 from servicekit.service import Runtime
@@ -217,7 +217,7 @@ def _install_hooks(app: Flask, spec: ServiceSpec, db: Database, service_secret: 
         g.started = time.perf_counter()
         _authenticate(verifier)
         _authorize(app, service_secret)
-        return _idempotent_replay(store)
+        return _idempotent_replay(app, store)
 
     @app.after_request
     def finish(response: Response) -> Response:
@@ -311,10 +311,15 @@ def _authorize(app: Flask, service_secret: str) -> None:
         raise Problem(403, "forbidden", "your role may not use this route")
 
 
-def _idempotent_replay(store: IdempotencyStore) -> Response | None:
+def _idempotent_replay(app: Flask, store: IdempotencyStore) -> Response | None:
     g.idem = None
     key = request.headers.get("Idempotency-Key")
     if key is None or request.method not in UNSAFE:
+        return None
+    view = app.view_functions.get(request.endpoint or "")
+    if view is None or not stores_answers(view, request.method):
+        # no route (its 404/405 changes nothing and keeps no key), or a live credential
+        # (``answer_not_stored``): the key is ignored
         return None
     principal = str((g.claims or {}).get("sub", "anonymous"))
     digest = request_hash(request.method, request.full_path, request.get_data())

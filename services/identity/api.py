@@ -1,7 +1,7 @@
 """identity's HTTP routes for accounts and sign-in: thin views over the use cases.
 
 Token responses carry ``Cache-Control: no-store`` (RFC 6749 §5.1), and the token routes do not
-keep ``Idempotency-Key`` answers (see ``app.py``): a stored answer would hold live tokens in
+keep ``Idempotency-Key`` answers (``answer_not_stored``): a stored answer would hold live tokens in
 clear.
 """
 
@@ -15,6 +15,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from servicekit.access import current_claims, internal, public, roles
+from servicekit.idempotency import answer_not_stored
 from servicekit.logs import mask_id_number, mask_phone
 from servicekit.service import runtime
 from servicekit.tokens import SigningKey
@@ -93,6 +94,7 @@ class Me(MethodView):
 @blp.route("/tokens")
 class Tokens(MethodView):
     @public
+    @answer_not_stored
     @blp.arguments(LoginSchema)
     @blp.response(201, TokenSchema)
     @blp.alt_response(429, description="too many failed attempts; see Retry-After")
@@ -110,6 +112,7 @@ class Tokens(MethodView):
 @blp.route("/tokens/refresh")
 class Refresh(MethodView):
     @public
+    @answer_not_stored
     @blp.arguments(RefreshSchema)
     @blp.response(201, TokenSchema)
     def post(self, body: dict[str, str]):  # type: ignore[no-untyped-def]
@@ -121,6 +124,7 @@ class Refresh(MethodView):
 @blp.route("/tokens/revoke")
 class Revoke(MethodView):
     @public
+    @answer_not_stored
     @blp.arguments(RefreshSchema)
     @blp.response(204)
     def post(self, body: dict[str, str]) -> None:

@@ -15,6 +15,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from servicekit.access import current_claims, public, roles
+from servicekit.idempotency import answer_not_stored
 from servicekit.service import runtime
 from services.identity import signin_captcha, signin_codes, signin_qr
 from services.identity.api import NO_STORE, _signing_key, _tokens, account_view, client_ip
@@ -112,6 +113,7 @@ class SmsCodes(MethodView):
 @blp.route("/tokens/sms")
 class SmsTokens(MethodView):
     @public
+    @answer_not_stored
     @blp.arguments(SmsLoginSchema)
     @blp.response(201, TokenSchema)
     @blp.alt_response(401, description="the code is wrong, expired or already used")
@@ -140,6 +142,7 @@ class PasswordResets(MethodView):
 @blp.route("/qr-tickets")
 class QrTickets(MethodView):
     @public
+    @answer_not_stored
     @blp.response(201, QrTicketSchema)
     @blp.alt_response(429, description="too many tickets from this address")
     def post(self):  # type: ignore[no-untyped-def]

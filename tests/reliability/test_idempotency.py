@@ -140,3 +140,21 @@ def test_a_reserved_key_is_in_progress_until_its_process_must_have_died(
     assert answer.status_code == 409, answer.get_data(as_text=True)
     assert answer.get_json(force=True)["type"].endswith("/" + slug)
     assert _accounts(suite, body["phone"]) == []  # never run a second time
+
+
+def test_a_request_no_route_takes_keeps_no_key(suite: Suite, http: Client) -> None:
+    """A 405 or 404 changed nothing, so its key stays free: the request the client meant,
+    sent next with the same key, runs (it was refused as a reused key when the 405 was kept)."""
+    key = f"miss-{uuid.uuid4()}"
+    headers = {"Idempotency-Key": key}
+    keys_before = _keys(suite)
+    # straight to the service: the gateway refuses an anonymous PUT before routing (401)
+    service = suite.apps["identity"].test_client()
+    wrong_method = service.put("/accounts", json={"x": 1}, headers=headers)
+    assert wrong_method.status_code == 405
+    nowhere = service.post("/no-such-route", json={"x": 2}, headers=headers)
+    assert nowhere.status_code == 404
+    assert _keys(suite) == keys_before
+    meant = http.post("/api/identity/accounts", json=person(), headers=headers)
+    assert meant.status_code == 201, meant.get_data(as_text=True)
+    assert _keys(suite) == keys_before + 1
