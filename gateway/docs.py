@@ -4,7 +4,8 @@ No Swagger UI or ReDoc from a CDN (the suite must work offline and a court netwo
 third-party scripts): ``/docs`` is plain HTML listing every service with a link to its OpenAPI
 JSON. ``/docs/openapi/<service>.json`` fetches the service's ``/openapi.json`` (in process or over
 HTTP) and rewrites ``servers`` to ``[{"url": "/api/<service>"}]`` so tools call it through the
-gateway.
+gateway, and adds the gateway's own answers to every operation (``GATEWAY_RESPONSES``): a
+client reading the re-based document meets no status the document does not name.
 """
 
 from __future__ import annotations
@@ -13,6 +14,15 @@ import json
 from collections.abc import Iterable
 from html import escape
 from typing import Any, Protocol
+
+from servicekit.api_docs import RETRY_AFTER
+
+#: what the gateway itself may answer for any routed request (``gateway.app``)
+GATEWAY_RESPONSES: dict[str, tuple[str, str, bool]] = {
+    "429": ("GATEWAY_RATE_LIMITED", "too many requests from this client (rate-limited)", True),
+    "502": ("GATEWAY_BAD_GATEWAY", "the service could not be reached or failed", False),
+    "504": ("GATEWAY_TIMEOUT", "the service did not answer in time", False),
+}
 
 
 class DocsSource(Protocol):
@@ -61,4 +71,26 @@ def rebased_openapi(source: DocsSource, service: str, request_id: str) -> dict[s
     if not isinstance(spec, dict):
         raise OpenApiUnavailable(f"the {service} service sent an invalid OpenAPI")
     spec["servers"] = [{"url": f"/api/{service}"}]
+    _add_gateway_responses(spec)
     return spec
+
+
+def _add_gateway_responses(spec: dict[str, Any]) -> None:
+    """Name the gateway's 429/502/504 on every operation (a route's own 429 stays its own)."""
+    components = spec.setdefault("components", {})
+    schemas = components.get("schemas", {})
+    problem = ({"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+               if "Problem" in schemas else {"application/problem+json": {}})
+    responses = components.setdefault("responses", {})
+    for name, description, retry in GATEWAY_RESPONSES.values():
+        response: dict[str, Any] = {"description": description, "content": problem}
+        if retry:
+            response["headers"] = {"Retry-After": RETRY_AFTER}
+        responses.setdefault(name, response)
+    for item in (spec.get("paths") or {}).values():
+        for operation in item.values() if isinstance(item, dict) else ():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            for status, (name, _, _) in GATEWAY_RESPONSES.items():
+                operation["responses"].setdefault(
+                    status, {"$ref": f"#/components/responses/{name}"})

@@ -24,6 +24,7 @@ from werkzeug.wrappers import Response
 
 from servicekit import context, metrics
 from servicekit.access import Access, access_of, public
+from servicekit.api_docs import RETRY_AFTER, HookDocs, install_security_schemes
 from servicekit.db import Database, database_unreachable
 from servicekit.idempotency import UNSAFE, IdempotencyStore, request_hash, stores_answers
 from servicekit.problems import PROBLEM_JSON, Problem, problem_response, slug_for
@@ -66,6 +67,8 @@ class ProblemApi(Api):
             response: dict[str, Any] = {"description": status.phrase}
             if not 100 <= status < 200 and status not in (204, 304):
                 response["schema"] = ProblemSchema
+            if status in (429, 503):
+                response["headers"] = {"Retry-After": RETRY_AFTER}
             prepare_response(response, self.spec, PROBLEM_JSON)
             self.spec.components.response(status.name, response, lazy=True)
         default: dict[str, Any] = {"description": "a problem (RFC 9457)",
@@ -138,9 +141,8 @@ def create_service_app(spec: ServiceSpec, rt: Runtime) -> Flask:
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.extensions["ecourt.db"] = db
     app.extensions["ecourt.service"] = spec.name
-    api = ProblemApi(app)
-    api.spec.components.security_scheme(
-        "bearer", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
+    api = ProblemApi(app, spec_kwargs={"extra_plugins": [HookDocs(app)]})
+    install_security_schemes(api.spec, SERVICE_TOKEN_HEADER)
     app.register_blueprint(_health_blueprint(spec, db, rt.settings.broker_url))
     for blp in spec.blueprints:
         api.register_blueprint(blp)
