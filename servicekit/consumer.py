@@ -10,7 +10,9 @@ the service's dead-letter queue. Both the retry and the dead letter are outbox r
 the same transaction as the ack decision, so they inherit the outbox's guarantees and work the
 same on RabbitMQ and on kombu's in-memory transport (which has no TTL or dead-lettering).
 A message that is not a readable CloudEvent is rejected without requeue: the broker's
-dead-letter exchange parks it.
+dead-letter exchange parks it. A database that cannot be reached (``database_unreachable``: a
+restart, a cut line, the pool's wait, a busy SQLite file) is not the event's fault: the batch
+is tried again in place with backoff, and no attempt is charged to its events.
 
 The connection's thread only reads and acks; a batch is handled on a worker thread, so the next
 batch arrives from the broker while the database works on this one (the database wait and the
@@ -38,11 +40,11 @@ from kombu import Consumer as KombuConsumer
 from kombu.message import Message
 from sqlalchemy import String, any_, bindparam, insert, select
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from servicekit import context, metrics
-from servicekit.db import Database, utcnow
+from servicekit.db import Database, database_unreachable, utcnow
 from servicekit.envelope import CloudEvent, MalformedEvent
 from servicekit.outbox import enqueue
 from servicekit.publishers import QUEUE
@@ -237,7 +239,9 @@ class EventConsumer:
                     return self._fast(parsed)
                 except _HandlerFailed:
                     return self._careful(parsed)
-            except OperationalError as exc:
+            except Exception as exc:
+                if not database_unreachable(exc):
+                    raise
                 log.warning("consumer %s: database unavailable (%s); attempt %s", self.service,
                             exc.__class__.__name__, attempt + 1)
                 stop.wait(min(5.0, 0.25 * 2 ** attempt))
@@ -311,9 +315,9 @@ class EventConsumer:
                 try:
                     with context.bound(event.correlationid, event.id):
                         self.handlers[event.type](session, event)
-                except OperationalError:
-                    raise
                 except Exception as exc:
+                    if database_unreachable(exc):
+                        raise  # the database's fault, not the event's: ``handle`` waits
                     raise _HandlerFailed from exc
                 rows.append({"consumer": self.service, "event_id": event.id,
                              "type": event.type, "received_at": utcnow()})
@@ -351,9 +355,9 @@ class EventConsumer:
                 except IntegrityError:
                     return "duplicate"
                 self.handlers[event.type](session, event)
-        except OperationalError:
-            raise
         except Exception as exc:
+            if database_unreachable(exc):
+                raise  # no attempt is charged to an event for the database's outage
             return self._failed(session, event, message.headers or {}, exc)
         return "handled"
 
