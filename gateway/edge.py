@@ -60,6 +60,26 @@ __all__ = ["EdgeServer", "EdgeSettings", "call_wsgi"]
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9/._~!$&'()*+,;=:@-]*")
 
 
+#: headers a request may carry once (RFC 9112 §3.2 for Host; httptools checks Content-Length)
+_ONCE = frozenset({b"host", b"transfer-encoding"})
+
+
+def _bad_framing(detail: str) -> Problem:
+    return Problem(400, "bad-request", detail)
+
+
+def _check_transfer_coding(req: Request) -> None:
+    """Only ``chunked`` is accepted, and only from HTTP/1.1 (RFC 9112 §6.1): the gateway
+    decodes the chunks and forwards a plain body, so another coding stacked before it (gzip,
+    say) would reach the service undeclared; an HTTP/1.0 message with a transfer coding has
+    faulty framing."""
+    if not req.http11:
+        raise _Refuse(_bad_framing("HTTP/1.0 has no transfer codings"))
+    if req.named[b"transfer-encoding"].strip().lower() != b"chunked":
+        raise _Refuse(Problem(501, "not-implemented",
+                              "the only transfer coding accepted is chunked"))
+
+
 class _Refuse(Exception):  # noqa: N818 - a signal out of a parser callback
     """Stop parsing: the request is refused with ``problem`` and the connection closed."""
 
@@ -150,7 +170,9 @@ class _ClientConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         assert self.current is not None
         self.current.headers.append((name, value))
-        self.current.named.setdefault(name.lower(), value)
+        key = name.lower()
+        if self.current.named.setdefault(key, value) is not value and key in _ONCE:
+            raise _Refuse(_bad_framing(f"more than one {name.decode('latin-1')} header"))
         self.head_size += len(name) + len(value) + 4
         if self.head_size > self.settings.max_head:
             self._head_too_large()
@@ -167,6 +189,10 @@ class _ClientConnection(asyncio.Protocol):
         req.http11 = self.parser.get_http_version() == "1.1"
         req.keep_alive = self.parser.should_keep_alive()
         named = req.named
+        if req.http11 and b"host" not in named:
+            raise _Refuse(_bad_framing("an HTTP/1.1 request must name its Host"))
+        if b"transfer-encoding" in named:
+            _check_transfer_coding(req)
         length = named.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.settings.max_body:
             raise _Refuse(self._too_large())

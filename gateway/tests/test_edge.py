@@ -324,6 +324,76 @@ def test_cookies_pass_through_but_are_never_shared(front, serve, token):
     assert seen.json()["cookie"] is None
 
 
+class _RecordingUpstream:
+    """A raw service that keeps every byte it is sent and answers each connection once."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.received: list[bytes] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = self.listener.accept()
+                with conn:
+                    conn.settimeout(0.3)
+                    data = b""
+                    with contextlib.suppress(OSError):
+                        while b"\r\n\r\n" not in data and (chunk := conn.recv(65536)):
+                            data += chunk
+                    self.received.append(data)
+                    with contextlib.suppress(OSError):
+                        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+                                     b"Connection: close\r\n\r\n{}")
+
+
+#: requests a proxy and the service behind it could read differently (request smuggling) or
+#: that RFC 9112 says must be refused: the status the edge answers, never forwarding them
+AMBIGUOUS = {
+    "Content-Length and Transfer-Encoding": (
+        400, b"POST /api/svc/x HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\n"
+             b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n"),
+    "two Content-Lengths": (
+        400, b"POST /api/svc/x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n"
+             b"Content-Length: 40\r\n\r\nabcGET /smuggled HTTP/1.1\r\n\r\n"),
+    "a coding before chunked": (
+        501, b"POST /api/svc/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked"
+             b"\r\n\r\n3\r\nabc\r\n0\r\n\r\n"),
+    "two Transfer-Encodings": (
+        400, b"POST /api/svc/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+             b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"),
+    "a transfer coding in HTTP/1.0": (
+        400, b"POST /api/svc/x HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+             b"3\r\nabc\r\n0\r\n\r\n"),
+    "two Hosts": (400, b"GET /api/svc/x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+    "no Host in HTTP/1.1": (400, b"GET /api/svc/x HTTP/1.1\r\nX-A: 1\r\n\r\n"),
+    "a folded header": (400, b"GET /api/svc/x HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n b\r\n\r\n"),
+    "a space before the colon": (
+        400, b"POST /api/svc/x HTTP/1.1\r\nHost: a\r\nContent-Length : 3\r\n\r\nabc"),
+    "a signed Content-Length": (
+        400, b"POST /api/svc/x HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\nabc"),
+}
+
+
+@pytest.mark.parametrize("case", list(AMBIGUOUS))
+def test_ambiguous_framing_is_refused_and_never_forwarded(front, token, case):
+    upstream = _RecordingUpstream()
+    edge = front({"svc": upstream.url})
+    bearer = b"Authorization: Bearer " + token().encode() + b"\r\n"
+    status, raw = AMBIGUOUS[case]
+    head, sep, rest = raw.partition(b"\r\n")
+    answer = _raw(edge.port, head + sep + bearer + rest, timeout=2)
+    assert answer.startswith(b"HTTP/1.1 %d " % status), answer[:200]
+    assert b"application/problem+json" in answer
+    # the same request framed plainly does reach the service: the refusal was the framing
+    plain = _raw(edge.port, b"GET /api/svc/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+                 + bearer + b"\r\n", timeout=2)
+    assert plain.startswith(b"HTTP/1.1 200 ")
+    assert len(upstream.received) == 1 and upstream.received[0].startswith(b"GET /x ")
+
+
 def test_size_limits_are_413_and_431(front, serve, token):
     edge = front({"svc": serve(make_upstream()).url},
                  EdgeSettings(max_body=1000, max_head=2000))
