@@ -72,11 +72,13 @@ def tokens(suite: Suite) -> dict[str, str | None]:
             "specialist": court.token("specialist"), "judge": court.token("judge")}
 
 
-def _schema(service: str, app: Any, token: str | None) -> Any:
+def _schema(service: str, app: Any, token: str | None, *, idempotency_key: bool) -> Any:
     spec = json.loads((SPECS / f"{service}.json").read_text(encoding="utf-8"))
     spec["servers"] = [{"url": f"/api/{service}"}]
     spec["paths"] = {path: item for path, item in spec["paths"].items()
                      if not path.startswith("/internal/")}
+    if not idempotency_key:
+        _without_idempotency_key(spec)
     config: dict[str, Any] = {
         "seed": SEED,
         "generation": {"max-examples": MAX_EXAMPLES, "database": "none"},
@@ -90,6 +92,18 @@ def _schema(service: str, app: Any, token: str | None) -> Any:
     schema = schemathesis.openapi.from_dict(spec, config=SchemathesisConfig.from_dict(config))
     schema.app = app
     return schema
+
+
+def _without_idempotency_key(spec: dict[str, Any]) -> None:
+    """Leave the kit's ``Idempotency-Key`` header out of the generated requests. The embedded
+    tier fuzzes it (it found a 405 keeping its key); on PostgreSQL it would only repeat that
+    tier's cases — the header is checked before any column sees it — for a third of the run's
+    time again."""
+    for item in spec["paths"].values():
+        for operation in item.values():
+            if isinstance(operation, dict) and "parameters" in operation:
+                operation["parameters"] = [p for p in operation["parameters"]
+                                           if p.get("name") != "Idempotency-Key"]
 
 
 def _failures(schema: Any) -> tuple[list[str], int]:
@@ -120,7 +134,8 @@ def _failures(schema: Any) -> tuple[list[str], int]:
 @pytest.mark.parametrize("service", registry.API_SERVICES)
 def test_the_service_keeps_its_published_contract(suite: Suite, tokens: dict[str, str | None],
                                                    service: str, caller: str) -> None:
-    schema = _schema(service, suite.gateway, tokens[caller])
+    schema = _schema(service, suite.gateway, tokens[caller],
+                     idempotency_key=suite.broker_url.startswith("memory"))
     failures, ran = _failures(schema)
     assert not failures, f"{service} as {caller} (seed {SEED}):\n" + "\n".join(failures)
     operations = list(schema.get_all_operations())

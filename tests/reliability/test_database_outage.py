@@ -14,7 +14,6 @@ import pytest
 from sqlalchemy import select, text
 from werkzeug.test import Client
 
-from ecourt import registry
 from ecourt.embedded import Suite
 from servicekit.publishers import PikaPublisher
 from servicekit.relay import Relay
@@ -42,7 +41,8 @@ REGISTERED = "identity.account.registered"
 @pytest.fixture
 def identity_through_a_proxy(tmp_path, infrastructure):  # type: ignore[no-untyped-def]
     proxy = TcpProxy("127.0.0.1", 5432)
-    with pg_databases(list(registry.SERVICES), prefix="ecourt_rel") as urls:
+    # identity alone on PostgreSQL (the one cut); the others on SQLite files, as embedded
+    with pg_databases(["identity"], prefix="ecourt_rel") as urls:
         direct = urls["identity"]
         urls["identity"] = direct.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
         suite = Suite(tmp_path / "suite", database_urls=urls)
