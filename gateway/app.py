@@ -48,7 +48,13 @@ from gateway.upstream import (
 from servicekit import context, metrics
 from servicekit.logs import scrub
 from servicekit.problems import Problem, problem_response
-from servicekit.tokens import InvalidToken, KeysUnavailable, TokenVerifier, keys_unavailable
+from servicekit.tokens import (
+    InvalidToken,
+    KeysNeeded,
+    KeysUnavailable,
+    TokenVerifier,
+    keys_unavailable,
+)
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("gateway.access")
@@ -215,6 +221,22 @@ class Gateway:
         if refusal is not None:
             raise refusal
         return claims
+
+    def refusal_before_body(self, method: str, path: str, authorization: str) -> Problem | None:
+        """The refusal a request gets whatever its body holds — no such route, or no valid
+        token for a protected one — or None. The asyncio front end asks before reading a body,
+        so an anonymous client cannot make the gateway buffer up to the body limit per
+        connection only to be told 401. Nothing is counted against the rate limit here
+        (``admit`` counts the requests that are read in full); a JWKS that would have to be
+        fetched first leaves the decision to ``admit``."""
+        try:
+            self.resolve(path)
+            _, refusal = self._authenticate(authorization, method, path, allow_fetch=False)
+        except Problem as problem:
+            return problem
+        except KeysNeeded:
+            return None
+        return refusal
 
     def _authenticate(self, authorization: str, method: str, path: str, allow_fetch: bool
                       ) -> tuple[dict[str, Any] | None, Problem | None]:

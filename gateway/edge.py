@@ -18,6 +18,13 @@ Limits and decisions:
 * a request body is read whole before it is forwarded (as nginx buffers), up to ``max_body``
   bytes (413 beyond; ``ECOURT_MAX_BODY_BYTES``, the services' own limit); request line and
   headers up to ``max_head`` bytes (431 beyond);
+* a request refused whatever its body holds (no such service, no valid token for a protected
+  route: ``Gateway.refusal_before_body``) is answered once its head is read, and its body is
+  never buffered; the connection then lingers, discarding what the client still sends, so the
+  client reads the answer instead of a reset (``LINGER_QUIET``, ``LINGER_MAX``);
+* framing a service could read differently is refused and never forwarded: more than one
+  ``Host`` or none in HTTP/1.1, a transfer coding other than ``chunked``, any in HTTP/1.0
+  (httptools refuses ``Content-Length`` with ``Transfer-Encoding`` and two lengths);
 * a response body is streamed as it arrives, with back-pressure: when the client reads slowly
   the upstream connection stops being read;
 * towards a service, the gateway's ``connect_timeout`` and ``timeout`` apply as in
@@ -60,12 +67,28 @@ __all__ = ["EdgeServer", "EdgeSettings", "call_wsgi"]
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9/._~!$&'()*+,;=:@-]*")
 
 
+#: a refused connection's unread bytes are discarded until the client is quiet this long, or
+#: at most LINGER_MAX seconds (or one body's limit), then it is closed (as nginx's lingering close)
+LINGER_QUIET = 1.0
+LINGER_MAX = 10.0
+
 #: headers a request may carry once (RFC 9112 §3.2 for Host; httptools checks Content-Length)
 _ONCE = frozenset({b"host", b"transfer-encoding"})
 
 
 def _bad_framing(detail: str) -> Problem:
     return Problem(400, "bad-request", detail)
+
+
+def _path_and_query(req: Request) -> tuple[str, bytes] | None:
+    """The request target's decoded path and raw query, or None when it is not a valid URL."""
+    try:
+        url = httptools.parse_url(req.url)
+    except httptools.HttpParserInvalidURLError:
+        return None
+    raw_path = url.path or b"/"
+    path = (unquote_to_bytes(raw_path) if b"%" in raw_path else raw_path).decode("latin-1")
+    return path, url.query or b""
 
 
 def _check_transfer_coding(req: Request) -> None:
@@ -83,8 +106,10 @@ def _check_transfer_coding(req: Request) -> None:
 class _Refuse(Exception):  # noqa: N818 - a signal out of a parser callback
     """Stop parsing: the request is refused with ``problem`` and the connection closed."""
 
-    def __init__(self, problem: Problem) -> None:
+    def __init__(self, problem: Problem, method: str = "-", path: str = "") -> None:
         self.problem = problem
+        self.method = method
+        self.path = path
 
 
 # -- the client side --------------------------------------------------------------------------
@@ -94,7 +119,8 @@ class _ClientConnection(asyncio.Protocol):
     """One client's connection: parses its requests and answers them one after another."""
 
     __slots__ = ("edge", "settings", "parser", "transport", "remote", "remote_raw", "current",
-                 "queue", "busy", "exchange", "last", "head_size", "closing", "__weakref__")
+                 "queue", "busy", "exchange", "last", "head_size", "closing", "linger",
+                 "discarded", "__weakref__")
 
     def __init__(self, edge: EdgeServer) -> None:
         self.edge = edge
@@ -110,6 +136,9 @@ class _ClientConnection(asyncio.Protocol):
         self.last = time.monotonic()
         self.head_size = 0
         self.closing = False
+        #: since when a refused connection's unread bytes are being discarded (0: not)
+        self.linger = 0.0
+        self.discarded = 0
 
     # asyncio
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -123,16 +152,18 @@ class _ClientConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last = time.monotonic()
+        if self.linger:
+            self._discard(len(data))
+            return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
             refusal = exc.__context__ if isinstance(exc.__context__, _Refuse) else None
             if refusal is None:
                 log.exception("edge: error while reading a request")
-                problem = Problem(500, "internal-error", "an unexpected error occurred")
+                self._refuse(Problem(500, "internal-error", "an unexpected error occurred"))
             else:
-                problem = refusal.problem
-            self._refuse(problem)
+                self._refuse(refusal.problem, refusal.method, refusal.path)
         except httptools.HttpParserUpgrade:
             self._refuse(Problem(400, "bad-request", "protocol upgrades are not supported"))
         except httptools.HttpParserError:
@@ -196,11 +227,29 @@ class _ClientConnection(asyncio.Protocol):
         length = named.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.settings.max_body:
             raise _Refuse(self._too_large())
+        if ((b"transfer-encoding" in named or (length is not None and length.strip(b"0")))
+                and not self.busy and not self.queue):
+            self._refuse_before_body(req)
         expect = named.get(b"expect")
         if (expect is not None and expect.lower() == b"100-continue" and not self.busy
                 and self.transport is not None):
             # curl and others wait for this before sending a body; the services never see it
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def _refuse_before_body(self, req: Request) -> None:
+        """A request that will be refused whatever its body (``Gateway.refusal_before_body``)
+        is answered now and the connection closed, its body never read. Only on an idle
+        connection: an answer still being written must not be cut short."""
+        target = _path_and_query(req)
+        if target is None:
+            return  # not a valid target: answered once the request is read, as before
+        path, _ = target
+        if req.method == "HEAD" or not path.startswith(routing.API_PREFIX):
+            return
+        problem = self.edge.gateway.refusal_before_body(req.method, path,
+                                                        req.header(b"authorization"))
+        if problem is not None:
+            raise _Refuse(problem, req.method, path)
 
     def on_body(self, body: bytes) -> None:
         req = self.current
@@ -242,8 +291,10 @@ class _ClientConnection(asyncio.Protocol):
         self.last = time.monotonic()
         if not keep_alive or self.closing:
             self.closing = True
-            if self.transport is not None:
+            if self.transport is not None and not self.linger:
                 self.transport.close()
+            elif self.transport is not None and self.transport.can_write_eof():
+                self.transport.write_eof()  # the answer is all; what the client sends is not read
             return
         if self.transport is not None and not self.queue:
             self.transport.resume_reading()
@@ -280,15 +331,20 @@ class _ClientConnection(asyncio.Protocol):
         self.write(b"".join(lines))
         self.finish(keep_alive)
 
-    def _refuse(self, problem: Problem) -> None:
-        """Answer a request that could not be read, then close the connection."""
+    def _refuse(self, problem: Problem, method: str = "-", path: str = "") -> None:
+        """Answer a request that could not be (or will not be) read, then close the
+        connection."""
         rid = routing.request_id_from("")
         if self.exchange is None and not self.busy:
             self.busy = True
-            self.send_problem(problem, "", rid, keep_alive=False)
+            # a lingering close: the client may still be sending the body this answer refuses,
+            # and closing with unread bytes would reset the connection before it reads why
+            self.linger = time.monotonic()
+            self.send_problem(problem, path, rid, keep_alive=False)
         else:
             self.abort()
-        record_access("-", "", problem.status, time.perf_counter(), rid, None, self.edge.tally)
+        record_access(method, path, problem.status, time.perf_counter(), rid, None,
+                      self.edge.tally)
 
     def abort(self) -> None:
         self.closing = True
@@ -298,8 +354,18 @@ class _ClientConnection(asyncio.Protocol):
     def task(self, coro: Any) -> None:
         self.edge.spawn(coro)
 
+    def _discard(self, size: int) -> None:
+        self.discarded += size
+        if self.discarded > self.settings.max_body and self.transport is not None:
+            self.transport.close()
+
     def check(self, now: float) -> None:
         """Called by the sweeper: close what has been idle or silent too long."""
+        if self.linger:
+            if ((now - self.last > LINGER_QUIET or now - self.linger > LINGER_MAX)
+                    and self.transport is not None):
+                self.transport.close()
+            return
         if self.exchange is not None:
             self.exchange.check(now)
         elif not self.busy:
@@ -356,15 +422,12 @@ class EdgeServer:
     def handle(self, client: _ClientConnection, req: Request) -> None:
         started = time.perf_counter()
         rid = routing.request_id_from(req.header(b"x-request-id"))
-        try:
-            url = httptools.parse_url(req.url)
-        except httptools.HttpParserInvalidURLError:
+        target_ = _path_and_query(req)
+        if target_ is None:
             client.send_problem(Problem(400, "bad-request", "the request target is not valid"),
                                 "", rid, keep_alive=False)
             return
-        raw_path = url.path or b"/"
-        path = (unquote_to_bytes(raw_path) if b"%" in raw_path else raw_path).decode("latin-1")
-        query = url.query or b""
+        path, query = target_
         if req.method == "HEAD" or not path.startswith(routing.API_PREFIX):
             self.spawn(self._by_wsgi(client, req, path, query))
             return

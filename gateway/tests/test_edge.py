@@ -394,6 +394,63 @@ def test_ambiguous_framing_is_refused_and_never_forwarded(front, token, case):
     assert len(upstream.received) == 1 and upstream.received[0].startswith(b"GET /x ")
 
 
+def test_a_request_refused_whatever_its_body_is_answered_before_the_body(front, token):
+    """An anonymous client cannot make the gateway buffer a body (up to the body limit, per
+    connection) only to be told 401: the refusal is sent as soon as the head is read and the
+    body is never read or forwarded; a client that sends it anyway still reads the answer."""
+    upstream = _RecordingUpstream()
+    edge = front({"svc": upstream.url})
+
+    def head_only(head: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", edge.port), timeout=5) as sock:
+            sock.sendall(head)
+            return sock.recv(65536)
+
+    big = b"Content-Length: 5000000\r\n"
+    answer = head_only(b"POST /api/svc/x HTTP/1.1\r\nHost: a\r\n" + big + b"\r\n")
+    assert answer.startswith(b"HTTP/1.1 401 ") and b"authentication-required" in answer
+    answer = head_only(b"POST /api/svc/x HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n"
+                       + big + b"\r\n")
+    assert answer.startswith(b"HTTP/1.1 401 ") and b"100 Continue" not in answer
+    answer = head_only(b"POST /api/nowhere/x HTTP/1.1\r\nHost: a\r\n" + big + b"\r\n")
+    assert answer.startswith(b"HTTP/1.1 404 ")
+    sent_anyway = requests.post(f"{edge.url}/api/svc/x", data=b"x" * 3_000_000, timeout=10)
+    _problem(sent_anyway, 401, "authentication-required")
+    assert upstream.received == []
+    # with a token the same head waits for its body, which is then forwarded
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=5) as sock:
+        sock.sendall(b"POST /api/svc/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+                     b"Authorization: Bearer " + token().encode() + b"\r\n"
+                     b"Content-Length: 5\r\n\r\n")
+        sock.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            sock.recv(100)
+        sock.settimeout(5)
+        sock.sendall(b"hello")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+    assert len(upstream.received) == 1 and upstream.received[0].startswith(b"POST /x ")
+
+
+def test_a_refused_client_still_sending_its_body_is_not_reset(front):
+    """A lingering close, as nginx's: after the refusal the gateway ends its side (the client
+    reads the answer, then EOF) and discards what the client still sends for a while. Closed
+    at once, every further segment would draw a reset, and a client stack that drops unread
+    data on a reset would lose the answer it was about to read."""
+    edge = front({"svc": "http://127.0.0.1:1"})
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=5) as sock:
+        sock.sendall(b"POST /api/svc/x HTTP/1.1\r\nHost: a\r\nContent-Length: 9000000\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 401 ")
+        for _ in range(20):  # the body, sent anyway: no BrokenPipe/ConnectionReset
+            sock.sendall(b"x" * 100_000)
+            time.sleep(0.005)
+        # and once the client is quiet for a while, the connection is closed for good
+        wait_for(lambda: not edge.edge.clients, timeout=5,
+                 message="the lingering connection to be closed")
+
+
 def test_size_limits_are_413_and_431(front, serve, token):
     edge = front({"svc": serve(make_upstream()).url},
                  EdgeSettings(max_body=1000, max_head=2000))
