@@ -212,23 +212,28 @@ class Gateway:
         ``allow_fetch=False`` raises ``KeysNeeded`` instead of fetching the JWKS (the asyncio
         front end then runs this again on a thread, so its event loop never waits on I/O)."""
         claims, refusal = self._authenticate(authorization, method, path, allow_fetch)
-        key = f"sub:{claims['sub']}" if claims is not None else f"ip:{client_ip}"
+        self._count(f"sub:{claims['sub']}" if claims is not None else f"ip:{client_ip}")
+        if refusal is not None:
+            raise refusal
+        return claims
+
+    def _count(self, key: str) -> None:
+        """One request of ``key`` against the rate limit; the 429 problem once over it."""
         allowed, retry_after = self.rate_limiter.hit(key)
         if not allowed:
             seconds = max(1, math.ceil(retry_after))
             raise Problem(429, "rate-limited", f"too many requests; retry in {seconds} s",
                           headers={"Retry-After": str(seconds)})
-        if refusal is not None:
-            raise refusal
-        return claims
 
-    def refusal_before_body(self, method: str, path: str, authorization: str) -> Problem | None:
+    def refusal_before_body(self, method: str, path: str, authorization: str, client_ip: str,
+                            *, count: bool = True) -> Problem | None:
         """The refusal a request gets whatever its body holds — no such route, or no valid
         token for a protected one — or None. The asyncio front end asks before reading a body,
         so an anonymous client cannot make the gateway buffer up to the body limit per
-        connection only to be told 401. Nothing is counted against the rate limit here
-        (``admit`` counts the requests that are read in full); a JWKS that would have to be
-        fetched first leaves the decision to ``admit``."""
+        connection only to be told 401. A token refusal is counted against the client's
+        address as ``admit`` counts it (a 429 once over the limit) unless ``count`` is False
+        (a limiter that does I/O, never called on the event loop); a JWKS that would have to
+        be fetched first leaves the decision to ``admit``."""
         try:
             self.resolve(path)
             _, refusal = self._authenticate(authorization, method, path, allow_fetch=False)
@@ -236,6 +241,11 @@ class Gateway:
             return problem
         except KeysNeeded:
             return None
+        if refusal is not None and count:
+            try:
+                self._count(f"ip:{client_ip}")
+            except Problem as limited:
+                return limited
         return refusal
 
     def _authenticate(self, authorization: str, method: str, path: str, allow_fetch: bool

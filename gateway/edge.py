@@ -246,8 +246,10 @@ class _ClientConnection(asyncio.Protocol):
         path, _ = target
         if req.method == "HEAD" or not path.startswith(routing.API_PREFIX):
             return
-        problem = self.edge.gateway.refusal_before_body(req.method, path,
-                                                        req.header(b"authorization"))
+        edge = self.edge
+        problem = edge.gateway.refusal_before_body(
+            req.method, path, req.header(b"authorization"), edge.client_address(self, req),
+            count=edge.inline_limits)
         if problem is not None:
             raise _Refuse(problem, req.method, path)
 
@@ -441,8 +443,7 @@ class EdgeServer:
             self.spawn(self._by_wsgi(client, req, path, query))
             return
         authorization = req.header(b"authorization")
-        address = (routing.client_address(client.remote, req.header(b"x-forwarded-for"), True)
-                   if self.gateway.trust_forwarded else client.remote or "unknown")
+        address = self.client_address(client, req)
         if self.inline_limits:
             try:
                 self.gateway.admit(req.method, path, authorization, address, allow_fetch=False)
@@ -457,6 +458,12 @@ class EdgeServer:
         else:  # a limiter with I/O (Redis): never on the event loop
             self.spawn(self._admit_then_forward(client, req, target, path, rest, query, rid,
                                                 started, authorization, address))
+
+    def client_address(self, client: _ClientConnection, req: Request) -> str:
+        """Whom the rate limit counts an anonymous request against."""
+        if self.gateway.trust_forwarded:
+            return routing.client_address(client.remote, req.header(b"x-forwarded-for"), True)
+        return client.remote or "unknown"
 
     async def _admit_then_forward(self, client: _ClientConnection, req: Request,
                                   target: ServiceTarget, path: str, rest: str, query: bytes,

@@ -189,6 +189,17 @@ def test_rate_limit_answers_429_with_retry_after(front, serve, token):
     assert 1 <= int(codes[2].headers["Retry-After"]) <= 60
 
 
+def test_refusals_before_the_body_count_against_the_rate_limit(front):
+    """Anonymous requests refused before their body is read (401) count against the address
+    as every other refused request does: a flood of them meets 429."""
+    edge = front({"svc": "http://127.0.0.1:1"}, rate_limiter=MemoryRateLimiter(2, 60))
+    codes = [requests.post(f"{edge.url}/api/svc/echo", data=b"x" * 1000, timeout=5)
+             for _ in range(3)]
+    assert [r.status_code for r in codes] == [401, 401, 429]
+    _problem(codes[2], 429, "rate-limited")
+    assert 1 <= int(codes[2].headers["Retry-After"]) <= 60
+
+
 def test_upstream_5xx_passes_through(front, serve, token):
     edge = front({"svc": serve(make_upstream()).url})
     resp = requests.get(f"{edge.url}/api/svc/fail", headers=auth(token()), timeout=5)
