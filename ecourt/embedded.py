@@ -7,7 +7,7 @@ tests use that to drive the whole suite against the real PostgreSQL and RabbitMQ
 kombu's ``memory`` transport works only between threads of one process and keeps nothing on
 disk: the embedded tier is for a first run, demos and tests, not for production. So that a
 stop, a crash or a restart loses no event, each run publishes again what the previous run of
-the same data folder had sent (``Suite.republish_last_run``; the inboxes make repeats no-ops).
+the same data folder had sent and its consumers had not handled (``Suite.republish_last_run``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 
 from flask import Flask
 from kombu import Connection
+from sqlalchemy import select
 
 from ecourt import registry
 from ecourt.runtime import local_verifier, make_runtime
@@ -29,10 +30,11 @@ from gateway.ratelimit import MemoryRateLimiter, limits_from_env
 from servicekit.config import DEFAULT_EXCHANGE, Settings
 from servicekit.consumer import EventConsumer
 from servicekit.db import utcnow
-from servicekit.outbox import republish_sent_since
-from servicekit.publishers import make_publisher
+from servicekit.outbox import mark_unsent, sent_since
+from servicekit.publishers import TOPIC, make_publisher
 from servicekit.relay import Relay
 from servicekit.service import Runtime
+from servicekit.tables import inbox
 from servicekit.topology import declare
 from services.matters.escalation import Scheduler, escalate_overdue
 from services.notifier.app import provider_for
@@ -83,6 +85,8 @@ class Suite:
         self._threads: list[threading.Thread] = []
         self.consumers: dict[str, EventConsumer | PikaSmsConsumer] = {}
         self.relays: dict[str, Relay] = {}
+        #: rows the last ``republish_last_run`` marked unsent
+        self.republished = 0
 
     # -- background work ----------------------------------------------------------------------
     def declare_topology(self) -> None:
@@ -111,34 +115,59 @@ class Suite:
             consumer.ready.wait(10)
 
     def republish_last_run(self) -> int:
-        """Publish again what the previous run of this data folder sent.
+        """Publish again what the previous run of this data folder sent and its consumers may
+        not have received.
 
         The in-memory bus keeps nothing when the process ends, so whatever the last run's
         relays had published and its consumers had not yet handled — a stop, a crash or a
         restart in the middle of traffic — would be lost, marked sent in the outbox. Each run
-        notes when its relays started (``RUN_MARKER``); the next run marks everything sent
-        since then unsent, and the consumers' inboxes make the events they had already handled
-        a no-op. Rows older than a service's inbox retention are left alone: their ids may be
-        gone from the inbox.
+        notes when its relays started (``RUN_MARKER``); the next run looks at every row sent
+        since then and marks it unsent again unless each consumer of its type has it in its
+        inbox already (so a restart after a long demo does not replay the demo). Rows sent to
+        one queue (a retry, a dead letter) are always sent again: the dead-letter queue was in
+        memory too. Rows older than a service's inbox retention are left alone: their ids may
+        be gone from the inbox. Returns how many rows were marked unsent.
         """
         marker = self.data_dir / RUN_MARKER
         started = utcnow()
         previous = _read_marker(marker)
         count = 0
         if previous is not None:
+            consumers_of: dict[str, list[str]] = {}
+            for sub in registry.subscriptions(self.queue_prefix):
+                for type_ in sub.types:
+                    consumers_of.setdefault(type_, []).append(sub.service)
+            handled: dict[str, set[str]] = {}
             for name, rt in self.runtimes.items():
                 since = previous
                 keep = rt.settings.retention.inbox
                 if keep is not None:
                     since = max(since, started - keep)
                 with rt.db.transaction() as session:
-                    again = republish_sent_since(session, since)
+                    rows = sent_since(session, since)
+                again = [row.id for row in rows
+                         if row.exchange != TOPIC or not all(
+                             row.event_id in self._inbox_since(c, since, handled)
+                             for c in consumers_of.get(row.type, ()))]
                 if again:
+                    with rt.db.transaction() as session:
+                        mark_unsent(session, again)
                     log.info("%s: publishing again %d event(s) the last run had sent", name,
-                             again)
-                count += again
+                             len(again))
+                count += len(again)
         marker.write_text(started.isoformat(), encoding="utf-8")
+        self.republished = count
         return count
+
+    def _inbox_since(self, consumer: str, since: datetime,
+                     cache: dict[str, set[str]]) -> set[str]:
+        """The event ids ``consumer`` has handled since ``since`` (read once per start)."""
+        if consumer not in cache:
+            with self.runtimes[consumer].db.transaction() as session:
+                cache[consumer] = set(session.scalars(
+                    select(inbox.c.event_id).where(inbox.c.consumer == consumer,
+                                                   inbox.c.received_at >= since)))
+        return cache[consumer]
 
     def run_escalation(self, now: datetime) -> int:
         """One pass of the escalation scheduler at ``now`` (tests drive the clock)."""

@@ -11,7 +11,7 @@ import weakref
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, event, func, insert, select, update
+from sqlalchemy import Connection, Engine, Row, event, func, insert, select, update
 from sqlalchemy import exc as exc_
 from sqlalchemy.orm import Session
 
@@ -153,14 +153,21 @@ def backlog(session: Session) -> int:
                           .where(outbox.c.sent_at.is_(None))) or 0
 
 
-def republish_sent_since(session: Session, since: datetime) -> int:
-    """Mark the rows sent at or after ``since`` unsent, so the relay publishes them again.
-
-    For a bus that may have lost what it was given (the embedded tier's in-memory transport
-    keeps nothing when its process ends): the consumers' inboxes make each repeat a no-op, as
-    long as ``since`` is within the inbox's retention. Returns how many rows were marked."""
+def sent_since(session: Session, since: datetime) -> list[Row[Any]]:
+    """The rows marked sent at or after ``since``: (id, event_id, type, exchange)."""
     if since.tzinfo is None:
         raise ValueError("naive datetime: times are stored in UTC and must carry a zone")
-    result = session.execute(update(outbox).where(outbox.c.sent_at >= since)
-                             .values(sent_at=None))
-    return int(result.rowcount or 0)
+    return list(session.execute(
+        select(outbox.c.id, outbox.c.event_id, outbox.c.type, outbox.c.exchange)
+        .where(outbox.c.sent_at >= since)).all())
+
+
+def mark_unsent(session: Session, ids: list[int]) -> int:
+    """Mark rows unsent, so the relay publishes them again (for a bus that lost them: the
+    embedded tier's in-memory transport keeps nothing when its process ends)."""
+    marked = 0
+    for start in range(0, len(ids), 500):
+        result = session.execute(update(outbox).where(outbox.c.id.in_(ids[start:start + 500]))
+                                 .values(sent_at=None))
+        marked += int(result.rowcount or 0)
+    return marked

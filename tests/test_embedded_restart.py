@@ -1,8 +1,8 @@
 """The embedded tier across a restart: kombu's in-memory bus keeps nothing when its process
 ends, so an event the last run had published but not yet handed to its consumer is published
-again by the next run (``Suite.republish_last_run``), and one it had handled is a duplicate
-the inbox turns into a no-op. The end of a process is played by emptying the transport's
-queues between two suites on the same data folder."""
+again by the next run (``Suite.republish_last_run``), and one every consumer had handled is
+not (a restart after a long demo does not replay the demo). The end of a process is played
+by emptying the transport's queues between two suites on the same data folder."""
 
 from __future__ import annotations
 
@@ -64,6 +64,12 @@ def _handled(suite: Suite, event_id: str) -> int:
             inbox.c.consumer == "delivery", inbox.c.event_id == event_id)) or 0
 
 
+def _notifier_handled(suite: Suite) -> int:
+    with suite.runtimes["notifier"].db.transaction() as s:
+        return s.scalar(select(func.count()).select_from(inbox).where(
+            inbox.c.consumer == "notifier")) or 0
+
+
 def _sms_requests(suite: Suite) -> int:
     with suite.runtimes["delivery"].db.transaction() as s:
         return s.scalar(select(func.count()).select_from(outbox).where(
@@ -85,14 +91,54 @@ def test_an_event_published_but_not_consumed_before_a_restart_is_not_lost(restar
     event_id, _ = _registered_event(first, account)
 
     second = restart()  # the bus of the first run is gone
+    assert second.republished >= 1
     wait_for(lambda: _handled(second, event_id) == 1, timeout=30,
              message="the registration to reach delivery after the restart")
     assert _sms_requests(second) == 1
+    wait_for(lambda: _notifier_handled(second) == 1, timeout=30,
+             message="the notifier to take delivery's SMS request")
 
     before = _duplicates()
-    third = restart()  # sent again once more; delivery had handled it: a no-op
-    wait_for(lambda: _duplicates() > before, timeout=30,
-             message="delivery to see the repeat as a duplicate")
+    third = restart()  # every consumer had handled every event: nothing to send again
+    assert third.republished == 0
     assert _handled(third, event_id) == 1
     assert _sms_requests(third) == 1
     assert _registered_event(third, account)[1]
+    assert _duplicates() == before
+
+
+def test_a_restart_sends_again_only_what_a_consumer_lacks_and_every_dead_letter(
+        tmp_path: Path) -> None:
+    """Rows the last run sent: a registration delivery has handled stays sent; one it has not
+    is sent again; an event nobody consumes stays sent; a row sent to one queue (a dead
+    letter, kept only in memory) is sent again."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from ecourt.embedded import RUN_MARKER
+    from servicekit.db import utcnow
+    from servicekit.envelope import CloudEvent
+    from servicekit.outbox import enqueue
+    from servicekit.publishers import QUEUE, TOPIC
+
+    suite = Suite(tmp_path / "data", scheduler_interval=0)
+    (tmp_path / "data" / RUN_MARKER).write_text(
+        (utcnow() - timedelta(minutes=5)).isoformat(), encoding="utf-8")
+    handled, lost, dead = (CloudEvent(REGISTERED, "/identity", {"n": n}) for n in range(3))
+    unheard = CloudEvent("identity.nobody.listens", "/identity", {})
+    with suite.runtimes["identity"].db.transaction() as s:
+        for event in (handled, lost, unheard):
+            enqueue(s, event, exchange=TOPIC, routing_key=event.type)
+        enqueue(s, dead, exchange=QUEUE, routing_key="delivery.dlq")
+        s.execute(update(outbox).values(sent_at=utcnow()))
+    with suite.runtimes["delivery"].db.transaction() as s:
+        s.execute(inbox.insert().values(consumer="delivery", event_id=handled.id,
+                                        type=REGISTERED, received_at=utcnow()))
+    try:
+        assert suite.republish_last_run() == 2
+        with suite.runtimes["identity"].db.transaction() as s:
+            unsent = set(s.scalars(select(outbox.c.event_id).where(outbox.c.sent_at.is_(None))))
+        assert unsent == {lost.id, dead.id}
+    finally:
+        suite.stop()
