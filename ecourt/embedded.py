@@ -147,7 +147,7 @@ class Suite:
                     rows = sent_since(session, since)
                 again = [row.id for row in rows
                          if row.exchange != TOPIC or not all(
-                             row.event_id in self._inbox_since(c, since, handled)
+                             row.event_id in self._inbox_since(c, previous, handled)
                              for c in consumers_of.get(row.type, ()))]
                 if again:
                     with rt.db.transaction() as session:
@@ -161,7 +161,8 @@ class Suite:
 
     def _inbox_since(self, consumer: str, since: datetime,
                      cache: dict[str, set[str]]) -> set[str]:
-        """The event ids ``consumer`` has handled since ``since`` (read once per start)."""
+        """The event ids ``consumer`` has handled since ``since``, the last run's start (read
+        once per start, whichever service's rows ask first)."""
         if consumer not in cache:
             with self.runtimes[consumer].db.transaction() as session:
                 cache[consumer] = set(session.scalars(
