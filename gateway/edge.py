@@ -18,6 +18,10 @@ Limits and decisions:
 * a request body is read whole before it is forwarded (as nginx buffers), up to ``max_body``
   bytes (413 beyond; ``ECOURT_MAX_BODY_BYTES``, the services' own limit); request line and
   headers up to ``max_head`` bytes (431 beyond);
+* the bodies one worker holds at once, read or declared, stay within ``body_budget``
+  (``GATEWAY_BODY_BUDGET_BYTES``): a request whose body would go beyond it is answered 503 +
+  ``Retry-After`` before its body is read (a chunked one, as soon as it grows beyond it), so
+  many clients uploading at once cannot make a worker hold ``max_body`` per connection;
 * a request refused whatever its body holds (no such service, no valid token for a protected
   route: ``Gateway.refusal_before_body``) is answered once its head is read, and its body is
   never buffered; the connection then lingers, discarding what the client still sends, so the
@@ -72,6 +76,13 @@ _PLAIN_PATH = re.compile(r"[A-Za-z0-9/._~!$&'()*+,;=:@-]*")
 LINGER_QUIET = 1.0
 LINGER_MAX = 10.0
 
+#: a body at least this large is checked against the worker's budget for bodies held (when
+#: its head declares it, or as a chunked body grows past each multiple); smaller ones are not
+#: worth the count, which walks every connection of the worker
+BUDGET_CHECK_FROM = 64 * 1024
+#: what a client refused for the budget is told to wait, in seconds
+BUDGET_RETRY_AFTER = 2
+
 #: headers a request may carry once (RFC 9112 §3.2 for Host; httptools checks Content-Length)
 _ONCE = frozenset({b"host", b"transfer-encoding"})
 
@@ -119,8 +130,8 @@ class _ClientConnection(asyncio.Protocol):
     """One client's connection: parses its requests and answers them one after another."""
 
     __slots__ = ("edge", "settings", "parser", "transport", "remote", "remote_raw", "current",
-                 "queue", "busy", "exchange", "last", "head_size", "closing", "linger",
-                 "discarded", "__weakref__")
+                 "queue", "busy", "answering", "exchange", "last", "head_size", "closing",
+                 "linger", "discarded", "__weakref__")
 
     def __init__(self, edge: EdgeServer) -> None:
         self.edge = edge
@@ -132,6 +143,8 @@ class _ClientConnection(asyncio.Protocol):
         self.current: Request | None = None
         self.queue: deque[Request] = deque()
         self.busy = False
+        #: the request being answered: its body is held until the answer is written
+        self.answering: Request | None = None
         self.exchange: Exchange | None = None
         self.last = time.monotonic()
         self.head_size = 0
@@ -225,11 +238,15 @@ class _ClientConnection(asyncio.Protocol):
         if b"transfer-encoding" in named:
             _check_transfer_coding(req)
         length = named.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.settings.max_body:
-            raise _Refuse(self._too_large())
+        if length is not None and length.isdigit():
+            req.declared = int(length)
+            if req.declared > self.settings.max_body:
+                raise _Refuse(self._too_large())
         if ((b"transfer-encoding" in named or (length is not None and length.strip(b"0")))
                 and not self.busy and not self.queue):
             self._refuse_before_body(req)
+        if req.declared >= BUDGET_CHECK_FROM:
+            self._check_budget(req)
         expect = named.get(b"expect")
         if (expect is not None and expect.lower() == b"100-continue" and not self.busy
                 and self.transport is not None):
@@ -256,10 +273,12 @@ class _ClientConnection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         req = self.current
         assert req is not None
-        req.size += len(body)
+        before, req.size = req.size, req.size + len(body)
         if req.size > self.settings.max_body:
             raise _Refuse(self._too_large())
         req.body.append(body)
+        if not req.declared and before // BUDGET_CHECK_FROM != req.size // BUDGET_CHECK_FROM:
+            self._check_budget(req)  # a chunked body: its size is known only as it comes
 
     def on_message_complete(self) -> None:
         req, self.current = self.current, None
@@ -268,6 +287,30 @@ class _ClientConnection(asyncio.Protocol):
         if self.busy and self.transport is not None:
             self.transport.pause_reading()  # one answer at a time; hold further requests
         self._next()
+
+    def held_bodies(self) -> int:
+        """Bytes of request bodies this connection holds: the one being read (as much as its
+        head declared, reserved before it arrives), those waiting, the one being answered.
+        Counted from what the connection holds now, so no path can leak a reservation."""
+        held = 0
+        if self.current is not None:
+            held = max(self.current.size, self.current.declared)
+        for req in self.queue:
+            held += req.size
+        if self.answering is not None:
+            held += self.answering.size
+        return held
+
+    def _check_budget(self, req: Request) -> None:
+        if self.edge.bodies_held() <= self.settings.body_budget:
+            return
+        self.edge.budget_refusals += 1
+        target = _path_and_query(req)
+        raise _Refuse(Problem(503, "gateway-busy",
+                              "the gateway is holding as many request bodies as it may; "
+                              "send this request again shortly",
+                              headers={"Retry-After": str(BUDGET_RETRY_AFTER)}),
+                      req.method, target[0] if target else "")
 
     def _too_large(self) -> Problem:
         return Problem(413, "payload-too-large",
@@ -278,7 +321,7 @@ class _ClientConnection(asyncio.Protocol):
         if self.busy or self.closing or not self.queue:
             return
         self.busy = True
-        req = self.queue.popleft()
+        req = self.answering = self.queue.popleft()
         try:
             self.edge.handle(self, req)
         except Exception:
@@ -289,6 +332,7 @@ class _ClientConnection(asyncio.Protocol):
     def finish(self, keep_alive: bool) -> None:
         """The answer to the current request is written."""
         self.exchange = None
+        self.answering = None
         self.busy = False
         self.last = time.monotonic()
         if not keep_alive or self.closing:
@@ -407,12 +451,18 @@ class EdgeServer:
         self.scheme = "http"
         # a limiter that never waits on I/O decides on the loop; any other on a thread
         self.inline_limits = bool(getattr(gateway.rate_limiter, "inline", False))
+        #: requests refused for the body budget since the sweeper last reported them
+        self.budget_refusals = 0
 
     def protocol(self) -> asyncio.Protocol:
         return _ClientConnection(self)
 
     def held(self) -> int:
         return len(self.clients)
+
+    def bodies_held(self) -> int:
+        """Bytes of request bodies this worker's connections hold (``body_budget``)."""
+        return sum(client.held_bodies() for client in self.clients)
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -561,6 +611,11 @@ class EdgeServer:
 
     def sweep(self) -> None:
         self.tally.flush()
+        if self.budget_refusals:
+            log.warning("edge: %d request(s) refused with 503: the bodies held reached the "
+                        "budget of %d bytes (GATEWAY_BODY_BUDGET_BYTES)",
+                        self.budget_refusals, self.settings.body_budget)
+            self.budget_refusals = 0
         now = time.monotonic()
         for client in list(self.clients):
             client.check(now)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -51,6 +52,15 @@ class Client(Protocol):
     def task(self, coro: Any) -> None: ...
 
 
+def body_budget_bytes() -> int:
+    """``GATEWAY_BODY_BUDGET_BYTES``: how many bytes of request bodies one gateway worker holds
+    at once (each body is read whole before it is forwarded). Beyond it a request with a body
+    is answered 503 + Retry-After before its body is read, so many large uploads at once cost
+    a bounded amount of memory instead of ``max_body`` per connection. Default: eight bodies
+    of the largest size allowed (168 MiB with the default 21 MiB)."""
+    return int(os.environ.get("GATEWAY_BODY_BUDGET_BYTES", 8 * max_body_bytes()))
+
+
 @dataclass
 class EdgeSettings:
     """The front end's own limits; the timeouts towards services are ``create_gateway``'s."""
@@ -61,6 +71,12 @@ class EdgeSettings:
     client_timeout: float = 30.0  # a client's longest silence in the middle of a request
     pool_idle: float = 3.0
     pool_max_idle: int = 64
+    #: request bodies one worker may hold at once, declared or read (``body_budget_bytes``)
+    body_budget: int = field(default_factory=body_budget_bytes)
+
+    def __post_init__(self) -> None:
+        # one body of the largest size allowed must always fit, or such a body never passes
+        self.body_budget = max(self.body_budget, self.max_body)
 
 
 @dataclass(slots=True)
@@ -73,6 +89,8 @@ class Request:
     http11: bool = True
     keep_alive: bool = True
     size: int = 0
+    #: the body length its head declared (0: none, or chunked)
+    declared: int = 0
 
     def header(self, name: bytes) -> str:
         """The first value of header ``name`` (lower case), or ""."""

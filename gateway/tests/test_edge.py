@@ -462,6 +462,60 @@ def test_a_refused_client_still_sending_its_body_is_not_reset(front):
                  message="the lingering connection to be closed")
 
 
+def _held(edge: EdgeFront) -> int:
+    """The bodies the edge holds, read on its own loop (its connections change there)."""
+    async def read() -> int:
+        return edge.edge.bodies_held()
+    return asyncio.run_coroutine_threadsafe(read(), edge.loop).result(5)
+
+
+def _read_to_end(sock: socket.socket) -> bytes:
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_bodies_beyond_the_workers_budget_are_503_before_they_are_read(front, serve, token):
+    """A worker holds each admitted body whole until it is forwarded. Past its budget a
+    request with a body is told to come back (503 + Retry-After) before the body is read, so
+    many uploads at once cost a bounded amount of memory, not the body limit per connection:
+    a declared length is reserved as soon as the head is read, a chunked body is counted as
+    it grows, small bodies are not checked. Once the bodies held are answered, the same
+    request passes; the refused ones never reach the service."""
+    app = make_upstream()
+    edge = front({"svc": serve(app).url}, EdgeSettings(max_body=300_000, body_budget=500_000))
+    bearer = b"Authorization: Bearer " + token().encode() + b"\r\n"
+    start = b"POST /api/svc/echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\n" + bearer
+
+    def head(length: int) -> bytes:
+        return start + b"Content-Length: %d\r\n\r\n" % length
+
+    with (socket.create_connection(("127.0.0.1", edge.port), timeout=5) as first,
+          socket.create_connection(("127.0.0.1", edge.port), timeout=5) as second):
+        first.sendall(head(300_000) + b"x" * 1000)
+        second.sendall(head(200_000))
+        wait_for(lambda: _held(edge) == 500_000, timeout=5,
+                 message="both declared bodies to be reserved")
+        refused = _raw(edge.port, head(100_000))
+        assert refused.startswith(b"HTTP/1.1 503 "), refused[:200]
+        assert b"Retry-After: 2\r\n" in refused and b"gateway-busy" in refused
+        piece = b"y" * 70_000
+        refused = _raw(edge.port, start + b"Transfer-Encoding: chunked\r\n\r\n"
+                       + b"%x\r\n%s\r\n0\r\n\r\n" % (len(piece), piece))
+        assert refused.startswith(b"HTTP/1.1 503 "), refused[:200]
+        small = _raw(edge.port, head(1000) + b"z" * 1000)
+        assert small.startswith(b"HTTP/1.1 200 ") and b'"body_len":1000' in small
+        first.sendall(b"x" * 299_000)
+        assert b'"body_len":300000' in _read_to_end(first)
+        second.sendall(b"x" * 200_000)
+        assert b'"body_len":200000' in _read_to_end(second)
+    wait_for(lambda: _held(edge) == 0, timeout=5, message="the bodies to be let go")
+    again = _raw(edge.port, head(100_000) + b"w" * 100_000)
+    assert again.startswith(b"HTTP/1.1 200 ") and b'"body_len":100000' in again
+    assert app.config["calls"] == ["/echo"] * 4
+
+
 def test_size_limits_are_413_and_431(front, serve, token):
     edge = front({"svc": serve(make_upstream()).url},
                  EdgeSettings(max_body=1000, max_head=2000))
