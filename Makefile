@@ -4,6 +4,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 8080
 STAMP  := $(VENV)/.installed
+# test processes of `make test` (pytest-xdist; whole modules per process, as their fixtures are)
+TEST_WORKERS ?= 2
 
 .PHONY: run test test-fast lint bench services openapi clean
 
@@ -20,7 +22,7 @@ run: $(STAMP)
 ## every test tier: unit, embedded, real PostgreSQL + RabbitMQ + Redis, reliability, contracts
 test: $(STAMP) services
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
 
 ## start PostgreSQL, RabbitMQ and Redis if they are down
 services:

@@ -1,0 +1,27 @@
+"""S7 on the real tier (PostgreSQL + RabbitMQ): every service's OpenAPI, fuzzed through the
+gateway as each caller; PostgreSQL refuses what SQLite lets through (a string longer than its
+column, say).
+
+What the fuzz checks, and why each check is on or off: ``tests/fuzzing.py``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ecourt import registry
+from ecourt.embedded import Suite
+from tests import fuzzing
+
+
+@pytest.fixture(scope="module")
+def tokens(real: Suite) -> dict[str, str | None]:
+    return fuzzing.tokens_for(real)
+
+
+@pytest.mark.parametrize("caller", fuzzing.CALLERS)
+@pytest.mark.parametrize("service", registry.API_SERVICES)
+def test_the_service_keeps_its_published_contract(real: Suite,
+                                                   tokens: dict[str, str | None],
+                                                   service: str, caller: str) -> None:
+    fuzzing.check_contract(real, tokens[caller], service, caller)
