@@ -45,11 +45,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 import schemathesis
 from schemathesis import engine
 from schemathesis.config import SchemathesisConfig
 from werkzeug.test import Client
 
+from ecourt import registry
 from ecourt.embedded import Suite
 from gateway.ratelimit import MemoryRateLimiter
 from tests.harness import Court, person
@@ -142,3 +144,21 @@ def check_contract(suite: Suite, token: str | None, service: str, caller: str) -
     operations = list(schema.get_all_operations())
     if operations:  # a service with routes was really exercised
         assert ran >= len(operations), (service, caller, ran)
+
+
+def contract_tests(tier: str) -> tuple[Any, Any]:
+    """The ``tokens`` fixture and the test of a module that fuzzes the suite of fixture
+    ``tier`` (``embedded`` or ``real``): every API service as every caller."""
+
+    @pytest.fixture(scope="module")
+    def tokens(request: pytest.FixtureRequest) -> dict[str, str | None]:
+        return tokens_for(request.getfixturevalue(tier))
+
+    @pytest.mark.parametrize("caller", CALLERS)
+    @pytest.mark.parametrize("service", registry.API_SERVICES)
+    def test_the_service_keeps_its_published_contract(
+            request: pytest.FixtureRequest, tokens: dict[str, str | None], service: str,
+            caller: str) -> None:
+        check_contract(request.getfixturevalue(tier), tokens[caller], service, caller)
+
+    return tokens, test_the_service_keeps_its_published_contract
