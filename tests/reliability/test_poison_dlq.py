@@ -180,8 +180,11 @@ def test_handler_integrity_error_is_retried_and_dead_lettered_not_taken_for_a_du
         return delta
 
     delta = wait_for(decided, timeout=20, message="the consumer to decide on the event")
-    # the handler raised: the event must be retried (then dead-lettered), never skipped
-    assert delta == {"retried": 1}, f"outcome {delta} for a handler that raised"
+    # the handler raised: the event must be retried (then dead-lettered), never skipped as a
+    # duplicate nor counted handled; on a busy machine more than one attempt may have been
+    # decided by the time the counters are read
+    assert set(delta) <= {"retried", "dead_lettered"} and delta.get("retried", 0) >= 1, \
+        f"outcome {delta} for a handler that raised"
     assert bad not in inbox_ids(db, SERVICE)
     letters = wait_for(lambda: dlq.list_dead_letters(vhost, sub.dlq), timeout=15,
                        message="the failing event in the dead-letter queue")
