@@ -67,10 +67,14 @@ def serve(service: str, bind: str, workers: int) -> None:
     workers close after every response), and a gateway worker waiting on an upstream does not
     hold up the other requests it could serve."""
     threads = int(os.environ.get("ECOURT_THREADS", "4"))
+    # the most connections one worker holds (gunicorn's default 1,000); beyond it new clients
+    # wait in the listen backlog or go to a sibling worker
+    connections = int(os.environ.get("ECOURT_WORKER_CONNECTIONS", "1000"))
     # The gateway forwards on an event loop (gateway.edge); its threads run only its own pages.
     worker = ("gateway.worker.EdgeWorker" if service == "gateway"
               else "ecourt.service_worker.ServiceWorker")
     _Gunicorn(service, {"bind": bind, "workers": workers, "child_exit": _child_exit,
                         "worker_class": worker, "threads": threads,
+                        "worker_connections": connections,
                         "accesslog": None, "timeout": 30, "graceful_timeout": 20,
                         "keepalive": 5}).run()

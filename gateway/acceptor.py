@@ -17,6 +17,12 @@ more than a live sibling leaves a waiting connection to it, looking again every 
 (1 ms) and taking it itself after ``pause`` (10 ms), so a stuck or slow sibling delays a new
 client by at most that. Workers that hold the same number take connections as they come, so a
 steady stream of new connections is not slowed.
+
+A worker holding ``limit`` connections (gunicorn's ``worker_connections``, 1,000 by default)
+stops accepting until one of them closes, as nginx's ``worker_connections`` does: new clients
+wait in the listen backlog or go to a sibling, and the memory a worker can be made to hold
+stays bounded (connections × what each may hold unchecked; ``gateway.edge``'s body budget
+counts the rest).
 """
 
 from __future__ import annotations
@@ -116,11 +122,13 @@ class LoadBoard:
 class FairAcceptor:
     """Accepts connections on ``sock`` for ``protocol_factory``, one per readiness, leaving a
     waiting connection for up to ``pause`` to a sibling on ``board`` that holds fewer than
-    ``held()``. Without a board it takes connections as they come."""
+    ``held()``. Without a board it takes connections as they come. Holding ``limit`` (0: no
+    limit), it takes none until ``clients_changed`` finds one gone."""
 
     def __init__(self, sock: socket.socket, protocol_factory: Callable[[], asyncio.Protocol],
                  held: Callable[[], int], board: LoadBoard | None = None, slot: int = 0,
-                 pause: float = ACCEPT_PAUSE, recheck: float = ACCEPT_RECHECK) -> None:
+                 pause: float = ACCEPT_PAUSE, recheck: float = ACCEPT_RECHECK,
+                 limit: int = 0) -> None:
         self.sock = sock
         self.factory = protocol_factory
         self.held = held
@@ -128,6 +136,9 @@ class FairAcceptor:
         self.slot = slot
         self.pause = pause
         self.recheck = recheck
+        self.limit = limit
+        #: at ``limit``: not reading the socket until a connection closes
+        self.full = False
         self.loop = asyncio.get_running_loop()
         self.reading = False
         self.closed = False
@@ -157,6 +168,14 @@ class FairAcceptor:
         if self.board is not None and not self.closed:
             self.board.publish(self.slot, self.count())
 
+    def clients_changed(self) -> None:
+        """A connection came or went (the edge calls this): tell the siblings, and take new
+        ones again if a full worker has room now."""
+        self.publish()
+        if self.full and self.count() < self.limit:
+            self.full = False
+            self._read(True)
+
     def _read(self, on: bool) -> None:
         if on and not self.reading and not self.closed:
             self.loop.add_reader(self.sock.fileno(), self._ready)
@@ -185,6 +204,13 @@ class FairAcceptor:
         return False
 
     def _ready(self) -> None:
+        if self.limit and self.count() >= self.limit:
+            if not self.full:
+                log.warning("gateway: this worker holds %d connections (worker_connections); "
+                            "new ones wait until one closes", self.limit)
+            self.full = True
+            self._read(False)
+            return
         if self._should_yield():
             self._wait(self.recheck)
             return

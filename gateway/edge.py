@@ -21,7 +21,9 @@ Limits and decisions:
 * the bodies one worker holds at once, read or declared, stay within ``body_budget``
   (``GATEWAY_BODY_BUDGET_BYTES``): a request whose body would go beyond it is answered 503 +
   ``Retry-After`` before its body is read (a chunked one, as soon as it grows beyond it), so
-  many clients uploading at once cannot make a worker hold ``max_body`` per connection;
+  many clients uploading at once cannot make a worker hold ``max_body`` per connection
+  (bodies under ``BUDGET_CHECK_FROM`` are not checked: with at most ``worker_connections``
+  per worker, ``gateway.acceptor``, they hold at most that many times it);
 * a request refused whatever its body holds (no such service, no valid token for a protected
   route: ``Gateway.refusal_before_body``) is answered once its head is read, and its body is
   never buffered; the connection then lingers, discarding what the client still sends, so the

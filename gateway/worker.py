@@ -88,9 +88,15 @@ class EdgeWorker(Worker):
         if slot is not None:
             self.board.claim(slot)
         acceptors = [FairAcceptor(listener.sock, edge.protocol, edge.held,
-                                  self.board if slot is not None else None, slot or 0)
+                                  self.board if slot is not None else None, slot or 0,
+                                  limit=self.cfg.worker_connections)
                      for listener in self.sockets]
-        edge.on_clients = acceptors[0].publish if acceptors else None
+
+        def clients_changed() -> None:
+            for acceptor in acceptors:
+                acceptor.clients_changed()
+
+        edge.on_clients = clients_changed
         for acceptor in acceptors:
             acceptor.start()
         sweeper = self.loop.create_task(edge.sweeper(self.stopping))

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -101,6 +101,50 @@ def test_a_dead_siblings_count_is_ignored() -> None:
     assert _accepted(pending=5, run_for=0.3, sibling=(_dead_pid(), 0)) == 5
 
 
+def test_a_worker_at_its_connection_limit_waits_until_one_closes() -> None:
+    """As nginx's worker_connections: at ``limit`` the worker leaves new clients in the
+    backlog (or to a sibling) instead of taking every one it is offered; when one of its
+    connections closes it takes the next."""
+    made: list[asyncio.BaseTransport] = []
+
+    class Proto(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            made.append(transport)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            acceptor.clients_changed()
+
+    with ExitStack() as stack:
+        listener = stack.enter_context(socket.socket())
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        for _ in range(5):
+            stack.enter_context(socket.create_connection(listener.getsockname(), timeout=5))
+
+        async def main() -> tuple[int, int, int]:
+            nonlocal acceptor
+            acceptor = FairAcceptor(listener, Proto, lambda: sum(not t.is_closing()
+                                                                for t in made), limit=2)
+            acceptor.start()
+            await asyncio.sleep(0.3)
+            at_limit = len(made)
+            made[0].close()
+            await asyncio.sleep(0.3)
+            after_one_closed = len(made)
+            for transport in made:
+                transport.close()
+            await asyncio.sleep(0.3)
+            acceptor.close()
+            return at_limit, after_one_closed, len(made)
+
+        acceptor: FairAcceptor
+        loop = uvloop.new_event_loop()
+        try:
+            assert loop.run_until_complete(main()) == (2, 3, 5)
+        finally:
+            loop.close()
+
+
 def test_a_released_slot_is_free_and_a_full_board_hands_out_none() -> None:
     board = LoadBoard()
     slots = [board.reserve() for _ in range(LoadBoard.SLOTS)]
@@ -160,35 +204,66 @@ def _workers(arbiter: int) -> list[int]:
     return [int(c) for c in children]
 
 
-@pytest.fixture
-def gateway_with_two_workers(serve, tmp_path: Path) -> Iterator[tuple[int, int]]:  # type: ignore[no-untyped-def]
-    """``ecourt serve gateway --workers 2`` in front of the tiny upstream; (arbiter, port)."""
-    live = serve(make_upstream())
+@contextmanager
+def _ecourt_serve_gateway(upstream_url: str, tmp_path: Path, workers: int,
+                          **env_vars: str) -> Iterator[tuple[int, int]]:
+    """``ecourt serve gateway --workers N`` in front of ``upstream_url``; (arbiter, port)."""
     port = _closed_port()
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("ECOURT_", "GATEWAY_", "PROMETHEUS_"))}
     from ecourt import registry
 
     for name in registry.API_SERVICES:
-        env[f"GATEWAY_UPSTREAM_{name.upper()}"] = live.url
+        env[f"GATEWAY_UPSTREAM_{name.upper()}"] = upstream_url
     env.update(ECOURT_JWKS_URL=f"http://127.0.0.1:{_closed_port()}/jwks",
                PROMETHEUS_MULTIPROC_DIR=str(tmp_path), XDG_RUNTIME_DIR=str(tmp_path),
-               ECOURT_LOG_LEVEL="WARNING", GATEWAY_RATE_LIMIT="1000000")
+               ECOURT_LOG_LEVEL="WARNING", GATEWAY_RATE_LIMIT="1000000", **env_vars)
     with (tmp_path / "gateway.log").open("w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "ecourt.cli", "serve", "gateway",
-                                 "--bind", f"127.0.0.1:{port}", "--workers", "2"], env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
+                                 "--bind", f"127.0.0.1:{port}", "--workers", str(workers)],
+                                env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             service = registry.API_SERVICES[0]
             wait_for(lambda: answers_ok(f"http://127.0.0.1:{port}/api/{service}/healthz")
-                     and len(_workers(proc.pid)) == 2, timeout=60, message="the gateway")
-            # a worker still loading the app has not claimed its slot: wait for both
-            wait_for(lambda: _both_serve(_workers(proc.pid), port), timeout=60,
-                     message="both workers to accept")
+                     and len(_workers(proc.pid)) == workers, timeout=60, message="the gateway")
             yield proc.pid, port
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+
+
+@pytest.fixture
+def gateway_with_two_workers(serve, tmp_path: Path) -> Iterator[tuple[int, int]]:  # type: ignore[no-untyped-def]
+    """``ecourt serve gateway --workers 2`` in front of the tiny upstream; (arbiter, port)."""
+    with _ecourt_serve_gateway(serve(make_upstream()).url, tmp_path, 2) as (arbiter, port):
+        # a worker still loading the app has not claimed its slot: wait for both
+        wait_for(lambda: _both_serve(_workers(arbiter), port), timeout=60,
+                 message="both workers to accept")
+        yield arbiter, port
+
+
+def test_ecourt_serve_holds_at_most_its_worker_connections(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """``ECOURT_WORKER_CONNECTIONS`` reaches the gateway's worker: with 2, a third client is
+    not answered while two keep their connections, and is once one of them leaves."""
+    from ecourt import registry
+
+    head = f"GET /api/{registry.API_SERVICES[0]}/healthz HTTP/1.1\r\nHost: t\r\n\r\n".encode()
+    with (_ecourt_serve_gateway(serve(make_upstream()).url, tmp_path, 1,
+                                ECOURT_WORKER_CONNECTIONS="2") as (_, port),
+          ExitStack() as stack):
+        held = [stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=5))
+                for _ in range(2)]
+        for sock in held:
+            sock.sendall(head)
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        third = stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=5))
+        third.sendall(head)
+        third.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            third.recv(65536)
+        held[0].close()
+        third.settimeout(5)
+        assert third.recv(65536).startswith(b"HTTP/1.1 200")
 
 
 def _both_serve(workers: list[int], port: int) -> bool:
