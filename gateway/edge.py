@@ -36,8 +36,11 @@ Limits and decisions:
 * towards a service, the gateway's ``connect_timeout`` and ``timeout`` apply as in
   ``HttpUpstream`` (504), and pooled connections are handled as ``gateway.edge_service`` says;
 * a client connection idle for ``keepalive`` seconds, or silent for ``client_timeout`` seconds
-  in the middle of a request, is closed. Timeouts are checked once a second by a sweeper, so
-  the hot path only stamps times.
+  in the middle of a request, is closed; a request whose line and headers have not all
+  arrived ``head_timeout`` seconds after they began is answered 408 (as nginx's
+  ``client_header_timeout``: a client trickling its head a byte at a time is never silent
+  long enough for the other limits, and would hold its connection for ever). Timeouts are
+  checked once a second by a sweeper, so the hot path only stamps times.
 """
 
 from __future__ import annotations
@@ -132,8 +135,8 @@ class _ClientConnection(asyncio.Protocol):
     """One client's connection: parses its requests and answers them one after another."""
 
     __slots__ = ("edge", "settings", "parser", "transport", "remote", "remote_raw", "current",
-                 "queue", "busy", "answering", "exchange", "last", "head_size", "closing",
-                 "linger", "discarded", "__weakref__")
+                 "queue", "busy", "answering", "exchange", "last", "head_size", "head_started",
+                 "in_head", "closing", "linger", "discarded", "__weakref__")
 
     def __init__(self, edge: EdgeServer) -> None:
         self.edge = edge
@@ -150,6 +153,9 @@ class _ClientConnection(asyncio.Protocol):
         self.exchange: Exchange | None = None
         self.last = time.monotonic()
         self.head_size = 0
+        #: when the current request's head began to arrive, and whether it still is arriving
+        self.head_started = 0.0
+        self.in_head = False
         self.closing = False
         #: since when a refused connection's unread bytes are being discarded (0: not)
         self.linger = 0.0
@@ -205,6 +211,8 @@ class _ClientConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.current = Request()
         self.head_size = 0
+        self.head_started = self.last  # the arrival of the data it begins in
+        self.in_head = True
 
     def on_url(self, url: bytes) -> None:
         assert self.current is not None
@@ -231,6 +239,7 @@ class _ClientConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         req = self.current
         assert req is not None
+        self.in_head = False
         req.method = self.parser.get_method().decode("latin-1")
         req.http11 = self.parser.get_http_version() == "1.1"
         req.keep_alive = self.parser.should_keep_alive()
@@ -417,6 +426,10 @@ class _ClientConnection(asyncio.Protocol):
         if self.exchange is not None:
             self.exchange.check(now)
         elif not self.busy:
+            if self.in_head and now - self.head_started > self.settings.head_timeout:
+                self._refuse(Problem(408, "request-timeout",
+                                     "the request line and headers took too long to arrive"))
+                return
             limit = self.settings.client_timeout if self.current else self.settings.keepalive
             if now - self.last <= limit:
                 return

@@ -69,6 +69,7 @@ class EdgeSettings:
     max_head: int = 64 * 1024
     keepalive: float = 15.0
     client_timeout: float = 30.0  # a client's longest silence in the middle of a request
+    head_timeout: float = 30.0  # the longest a request's line and headers may take to arrive
     pool_idle: float = 3.0
     pool_max_idle: int = 64
     #: request bodies one worker may hold at once, declared or read (``body_budget_bytes``)

@@ -593,6 +593,29 @@ def test_a_client_silent_mid_request_is_cut_off(front, serve):
     assert time.monotonic() - started < 3
 
 
+def test_a_head_trickled_past_its_deadline_is_408(front, serve):
+    """Slowloris: a client that sends its head a byte at a time is never silent long enough
+    for the silence limits, so the whole head has a deadline of its own (nginx's
+    client_header_timeout); past it the client is told 408 and the connection ends."""
+    edge = front({"svc": serve(make_upstream()).url},
+                 EdgeSettings(client_timeout=5, head_timeout=0.5))
+    answer = b""
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=5) as sock:
+        sock.sendall(b"GET /api/svc/echo HTTP/1.1\r\nHost: a\r\nX-Slow: ")
+        started = time.monotonic()
+        sock.settimeout(0.1)
+        with contextlib.suppress(OSError):  # the edge ends the connection: a pipe error
+            while time.monotonic() - started < 4:
+                sock.sendall(b"x")
+                with contextlib.suppress(TimeoutError):
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    answer += chunk
+    assert answer.startswith(b"HTTP/1.1 408 ") and b"request-timeout" in answer, answer[:200]
+    assert time.monotonic() - started < 3
+
+
 class _OneAnswerPerConnection(socketserver.BaseRequestHandler):
     """Answers the first request on a connection (keep-alive), then closes the connection on
     the second without answering: a service closing an idle connection just as it is reused."""
