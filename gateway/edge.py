@@ -558,6 +558,8 @@ class EdgeServer:
     def _forward(self, client: _ClientConnection, req: Request, target: ServiceTarget, path: str,
                  rest: str, query: bytes, rid: str, started: float) -> None:
         body = b"".join(req.body)
+        if len(req.body) > 1:
+            req.body = [body]  # let the pieces go: a body is held once, as the budget counts it
         headers = forward_raw(req.headers, remote=client.remote_raw, scheme=b"http",
                               prefix=target.prefix, request_id=rid.encode(),
                               trust_forwarded=self.gateway.trust_forwarded, named=req.named)

@@ -24,6 +24,8 @@ import jsonschema
 import pytest
 import yaml
 
+from gateway.edge_service import body_budget_bytes
+
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
@@ -760,6 +762,30 @@ def test_k8s_replicas_resources_and_security(
             assert container["securityContext"]["allowPrivilegeEscalation"] is False, where
             mounted = {m["name"] for m in container.get("volumeMounts", [])}
             assert mounted <= {v["name"] for v in pod.get("volumes", [])}, where
+
+
+#: an idle ``ecourt serve gateway --workers 2``: the arbiter ~77 MB and each worker ~97 MB of
+#: RSS (measured 2026-12-03), with room for the bodies' socket buffers and the heap's slack
+GATEWAY_IDLE_BYTES = 300 * 2**20
+
+
+def test_k8s_gateway_body_budget_fits_its_memory_limit(
+        k8s_docs: list[tuple[str, dict[str, Any]]]) -> None:
+    """Each gateway worker may hold ``GATEWAY_BODY_BUDGET_BYTES`` of request bodies: all its
+    workers at the budget must not take the pod past its memory limit (an OOM kill would drop
+    every upload and answer in flight, not just the one too many)."""
+    [container] = _containers(_by_kind(k8s_docs, "Deployment")["gateway"])
+    args = container["args"]
+    workers = int(args[args.index("--workers") + 1])
+    env = {var["name"]: var["value"] for var in container.get("env", []) if "value" in var}
+    budget = int(env.get("GATEWAY_BODY_BUDGET_BYTES") or body_budget_bytes())
+    limit = _bytes(container["resources"]["limits"]["memory"])
+    assert workers * budget + GATEWAY_IDLE_BYTES <= limit, (workers, budget, limit)
+
+
+def _bytes(quantity: str) -> int:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+    return int(quantity[:-2]) * units[quantity[-2:]] if quantity[-2:] in units else int(quantity)
 
 
 def test_k8s_labels_selectors_and_ports_match(k8s_docs: list[tuple[str, dict[str, Any]]]) -> None:
