@@ -65,6 +65,7 @@ from gateway.app import AccessTally, Gateway, record_access
 from gateway.edge_service import EdgeSettings, Exchange, Request, ServiceTarget
 from gateway.headers import clean_response_headers, forward_raw
 from gateway.upstream import HttpUpstream, encode_path
+from servicekit.metrics import GATEWAY_BODIES_HELD, GATEWAY_CONNECTIONS
 from servicekit.problems import Problem, problem_response
 from servicekit.tokens import KeysNeeded
 
@@ -628,6 +629,8 @@ class EdgeServer:
 
     def sweep(self) -> None:
         self.tally.flush()
+        GATEWAY_CONNECTIONS.set(len(self.clients))
+        GATEWAY_BODIES_HELD.set(self.bodies_held())
         if self.budget_refusals:
             log.warning("edge: %d request(s) refused with 503: the bodies held reached the "
                         "budget of %d bytes (GATEWAY_BODY_BUDGET_BYTES)",

@@ -16,6 +16,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -38,6 +39,16 @@ EVENTS_CONSUMED = Counter("events_consumed_total",
                           "Events taken off a queue, by outcome "
                           "(handled, duplicate, ignored, retried, dead_lettered, malformed)",
                           ["service", "type", "outcome"])
+
+#: the gateway's front end (``gateway.edge``), set by each worker's sweeper once a second and
+#: summed over the live workers: how close they are to ``worker_connections`` and to
+#: ``GATEWAY_BODY_BUDGET_BYTES`` (each worker's limit; refusals show as 503 in the requests)
+GATEWAY_CONNECTIONS = Gauge("gateway_client_connections",
+                            "Client connections the gateway's workers hold",
+                            multiprocess_mode="livesum")
+GATEWAY_BODIES_HELD = Gauge("gateway_request_bodies_bytes",
+                            "Bytes of request bodies the gateway's workers hold, read or declared",
+                            multiprocess_mode="livesum")
 
 
 def render(app_registry: CollectorRegistry | None = None) -> tuple[bytes, str]:

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 import requests
 import uvloop
+from prometheus_client import REGISTRY
 
 from gateway import MemoryRateLimiter
 from gateway.edge import EdgeServer, EdgeSettings
@@ -469,6 +470,10 @@ def _held(edge: EdgeFront) -> int:
     return asyncio.run_coroutine_threadsafe(read(), edge.loop).result(5)
 
 
+def _gauge(name: str) -> float | None:
+    return REGISTRY.get_sample_value(name)
+
+
 def _read_to_end(sock: socket.socket) -> bytes:
     chunks = []
     while chunk := sock.recv(65536):
@@ -497,6 +502,10 @@ def test_bodies_beyond_the_workers_budget_are_503_before_they_are_read(front, se
         second.sendall(head(200_000))
         wait_for(lambda: _held(edge) == 500_000, timeout=5,
                  message="both declared bodies to be reserved")
+        # operators see it: the sweeper sets the gauges (summed over workers by /metrics)
+        wait_for(lambda: _gauge("gateway_request_bodies_bytes") == 500_000
+                 and _gauge("gateway_client_connections") == 2, timeout=5,
+                 message="the gauges to show the two uploads")
         refused = _raw(edge.port, head(100_000))
         assert refused.startswith(b"HTTP/1.1 503 "), refused[:200]
         assert b"Retry-After: 2\r\n" in refused and b"gateway-busy" in refused
@@ -511,6 +520,8 @@ def test_bodies_beyond_the_workers_budget_are_503_before_they_are_read(front, se
         second.sendall(b"x" * 200_000)
         assert b'"body_len":200000' in _read_to_end(second)
     wait_for(lambda: _held(edge) == 0, timeout=5, message="the bodies to be let go")
+    wait_for(lambda: _gauge("gateway_request_bodies_bytes") == 0, timeout=5,
+             message="the gauge to follow")
     again = _raw(edge.port, head(100_000) + b"w" * 100_000)
     assert again.startswith(b"HTTP/1.1 200 ") and b'"body_len":100000' in again
     assert app.config["calls"] == ["/echo"] * 4
