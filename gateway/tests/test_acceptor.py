@@ -106,13 +106,14 @@ def test_a_worker_at_its_connection_limit_waits_until_one_closes() -> None:
     backlog (or to a sibling) instead of taking every one it is offered; when one of its
     connections closes it takes the next."""
     made: list[asyncio.BaseTransport] = []
+    acceptors: list[FairAcceptor] = []  # the edge's on_clients: tell the acceptor
 
     class Proto(asyncio.Protocol):
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             made.append(transport)
 
         def connection_lost(self, exc: Exception | None) -> None:
-            acceptor.clients_changed()
+            acceptors[0].clients_changed()
 
     with ExitStack() as stack:
         listener = stack.enter_context(socket.socket())
@@ -122,9 +123,9 @@ def test_a_worker_at_its_connection_limit_waits_until_one_closes() -> None:
             stack.enter_context(socket.create_connection(listener.getsockname(), timeout=5))
 
         async def main() -> tuple[int, int, int]:
-            nonlocal acceptor
             acceptor = FairAcceptor(listener, Proto, lambda: sum(not t.is_closing()
                                                                 for t in made), limit=2)
+            acceptors.append(acceptor)
             acceptor.start()
             await asyncio.sleep(0.3)
             at_limit = len(made)
@@ -137,7 +138,6 @@ def test_a_worker_at_its_connection_limit_waits_until_one_closes() -> None:
             acceptor.close()
             return at_limit, after_one_closed, len(made)
 
-        acceptor: FairAcceptor
         loop = uvloop.new_event_loop()
         try:
             assert loop.run_until_complete(main()) == (2, 3, 5)
