@@ -50,6 +50,17 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_replay.add_argument("service")
     dlq_replay.add_argument("event_id", nargs="?")
 
+    trail = sub.add_parser("audit", help="a service's audit trail")
+    trail_sub = trail.add_subparsers(dest="audit_command", required=True)
+    verify = trail_sub.add_parser("verify", help="recompute the hash chain (exit 1 if broken)")
+    verify.add_argument("service")
+    seal = trail_sub.add_parser("seal", help="chain the entries waiting (the relay does it)")
+    seal.add_argument("service")
+    show = trail_sub.add_parser("show", help="the newest entries, oldest first")
+    show.add_argument("service")
+    show.add_argument("--subject", help="one object's history, e.g. case:<id>")
+    show.add_argument("--limit", type=int, default=50)
+
     sub.add_parser("openapi", help="write contracts/openapi/<service>.json")
 
     scheduler = sub.add_parser("scheduler", help="run a service's deadline scheduler")
@@ -194,6 +205,46 @@ def _dlq(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from servicekit import audit
+    from servicekit.db import Database
+    from servicekit.tables import audit_trail
+
+    db = Database(Settings.from_env(args.service).database_url)
+    try:
+        if args.audit_command == "seal":
+            total = 0
+            while (count := audit.seal(db)) > 0:
+                total += count
+            print(f"sealed {total} entries")
+            return 0
+        with db.transaction() as session:
+            if args.audit_command == "verify":
+                check, waiting = audit.verify(session), audit.unsealed(session)
+            else:
+                query = select(audit_trail).order_by(audit_trail.c.id.desc()).limit(args.limit)
+                if args.subject:
+                    query = query.where(audit_trail.c.subject == args.subject)
+                rows = list(reversed(session.execute(query).all()))
+    finally:
+        db.dispose()
+    if args.audit_command == "show":
+        for row in rows:
+            print("\t".join([row.at.isoformat(timespec="seconds"), row.actor, row.source,
+                             row.action, row.subject, row.outcome, row.request_id or "-",
+                             row.detail]))
+        return 0
+    if not check.ok:
+        print(f"audit trail of {args.service} BROKEN at position {check.broken_at}: "
+              f"{check.problem}", file=sys.stderr)
+        return 1
+    print(f"audit trail of {args.service}: {check.entries} entries chained, head "
+          f"{check.head_hash}; {waiting} waiting to be sealed")
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ecourt-prom-")
@@ -240,8 +291,8 @@ def _create_admin(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": _run, "migrate": _migrate, "relay": _relay, "consume": _consume,
-            "dlq": _dlq, "serve": _serve, "openapi": _openapi, "create-admin": _create_admin,
-            "scheduler": _scheduler}
+            "dlq": _dlq, "audit": _audit, "serve": _serve, "openapi": _openapi,
+            "create-admin": _create_admin, "scheduler": _scheduler}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -58,6 +58,9 @@ from servicekit.tokens import (
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("gateway.access")
+#: the gateway's authentication refusals: it has no database, so they are log lines (the
+#: services' own decisions are in their audit trails, ``servicekit.audit``)
+audit_log = logging.getLogger("gateway.audit")
 
 _OPENAPI_PATH = re.compile(r"/docs/openapi/([^/]+)\.json")
 _SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
@@ -214,6 +217,7 @@ class Gateway:
         claims, refusal = self._authenticate(authorization, method, path, allow_fetch)
         self._count(f"sub:{claims['sub']}" if claims is not None else f"ip:{client_ip}")
         if refusal is not None:
+            _log_refusal(refusal, method, path, client_ip)
             raise refusal
         return claims
 
@@ -246,6 +250,8 @@ class Gateway:
                 self._count(f"ip:{client_ip}")
             except Problem as limited:
                 return limited
+        if refusal is not None:
+            _log_refusal(refusal, method, path, client_ip)
         return refusal
 
     def _authenticate(self, authorization: str, method: str, path: str, allow_fetch: bool
@@ -337,6 +343,18 @@ def record_access(method: str, path: str, status: int, started: float, rid: str,
                 "method": method, "path": scrub(path), "status": status,
                 "duration_ms": round(elapsed * 1000, 1), "request_id": rid,
                 "upstream": upstream})
+
+
+def _log_refusal(refusal: Problem, method: str, path: str, client_ip: str) -> None:
+    """One line per authentication refusal (a 401), whoever answers it. Refusals beyond the
+    client's rate limit are 429s and are not logged one by one, so a flood of bad tokens
+    costs a few lines per client, not one per request. A 503 (keys unavailable) decided
+    nothing about the caller."""
+    if refusal.status != 401:
+        return
+    audit_log.warning("refused %s %s: %s", method, scrub(path), refusal.slug, extra={
+        "decision": "auth.rejected", "status": refusal.status, "problem": refusal.slug,
+        "method": method, "path": scrub(path), "client_ip": client_ip})
 
 
 def _json(payload: Any) -> Response:

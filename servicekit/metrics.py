@@ -35,6 +35,11 @@ PUBLISH_FAILURES = Counter("outbox_publish_failures_total",
 ROWS_PRUNED = Counter("kit_rows_pruned_total",
                       "Rows of the kit's tables (sent outbox rows, inbox entries, idempotency "
                       "keys) deleted once older than their retention", ["service", "table"])
+AUDIT_SEALED = Counter("audit_entries_sealed_total",
+                       "Audit-trail entries chained by the relay's sealer", ["service"])
+AUDIT_SEAL_FAILURES = Counter("audit_seal_failures_total",
+                              "Rounds of the relay's sealer that failed (retried a second "
+                              "later; entries wait unsealed meanwhile)", ["service"])
 EVENTS_CONSUMED = Counter("events_consumed_total",
                           "Events taken off a queue, by outcome "
                           "(handled, duplicate, ignored, retried, dead_lettered, malformed)",

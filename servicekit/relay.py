@@ -30,7 +30,7 @@ from sqlalchemy import BigInteger, Row, any_, bindparam, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
-from servicekit import metrics, retention
+from servicekit import audit, metrics, retention
 from servicekit.db import Database, utcnow
 from servicekit.publishers import BatchResult, Outgoing, Publisher, PublishError, headers_json
 from servicekit.retention import Retention
@@ -106,6 +106,8 @@ class Relay:
     pipeline_seconds = 5.0
     #: how often ``run`` prunes the kit tables (only when it has nothing to publish)
     prune_every = 300.0
+    #: how often ``run`` chains new audit-trail entries (``servicekit.audit.seal``)
+    seal_every = 1.0
 
     def __init__(self, service: str, db: Database, publisher: Publisher, *,
                  batch_size: int | None = None, poll_interval: float = 0.2,
@@ -119,6 +121,7 @@ class Relay:
         self.max_backoff = max_backoff
         self.retention = retention
         self._pruned_at = float("-inf")
+        self._sealed_at = float("-inf")
         self.wake = threading.Event()
         self.pipelined = db.is_postgres and callable(getattr(publisher, "send", None)) \
             and callable(getattr(publisher, "collect", None))
@@ -237,6 +240,7 @@ class Relay:
                 stop.wait(backoff)
                 backoff = min(self.max_backoff, backoff * 2)
                 continue
+            self._seal_now_and_then()
             if published < self.batch_size:
                 self.wake.clear()
                 self._prune_now_and_then()
@@ -269,6 +273,25 @@ class Relay:
         except Exception as exc:  # a later round tries again; publishing goes on
             log.warning("relay %s: pruning the kit tables failed: %s", self.service,
                         exc.__class__.__name__)
+
+    def _seal_now_and_then(self, limit: int = 1000) -> None:
+        """Chain the audit trail's new entries about once a second, busy or idle, so an entry
+        is unsealed (guarded by the triggers alone) for about that long."""
+        started = time.monotonic()
+        if started - self._sealed_at < self.seal_every:
+            return
+        self._sealed_at = started
+        try:
+            sealed = audit.seal(self.db, limit)
+        except Exception as exc:  # the next turn tries again; publishing goes on
+            log.warning("relay %s: sealing the audit trail failed: %s", self.service,
+                        exc.__class__.__name__)
+            metrics.AUDIT_SEAL_FAILURES.labels(self.service).inc()
+            return
+        if sealed:
+            metrics.AUDIT_SEALED.labels(self.service).inc(sealed)
+        if sealed >= limit:
+            self._sealed_at = float("-inf")  # more waiting: again next turn
 
     def _idle(self, stop: threading.Event) -> None:
         """Wait for a commit, the poll interval or ``stop``, keeping the publisher alive."""

@@ -3,11 +3,14 @@
 * ``outbox``           events (and delayed retries) written in the state change's transaction
 * ``inbox``            (consumer, event id) of every handled event: redelivery is a no-op
 * ``idempotency_keys`` the first answer to each unsafe request with an ``Idempotency-Key``
+* ``audit_trail``      who did what, when, from where: append-only, hash-chained
+                       (``servicekit.audit``)
 """
 
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     Index,
     Integer,
@@ -17,6 +20,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 from servicekit.db import NAMING, BigId, UtcDateTime
@@ -85,7 +89,39 @@ idempotency_keys = Table(
 Index("ix_idempotency_keys_created", idempotency_keys.c.created_at)
 
 
+audit_trail = Table(
+    "audit_trail",
+    _KIT,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime(), nullable=False),
+    Column("actor", String(100), nullable=False),
+    Column("roles", String(200), nullable=False, server_default=""),
+    Column("source", String(100), nullable=False, server_default=""),
+    Column("request_id", String(64), nullable=True),
+    Column("action", String(100), nullable=False),
+    Column("subject", String(200), nullable=False, server_default=""),
+    Column("outcome", String(20), nullable=False),
+    Column("detail", Text, nullable=False, server_default="{}"),
+    # set once, by ``servicekit.audit.seal``; the triggers refuse any other change
+    Column("chain_pos", BigInteger, nullable=True),
+    Column("prev_hash", String(64), nullable=True),
+    Column("entry_hash", String(64), nullable=True),
+    Column("sealed_at", UtcDateTime(), nullable=True),
+    UniqueConstraint("chain_pos"),
+)
+# what the sealer has still to chain (partial: a sealed entry leaves it)
+Index(
+    "ix_audit_trail_unsealed",
+    audit_trail.c.id,
+    postgresql_where=audit_trail.c.entry_hash.is_(None),
+    sqlite_where=audit_trail.c.entry_hash.is_(None),
+)
+# an object's history ("who touched case X, and when")
+Index("ix_audit_trail_subject", audit_trail.c.subject, audit_trail.c.id)
+Index("ix_audit_trail_at", audit_trail.c.at)
+
+
 def define(metadata: MetaData) -> None:
     """Copy the kit's tables into a service's metadata, so its migrations create them."""
-    for table in (outbox, inbox, idempotency_keys):
+    for table in (outbox, inbox, idempotency_keys, audit_trail):
         table.to_metadata(metadata)

@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
-from servicekit import context, metrics
+from servicekit import audit, context, metrics
 from servicekit.access import Access, access_of, public
 from servicekit.api_docs import RETRY_AFTER, HookDocs, install_security_schemes
 from servicekit.db import Database, database_unreachable
@@ -212,12 +212,14 @@ def _install_hooks(app: Flask, spec: ServiceSpec, db: Database, service_secret: 
 
     @app.before_request
     def start() -> Response | None:
+        audit.forget_denied()
         incoming = request.headers.get("X-Request-ID", "")
         g.request_id = incoming if _REQUEST_ID.match(incoming) else context.new_id()
         g.ctx = context.bound(g.request_id)
         g.ctx.__enter__()
         g.started = time.perf_counter()
         _authenticate(verifier)
+        g.audit = audit.bind(_actor(service_secret))
         _authorize(app, service_secret)
         return _idempotent_replay(app, store)
 
@@ -236,12 +238,17 @@ def _install_hooks(app: Flask, spec: ServiceSpec, db: Database, service_secret: 
 
     @app.teardown_request
     def unbind(_exc: BaseException | None) -> None:
+        bound = g.pop("audit", None)
+        if bound is not None:
+            audit.unbind(bound)
         ctx = g.pop("ctx", None)
         if ctx is not None:
             ctx.__exit__(None, None, None)
 
     @app.errorhandler(Problem)
     def on_problem(problem: Problem) -> Response:
+        if problem.status in (401, 403) or audit.denied_subject():
+            _record_refusal(db, problem, service_secret)
         return problem_response(problem, request_instance(), getattr(g, "request_id", None))
 
     @app.errorhandler(Exception)
@@ -272,6 +279,41 @@ def _db_error_name(exc: Exception) -> str:
     state = getattr(orig, "sqlstate", None)
     name = type(orig).__name__ if orig is not None else type(exc).__name__
     return f"{name} ({state})" if state else name
+
+
+def _client_address() -> str:
+    """Where the request came from: the hop our gateway appended to ``X-Forwarded-For`` (the
+    right-most), else the peer. A record, not a decision: identity's throttling has its own,
+    stricter rule (``services.identity.api.client_ip``)."""
+    hops = request.headers.get("X-Forwarded-For", "").split(",")
+    return (hops[-1].strip() or request.remote_addr or "")[:100]
+
+
+def _actor(service_secret: str) -> audit.Actor:
+    """Who the audit trail names for this request: the token's subject, another service (with
+    the service secret), or anonymous."""
+    claims = g.get("claims") or {}
+    if claims.get("sub"):
+        return audit.Actor(str(claims["sub"]), tuple(claims.get("roles") or ()),
+                           _client_address())
+    given = request.headers.get(SERVICE_TOKEN_HEADER, "")
+    if given and hmac.compare_digest(given, service_secret):
+        return audit.Actor("service", (), _client_address())
+    return audit.Actor("anonymous", (), _client_address())
+
+
+def _record_refusal(db: Database, problem: Problem, service_secret: str) -> None:
+    """An authentication or authorization decision that refused the request: written in its
+    own transaction (the request's rolled back), naming the object when the view named one
+    (``servicekit.audit.note_denied``), else the route."""
+    route = request.url_rule.rule if request.url_rule else request.path
+    subject = audit.denied_subject() or f"route:{request.method} {route}"
+    action = "auth.rejected" if problem.status == 401 else "access.denied"
+    actor = audit.current() if g.get("audit") is not None else _actor(service_secret)
+    with audit.acting(actor):
+        audit.record_alone(db, action, subject=subject, outcome=audit.DENIED, detail={
+            "status": problem.status, "problem": problem.slug,
+            "method": request.method, "route": route})
 
 
 def _authenticate(verifier: TokenVerifier | None) -> None:

@@ -178,3 +178,18 @@ def test_unreachable_jwks_is_503_not_401(upstream):
     assert resp.status_code == 503 and resp.headers["Retry-After"] == "5"
     assert resp.get_json()["type"].endswith("/keys-unavailable")
     assert upstream.config["calls"] == []
+
+
+def test_each_authentication_refusal_is_one_audit_line_with_the_client_address(
+        client, token, caplog):
+    """The gateway has no database: its refusals go to the ``gateway.audit`` log."""
+    caplog.set_level("WARNING", logger="gateway.audit")
+    head, payload, _sig = token().split(".")
+    _assert_401(client.get("/api/svc/echo", headers=auth(f"{head}.{payload}.AAAA"),
+                           environ_base={"REMOTE_ADDR": "198.51.100.23"}))
+    _assert_401(client.get("/api/svc/echo", environ_base={"REMOTE_ADDR": "198.51.100.24"}))
+    assert client.get("/api/svc/echo", headers=auth(token())).status_code == 200
+    lines = [r for r in caplog.records if r.name == "gateway.audit"]
+    assert [(r.decision, r.problem, r.client_ip, r.path) for r in lines] == [
+        ("auth.rejected", "invalid-token", "198.51.100.23", "/api/svc/echo"),
+        ("auth.rejected", "authentication-required", "198.51.100.24", "/api/svc/echo")]

@@ -7,6 +7,7 @@ from datetime import datetime
 from sqlalchemy import String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from servicekit import audit
 from servicekit.db import new_base
 
 Base = new_base()
@@ -23,3 +24,8 @@ class Notification(Base):
     source_event_id: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column()
     read_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+# The audit trail records every change of a delivery (servicekit.audit): its creation and its
+# reading, which is the addressee signing for it.
+audit.track(Notification, "delivery", values=("account_id", "category", "source_event_id"))

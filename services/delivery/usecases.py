@@ -7,6 +7,7 @@ import uuid
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from servicekit import audit
 from servicekit.db import Database, utcnow
 from servicekit.outbox import emit
 from servicekit.problems import Problem
@@ -55,6 +56,8 @@ def inbox_of(db: Database, account_id: str) -> tuple[list[Notification], int]:
 def mark_read(db: Database, account_id: str, notification_id: str) -> Notification:
     with db.transaction() as session:
         note = session.get(Notification, notification_id)
+        if note is not None and note.account_id != account_id:
+            audit.note_denied(f"delivery:{note.id}")
         if note is None or note.account_id != account_id:
             raise Problem(404, "not-found", "no such notification")
         if note.read_at is None:

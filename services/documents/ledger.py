@@ -15,36 +15,39 @@ the consumer retries it.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from servicekit.chain import GENESIS, ChainCheck, advisory_key, link_hash, walk
+from servicekit.chain import canonical as link_bytes
 from services.documents.models import Document, LogEntry
 
-GENESIS = "0" * 64
-#: the pg_advisory_xact_lock key of the issuance log: b"ecourtdl" as a positive bigint
-LOCK_KEY = int.from_bytes(b"ecourtdl", "big") & 0x7FFF_FFFF_FFFF_FFFF
+__all__ = ["GENESIS", "ChainCheck", "append", "canonical", "entry_hash", "head", "lock",
+           "verify_chain", "verify_entries"]
+
+#: the pg_advisory_xact_lock key of the issuance log
+LOCK_KEY = advisory_key(b"ecourtdl")
+
+
+def _fields(seq: int, document_id: str, code: str, sha256: str, issued_at: datetime,
+            prev_hash: str) -> dict[str, object]:
+    moment = issued_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # UTC to the second
+    return {"seq": seq, "document_id": document_id, "code": code, "sha256": sha256,
+            "issued_at": moment, "prev_hash": prev_hash}
 
 
 def canonical(seq: int, document_id: str, code: str, sha256: str, issued_at: datetime,
               prev_hash: str) -> bytes:
-    """The bytes an entry's hash covers: sorted-key JSON, UTC to the second, then prev_hash."""
-    moment = issued_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    body = json.dumps({"seq": seq, "document_id": document_id, "code": code, "sha256": sha256,
-                       "issued_at": moment, "prev_hash": prev_hash},
-                      sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return body.encode("ascii") + prev_hash.encode("ascii")
+    """The bytes an entry's hash covers (``servicekit.chain.canonical``)."""
+    return link_bytes(_fields(seq, document_id, code, sha256, issued_at, prev_hash))
 
 
 def entry_hash(seq: int, document_id: str, code: str, sha256: str, issued_at: datetime,
                prev_hash: str) -> str:
-    return hashlib.sha256(canonical(seq, document_id, code, sha256, issued_at,
-                                    prev_hash)).hexdigest()
+    return link_hash(_fields(seq, document_id, code, sha256, issued_at, prev_hash))
 
 
 def lock(session: Session) -> None:
@@ -71,37 +74,20 @@ def append(session: Session, document: Document) -> LogEntry:
     return entry
 
 
-@dataclass(frozen=True)
-class ChainCheck:
-    ok: bool
-    entries: int
-    head_hash: str
-    broken_at: int | None = None  # the first seq that does not verify
-    problem: str | None = None
-
 
 def verify_entries(entries: Iterable[LogEntry],
                    documents: dict[str, tuple[str, str]] | None = None) -> ChainCheck:
     """Walk the chain in order. ``documents`` (id → (code, sha256)) also cross-checks that
     the documents table still says what the log recorded."""
-    prev, count = GENESIS, 0
-    for entry in entries:
-        count += 1
-        problem = None
-        if entry.seq != count:
-            problem = f"expected seq {count}, found {entry.seq} (an entry is missing)"
-        elif entry.prev_hash != prev:
-            problem = "prev_hash does not match the previous entry"
-        elif entry.entry_hash != entry_hash(entry.seq, entry.document_id, entry.code,
-                                            entry.sha256, entry.issued_at, entry.prev_hash):
-            problem = "entry_hash does not match the entry (the entry was altered)"
-        elif documents is not None and documents.get(entry.document_id) != (entry.code,
-                                                                            entry.sha256):
-            problem = "the document's code or SHA-256 differs from the log"
-        if problem:
-            return ChainCheck(False, count, prev, broken_at=entry.seq, problem=problem)
-        prev = entry.entry_hash
-    return ChainCheck(True, count, prev)
+    def differs(entry: LogEntry) -> str | None:
+        if documents is not None and documents.get(entry.document_id) != (entry.code,
+                                                                          entry.sha256):
+            return "the document's code or SHA-256 differs from the log"
+        return None
+
+    return walk(entries, lambda entry: entry.seq,
+                lambda e: _fields(e.seq, e.document_id, e.code, e.sha256, e.issued_at,
+                                  e.prev_hash), differs)
 
 
 def verify_chain(session: Session, *, cross_check: bool = True) -> ChainCheck:

@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import Boolean, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from servicekit import audit
 from servicekit.db import BigId, new_base
 
 Base = new_base()
@@ -95,3 +96,8 @@ class Verification(Base):
     code: Mapped[str | None] = mapped_column(String(20), nullable=True)
     result: Mapped[str] = mapped_column(String(20))
     verified_at: Mapped[datetime] = mapped_column(index=True)
+
+
+# The audit trail records every change of an issued document (servicekit.audit).
+audit.track(Document, "document", values=("application_id", "court", "kind", "code", "status",
+                                          "published"))

@@ -21,6 +21,7 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from servicekit import audit
 from servicekit.db import Database, utcnow
 from servicekit.outbox import emit
 from servicekit.problems import Problem
@@ -186,6 +187,8 @@ def _of_court(session: Session, caller: Caller, verification_id: str,
     court = reviewer_court(caller)
     row = session.get(LawyerVerification, verification_id, with_for_update=lock)
     if row is None or row.court != court:
+        if row is not None:
+            audit.note_denied(f"lawyer_verification:{row.id}")
         raise Problem(404, "not-found", "no such lawyer verification in your court")
     return row
 

@@ -16,6 +16,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
+from servicekit import audit
 from servicekit.db import BigId, new_base
 
 Base = new_base()
@@ -75,6 +76,11 @@ class LoginFailure(Base):
     #: an account id, an HMAC of an unknown username, or a client address
     key: Mapped[str] = mapped_column(String(100))
     failed_at: Mapped[datetime] = mapped_column(index=True)
+
+
+# The audit trail records every change of an account (servicekit.audit): statuses and roles
+# with their values, names, numbers and password hashes by name only.
+audit.track(Account, "account", values=("kind", "roles", "status", "court", "department"))
 
 
 from services.identity import (  # noqa: E402

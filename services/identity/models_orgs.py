@@ -19,6 +19,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
+from servicekit import audit
 from services.identity.models import Base
 
 
@@ -73,3 +74,9 @@ class LawyerVerification(Base):
     reviewed_at: Mapped[datetime | None] = mapped_column()
     reviewer_account_id: Mapped[str | None] = mapped_column(String(36))
     reason: Mapped[str | None] = mapped_column(String(500))
+
+
+audit.track(Organization, "organization", values=("court", "status", "uscc_check_failed",
+                                                  "applicant_account_id", "reviewer_account_id"))
+audit.track(LawyerVerification, "lawyer_verification",
+            values=("account_id", "method", "court", "status"))

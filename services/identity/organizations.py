@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from servicekit import audit
 from servicekit.blobs import LocalBlobStore
 from servicekit.config import data_dir
 from servicekit.db import Database, utcnow
@@ -156,6 +157,8 @@ def visible(db: Database, caller: Caller, org_id: str) -> Organization:
         org = session.get(Organization, org_id)
     if org is None or not (org.applicant_account_id == caller.account_id
                            or caller.reviews_for(org.court)):
+        if org is not None:
+            audit.note_denied(f"organization:{org.id}")
         raise Problem(404, "not-found", "no such organization")
     return org
 
@@ -172,6 +175,8 @@ def decide(db: Database, caller: Caller, org_id: str, *, approve: bool,
     with db.transaction() as session:
         org = session.get(Organization, org_id, with_for_update=True)
         if org is None or org.court != court:
+            if org is not None:
+                audit.note_denied(f"organization:{org.id}")
             raise Problem(404, "not-found", "no such organization in your court")
         if org.status != rules.PENDING:
             raise Problem(409, "already-reviewed", f"this registration was already {org.status}")

@@ -149,7 +149,7 @@ def sign_in(db: Database, key: SigningKey, phone: str, code: str, *, client_ip: 
         elif account.status != domain.ACTIVE:
             failure = Problem(403, "account-disabled", "this account is disabled")
         else:
-            pair = sessions.start_session(session, key, account)
+            pair = sessions.start_session(session, key, account, "sms-code")
     if failure is not None or pair is None:
         log.warning("sms sign-in refused", extra={"client_ip": client_ip})
         raise failure or _invalid()

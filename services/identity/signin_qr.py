@@ -88,7 +88,7 @@ def poll(db: Database, key: SigningKey, ticket: str) -> dict[str, Any]:
         account = session.get(Account, row.account_id)
         if account is None or account.status != domain.ACTIVE:
             return {"status": CONSUMED}
-        pair = sessions.start_session(session, key, account)
+        pair = sessions.start_session(session, key, account, "qr")
     log.info("signed in by qr", extra={"account_id": account.id})
     return {"status": CONFIRMED, "access_token": pair.access_token,
             "refresh_token": pair.refresh_token, "token_type": pair.token_type,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from servicekit import audit
 from servicekit.problems import Problem
 from servicekit.roles import LAWYER, STAFF_ROLES
 from services.matters.models import Application, Case, CaseParty
@@ -77,22 +78,31 @@ def not_found(what: str = "case") -> Problem:
 
 
 def ensure_sees_case(claims: dict[str, Any], case: Case | None) -> Case:
-    if case is None or not sees_case(claims, case):
+    if case is None:
+        raise not_found()
+    if not sees_case(claims, case):
+        audit.note_denied(f"case:{case.id}")
         raise not_found()
     return case
 
 
 def ensure_sees_application(claims: dict[str, Any], app: Application | None,
                             case: Case | None) -> Application:
-    if app is None or case is None or not sees_application(claims, app, case):
+    if app is None or case is None:
+        raise not_found("application")
+    if not sees_application(claims, app, case):
+        audit.note_denied(f"application:{app.id}")
         raise not_found("application")
     return app
 
 
 def ensure_staff_of(claims: dict[str, Any], court: str, roles: set[str] | None = None,
-                    what: str = "application") -> None:
-    """Staff of ``court`` (holding one of ``roles`` if given); other staff get 403."""
+                    what: str = "application", subject: str | None = None) -> None:
+    """Staff of ``court`` (holding one of ``roles`` if given); other staff get 403. The audit
+    trail names ``subject`` (the object acted on), else the court."""
     if not is_staff_of(claims, court):
+        audit.note_denied(subject or f"court:{court}")
         raise not_found(what)
     if roles and not roles.intersection(claims.get("roles") or []):
+        audit.note_denied(subject or f"court:{court}")
         raise Problem(403, "forbidden", "your role may not do this")

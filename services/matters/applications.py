@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from servicekit import audit
 from servicekit.db import Database, utcnow
 from servicekit.problems import Problem
 from services.matters import events
@@ -85,6 +86,7 @@ def _acting_for(claims: dict[str, Any], case: Case, party_name: str | None) -> C
     bound to several parties of the case names one)."""
     parties = acting_parties(claims, case)
     if not parties:
+        audit.note_denied(f"case:{case.id}")
         raise not_found()
     if party_name:
         named = [p for p in parties if p.name == party_name]

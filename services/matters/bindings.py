@@ -123,7 +123,7 @@ def bind_directly(db: Database, claims: dict[str, Any], case_id: str,
         case = session.get(Case, case_id)
         if case is None:
             raise not_found()
-        ensure_staff_of(claims, case.court, {CLERK}, what="case")
+        ensure_staff_of(claims, case.court, {CLERK}, what="case", subject=f"case:{case.id}")
         party = _find_party(case, body["party_name"])
         if party is None:
             raise Problem(422, "validation-error", "the request is invalid",
@@ -168,7 +168,8 @@ def _deciding(db: Database, claims: dict[str, Any], binding_id: str,
         binding = session.get(Binding, binding_id, with_for_update=True)
         if binding is None:
             raise not_found("binding request")
-        ensure_staff_of(claims, binding.court, DECIDERS, what="binding request")
+        ensure_staff_of(claims, binding.court, DECIDERS, what="binding request",
+                        subject=f"binding:{binding.id}")
         case = load_case(session, binding.case_id)
         if claims.get("sub") not in (case.judge_account_id, case.clerk_account_id):
             raise Problem(403, "forbidden",

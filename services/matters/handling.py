@@ -42,7 +42,7 @@ def _acting(db: Database, claims: dict[str, Any], application_id: str, roles: se
         app = session.get(Application, application_id, with_for_update=True)
         if app is None:
             raise Problem(404, "not-found", "no such application")
-        ensure_staff_of(claims, app.court, roles)
+        ensure_staff_of(claims, app.court, roles, subject=f"application:{app.id}")
         if if_match is not None and if_match != app.version:
             raise Problem(412, "stale-version", "the application changed since you read it",
                           current_version=app.version)

@@ -8,6 +8,7 @@ from datetime import date, datetime
 from sqlalchemy import Date, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from servicekit import audit
 from servicekit.db import new_base
 
 Base = new_base()
@@ -140,3 +141,13 @@ class Binding(Base):
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     escalation_level: Mapped[int] = mapped_column(Integer, default=0)
     version: Mapped[int] = mapped_column(Integer, default=1)
+
+
+# The audit trail records every change of these rows (servicekit.audit): old and new values
+# only for the codes named here, never for names or free text.
+audit.track(Case, "case", values=("court", "effective_date"))
+audit.track(CaseParty, "case_party", values=("case_id", "role", "account_id"))
+audit.track(Application, "application",
+            values=("case_id", "court", "kind", "status", "stage", "document_state"))
+audit.track(Binding, "binding", values=("case_id", "court", "lawyer_account_id", "party_id",
+                                        "source", "status", "escalation_level"))

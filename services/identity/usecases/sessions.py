@@ -17,6 +17,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
+from servicekit import audit
 from servicekit.db import Database, utcnow
 from servicekit.problems import Problem
 from servicekit.tokens import SigningKey
@@ -81,6 +82,8 @@ def login(db: Database, key: SigningKey, username: str, password: str, *, client
     except (VerificationError, InvalidHashError) as exc:
         log.warning("sign-in failed: wrong password", extra={
             "account_id": account.id if account else None, "client_ip": client_ip})
+        if account is not None:
+            audit.note_denied(f"account:{account.id}")
         raise Problem(401, "invalid-credentials", "wrong username or password") from exc
     family_id = str(uuid.uuid4())
     with db.transaction() as session:
@@ -94,9 +97,11 @@ def login(db: Database, key: SigningKey, username: str, password: str, *, client
             session.execute(delete(RefreshToken).where(
                 RefreshToken.account_id == account.id, RefreshToken.expires_at < utcnow()))
             refresh = _new_refresh(session, account.id, family_id, None)
+            signed_in(session, account, "password", family_id)
     if not active:
         log.warning("sign-in refused: account %s", account.status,
                     extra={"account_id": account.id})
+        audit.note_denied(f"account:{account.id}")
         raise organizations.sign_in_refusal(account)  # disabled, or an organization in review
     log.info("signed in", extra={"account_id": account.id, "client_ip": client_ip,
                                  "session_id": family_id})
@@ -104,12 +109,21 @@ def login(db: Database, key: SigningKey, username: str, password: str, *, client
                      int(domain.ACCESS_TOKEN_TTL.total_seconds()))
 
 
-def start_session(session: Session, key: SigningKey, account: Account) -> TokenPair:
-    """A new sign-in (refresh-token family) for an account proven another way (an SMS code,
-    a QR confirmation), in the caller's transaction; the caller checks the account is
-    active."""
+def signed_in(session: Session, account: Account, method: str, family_id: str) -> None:
+    """The audit trail's entry of a successful sign-in (refusals are recorded by the web layer
+    as they are answered)."""
+    audit.record(session, "auth.signed-in", subject=f"account:{account.id}",
+                 detail={"method": method, "session": family_id})
+
+
+def start_session(session: Session, key: SigningKey, account: Account,
+                  method: str) -> TokenPair:
+    """A new sign-in (refresh-token family) for an account proven another way (``method``:
+    an SMS code, a QR confirmation), in the caller's transaction; the caller checks the
+    account is active."""
     family_id = str(uuid.uuid4())
     refresh_token = _new_refresh(session, account.id, family_id, None)
+    signed_in(session, account, method, family_id)
     return TokenPair(_access_token(key, account, family_id), refresh_token,
                      int(domain.ACCESS_TOKEN_TTL.total_seconds()))
 
@@ -145,7 +159,11 @@ def refresh(db: Database, key: SigningKey, token: str) -> TokenPair:
                 failure = Problem(401, "refresh-token-reused", "refreshed concurrently")
             else:
                 new = _new_refresh(session, account.id, row.family_id, row.id)
+                audit.record(session, "auth.refreshed", subject=f"account:{account.id}",
+                             detail={"session": row.family_id})
     if failure is not None:
+        if row is not None:
+            audit.note_denied(f"account:{row.account_id}")
         raise failure
     return TokenPair(_access_token(key, account, row.family_id), new,  # type: ignore[union-attr]
                      int(domain.ACCESS_TOKEN_TTL.total_seconds()))
@@ -159,5 +177,9 @@ def revoke(db: Database, token: str) -> None:
             RefreshToken.token_hash == domain.token_digest(token)))
         if family is not None:
             _revoke(session, "signed-out", RefreshToken.family_id == family)
+            account_id = session.scalar(select(RefreshToken.account_id).where(
+                RefreshToken.family_id == family).limit(1))
+            audit.record(session, "auth.signed-out", subject=f"account:{account_id}",
+                         detail={"session": family})
     if family is not None:
         log.info("signed out", extra={"session_id": family})

@@ -1,0 +1,69 @@
+"""Hash chains: the tamper evidence under the documents' issuance log and the audit trail.
+
+Each link's hash covers the link's fields (sorted-key JSON, ASCII) followed by the previous
+link's hash, which is also one of the fields. Changing, removing or reordering any link breaks
+the hash of every link after it, so a head hash kept somewhere else (a log line, a witness)
+pins everything before it. The first link's previous hash is ``GENESIS``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+GENESIS = "0" * 64
+
+
+def canonical(fields: dict[str, Any]) -> bytes:
+    """The bytes a link's hash covers; ``fields`` must hold ``prev_hash``."""
+    body = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return body.encode("ascii") + str(fields["prev_hash"]).encode("ascii")
+
+
+def link_hash(fields: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical(fields)).hexdigest()
+
+
+def advisory_key(name: bytes) -> int:
+    """A ``pg_advisory_xact_lock`` key from eight bytes of name, as a positive bigint."""
+    return int.from_bytes(name, "big") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+@dataclass(frozen=True)
+class ChainCheck:
+    ok: bool
+    entries: int
+    head_hash: str
+    broken_at: int | None = None  # the first position that does not verify
+    problem: str | None = None
+
+
+def walk(links: Iterable[T], position: Callable[[T], int],
+         fields: Callable[[T], dict[str, Any]],
+         also: Callable[[T], str | None] | None = None) -> ChainCheck:
+    """Check links read in chain order: positions 1, 2, 3… with none missing, each naming the
+    previous link's hash, each hash recomputed from ``fields`` (which must hold the link's
+    ``prev_hash``); ``also`` may find one more problem in a link. Links carry ``prev_hash``
+    and ``entry_hash`` attributes."""
+    prev, count = GENESIS, 0
+    for link in links:
+        count += 1
+        at = position(link)
+        problem = None
+        if at != count:
+            problem = f"expected position {count}, found {at} (an entry is missing)"
+        elif link.prev_hash != prev:  # type: ignore[attr-defined]
+            problem = "prev_hash does not match the previous entry"
+        elif link.entry_hash != link_hash(fields(link)):  # type: ignore[attr-defined]
+            problem = "entry_hash does not match the entry (the entry was altered)"
+        elif also is not None:
+            problem = also(link)
+        if problem:
+            return ChainCheck(False, count, prev, broken_at=at, problem=problem)
+        prev = link.entry_hash  # type: ignore[attr-defined]
+    return ChainCheck(True, count, prev)

@@ -1,0 +1,135 @@
+"""What the services write to their audit trails, driven through the gateway in both tiers:
+state changes with who, when, where from and the request, refusals (a role refused, someone
+else's case hidden behind a 404, a wrong password), sign-ins; the relays seal every trail and
+every chain verifies; no ID number or mobile number reaches a trail in clear. (The trail's own
+guarantees, append-only and tamper-evident, are in ``servicekit/tests/test_audit.py``.)"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from werkzeug.test import Client
+
+from ecourt import registry
+from ecourt.embedded import Suite
+from servicekit import audit
+from servicekit.tables import audit_trail
+from servicekit.testing import wait_for
+from tests.factories import individual
+from tests.harness import Court, bearer, login, person
+
+ID_NUMBER = re.compile(r"(?<!\d)\d{17}[\dXx](?!\d)")
+MOBILE = re.compile(r"(?<!\d)1[3-9]\d{9}(?!\d)")
+
+
+@pytest.fixture(scope="module")
+def court(suite: Suite) -> Court:
+    return Court(suite, Client(suite.gateway), "粤03", "深圳市中级人民法院")
+
+
+def trail(suite: Suite, service: str, **where: str) -> list[Any]:
+    query = select(audit_trail).order_by(audit_trail.c.id)
+    for column, value in where.items():
+        query = query.where(audit_trail.c[column] == value)
+    with suite.runtimes[service].db.transaction() as session:
+        return list(session.execute(query))
+
+
+def test_a_case_filed_by_staff_is_recorded_with_who_where_and_the_request(
+        suite: Suite, court: Court) -> None:
+    party_id, _ = person(court.http, "林一")
+    case_id = court.case([("林一", "plaintiff", party_id), ("某公司", "defendant", None)],
+                         "2021-07-01")
+    rows = trail(suite, "matters", request_id=trail(
+        suite, "matters", subject=f"case:{case_id}")[0].request_id)
+    assert [r.action for r in rows] == ["case.created", "case_party.created",
+                                        "case_party.created"]
+    created = rows[0]
+    assert created.actor == court.id("specialist") and created.roles == "specialist"
+    assert created.outcome == audit.DONE and created.request_id
+    assert json.loads(created.detail)["court"] == court.code
+    parties = {json.loads(r.detail)["role"]: json.loads(r.detail)["account_id"]
+               for r in rows[1:]}
+    assert parties == {"plaintiff": party_id, "defendant": None}
+    assert "林一" not in "".join(r.detail for r in rows)  # names are not values it keeps
+
+
+def test_someone_elses_case_is_a_404_and_a_recorded_denial(suite: Suite, court: Court) -> None:
+    owner_id, _ = person(court.http, "陈二")
+    case_id = court.case([("陈二", "plaintiff", owner_id)], "2021-07-01")
+    stranger_id, stranger = person(court.http, "路人")
+    resp = court.http.get(f"/api/matters/cases/{case_id}", headers=bearer(stranger),
+                          environ_base={"REMOTE_ADDR": "198.51.100.7"})
+    assert resp.status_code == 404
+    denied = trail(suite, "matters", subject=f"case:{case_id}", outcome=audit.DENIED)
+    assert len(denied) == 1
+    entry = denied[0]
+    assert (entry.actor, entry.action, entry.source) == (stranger_id, "access.denied",
+                                                         "198.51.100.7")
+    assert entry.request_id == resp.headers["X-Request-ID"]
+    assert json.loads(entry.detail) == {"method": "GET", "problem": "not-found", "status": 404,
+                                        "route": "/cases/<case_id>"}
+    missing = court.http.get("/api/matters/cases/no-such-case", headers=bearer(stranger))
+    assert missing.status_code == 404  # nothing to hide: not a decision about anything
+    assert not trail(suite, "matters", request_id=missing.headers["X-Request-ID"])
+
+
+def test_a_route_refused_to_a_role_is_a_recorded_denial(suite: Suite, court: Court) -> None:
+    party_id, party = person(court.http, "吴三")
+    resp = court.http.post("/api/matters/cases", headers=bearer(party), json={})
+    assert resp.status_code == 403
+    entry, = trail(suite, "matters", request_id=resp.headers["X-Request-ID"])
+    assert (entry.actor, entry.roles, entry.action, entry.subject, entry.outcome) == (
+        party_id, "party", "access.denied", "route:POST /cases", audit.DENIED)
+
+
+def test_sign_ins_and_wrong_passwords_are_recorded_against_the_account(
+        suite: Suite, court: Court) -> None:
+    body = individual(name="郑四")
+    account_id = court.http.post("/api/identity/accounts", json=body).get_json()["id"]
+    login(court.http, body["phone"], body["password"])
+    wrong = court.http.post("/api/identity/tokens", json={"username": body["phone"],
+                                                          "password": "not-the-password"})
+    assert wrong.status_code == 401
+    rows = trail(suite, "identity", subject=f"account:{account_id}")
+    assert [(r.action, r.outcome) for r in rows] == [
+        ("account.created", audit.DONE), ("auth.signed-in", audit.DONE),
+        ("auth.rejected", audit.DENIED)]
+    assert json.loads(rows[1].detail)["method"] == "password"
+    assert rows[2].actor == "anonymous"
+    assert json.loads(rows[2].detail)["problem"] == "invalid-credentials"
+
+
+def test_the_relays_seal_every_trail_and_every_chain_verifies(suite: Suite,
+                                                              court: Court) -> None:
+    court.case([("王五", "plaintiff", None)], "2021-07-01")
+
+    def sealed() -> dict[str, int] | None:
+        counts = {}
+        for name in registry.SERVICES:
+            with suite.runtimes[name].db.transaction() as session:
+                if audit.unsealed(session):
+                    return None
+                check = audit.verify(session)
+                assert check.ok, (name, check)
+                counts[name] = check.entries
+        return counts
+
+    counts = wait_for(sealed, timeout=30, message="every trail sealed")
+    assert counts["matters"] > 0 and counts["identity"] > 0
+
+
+def test_no_trail_holds_an_id_number_or_a_mobile_number_in_clear(suite: Suite,
+                                                                 court: Court) -> None:
+    person(court.http, "冯六")  # an account with both, registered just now
+    for name in registry.SERVICES:
+        with suite.runtimes[name].db.transaction() as session:
+            assert session.execute(select(func.count()).select_from(audit_trail)).scalar() \
+                is not None
+            for row in session.execute(select(audit_trail)):
+                text = "\t".join(str(value) for value in row)
+                assert not ID_NUMBER.search(text) and not MOBILE.search(text), (name, row)
