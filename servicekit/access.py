@@ -58,4 +58,3 @@ def view_attribute(view: Callable[..., Any], method: str, name: str) -> Any:
 def current_claims() -> dict[str, Any]:
     """The verified token claims of the caller (empty on public routes without a token)."""
     return getattr(g, "claims", None) or {}
-
