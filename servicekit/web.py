@@ -27,12 +27,16 @@ from servicekit.access import Access, access_of, public
 from servicekit.api_docs import RETRY_AFTER, HookDocs, install_security_schemes
 from servicekit.db import Database, database_unreachable
 from servicekit.idempotency import UNSAFE, IdempotencyStore, request_hash, stores_answers
+from servicekit.logs import scrub
 from servicekit.problems import PROBLEM_JSON, Problem, problem_response, slug_for
 from servicekit.readiness import BrokerCheck
 from servicekit.service import Runtime
 from servicekit.tokens import InvalidToken, KeysUnavailable, TokenVerifier, keys_unavailable
 
 log = logging.getLogger(__name__)
+#: access a signed-in caller was granted: one JSON line per request (the trail in the database
+#: holds the changes such requests made and every refusal; ``servicekit.audit``)
+grants = logging.getLogger("servicekit.audit.grants")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 #: flask-smorest's own documentation routes, and Flask's static files.
 _FRAMEWORK_ENDPOINTS = ("api-docs.", "static")
@@ -234,6 +238,8 @@ def _install_hooks(app: Flask, spec: ServiceSpec, db: Database, service_secret: 
         if hasattr(g, "started"):
             metrics.HTTP_LATENCY.labels(spec.name, route, request.method).observe(
                 time.perf_counter() - g.started)
+        if g.get("claims") and response.status_code < 400 and grants.isEnabledFor(logging.INFO):
+            _log_grant(route, response.status_code)
         return response
 
     @app.teardown_request
@@ -300,6 +306,15 @@ def _actor(service_secret: str) -> audit.Actor:
     if given and hmac.compare_digest(given, service_secret):
         return audit.Actor("service", (), _client_address())
     return audit.Actor("anonymous", (), _client_address())
+
+
+def _log_grant(route: str, status: int) -> None:
+    actor = audit.current()
+    objects = {key: scrub(str(value)) for key, value in (request.view_args or {}).items()}
+    grants.info("granted %s %s to %s", request.method, route, actor.who, extra={
+        "decision": "access.granted", "actor": actor.who, "roles": ",".join(actor.roles),
+        "client_ip": actor.source, "method": request.method, "route": route,
+        "objects": objects, "status": status})
 
 
 def _record_refusal(db: Database, problem: Problem, service_secret: str) -> None:

@@ -7,6 +7,7 @@ guarantees, append-only and tamper-evident, are in ``servicekit/tests/test_audit
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any
 
@@ -77,6 +78,43 @@ def test_someone_elses_case_is_a_404_and_a_recorded_denial(suite: Suite, court: 
     missing = court.http.get("/api/matters/cases/no-such-case", headers=bearer(stranger))
     assert missing.status_code == 404  # nothing to hide: not a decision about anything
     assert not trail(suite, "matters", request_id=missing.headers["X-Request-ID"])
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_access_granted_to_a_signed_in_caller_is_one_log_line(suite: Suite,
+                                                              court: Court) -> None:
+    """Reads change nothing and are not written to the database: each grant is a JSON log
+    line naming who, from where, the route and the objects, joined to any entries of the
+    same request by its id."""
+    owner_id, owner = person(court.http, "褚七")
+    case_id = court.case([("褚七", "plaintiff", owner_id)], "2021-07-01")
+    lines, logger = _Lines(), logging.getLogger("servicekit.audit.grants")
+    logger.addHandler(lines)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        resp = court.http.get(f"/api/matters/cases/{case_id}", headers=bearer(owner),
+                              environ_base={"REMOTE_ADDR": "198.51.100.8"})
+        staff = court.http.get(f"/api/matters/cases/{case_id}",
+                                headers=bearer(court.token("judge")))
+        public = court.http.get("/api/matters/healthz")
+    finally:
+        logger.removeHandler(lines)
+        logger.setLevel(level)
+    assert resp.status_code == 200 and staff.status_code == 200 and public.status_code == 200
+    mine = [r for r in lines.records if r.actor == owner_id]
+    assert [(r.decision, r.method, r.route, r.objects, r.client_ip, r.status) for r in mine] \
+        == [("access.granted", "GET", "/cases/<case_id>", {"case_id": case_id},
+             "198.51.100.8", 200)]
+    assert {r.actor for r in lines.records} == {owner_id, court.id("judge")}  # not healthz
 
 
 def test_a_route_refused_to_a_role_is_a_recorded_denial(suite: Suite, court: Court) -> None:
