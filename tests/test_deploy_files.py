@@ -33,6 +33,7 @@ DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 INIT_SQL = DEPLOY / "postgres" / "init-databases.sql"
 PROMETHEUS = DEPLOY / "prometheus" / "prometheus.yml"
+ALERTS = DEPLOY / "prometheus" / "alerts.yml"
 SECRETS_DIR = DEPLOY / "secrets"
 
 #: the services with an HTTP API, an outbox relay and an event consumer
@@ -544,6 +545,72 @@ def test_prometheus_scrapes_every_process(services: dict[str, dict[str, Any]]) -
             assert port == int(option(command, "--metrics-port") or 0), host
     mounts = services["prometheus"]["volumes"]
     assert any(m.startswith("./deploy/prometheus/prometheus.yml:") for m in mounts)
+
+
+# ------------------------------------------------------------------------------------------------
+# Alerting rules
+# ------------------------------------------------------------------------------------------------
+
+_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"),
+             "gauge": ("",), "summary": ("", "_sum", "_count")}
+
+
+def exported_metric_names(tmp_path: Path) -> set[str]:
+    """The series the suite exports: the kit's metrics and matters' collectors, as their
+    samples are named, and Prometheus's own ``up``."""
+    from prometheus_client import REGISTRY
+
+    import servicekit.metrics  # noqa: F401  (registers the kit's metrics)
+    from ecourt import registry
+    from servicekit import migrations
+    from servicekit.db import Database
+    from services.matters.escalation import OverdueCollector
+
+    url = f"sqlite:///{tmp_path / 'matters.db'}"
+    migrations.upgrade(registry.get("matters").migrations, url)
+    db = Database(url)
+    try:
+        families = [*REGISTRY.collect(), *OverdueCollector(db).collect()]
+    finally:
+        db.dispose()
+    return {"up"} | {family.name + suffix for family in families
+                     for suffix in _SUFFIXES.get(family.type, ("",))}
+
+
+def selectors(node: Any) -> Iterator[str]:
+    """The metric names an expression reads (promql_parser's syntax tree)."""
+    import promql_parser
+
+    if isinstance(node, promql_parser.VectorSelector):
+        yield node.name
+        return
+    for attr in ("lhs", "rhs", "expr", "param", "vector_selector"):
+        child = getattr(node, attr, None)
+        if child is not None:
+            yield from selectors(child)
+    for arg in getattr(node, "args", None) or ():
+        yield from selectors(arg)
+
+
+def test_alert_rules_parse_name_exported_metrics_and_are_loaded(
+        services: dict[str, dict[str, Any]], tmp_path: Path) -> None:
+    import promql_parser
+
+    rules = [rule for group in yaml.safe_load(ALERTS.read_text(encoding="utf-8"))["groups"]
+             for rule in group["rules"]]
+    assert rules
+    names = [rule["alert"] for rule in rules]
+    assert len(names) == len(set(names)), "alert names must be unique"
+    exported = exported_metric_names(tmp_path)
+    for rule in rules:
+        assert rule["labels"]["severity"] in ("critical", "warning"), rule["alert"]
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+        read = set(selectors(promql_parser.parse(rule["expr"])))  # raises on a syntax error
+        assert read and read <= exported, f"{rule['alert']} reads {sorted(read - exported)}"
+    config = yaml.safe_load(PROMETHEUS.read_text(encoding="utf-8"))
+    assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    assert "./deploy/prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro" in \
+        services["prometheus"]["volumes"]
 
 
 # ------------------------------------------------------------------------------------------------
