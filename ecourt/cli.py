@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import os
 import signal
@@ -82,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: how to see where a process
+    # that will not stop is waiting, without stopping it
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     service = getattr(args, "service", None) or args.command
     logs.configure(service, os.environ.get("ECOURT_LOG_LEVEL", "INFO"))
     handler = COMMANDS[args.command]

@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -192,10 +193,16 @@ class Suite:
         thread.start()
         self._threads.append(thread)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the workers, waiting ``timeout`` seconds in all (not per thread) for them to
+        finish; one that does not is named in the log and left (they are daemon threads)."""
         self._stop.set()
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(timeout=10)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        stuck = [thread.name for thread in self._threads if thread.is_alive()]
+        if stuck:
+            log.warning("workers still running after %.0f s: %s", timeout, ", ".join(stuck))
         for rt in self.runtimes.values():
             rt.db.dispose()
 

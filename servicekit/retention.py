@@ -14,6 +14,9 @@ Without this, three tables grow with every event and every unsafe request ever m
   after that the key is free again (``servicekit.idempotency`` treats an older row as absent).
   This also frees a key left reserved by a process that died in the middle of its request.
 
+The fourth kit table, ``audit_trail``, is not pruned at all: it is the record the law asks to
+keep (at least six months), and its triggers refuse deletes (``servicekit.audit``).
+
 ``None`` keeps a table's rows forever. The relay calls ``prune`` when it has nothing to
 publish (``servicekit.relay``). Each chunk is one short transaction that deletes the oldest
 expired rows through the age index, skipping rows another relay of the service is deleting.

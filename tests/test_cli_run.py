@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,6 +56,13 @@ def test_ecourt_run_serves_every_service_and_the_docs(ecourt_run) -> None:  # ty
 def test_ecourt_run_stops_cleanly(ecourt_run, sig: signal.Signals) -> None:  # type: ignore[no-untyped-def]
     proc, _, _ = ecourt_run
     proc.send_signal(sig)
-    assert proc.wait(timeout=30) == 0
+    try:
+        code = proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)  # every thread's stack, to see what it waits for
+        time.sleep(1)
+        proc.kill()
+        pytest.fail("ecourt run did not stop:\n" + (proc.communicate()[0] or b"").decode())
+    assert code == 0
     output = proc.stdout.read().decode() if proc.stdout else ""
     assert "Traceback" not in output, output
