@@ -315,6 +315,9 @@ class EventConsumer:
                 try:
                     with context.bound(event.correlationid, event.id):
                         self.handlers[event.type](session, event)
+                        # written now, under the event's ids: what the handler changed and
+                        # the audit entries those changes make (``servicekit.audit``)
+                        session.flush()
                 except Exception as exc:
                     if database_unreachable(exc):
                         raise  # the database's fault, not the event's: ``handle`` waits
@@ -346,7 +349,9 @@ class EventConsumer:
         """One event in its own savepoint. Only a clash on the *inbox* row is a duplicate; any
         error of the handler (its own unique keys included) is a failure to retry."""
         try:
-            with session.begin_nested(), context.bound(event.correlationid, event.id):
+            # the ids outermost: the savepoint's flush (and the audit entries it writes) is
+            # made while they are bound
+            with context.bound(event.correlationid, event.id), session.begin_nested():
                 try:
                     with session.begin_nested():
                         session.execute(insert(inbox).values(

@@ -18,7 +18,7 @@ from werkzeug.test import Client
 from ecourt import registry
 from ecourt.embedded import Suite
 from servicekit import audit
-from servicekit.tables import audit_trail
+from servicekit.tables import audit_trail, inbox
 from servicekit.testing import wait_for
 from tests.factories import individual
 from tests.harness import Court, bearer, login, person
@@ -58,6 +58,25 @@ def test_a_case_filed_by_staff_is_recorded_with_who_where_and_the_request(
                for r in rows[1:]}
     assert parties == {"plaintiff": party_id, "defendant": None}
     assert "林一" not in "".join(r.detail for r in rows)  # names are not values it keeps
+
+
+def test_a_change_made_by_a_consumer_names_the_event_and_the_request_behind_it(
+        suite: Suite, court: Court) -> None:
+    """Registering an account makes delivery's consumer file a welcome notice: that entry is
+    the system's, carries the registration's request id (the event's correlation id) and the
+    id of the event it handled."""
+    resp = court.http.post("/api/identity/accounts", json=individual(name="卫八"))
+    assert resp.status_code == 201
+    account_id, request_id = resp.get_json()["id"], resp.headers["X-Request-ID"]
+    registered = trail(suite, "identity", subject=f"account:{account_id}")[0]
+    assert (registered.action, registered.request_id) == ("account.created", request_id)
+    notice = wait_for(lambda: [r for r in trail(suite, "delivery", request_id=request_id)
+                               if r.action == "delivery.created"], message="the notice")[0]
+    assert notice.actor == "system" and json.loads(notice.detail)["account_id"] == account_id
+    with suite.runtimes["delivery"].db.transaction() as session:
+        handled = session.execute(select(inbox.c.event_id).where(
+            inbox.c.event_id == json.loads(notice.detail)["cause"])).scalar()
+    assert handled  # the cause is the event delivery's inbox recorded
 
 
 def test_someone_elses_case_is_a_404_and_a_recorded_denial(suite: Suite, court: Court) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from servicekit import audit
 from servicekit.blobs import BlobMissing, BlobStore
 from servicekit.db import Database, utcnow
 from servicekit.problems import Problem
@@ -78,6 +79,8 @@ def get_seal(db: Database, claims: dict[str, Any], court: str) -> Seal:
 def readable_document(db: Database, claims: dict[str, Any], document_id: str) -> Document:
     with db.transaction() as session:
         doc = session.get(Document, document_id)
+    if doc is not None and not may_read(claims, doc):
+        audit.note_denied(f"document:{doc.id}")
     if doc is None or not may_read(claims, doc):
         raise Problem(404, "not-found", NOT_FOUND)
     return doc

@@ -113,7 +113,8 @@ class PikaSmsConsumer:
         raise AssertionError("unreachable")  # the loop returns or raises
 
     def handle(self, event: CloudEvent) -> str:
-        with self.db.transaction() as session, context.bound(event.correlationid, event.id):
+        # the ids outermost, so the commit's flush is made under them (``servicekit.audit``)
+        with context.bound(event.correlationid, event.id), self.db.transaction() as session:
             seen = session.scalar(select(inbox.c.event_id).where(
                 inbox.c.consumer == CONSUMER, inbox.c.event_id == event.id))
             if seen:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+from servicekit.tables import audit_trail
 from services.documents.tests.conftest import (
     COURT,
     COURT_NAME,
@@ -122,3 +125,25 @@ def test_a_missing_blob_is_an_alert_not_a_crash(harness: Harness) -> None:
     resp = harness.client.get(f"/documents/{issued['data']['document_id']}/pdf",
                               headers=harness.token("clerk"))
     assert resp.status_code == 503 and resp.content_type == "application/problem+json"
+
+
+def test_the_audit_trail_holds_the_issuance_and_each_refused_download(
+        harness: Harness) -> None:
+    """The issuing consumer's change is a system entry; an outsider's 404 names the
+    document it hid; a download of a missing document is no decision about anything."""
+    _, issued = issue(harness)
+    doc_id = issued["data"]["document_id"]
+    outsider = harness.token("party", court=None, kind="individual", sub="acct-outsider")
+    assert harness.client.get(f"/documents/{doc_id}/pdf", headers=outsider).status_code == 404
+    assert harness.client.get("/documents/no-such-id/pdf", headers=outsider).status_code == 404
+    with harness.rt.db.transaction() as session:
+        rows = session.execute(select(audit_trail).where(
+            audit_trail.c.subject == f"document:{doc_id}").order_by(audit_trail.c.id)).all()
+        refusals = session.execute(select(audit_trail).where(
+            audit_trail.c.outcome == "denied")).all()
+    created, denied = rows
+    assert (created.action, created.actor) == ("document.created", "system")
+    assert json.loads(created.detail)["status"] == "valid"
+    assert (denied.action, denied.actor, denied.outcome) == ("access.denied", "acct-outsider",
+                                                             "denied")
+    assert len(refusals) == 1
