@@ -241,8 +241,8 @@ def _audit(args: argparse.Namespace) -> int:
                              row.detail]))
         return 0
     if not check.ok:
-        print(f"audit trail of {args.service} BROKEN at position {check.broken_at}: "
-              f"{check.problem}", file=sys.stderr)
+        where = f" at position {check.broken_at}" if check.broken_at is not None else ""
+        print(f"audit trail of {args.service} BROKEN{where}: {check.problem}", file=sys.stderr)
         return 1
     print(f"audit trail of {args.service}: {check.entries} entries chained, head "
           f"{check.head_hash}; {waiting} waiting to be sealed")

@@ -279,10 +279,18 @@ def seal(db: Database, limit: int = 1000) -> int:
 
 
 def verify(session: Session) -> ChainCheck:
-    """Walk the sealed entries in chain order and recompute every hash."""
+    """Walk the sealed entries in chain order and recompute every hash; an entry that claims
+    a hash but has no place in the chain (which the triggers refuse) is a break too."""
     rows = session.execute(select(audit_trail).where(audit_trail.c.chain_pos.is_not(None))
                            .order_by(audit_trail.c.chain_pos)).yield_per(1000)
-    return walk(rows, lambda row: row.chain_pos, _fields)
+    check = walk(rows, lambda row: row.chain_pos, _fields)
+    outside = session.execute(select(audit_trail.c.id).where(
+        audit_trail.c.chain_pos.is_(None), audit_trail.c.entry_hash.is_not(None))
+        .order_by(audit_trail.c.id).limit(1)).scalar()
+    if check.ok and outside is not None:
+        return ChainCheck(False, check.entries, check.head_hash, broken_at=None,
+                          problem=f"entry {outside} is marked sealed but is not in the chain")
+    return check
 
 
 def unsealed(session: Session) -> int:

@@ -96,6 +96,7 @@ _PG_GUARD = """
 CREATE FUNCTION audit_trail_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   IF TG_OP = 'UPDATE' AND OLD.entry_hash IS NULL AND NEW.entry_hash IS NOT NULL
+     AND NEW.chain_pos IS NOT NULL AND NEW.prev_hash IS NOT NULL AND NEW.sealed_at IS NOT NULL
      AND ({new}) IS NOT DISTINCT FROM ({old}) THEN
     RETURN NEW;  -- the one change allowed: sealing an entry
   END IF;
@@ -111,14 +112,16 @@ _SQLITE_GUARD = (
     "CREATE TRIGGER audit_trail_no_delete BEFORE DELETE ON audit_trail "
     "BEGIN SELECT RAISE(ABORT, 'audit_trail is append-only (DELETE refused)'); END",
     "CREATE TRIGGER audit_trail_no_update BEFORE UPDATE ON audit_trail "
-    "WHEN OLD.entry_hash IS NOT NULL OR NEW.entry_hash IS NULL OR {changed} "
+    "WHEN OLD.entry_hash IS NOT NULL OR NEW.entry_hash IS NULL OR NEW.chain_pos IS NULL "
+    "OR NEW.prev_hash IS NULL OR NEW.sealed_at IS NULL OR {changed} "
     "BEGIN SELECT RAISE(ABORT, 'audit_trail is append-only (UPDATE refused)'); END",
 )
 
 
 def create_v4() -> None:
     """The audit trail (``servicekit.audit``), and the triggers that make it append-only: no
-    DELETE or TRUNCATE, and no UPDATE but the sealer's, once, of the sealing columns."""
+    DELETE or TRUNCATE, and no UPDATE but the sealer's, once, setting all four sealing
+    columns (an entry half sealed would be outside the chain and out of the sealer's sight)."""
     op.create_table('audit_trail',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True,
               nullable=False),

@@ -124,6 +124,7 @@ def test_the_database_refuses_to_change_or_delete_an_entry(db: Database) -> None
     assert refused(db, "UPDATE audit_trail SET entry_hash = 'x' WHERE id = 2")  # resealing
     assert refused(db, "DELETE FROM audit_trail WHERE id = 1")
     assert refused(db, "UPDATE audit_trail SET actor = 'someone-else' WHERE id = 3")
+    assert refused(db, "UPDATE audit_trail SET entry_hash = 'x' WHERE id = 3")  # half sealed
     assert refused(db, "DELETE FROM audit_trail WHERE id = 3")
     if db.is_postgres:
         assert refused(db, "TRUNCATE audit_trail")
@@ -158,6 +159,20 @@ def test_a_rewrite_behind_the_triggers_back_breaks_the_chain(db: Database) -> No
         session.execute(text("DELETE FROM audit_trail WHERE id = 3"))
         check = audit.verify(session)
     assert not check.ok and check.broken_at == 4 and "missing" in (check.problem or "")
+
+
+def test_an_entry_hidden_from_the_sealer_breaks_the_check(db: Database) -> None:
+    """A hash with no place in the chain would keep an entry out of both the sealer's and the
+    check's sight; the triggers refuse it, and the check reports it if they were dropped."""
+    write(db, 2)
+    seal_all(db)
+    write(db, 1)
+    _drop_guards(db)
+    with db.transaction() as session:
+        session.execute(update(audit_trail).where(audit_trail.c.entry_hash.is_(None))
+                        .values(entry_hash="0" * 64))
+        check = audit.verify(session)
+    assert not check.ok and check.entries == 2 and "not in the chain" in (check.problem or "")
 
 
 @pytest.mark.real
