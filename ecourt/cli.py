@@ -220,7 +220,7 @@ def _audit(args: argparse.Namespace) -> int:
     try:
         if args.audit_command == "seal":
             total = 0
-            while (count := audit.seal(db)) > 0:
+            while (count := audit.seal(db, service=args.service)) > 0:
                 total += count
             print(f"sealed {total} entries")
             return 0

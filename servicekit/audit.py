@@ -250,7 +250,7 @@ _HEAD = select(audit_trail.c.chain_pos, audit_trail.c.entry_hash) \
     .limit(1)
 
 
-def seal(db: Database, limit: int = 1000) -> int:
+def seal(db: Database, limit: int = 1000, service: str = "") -> int:
     """Chain up to ``limit`` unsealed entries, oldest id first; returns how many.
 
     One sealer at a time: on PostgreSQL a transaction-scoped advisory lock taken without
@@ -274,7 +274,9 @@ def seal(db: Database, limit: int = 1000) -> int:
             session.execute(update(audit_trail).where(audit_trail.c.id == row.id).values(
                 chain_pos=pos, prev_hash=prev, entry_hash=digest, sealed_at=sealed_at))
             prev = digest
-    log.info("audit: sealed %s entries, head %s at position %s", len(rows), prev, pos)
+    # the head, logged: a witness outside the database that a later rewrite cannot match
+    log.info("audit %s: sealed %s entries, head %s at position %s", service or db.url.split(
+        "/")[-1], len(rows), prev, pos, extra={"audit_head": prev, "audit_position": pos})
     return len(rows)
 
 

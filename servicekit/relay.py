@@ -282,7 +282,7 @@ class Relay:
             return
         self._sealed_at = started
         try:
-            sealed = audit.seal(self.db, limit)
+            sealed = audit.seal(self.db, limit, self.service)
         except Exception as exc:  # the next turn tries again; publishing goes on
             log.warning("relay %s: sealing the audit trail failed: %s", self.service,
                         exc.__class__.__name__)
