@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import faulthandler
+import io
 import logging
 import os
 import signal
@@ -84,8 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # `kill -USR1 <pid>` prints every thread's stack to stderr: how to see where a process
-    # that will not stop is waiting, without stopping it
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    # that will not stop is waiting, without stopping it (not where stderr is no file, as
+    # under a test's capture)
+    with contextlib.suppress(io.UnsupportedOperation, ValueError, AttributeError):
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     service = getattr(args, "service", None) or args.command
     logs.configure(service, os.environ.get("ECOURT_LOG_LEVEL", "INFO"))
     handler = COMMANDS[args.command]
@@ -213,6 +217,7 @@ def _audit(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
     from servicekit import audit
+    from servicekit.chain import shown
     from servicekit.db import Database
     from servicekit.tables import audit_trail
 
@@ -245,7 +250,7 @@ def _audit(args: argparse.Namespace) -> int:
         print(f"audit trail of {args.service} BROKEN{where}: {check.problem}", file=sys.stderr)
         return 1
     print(f"audit trail of {args.service}: {check.entries} entries chained, head "
-          f"{check.head_hash}; {waiting} waiting to be sealed")
+          f"{shown(check.head_hash)} (as the relay logs it); {waiting} waiting to be sealed")
     return 0
 
 

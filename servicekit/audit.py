@@ -46,7 +46,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 
 from servicekit import context
-from servicekit.chain import GENESIS, ChainCheck, advisory_key, link_hash, walk
+from servicekit.chain import GENESIS, ChainCheck, advisory_key, link_hash, shown, walk
 from servicekit.db import Database, utcnow
 from servicekit.logs import scrub
 from servicekit.tables import audit_trail
@@ -276,7 +276,7 @@ def seal(db: Database, limit: int = 1000, service: str = "") -> int:
             prev = digest
     # the head, logged: a witness outside the database that a later rewrite cannot match
     log.info("audit %s: sealed %s entries, head %s at position %s", service or db.url.split(
-        "/")[-1], len(rows), prev, pos, extra={"audit_head": prev, "audit_position": pos})
+        "/")[-1], len(rows), shown(prev), pos)
     return len(rows)
 
 

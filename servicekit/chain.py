@@ -8,6 +8,7 @@ pins everything before it. The first link's previous hash is ``GENESIS``.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from collections.abc import Callable, Iterable
@@ -27,6 +28,13 @@ def canonical(fields: dict[str, Any]) -> bytes:
 
 def link_hash(fields: dict[str, Any]) -> str:
     return hashlib.sha256(canonical(fields)).hexdigest()
+
+
+def shown(digest_hex: str) -> str:
+    """A hash as logs and commands show it: base32 (letters and the digits 2-7), so no run of
+    it reads like an ID or mobile number to the personal-data masking, which would otherwise
+    blot out part of a hex hash now and then (as ``servicekit.context`` ids avoid too)."""
+    return base64.b32encode(bytes.fromhex(digest_hex)).decode().rstrip("=").lower()
 
 
 def advisory_key(name: bytes) -> int:

@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError
 
 from ecourt import registry
 from servicekit import audit, context, migrations
+from servicekit.chain import shown
 from servicekit.db import Database
 from servicekit.tables import audit_trail
 from servicekit.testing import pg_databases
@@ -246,8 +247,10 @@ def test_ecourt_audit_seals_verifies_shows_and_reports_a_broken_chain(db: Databa
     assert "sealed 3 entries" in ecourt("seal", SERVICE).stdout
     verified = ecourt("verify", SERVICE)
     assert verified.returncode == 0 and "3 entries chained" in verified.stdout
-    shown = ecourt("show", SERVICE, "--subject", "case:1").stdout.splitlines()
-    assert len(shown) == 1 and "\tacct-1\t203.0.113.9\tcase.changed\tcase:1\tdone\t" in shown[0]
+    assert f"head {shown(entries(db)[-1].entry_hash)} " in verified.stdout  # as logged
+    history = ecourt("show", SERVICE, "--subject", "case:1").stdout.splitlines()
+    assert len(history) == 1 and \
+        "\tacct-1\t203.0.113.9\tcase.changed\tcase:1\tdone\t" in history[0]
     _drop_guards(db)
     with db.transaction() as session:
         session.execute(update(audit_trail).where(audit_trail.c.id == 1).values(outcome="x"))
