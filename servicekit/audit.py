@@ -56,7 +56,8 @@ log = logging.getLogger("servicekit.audit")
 #: the pg_advisory_xact_lock key under which one sealer at a time chains a service's trail
 SEAL_LOCK = advisory_key(b"ecaudit!")
 
-DONE, DENIED, FAILED = "done", "denied", "failed"
+#: an entry's outcome: a change made, or a request refused
+DONE, DENIED = "done", "denied"
 
 
 @dataclass(frozen=True)
@@ -116,17 +117,16 @@ def forget_denied() -> None:
 
 
 def entry(action: str, *, subject: str = "", outcome: str = DONE,
-          detail: dict[str, Any] | None = None, actor: Actor | None = None,
-          at: datetime | None = None) -> dict[str, Any]:
+          detail: dict[str, Any] | None = None) -> dict[str, Any]:
     """The row of one entry. Detail is masked like a log line: a free-text value cannot put an
     ID number or a mobile number into the trail in clear. The subject is code-made
     (``kind:<id>``) and kept exact, so an object's history can be looked up by it."""
-    who = actor or current()
+    who = current()
     cause = context.causation_id()
     info = dict(detail or {})
     if cause and "cause" not in info:
         info["cause"] = cause  # the event whose handling made this change
-    return {"at": at or utcnow(), "actor": who.who[:100], "roles": ",".join(who.roles)[:200],
+    return {"at": utcnow(), "actor": who.who[:100], "roles": ",".join(who.roles)[:200],
             "source": who.source[:100], "request_id": (context.request_id() or "")[:64] or None,
             "action": action[:100], "subject": subject[:200], "outcome": outcome[:20],
             "detail": scrub(json.dumps(info, ensure_ascii=False, sort_keys=True,
