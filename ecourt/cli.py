@@ -232,6 +232,7 @@ def _audit(args: argparse.Namespace) -> int:
         with db.transaction() as session:
             if args.audit_command == "verify":
                 check, waiting = audit.verify(session), audit.unsealed(session)
+                late = audit.sealed_late(session)
             else:
                 query = select(audit_trail).order_by(audit_trail.c.id.desc()).limit(args.limit)
                 if args.subject:
@@ -251,6 +252,10 @@ def _audit(args: argparse.Namespace) -> int:
         return 1
     print(f"audit trail of {args.service}: {check.entries} entries chained, head "
           f"{shown(check.head_hash)} (as the relay logs it); {waiting} waiting to be sealed")
+    if late:
+        print(f"{len(late)} entries were sealed over an hour after their time (first id "
+              f"{late[0]}): written while no relay ran, or inserted back-dated; look at them",
+              file=sys.stderr)
     return 0
 
 

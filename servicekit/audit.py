@@ -38,7 +38,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import event, func, insert, select, text, update
@@ -293,6 +293,18 @@ def verify(session: Session) -> ChainCheck:
         return ChainCheck(False, check.entries, check.head_hash, broken_at=None,
                           problem=f"entry {outside} is marked sealed but is not in the chain")
     return check
+
+
+def sealed_late(session: Session, after: timedelta = timedelta(hours=1)) -> list[int]:
+    """Ids of entries sealed more than ``after`` past their own time. The chain proves an
+    entry unchanged since it was sealed, not that it was written when it says: an entry
+    inserted back-dated (inserting is allowed) is sealed as if genuine, but late. So is every
+    entry written while the relays were down, which is why this is a list to look at, not a
+    break."""
+    rows = session.execute(select(audit_trail.c.id, audit_trail.c.at, audit_trail.c.sealed_at)
+                           .where(audit_trail.c.sealed_at.is_not(None))
+                           .order_by(audit_trail.c.id)).yield_per(1000)
+    return [row.id for row in rows if row.sealed_at - row.at > after]
 
 
 def unsealed(session: Session) -> int:

@@ -10,11 +10,12 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from itertools import pairwise
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.exc import DBAPIError
 
 from ecourt import registry
@@ -174,6 +175,20 @@ def test_an_entry_hidden_from_the_sealer_breaks_the_check(db: Database) -> None:
                         .values(entry_hash="0" * 64))
         check = audit.verify(session)
     assert not check.ok and check.entries == 2 and "not in the chain" in (check.problem or "")
+
+
+def test_an_entry_inserted_back_dated_is_sealed_but_listed_as_late(db: Database) -> None:
+    """Inserting is allowed, so the chain cannot prove *when*; the gap to its sealing shows."""
+    write(db, 1)
+    with db.transaction() as session:
+        old = audit.entry("case.changed", subject="case:old")
+        old["at"] -= timedelta(days=30)
+        session.execute(insert(audit_trail), [old])
+    seal_all(db)
+    with db.transaction() as session:
+        assert audit.verify(session).ok
+        assert audit.sealed_late(session) == [2]
+        assert audit.sealed_late(session, after=timedelta(days=31)) == []
 
 
 @pytest.mark.real
