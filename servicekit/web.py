@@ -321,7 +321,8 @@ def _record_refusal(db: Database, problem: Problem, service_secret: str) -> None
     """An authentication or authorization decision that refused the request: written in its
     own transaction (the request's rolled back), naming the object when the view named one
     (``servicekit.audit.note_denied``), else the route."""
-    route = request.url_rule.rule if request.url_rule else request.path
+    # an unmatched path is the client's text: masked, as in the logs
+    route = request.url_rule.rule if request.url_rule else scrub(request.path)
     subject = audit.denied_subject() or f"route:{request.method} {route}"
     action = "auth.rejected" if problem.status == 401 else "access.denied"
     actor = audit.current() if g.get("audit") is not None else _actor(service_secret)
