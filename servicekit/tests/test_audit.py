@@ -290,3 +290,25 @@ def test_a_bulk_change_of_an_audited_model_is_refused() -> None:
         session.execute(update(Notification).values(title="rewritten"))
     with pytest.raises(TypeError, match="audited"), rt.db.transaction() as session:
         session.execute(delete(Notification))
+
+
+def test_a_refused_request_is_recorded_with_its_unmatched_path_masked(tmp_path: Path) -> None:
+    """A bad token is refused before routing, so the path is the client's own text."""
+    from ecourt.runtime import make_runtime
+    from servicekit.config import Settings
+    from servicekit.tokens import SigningKey, TokenVerifier
+    from services.delivery.app import SERVICE as DELIVERY
+
+    key = SigningKey.generate()
+    rt = make_runtime(DELIVERY, Settings.from_env(
+        "delivery", database_url=f"sqlite:///{tmp_path / 'delivery.db'}"),
+        TokenVerifier(lambda: {"keys": [key.jwk()]}))
+    client = DELIVERY.build_app(rt).test_client()  # type: ignore[misc]
+    resp = client.get("/lookup/13812345678", headers={"Authorization": "Bearer not-a-token"},
+                      environ_base={"REMOTE_ADDR": "198.51.100.9"})
+    assert resp.status_code == 401
+    [row] = entries(rt.db)
+    assert (row.actor, row.source, row.action, row.outcome) == (
+        "anonymous", "198.51.100.9", "auth.rejected", "denied")
+    assert row.subject.startswith("route:GET /lookup/138") and "13812345678" not in row.subject
+    assert "13812345678" not in row.detail and row.request_id == resp.headers["X-Request-ID"]
