@@ -12,6 +12,7 @@ import signal
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from servicekit import logs
@@ -59,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("service")
     seal = trail_sub.add_parser("seal", help="chain the entries waiting (the relay does it)")
     seal.add_argument("service")
+    lines = trail_sub.add_parser("verify-log", help="check the gateway's chained audit lines "
+                                 "in collected JSON logs (exit 1 if a chain is broken)")
+    lines.add_argument("files", nargs="+", type=Path,
+                       help="every log file of the period, oldest first")
     show = trail_sub.add_parser("show", help="the newest entries, oldest first")
     show.add_argument("service")
     show.add_argument("--subject", help="one object's history, e.g. case:<id>")
@@ -213,7 +218,36 @@ def _dlq(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit_log(args: argparse.Namespace) -> int:
+    """``ecourt audit verify-log``: the gateway's refusals, chained per process."""
+    import json
+
+    from gateway.app import AUDIT_FIELDS
+    from servicekit.chain import shown, verify_lines
+
+    def parsed() -> Iterator[dict[str, object]]:
+        for path in args.files:
+            for raw in path.read_text(encoding="utf-8").splitlines():
+                with contextlib.suppress(ValueError):
+                    line = json.loads(raw)
+                    if isinstance(line, dict):
+                        yield line
+
+    checks = verify_lines(parsed(), AUDIT_FIELDS)
+    for chain, check in sorted(checks.items()):
+        if check.ok:
+            print(f"{chain}: {check.entries} lines chained, head {shown(check.head_hash)}")
+        else:
+            print(f"{chain}: BROKEN at line {check.broken_at}: {check.problem}",
+                  file=sys.stderr)
+    if not checks:
+        print("no chained audit lines found", file=sys.stderr)
+    return 0 if all(check.ok for check in checks.values()) else 1
+
+
 def _audit(args: argparse.Namespace) -> int:
+    if args.audit_command == "verify-log":
+        return _audit_log(args)
     from sqlalchemy import select
 
     from servicekit import audit

@@ -30,6 +30,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from werkzeug.wrappers import Response
@@ -46,6 +47,7 @@ from gateway.upstream import (
     make_session,
 )
 from servicekit import context, metrics
+from servicekit.chain import LogChain
 from servicekit.logs import scrub
 from servicekit.problems import Problem, problem_response
 from servicekit.tokens import (
@@ -61,6 +63,9 @@ access_log = logging.getLogger("gateway.access")
 #: the gateway's authentication refusals: it has no database, so they are log lines (the
 #: services' own decisions are in their audit trails, ``servicekit.audit``)
 audit_log = logging.getLogger("gateway.audit")
+#: the lines are hash-chained per process (``ecourt audit verify-log`` checks collected logs)
+AUDIT_CHAIN = LogChain("gateway")
+AUDIT_FIELDS = ("at", "decision", "status", "problem", "method", "path", "client_ip")
 
 _OPENAPI_PATH = re.compile(r"/docs/openapi/([^/]+)\.json")
 _SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
@@ -352,9 +357,11 @@ def _log_refusal(refusal: Problem, method: str, path: str, client_ip: str) -> No
     nothing about the caller."""
     if refusal.status != 401:
         return
-    audit_log.warning("refused %s %s: %s", method, scrub(path), refusal.slug, extra={
-        "decision": "auth.rejected", "status": refusal.status, "problem": refusal.slug,
-        "method": method, "path": scrub(path), "client_ip": client_ip})
+    fields = {"at": datetime.now(UTC).isoformat(timespec="microseconds"),
+              "decision": "auth.rejected", "status": refusal.status, "problem": refusal.slug,
+              "method": method, "path": scrub(path), "client_ip": client_ip}
+    audit_log.warning("refused %s %s: %s", method, scrub(path), refusal.slug,
+                      extra=fields | AUDIT_CHAIN.link(fields))
 
 
 def _json(payload: Any) -> Response:

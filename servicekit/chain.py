@@ -1,4 +1,5 @@
-"""Hash chains: the tamper evidence under the documents' issuance log and the audit trail.
+"""Hash chains: the tamper evidence under the documents' issuance log, the audit trail and the
+gateway's audit log lines.
 
 Each link's hash covers the link's fields (sorted-key JSON, ASCII) followed by the previous
 link's hash, which is also one of the fields. Changing, removing or reordering any link breaks
@@ -11,7 +12,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Callable, Iterable
+import os
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -75,3 +78,59 @@ def walk(links: Iterable[T], position: Callable[[T], int],
             return ChainCheck(False, count, prev, broken_at=at, problem=problem)
         prev = link.entry_hash  # type: ignore[attr-defined]
     return ChainCheck(True, count, prev)
+
+
+class LogChain:
+    """A hash chain through one process's audit log lines, for a process with no database
+    (the gateway): each line carries its chain's id, its place and its hash (in base32,
+    ``shown``), so a line changed or removed from the collected logs breaks its chain
+    (``verify_lines``). Each process starts a chain of its own (a forked worker too)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._lock = threading.Lock()
+        self._start()
+        os.register_at_fork(after_in_child=self._start)
+
+    def _start(self) -> None:
+        self.chain = f"{self.name}-{os.getpid()}-{base64.b32encode(os.urandom(5)).decode()}"
+        self.seq = 0
+        self.prev = GENESIS
+
+    def link(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """The fields to add to the next line: ``fields`` are what its hash covers."""
+        with self._lock:
+            self.seq += 1
+            digest = link_hash({**fields, "chain": self.chain, "seq": self.seq,
+                                "prev_hash": self.prev})
+            linked = {"chain": self.chain, "seq": self.seq, "prev_hash": shown(self.prev),
+                      "hash": shown(digest)}
+            self.prev = digest
+        return linked
+
+
+def verify_lines(lines: Iterable[dict[str, Any]], covered: Sequence[str]) -> dict[str, ChainCheck]:
+    """Check the chained lines (parsed JSON log lines that carry ``chain``), chain by chain;
+    ``covered`` names the fields each line's hash covers besides its place."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for line in lines:
+        if "chain" in line:
+            found.setdefault(str(line["chain"]), []).append(line)
+    checks = {}
+    for chain, links in found.items():
+        prev, count, check = GENESIS, 0, None
+        for line in sorted(links, key=lambda link: int(link["seq"])):
+            count += 1
+            fields = {name: line.get(name) for name in covered}
+            digest = link_hash({**fields, "chain": chain, "seq": count, "prev_hash": prev})
+            problem = None
+            if int(line["seq"]) != count:
+                problem = f"expected line {count}, found {line['seq']} (a line is missing)"
+            elif line.get("prev_hash") != shown(prev) or line.get("hash") != shown(digest):
+                problem = "the line's hash does not match it (the line was altered)"
+            if problem:
+                check = ChainCheck(False, count, prev, broken_at=count, problem=problem)
+                break
+            prev = digest
+        checks[chain] = check or ChainCheck(True, count, prev)
+    return checks

@@ -50,8 +50,9 @@ class _ContextFilter(logging.Filter):
         return True
 
 
-def configure(service: str = "ecourt", level: str = "INFO", stream=None) -> None:  # type: ignore[no-untyped-def]
-    """Send every log record to ``stream`` as one JSON object per line."""
+def json_handler(service: str, stream=None) -> logging.Handler:  # type: ignore[no-untyped-def]
+    """A handler writing each record to ``stream`` as one JSON object per line, its message
+    masked and the request id added."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter(
         "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s %(service)s",
@@ -59,6 +60,12 @@ def configure(service: str = "ecourt", level: str = "INFO", stream=None) -> None
         json_ensure_ascii=False,
     ))
     handler.addFilter(_ContextFilter(service))
+    return handler
+
+
+def configure(service: str = "ecourt", level: str = "INFO", stream=None) -> None:  # type: ignore[no-untyped-def]
+    """Send every log record to ``stream`` as one JSON object per line."""
+    handler = json_handler(service, stream)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -6,6 +6,10 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
+import os
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -180,16 +184,48 @@ def test_unreachable_jwks_is_503_not_401(upstream):
     assert upstream.config["calls"] == []
 
 
-def test_each_authentication_refusal_is_one_audit_line_with_the_client_address(
-        client, token, caplog):
-    """The gateway has no database: its refusals go to the ``gateway.audit`` log."""
-    caplog.set_level("WARNING", logger="gateway.audit")
-    head, payload, _sig = token().split(".")
-    _assert_401(client.get("/api/svc/echo", headers=auth(f"{head}.{payload}.AAAA"),
-                           environ_base={"REMOTE_ADDR": "198.51.100.23"}))
-    _assert_401(client.get("/api/svc/echo", environ_base={"REMOTE_ADDR": "198.51.100.24"}))
-    assert client.get("/api/svc/echo", headers=auth(token())).status_code == 200
-    lines = [r for r in caplog.records if r.name == "gateway.audit"]
-    assert [(r.decision, r.problem, r.client_ip, r.path) for r in lines] == [
+def test_each_authentication_refusal_is_one_chained_audit_line_with_the_client_address(
+        client, token, tmp_path, monkeypatch):
+    """The gateway has no database: its refusals are ``gateway.audit`` log lines, chained
+    per process, and ``ecourt audit verify-log`` finds a line changed or removed."""
+    import io
+
+    from gateway import app
+    from servicekit.chain import LogChain
+    from servicekit.logs import json_handler
+
+    monkeypatch.setattr(app, "AUDIT_CHAIN", LogChain("gateway"))  # this test's lines alone
+    out = io.StringIO()
+    handler, logger = json_handler("gateway", out), logging.getLogger("gateway.audit")
+    logger.addHandler(handler)
+    try:
+        head, payload, _sig = token().split(".")
+        _assert_401(client.get("/api/svc/echo", headers=auth(f"{head}.{payload}.AAAA"),
+                               environ_base={"REMOTE_ADDR": "198.51.100.23"}))
+        _assert_401(client.get("/api/svc/echo", environ_base={"REMOTE_ADDR": "198.51.100.24"}))
+        assert client.get("/api/svc/echo", headers=auth(token())).status_code == 200
+        _assert_401(client.get("/api/svc/echo", environ_base={"REMOTE_ADDR": "198.51.100.25"}))
+    finally:
+        logger.removeHandler(handler)
+    lines = [json.loads(raw) for raw in out.getvalue().splitlines()]
+    assert [(x["decision"], x["problem"], x["client_ip"], x["path"]) for x in lines] == [
         ("auth.rejected", "invalid-token", "198.51.100.23", "/api/svc/echo"),
-        ("auth.rejected", "authentication-required", "198.51.100.24", "/api/svc/echo")]
+        ("auth.rejected", "authentication-required", "198.51.100.24", "/api/svc/echo"),
+        ("auth.rejected", "authentication-required", "198.51.100.25", "/api/svc/echo")]
+    assert len({x["chain"] for x in lines}) == 1
+    assert [x["seq"] for x in lines] == [1, 2, 3]
+
+    def verify(kept: list[dict[str, Any]]) -> subprocess.CompletedProcess[str]:
+        path = tmp_path / "gateway.log"
+        path.write_text("\n".join(json.dumps(x) for x in kept) + "\n", encoding="utf-8")
+        return subprocess.run([sys.executable, "-m", "ecourt.cli", "audit", "verify-log",
+                               str(path)], capture_output=True, text=True, timeout=120,
+                              check=False, env={**os.environ, "ECOURT_LOG_LEVEL": "WARNING"})
+
+    assert verify(lines).returncode == 0
+    altered = [dict(x) for x in lines]
+    altered[1]["client_ip"] = "203.0.113.1"
+    broken = verify(altered)
+    assert broken.returncode == 1 and "altered" in broken.stderr
+    missing = verify(lines[:1] + lines[2:])
+    assert missing.returncode == 1 and "missing" in missing.stderr
