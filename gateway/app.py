@@ -357,10 +357,11 @@ def _log_refusal(refusal: Problem, method: str, path: str, client_ip: str) -> No
     nothing about the caller."""
     if refusal.status != 401:
         return
+    shown_path = scrub(path)
     fields = {"at": datetime.now(UTC).isoformat(timespec="microseconds"),
               "decision": "auth.rejected", "status": refusal.status, "problem": refusal.slug,
-              "method": method, "path": scrub(path), "client_ip": client_ip}
-    audit_log.warning("refused %s %s: %s", method, scrub(path), refusal.slug,
+              "method": method, "path": shown_path, "client_ip": client_ip}
+    audit_log.warning("refused %s %s: %s", method, shown_path, refusal.slug,
                       extra=fields | AUDIT_CHAIN.link(fields))
 
 

@@ -21,7 +21,7 @@ from servicekit import audit
 from servicekit.tables import audit_trail, inbox
 from servicekit.testing import wait_for
 from tests.factories import individual
-from tests.harness import Court, bearer, login, person
+from tests.harness import Court, bearer, login, person, tokens
 
 ID_NUMBER = re.compile(r"(?<!\d)\d{17}[\dXx](?!\d)")
 MOBILE = re.compile(r"(?<!\d)1[3-9]\d{9}(?!\d)")
@@ -146,21 +146,25 @@ def test_a_route_refused_to_a_role_is_a_recorded_denial(suite: Suite, court: Cou
         party_id, "party", "access.denied", "route:POST /cases", audit.DENIED)
 
 
-def test_sign_ins_and_wrong_passwords_are_recorded_against_the_account(
+def test_sign_ins_sign_outs_and_wrong_passwords_are_recorded_against_the_account(
         suite: Suite, court: Court) -> None:
     body = individual(name="郑四")
     account_id = court.http.post("/api/identity/accounts", json=body).get_json()["id"]
-    login(court.http, body["phone"], body["password"])
+    pair = tokens(court.http, body["phone"], body["password"])
     wrong = court.http.post("/api/identity/tokens", json={"username": body["phone"],
                                                           "password": "not-the-password"})
     assert wrong.status_code == 401
+    out = court.http.post("/api/identity/tokens/revoke",
+                          json={"refresh_token": pair["refresh_token"]})
+    assert out.status_code == 204
     rows = trail(suite, "identity", subject=f"account:{account_id}")
     assert [(r.action, r.outcome) for r in rows] == [
         ("account.created", audit.DONE), ("auth.signed-in", audit.DONE),
-        ("auth.rejected", audit.DENIED)]
+        ("auth.rejected", audit.DENIED), ("auth.signed-out", audit.DONE)]
     assert json.loads(rows[1].detail)["method"] == "password"
     assert rows[2].actor == "anonymous"
     assert json.loads(rows[2].detail)["problem"] == "invalid-credentials"
+    assert json.loads(rows[3].detail)["session"] == json.loads(rows[1].detail)["session"]
 
 
 def test_the_relays_seal_every_trail_and_every_chain_verifies(suite: Suite,

@@ -173,13 +173,12 @@ def revoke(db: Database, token: str) -> None:
     """Sign out: end the sign-in the refresh token belongs to. An unknown token is not an
     error (RFC 7009): there is nothing left to end."""
     with db.transaction() as session:
-        family = session.scalar(select(RefreshToken.family_id).where(
-            RefreshToken.token_hash == domain.token_digest(token)))
-        if family is not None:
-            _revoke(session, "signed-out", RefreshToken.family_id == family)
-            account_id = session.scalar(select(RefreshToken.account_id).where(
-                RefreshToken.family_id == family).limit(1))
-            audit.record(session, "auth.signed-out", subject=f"account:{account_id}",
-                         detail={"session": family})
+        row = session.execute(select(RefreshToken.family_id, RefreshToken.account_id).where(
+            RefreshToken.token_hash == domain.token_digest(token))).first()
+        family = row.family_id if row else None
+        if row is not None:
+            _revoke(session, "signed-out", RefreshToken.family_id == row.family_id)
+            audit.record(session, "auth.signed-out", subject=f"account:{row.account_id}",
+                         detail={"session": row.family_id})
     if family is not None:
         log.info("signed out", extra={"session_id": family})
