@@ -6,7 +6,9 @@
   are told at once (``matters.binding.requested``) and see it in their to-do.
 * The case's presiding judge or clerk approves or rejects it (a reason is required); a pending
   request past its deadline climbs the escalation ladder like an application.
-* The clerk may also bind a verified lawyer directly (the letter reached the panel on paper).
+* The case's clerk may also bind a verified lawyer directly (the letter reached the panel on
+  paper) [004 §1: 合议庭收到授权委托书材料后，由书记员…录入]: the same relation to the case as
+  deciding a request; another clerk of the court gets the same 403.
 * Only an approved binding lets a lawyer see the case (see ``access.py``).
 
 The answer to an unknown case number and to a party name not in the case is the same 404, so a
@@ -25,6 +27,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from servicekit import audit
 from servicekit.blobs import BlobMissing, BlobStore, LocalBlobStore
 from servicekit.config import data_dir
 from servicekit.db import Database, utcnow
@@ -117,13 +120,14 @@ def request(db: Database, blobs: BlobStore, claims: dict[str, Any], body: dict[s
 
 def bind_directly(db: Database, claims: dict[str, Any], case_id: str,
                   body: dict[str, Any]) -> tuple[Binding, Case]:
-    """The clerk records a verified lawyer as a party's agent: approved at once. A pending
+    """The case's clerk records a verified lawyer as a party's agent: approved at once. A pending
     request of the same lawyer for the same party is approved by it."""
     with db.transaction() as session:
         case = session.get(Case, case_id)
         if case is None:
             raise not_found()
         ensure_staff_of(claims, case.court, {CLERK}, what="case", subject=f"case:{case.id}")
+        _ensure_judge_or_clerk_of(claims, case, subject=f"case:{case.id}")
         party = _find_party(case, body["party_name"])
         if party is None:
             raise Problem(422, "validation-error", "the request is invalid",
@@ -151,6 +155,16 @@ def bind_directly(db: Database, claims: dict[str, Any], case_id: str,
     return binding, case
 
 
+def _ensure_judge_or_clerk_of(claims: dict[str, Any], case: Case, subject: str) -> None:
+    """The caller is the case's own presiding judge or clerk (after ``ensure_staff_of``: other
+    staff of the court get 403, the case being no secret to them)."""
+    sub = claims.get("sub")
+    if not sub or sub not in (case.judge_account_id, case.clerk_account_id):
+        audit.note_denied(subject)
+        raise Problem(403, "forbidden",
+                      "only the presiding judge or the clerk of the case may do this")
+
+
 def _decide(binding: Binding, claims: dict[str, Any], status: str, reason: str | None,
             now: Any) -> None:
     binding.status = status
@@ -171,9 +185,7 @@ def _deciding(db: Database, claims: dict[str, Any], binding_id: str,
         ensure_staff_of(claims, binding.court, DECIDERS, what="binding request",
                         subject=f"binding:{binding.id}")
         case = load_case(session, binding.case_id)
-        if claims.get("sub") not in (case.judge_account_id, case.clerk_account_id):
-            raise Problem(403, "forbidden",
-                          "only the presiding judge or the clerk of the case decides")
+        _ensure_judge_or_clerk_of(claims, case, subject=f"binding:{binding.id}")
         if if_match is not None and if_match != binding.version:
             raise Problem(412, "stale-version", "the binding request changed since you read it",
                           current_version=binding.version)

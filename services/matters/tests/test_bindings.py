@@ -8,7 +8,10 @@ import re
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import select
+
 from servicekit.db import utcnow
+from servicekit.tables import audit_trail
 from services.matters.escalation import escalate_overdue
 from services.matters.tests.conftest import COURT, OTHER_COURT, PDF, Harness
 
@@ -133,6 +136,37 @@ def test_the_clerk_binds_a_verified_lawyer_directly(harness: Harness) -> None:
     assert h.client.post(f"/cases/{case['id']}/lawyers", headers=h.staff("clerk"),
                          json=body).status_code == 409
     assert h.client.get(f"/cases/{case['id']}", headers=h.lawyer(other)).status_code == 200
+
+
+def _denials(h: Harness, subject: str) -> list[Any]:
+    with h.rt.db.transaction() as session:
+        return list(session.execute(select(audit_trail).where(
+            audit_trail.c.subject == subject, audit_trail.c.outcome == "denied")).all())
+
+
+def test_only_the_cases_own_clerk_binds_directly(harness: Harness) -> None:
+    """Direct binding asks for the same relation to the case as deciding a request: another
+    clerk of the same court gets the 403 an unrelated judge gets on approve (failed before:
+    any clerk of the court could bind any lawyer to any of its cases)."""
+    h = harness
+    case = h.case()
+    body = {"lawyer_account_id": h.ids["lawyer"], "party_name": "黄添强"}
+    stranger = h.token("clerk", sub="clerk-of-another-case")
+    refused = h.client.post(f"/cases/{case['id']}/lawyers", headers=stranger, json=body)
+    assert refused.status_code == 403, refused.get_json()
+    [denied] = _denials(h, f"case:{case['id']}")
+    assert (denied.action, denied.actor) == ("access.denied", "clerk-of-another-case")
+    assert h.emitted("matters.binding.approved") == []
+    assert h.client.get(f"/cases/{case['id']}", headers=h.lawyer()).status_code == 404
+    # the same answer as deciding a request of that case
+    binding = _requested(h, case)
+    assert h.client.post(f"/bindings/{binding['id']}/approve",
+                         headers=stranger).status_code == 403
+    assert len(_denials(h, f"binding:{binding['id']}")) == 1
+    # the case's own clerk may: the pending request is approved by it
+    resp = h.client.post(f"/cases/{case['id']}/lawyers", headers=h.staff("clerk"), json=body)
+    assert resp.status_code == 201 and resp.get_json()["id"] == binding["id"]
+    assert h.client.get(f"/cases/{case['id']}", headers=h.lawyer()).status_code == 200
 
 
 def test_who_may_decide(harness: Harness) -> None:
