@@ -32,7 +32,7 @@ blp = Blueprint("matters-bindings", __name__, url_prefix="",
 
 
 def _out(found: tuple[Any, Any], status: int = 200):  # type: ignore[no-untyped-def]
-    body = binding_view(*found)
+    body = binding_view(*found, current_claims())
     return body, status, {"ETag": f'"{body["version"]}"'}
 
 
@@ -57,8 +57,9 @@ class Bindings(MethodView):
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
         """Staff: the court's binding requests (``status=pending`` is the to-do, with the
         remaining days). A lawyer: their own requests."""
-        rows = [binding_view(b, c) for b, c in bindings.listing(runtime().db,
-                                                                current_claims(), args)]
+        claims = current_claims()
+        rows = [binding_view(b, c, claims) for b, c in bindings.listing(runtime().db, claims,
+                                                                        args)]
         return {"items": rows, "total": len(rows)}
 
 

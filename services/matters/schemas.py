@@ -209,11 +209,13 @@ class LetterInfoSchema(Schema):
 class BindingSchema(Schema):
     id = fields.String()
     service_number = fields.String(metadata={"example": "(2026)粤01绑定第3号"})
-    case_id = fields.String()
+    case_id = fields.String(allow_none=True, metadata={
+        "description": "null to a lawyer until the binding is approved"})
     case_number = fields.String()
     court = fields.String()
     court_name = fields.String()
-    parties_label = fields.String()
+    parties_label = fields.String(allow_none=True, metadata={
+        "description": "null to a lawyer until the binding is approved"})
     lawyer_account_id = fields.String()
     lawyer_name = fields.String()
     law_firm = fields.String()

@@ -9,7 +9,9 @@ from typing import Any
 
 from servicekit.db import utcnow
 from servicekit.workdays import SHANGHAI
+from services.matters.access import is_staff_of
 from services.matters.domain import (
+    APPROVED,
     BINDING_STATUS_LABELS,
     COMPLETED,
     DOC_LABELS,
@@ -91,15 +93,20 @@ def todo_row(app: Application, case: Case) -> dict[str, Any]:
 LETTER_PATH = "/api/matters/bindings/{id}/letter"
 
 
-def binding_view(binding: Binding, case: Case) -> dict[str, Any]:
+def binding_view(binding: Binding, case: Case, claims: dict[str, Any]) -> dict[str, Any]:
+    """A binding request. The lawyer who asked learns nothing of the case beyond what they
+    supplied (its number, their party) until the binding is approved — a pending or rejected
+    request gives nothing (``access.py``): no case id, no parties. The court's staff see all."""
+    full = is_staff_of(claims, binding.court) or binding.status == APPROVED
     letter = None
     if binding.letter_sha256:
         letter = {"filename": binding.letter_filename,
                   "content_type": binding.letter_content_type, "size": binding.letter_size,
                   "download_url": LETTER_PATH.format(id=binding.id)}
-    return {"id": binding.id, "service_number": binding.service_number, "case_id": case.id,
-            "case_number": case.case_number, "court": case.court,
-            "court_name": case.court_name, "parties_label": parties_label(case),
+    return {"id": binding.id, "service_number": binding.service_number,
+            "case_id": case.id if full else None, "case_number": case.case_number,
+            "court": case.court, "court_name": case.court_name,
+            "parties_label": parties_label(case) if full else None,
             "lawyer_account_id": binding.lawyer_account_id, "lawyer_name": binding.lawyer_name,
             "law_firm": binding.law_firm, "party_name": binding.party_name,
             "source": binding.source, "status": binding.status,

@@ -169,6 +169,41 @@ def test_only_the_cases_own_clerk_binds_directly(harness: Harness) -> None:
     assert h.client.get(f"/cases/{case['id']}", headers=h.lawyer()).status_code == 200
 
 
+def _case_in(reply: dict[str, Any]) -> tuple[Any, Any]:
+    return reply["case_id"], reply["parties_label"]
+
+
+def test_a_pending_or_rejected_request_tells_the_lawyer_nothing_of_the_case(
+        harness: Harness) -> None:
+    """The reply to a request holds what the lawyer supplied, not the case's id or its
+    parties, until approved; staff see all (failed before: every reply named every party)."""
+    h = harness
+    case, other = h.case(), h.case()
+    pending = _requested(h, case)
+    assert _case_in(pending) == (None, None)
+    assert (pending["case_number"], pending["party_name"]) == (case["case_number"], "黄添强")
+    assert _case_in(h.client.get(f"/bindings/{pending['id']}",
+                                 headers=h.lawyer()).get_json()) == (None, None)
+    rejected = _requested(h, other)
+    h.client.post(f"/bindings/{rejected['id']}/reject", headers=h.staff("clerk"),
+                  json={"reason": "授权委托书未加盖律所公章"})
+    assert _case_in(h.client.get(f"/bindings/{rejected['id']}",
+                                 headers=h.lawyer()).get_json()) == (None, None)
+    mine = h.client.get("/bindings", headers=h.lawyer()).get_json()["items"]
+    assert {_case_in(b) for b in mine} == {(None, None)}
+    assert "周俊雄" not in str(mine)
+    # the court's staff see the case and its parties, whatever the status
+    for url in (f"/bindings/{pending['id']}", f"/bindings/{rejected['id']}"):
+        seen = h.client.get(url, headers=h.staff("clerk")).get_json()
+        assert seen["case_id"] in (case["id"], other["id"])
+        assert seen["parties_label"] == "原告:周俊雄;被告:黄添强"
+    # approved: the lawyer sees the case, so the reply names it
+    approved = h.client.post(f"/bindings/{pending['id']}/approve", headers=h.staff("judge"))
+    assert approved.status_code == 200
+    assert _case_in(h.client.get(f"/bindings/{pending['id']}", headers=h.lawyer()).get_json()) \
+        == (case["id"], "原告:周俊雄;被告:黄添强")
+
+
 def test_who_may_decide(harness: Harness) -> None:
     h = harness
     case = h.case()
