@@ -25,6 +25,26 @@ class RateLimiter(Protocol):
         ...
 
 
+class SweepRule:
+    """When an in-memory limiter walks its table of windows to drop the closed ones: only once
+    the table holds ``above`` windows, and then at most once per ``window`` seconds. A walk
+    costs the whole table; walking more often than a window lasts finds few windows that have
+    closed since the last walk, and doing it on every new client would make each new client
+    cost a walk once the table is large. (Called under the limiter's lock.)"""
+
+    def __init__(self, window: float, now: float, above: int = 10_000) -> None:
+        self.window = window
+        self.above = above
+        self._last = now
+
+    def due(self, size: int, now: float) -> bool:
+        """True (and the walk counted as done now) when a table of ``size`` is to be swept."""
+        if size < self.above or now - self._last < self.window:
+            return False
+        self._last = now
+        return True
+
+
 class MemoryRateLimiter:
     """One process's limiter. Thread-safe; stale windows are swept so memory stays bounded."""
 
@@ -40,7 +60,7 @@ class MemoryRateLimiter:
         self.window = float(window_seconds)
         self._windows: dict[str, tuple[float, int]] = {}
         self._lock = threading.Lock()
-        self._last_sweep = time.monotonic()
+        self._sweeps = SweepRule(self.window, time.monotonic(), self._SWEEP_ABOVE)
 
     def hit(self, client_key: str) -> tuple[bool, float]:
         now = time.monotonic()
@@ -56,9 +76,8 @@ class MemoryRateLimiter:
             return False, max(start + self.window - now, 0.0)
 
     def _sweep(self, now: float) -> None:
-        if len(self._windows) < self._SWEEP_ABOVE or now - self._last_sweep < self.window:
+        if not self._sweeps.due(len(self._windows), now):
             return
-        self._last_sweep = now
         for key in [k for k, (start, _) in self._windows.items() if now - start >= self.window]:
             del self._windows[key]
 
