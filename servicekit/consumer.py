@@ -12,7 +12,11 @@ same on RabbitMQ and on kombu's in-memory transport (which has no TTL or dead-le
 A message that is not a readable CloudEvent is rejected without requeue: the broker's
 dead-letter exchange parks it. A database that cannot be reached (``database_unreachable``: a
 restart, a cut line, the pool's wait, a busy SQLite file) is not the event's fault: the batch
-is tried again in place with backoff, and no attempt is charged to its events.
+is tried again in place, with backoff, for as long as the outage lasts, and no attempt is
+charged to its events. It is never handed back to the broker for that: every return counts
+towards the quorum queue's delivery limit, so a long outage would dead-letter healthy events.
+A statement that fails on a working database (a deadlock, a serialization failure, a
+timeout: ``statement_failed``) is the event's own failure, retried with delay like any other.
 
 The connection's thread only reads and acks; a batch is handled on a worker thread, so the next
 batch arrives from the broker while the database works on this one (the database wait and the
@@ -44,7 +48,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from servicekit import context, metrics
-from servicekit.db import Database, database_unreachable, utcnow
+from servicekit.db import Database, database_unreachable, statement_failed, utcnow
 from servicekit.envelope import CloudEvent, MalformedEvent
 from servicekit.outbox import enqueue
 from servicekit.publishers import QUEUE
@@ -67,6 +71,8 @@ _SEEN_PG = select(inbox.c.event_id).where(
 #: how long the connection's thread may go without reading the socket while it waits for a
 #: batch (the broker's heartbeats must be read well within the heartbeat interval)
 _READ_EVERY = 1.0
+#: the first and the longest wait between tries of a batch whose database is unreachable
+OUTAGE_BACKOFF = (0.25, 5.0)
 
 
 class _HandlerFailed(Exception):
@@ -98,6 +104,20 @@ class _InFlight:
             for index, outcome in zip(indices, got, strict=True):
                 merged[index] = outcome
         return merged  # type: ignore[return-value]
+
+
+def _outage(exc: BaseException) -> bool:
+    """The database is away (wait for it), as against a failure of the event's own."""
+    return database_unreachable(exc) and not statement_failed(exc)
+
+
+def attempt_of(headers: Mapping[str, Any]) -> int:
+    """The attempt a delivery is (1 for the first); a header that is not a number counts as
+    the first, rather than failing the consumer on a message someone else wrote."""
+    try:
+        return max(1, int(headers.get(ATTEMPT_HEADER, 1)))
+    except (TypeError, ValueError):
+        return 1
 
 
 def retry_delay(attempt: int, base: float) -> float:
@@ -227,13 +247,18 @@ class EventConsumer:
     # -- one batch ----------------------------------------------------------------------------
     def handle(self, parsed: list[Parsed], stop: threading.Event) -> list[Outcome] | None:
         """Handle (part of) a batch in one transaction: outcomes in order, or None when the
-        database stayed unreachable (the caller puts the batch back on the queue).
+        consumer is stopping while its database is unreachable (the batch goes back to the
+        queue).
 
         The fast path runs every handler in one transaction with one inbox look-up. If any
         handler raises, that transaction is rolled back and the events are handled again one
-        savepoint each, so one bad event cannot hold back the others.
+        savepoint each, so one bad event cannot hold back the others. While the database
+        cannot be reached the batch waits here, however long that takes (see the module's
+        docstring); the connection's thread goes on reading heartbeats meanwhile.
         """
-        for attempt in range(8):
+        first, longest = OUTAGE_BACKOFF
+        tries = 0
+        while True:
             try:
                 try:
                     return self._fast(parsed)
@@ -242,10 +267,12 @@ class EventConsumer:
             except Exception as exc:
                 if not database_unreachable(exc):
                     raise
-                log.warning("consumer %s: database unavailable (%s); attempt %s", self.service,
-                            exc.__class__.__name__, attempt + 1)
-                stop.wait(min(5.0, 0.25 * 2 ** attempt))
-        return None
+                if stop.is_set():
+                    return None
+                tries += 1
+                log.warning("consumer %s: database unavailable (%s); try %s", self.service,
+                            exc.__class__.__name__, tries)
+                stop.wait(min(longest, first * 2 ** min(tries - 1, 16)))
 
     def settle(self, batch: list[Message], outcomes: list[Outcome] | None) -> None:
         """Ack (or reject) each message once its transaction has committed; requeue the batch
@@ -319,7 +346,7 @@ class EventConsumer:
                         # the audit entries those changes make (``servicekit.audit``)
                         session.flush()
                 except Exception as exc:
-                    if database_unreachable(exc):
+                    if _outage(exc):
                         raise  # the database's fault, not the event's: ``handle`` waits
                     raise _HandlerFailed from exc
                 rows.append({"consumer": self.service, "event_id": event.id,
@@ -361,14 +388,14 @@ class EventConsumer:
                     return "duplicate"
                 self.handlers[event.type](session, event)
         except Exception as exc:
-            if database_unreachable(exc):
+            if _outage(exc):
                 raise  # no attempt is charged to an event for the database's outage
             return self._failed(session, event, message.headers or {}, exc)
         return "handled"
 
     def _failed(self, session: Session, event: CloudEvent, headers: dict[str, Any],
                 exc: Exception) -> str:
-        attempt = int(headers.get(ATTEMPT_HEADER, 1))
+        attempt = attempt_of(headers)
         error = f"{exc.__class__.__name__}: {exc}"[:500]
         if attempt >= self.max_attempts:
             log.error("consumer %s: event %s (%s) failed %s times, dead-lettered: %s",

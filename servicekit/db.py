@@ -151,6 +151,21 @@ class Database:
         self.engine.dispose()
 
 
+#: SQLSTATEs of a statement that failed for its own sake on a server that is up: a
+#: serialization failure, a deadlock, a statement timeout or cancel, a lock not available
+STATEMENT_FAILURES = frozenset({"40001", "40P01", "57014", "55P03"})
+
+
+def statement_failed(exc: BaseException) -> bool:
+    """A transient failure of one statement (a deadlock, a serialization failure, a timeout),
+    as against a database that cannot be reached. Both are worth trying again, and
+    ``database_unreachable`` says yes to both; the difference matters where a failure is
+    charged to someone: a handler that always times out is that event's fault, and waiting
+    in place for the database to "come back" would wait for ever."""
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "sqlstate", None) in STATEMENT_FAILURES
+
+
 def database_unreachable(exc: BaseException) -> bool:
     """The database could not be reached or could not serve (a restart, a failover, a cut
     line, the pool's wait, a busy SQLite file), as against a statement that was wrong.

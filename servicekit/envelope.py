@@ -17,6 +17,11 @@ from servicekit.db import utcnow
 SPECVERSION = "1.0"
 CONTENT_TYPE = "application/cloudevents+json"
 REQUIRED = ("id", "source", "type", "specversion")
+#: the optional attributes we read, each a string when present
+OPTIONAL = ("subject", "correlationid", "causationid", "time")
+#: the longest id and type a consumer can record (the inbox's columns)
+MAX_ID_LENGTH = 64
+MAX_TYPE_LENGTH = 200
 #: one encoder for every event: ``json.dumps`` with non-default options builds a new one per call
 _ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -65,6 +70,16 @@ class CloudEvent:
             raise MalformedEvent(f"not JSON: {exc}") from exc
         if not isinstance(raw, dict) or any(not raw.get(k) for k in REQUIRED):
             raise MalformedEvent("missing one of the required attributes " + ", ".join(REQUIRED))
+        # Parseable JSON of the wrong shape must stop here, as a malformed event: past this
+        # point a list for a type or a 100-character id fails deep in the consumer (a
+        # TypeError, the inbox's column), which would take its whole batch down with it.
+        wrong = [k for k in (*REQUIRED, *OPTIONAL) if raw.get(k) is not None
+                 and not isinstance(raw[k], str)]
+        if wrong:
+            raise MalformedEvent("attributes must be strings: " + ", ".join(wrong))
+        if len(raw["id"]) > MAX_ID_LENGTH or len(raw["type"]) > MAX_TYPE_LENGTH:
+            raise MalformedEvent(f"id longer than {MAX_ID_LENGTH} or type longer than "
+                                 f"{MAX_TYPE_LENGTH} characters")
         if raw["specversion"] != SPECVERSION:
             raise MalformedEvent(f"unsupported specversion {raw['specversion']!r}")
         data = raw.get("data") or {}

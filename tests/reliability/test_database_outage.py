@@ -8,6 +8,7 @@ away keep running and lose or repeat nothing in effect."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
@@ -15,6 +16,9 @@ from sqlalchemy import select, text
 from werkzeug.test import Client
 
 from ecourt.embedded import Suite
+from servicekit import consumer as consumer_module
+from servicekit.consumer import ATTEMPT_HEADER, EventConsumer
+from servicekit.envelope import CloudEvent
 from servicekit.publishers import PikaPublisher
 from servicekit.relay import Relay
 from servicekit.tables import outbox
@@ -138,3 +142,94 @@ def test_relay_and_consumer_ride_out_a_database_cut(make_dbs, vhost, exchange, w
             proxy.heal()
             assert workers.stop() == []
             proxy.close()
+
+
+# -- the consumer's batch during an outage, and a statement that fails on a working server --
+class _Delivery:
+    """What ``EventConsumer.handle`` reads of a delivered message: its headers."""
+
+    def __init__(self, headers: dict | None = None) -> None:
+        self.headers = headers or {}
+
+
+def _parsed(*events: CloudEvent) -> list:
+    return [(_Delivery(), event) for event in events]
+
+
+def test_a_consumer_waits_out_an_outage_in_place_however_long_and_hands_nothing_back(
+        make_dbs, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The batch stays with the consumer until its database is back: handing it back to the
+    broker would count a delivery each time, and past the quorum queue's delivery limit a
+    long outage would dead-letter healthy events. Only a stop gives it back."""
+    monkeypatch.setattr(consumer_module, "OUTAGE_BACKOFF", (0.005, 0.02))
+    (db,) = make_dbs("outage")
+    proxy = TcpProxy("127.0.0.1", 5432)
+    tries: list[int] = []
+    with databases(db.url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")) as (cut_db,):
+        consumer = EventConsumer("rel_out", cut_db, {R7_TYPE: record_notification},
+                                 broker_url="memory://", exchange="unused")
+        fast = consumer._fast
+
+        def counted(parsed):  # type: ignore[no-untyped-def]
+            tries.append(1)
+            return fast(parsed)
+
+        consumer._fast = counted  # type: ignore[method-assign]
+        events = [CloudEvent(R7_TYPE, "/reliability", {"n": i}) for i in range(3)]
+        stop = threading.Event()
+        try:
+            proxy.cut()
+            result: list = []
+            worker = threading.Thread(target=lambda: result.append(
+                consumer.handle(_parsed(*events), stop)))
+            worker.start()
+            # far more tries than the consumer used to allow before handing the batch back
+            wait_for(lambda: len(tries) > 30, timeout=30, message="tries during the outage")
+            assert worker.is_alive() and result == []
+            proxy.heal()
+            worker.join(30)
+            assert result == [[("handled", R7_TYPE)] * 3]
+            assert sorted(inbox_ids(db, "rel_out")) == sorted(e.id for e in events)
+
+            # a stop during an outage gives the batch back at once (None: requeue)
+            proxy.cut()
+            stop.set()
+            assert consumer.handle(_parsed(CloudEvent(R7_TYPE, "/reliability", {})),
+                                   stop) is None
+        finally:
+            proxy.heal()
+            proxy.close()
+
+
+def test_a_statement_timeout_in_a_handler_is_that_events_failure_not_an_outage(
+        make_dbs) -> None:  # type: ignore[no-untyped-def]
+    """A handler that runs past ``statement_timeout`` on a working PostgreSQL is retried with
+    delay and in the end dead-lettered, like any failing handler; its neighbours are handled.
+    Taken for an outage, it would hold the whole batch for ever."""
+    (db,) = make_dbs("timeouts")
+
+    def slow(session, event: CloudEvent) -> None:  # type: ignore[no-untyped-def]
+        if event.data.get("slow"):
+            session.execute(text("SET LOCAL statement_timeout = '20ms'"))
+            session.execute(text("SELECT pg_sleep(2)"))
+        record_notification(session, event)
+
+    consumer = EventConsumer("rel_slow", db, {R7_TYPE: slow}, broker_url="memory://",
+                             exchange="unused", max_attempts=2)
+    events = [CloudEvent(R7_TYPE, "/reliability", {"slow": True}),
+              CloudEvent(R7_TYPE, "/reliability", {})]
+    stop = threading.Event()
+    done: list = []
+    worker = threading.Thread(target=lambda: done.append(consumer.handle(_parsed(*events),
+                                                                         stop)))
+    worker.start()
+    worker.join(20)
+    stop.set()
+    worker.join(10)
+    assert done == [[("retried", R7_TYPE), ("handled", R7_TYPE)]]
+    assert inbox_ids(db, "rel_slow") == [events[1].id]
+    last = [(_Delivery({ATTEMPT_HEADER: 2}), events[0])]
+    assert consumer.handle(last, stop) == [("dead_lettered", R7_TYPE)]
+    with db.transaction() as s:
+        routes = list(s.scalars(select(outbox.c.routing_key).order_by(outbox.c.id)))
+    assert routes == [consumer.subscription.queue, consumer.subscription.dlq]
