@@ -218,7 +218,10 @@ def get(db: Database, claims: dict[str, Any], binding_id: str) -> tuple[Binding,
     """A binding request, to its court's staff and to the lawyer who made it."""
     with db.transaction() as session:
         binding = session.get(Binding, binding_id)
-        if binding is None or not _sees(claims, binding):
+        if binding is None:
+            raise not_found("binding request")
+        if not _sees(claims, binding):
+            audit.note_denied(f"binding:{binding.id}")
             raise not_found("binding request")
         return binding, load_case(session, binding.case_id)
 

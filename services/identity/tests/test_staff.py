@@ -7,7 +7,7 @@ import json
 
 from sqlalchemy import func, select
 
-from servicekit.tables import outbox
+from servicekit.tables import audit_trail, outbox
 from servicekit.web import SERVICE_TOKEN_HEADER
 from services.identity.models import Account
 from services.identity.tests.conftest import PASSWORD, Identity
@@ -174,3 +174,23 @@ def test_disabling_is_for_the_admins_own_court_only(identity: Identity) -> None:
     assert own.status_code == 409
     assert identity.login(member["phone"]).status_code == 201
     assert identity.login(phone1).status_code == 201
+
+
+def test_another_courts_staff_account_is_a_404_and_a_recorded_denial(identity: Identity) -> None:
+    """The 404 hides the account, the audit trail still names it (failed before: the web
+    layer records a 404 only for an object the use case named)."""
+    _p1, admin1 = identity.admin("粤01")
+    _p2, admin2 = identity.admin("粤02")
+    member = identity.add_staff(admin1["access_token"])
+    me = identity.call("GET", "/accounts/me", token=admin2["access_token"]).get_json()
+    refused = identity.call("POST", f"/staff/{member['id']}/disable",
+                            token=admin2["access_token"])
+    assert refused.status_code == 404
+    assert identity.call("POST", "/staff/no-such-account/disable",
+                         token=admin2["access_token"]).status_code == 404
+    with identity.rt.db.transaction() as s:
+        denied = s.execute(select(audit_trail).where(
+            audit_trail.c.outcome == "denied")).all()
+    assert [(d.action, d.subject, d.actor) for d in denied] == [
+        ("access.denied", f"account:{member['id']}", me["id"])]
+    assert json.loads(denied[0].detail)["status"] == 404

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from servicekit import audit
 from servicekit.db import Database, utcnow
 from servicekit.problems import Problem
 from servicekit.roles import COURT_ADMIN
@@ -115,6 +116,8 @@ def set_status(db: Database, *, caller_court: str | None, caller_id: str, accoun
     with db.transaction() as session:
         account = session.get(Account, account_id)
         if account is None or account.kind != domain.STAFF or account.court != court:
+            if account is not None:  # hidden, but a decision about it: on the audit trail
+                audit.note_denied(f"account:{account.id}")
             raise Problem(404, "not-found", "no such staff member in your court")
         account.status = domain.ACTIVE if active else domain.DISABLED
         revoked = 0 if active else revoke_account_sessions(session, account.id, "disabled")

@@ -4,6 +4,7 @@ and every event against its contract."""
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import timedelta
 from typing import Any
@@ -202,6 +203,21 @@ def test_a_pending_or_rejected_request_tells_the_lawyer_nothing_of_the_case(
     assert approved.status_code == 200
     assert _case_in(h.client.get(f"/bindings/{pending['id']}", headers=h.lawyer()).get_json()) \
         == (case["id"], "原告:周俊雄;被告:黄添强")
+
+
+def test_someone_elses_binding_is_a_404_and_a_recorded_denial(harness: Harness) -> None:
+    """Another lawyer reading a request or its letter gets the 404 of a missing one, and each
+    refusal names the binding on the audit trail (failed before: nothing was recorded)."""
+    h = harness
+    binding = _requested(h, h.case())
+    other = h.lawyer(h.verify_lawyer(name="王大状"))
+    for url in (f"/bindings/{binding['id']}", f"/bindings/{binding['id']}/letter"):
+        assert h.client.get(url, headers=other).status_code == 404
+    assert h.client.get("/bindings/no-such-binding", headers=other).status_code == 404
+    denied = _denials(h, f"binding:{binding['id']}")
+    assert [(d.action, json.loads(d.detail)["status"]) for d in denied] == [
+        ("access.denied", 404), ("access.denied", 404)]
+    assert len(_denials(h, "binding:no-such-binding")) == 0
 
 
 def test_who_may_decide(harness: Harness) -> None:
