@@ -93,7 +93,13 @@ class TokenVerifier:
     """Verifies access tokens against a JWKS, refreshed when an unknown ``kid`` appears.
 
     An unknown ``kid`` reloads the JWKS at most once per ``unknown_kid_reload`` seconds, so a
-    flood of tokens with made-up key ids cannot turn every request into a JWKS fetch.
+    flood of tokens with made-up key ids cannot turn every request into a JWKS fetch. A fetch
+    that fails is not tried again for ``failed_fetch_backoff`` seconds (5, the ``Retry-After``
+    of ``keys_unavailable``): meanwhile the keys already held still serve, and a token whose
+    key is not among them is ``KeysUnavailable`` at once, without a fetch (``KeysNeeded`` is
+    not raised either). Fetches are made one at a time, and a caller that waited for another's
+    fetch judges again by its outcome before fetching itself, so concurrent callers share one
+    fetch; a caller whose key is held does not wait for a fetch in progress.
     Tokens that verified are remembered (up to ``cache_size``) until their ``exp``: a portal
     sends the same token with every request, and an Ed25519 check plus PyJWT's parsing costs
     more than forwarding the request. A key withdrawn from the JWKS therefore stops
@@ -102,41 +108,64 @@ class TokenVerifier:
 
     def __init__(self, jwks_source: JwksSource, refresh_seconds: float = 300.0,
                  leeway: int = 5, unknown_kid_reload: float = 10.0,
-                 cache_size: int = 10_000) -> None:
+                 cache_size: int = 10_000, failed_fetch_backoff: float = 5.0) -> None:
         self._source = jwks_source
         self._keys: dict[str, Ed25519PublicKey] = {}
         self._loaded_at = -math.inf
+        self._failed_at = -math.inf  # the last fetch that failed
+        self._backoff = failed_fetch_backoff
         self._refresh = refresh_seconds
         self._leeway = leeway
         self._unknown_kid_reload = unknown_kid_reload
         self._cache: dict[str, dict[str, Any]] = {}
         self._cache_size = cache_size
+        self._failure: Exception | None = None
         self._lock = threading.Lock()
 
-    def _load(self) -> None:
-        with self._lock:
-            keys: dict[str, Ed25519PublicKey] = {}
-            for jwk in self._source().get("keys", []):
-                if jwk.get("kty") == "OKP" and jwk.get("crv") == "Ed25519" and jwk.get("kid"):
-                    keys[jwk["kid"]] = jwt.algorithms.OKPAlgorithm.from_jwk(json.dumps(jwk))
+    def _fetch_due(self, kid: str) -> bool:
+        """Whether judging ``kid`` needs a JWKS fetch now (never while backing off)."""
+        now = time.monotonic()
+        if now - self._failed_at < self._backoff:
+            return False
+        age = now - self._loaded_at
+        return age > self._refresh or (kid not in self._keys and age > self._unknown_kid_reload)
+
+    def _load(self, kid: str) -> None:
+        """Fetch the JWKS if judging ``kid`` still needs it once this caller's turn comes."""
+        if kid in self._keys:
+            if not self._lock.acquire(blocking=False):
+                return  # another caller is fetching: the key held serves meanwhile
+        else:
+            self._lock.acquire()
+        try:
+            if not self._fetch_due(kid):  # another caller fetched (or failed) meanwhile
+                return
+            try:
+                keys: dict[str, Ed25519PublicKey] = {}
+                for jwk in self._source().get("keys", []):
+                    if (jwk.get("kty") == "OKP" and jwk.get("crv") == "Ed25519"
+                            and jwk.get("kid")):
+                        keys[jwk["kid"]] = jwt.algorithms.OKPAlgorithm.from_jwk(json.dumps(jwk))
+            except Exception as exc:
+                self._failed_at = time.monotonic()
+                self._failure = exc
+                return
             self._keys = keys
             self._loaded_at = time.monotonic()
+        finally:
+            self._lock.release()
 
     def _key(self, kid: str, allow_fetch: bool) -> Ed25519PublicKey:
-        age = time.monotonic() - self._loaded_at
-        stale = age > self._refresh
-        unknown = kid not in self._keys and age > self._unknown_kid_reload
-        if unknown or stale:
+        if self._fetch_due(kid):
             if not allow_fetch:
                 raise KeysNeeded(kid)
-            try:
-                self._load()
-            except Exception as exc:
-                if kid not in self._keys:
-                    raise KeysUnavailable(f"signing keys unavailable: {exc}") from exc
-        if kid not in self._keys:
-            raise InvalidToken("unknown signing key")
-        return self._keys[kid]
+            self._load(kid)
+        key = self._keys.get(kid)
+        if key is not None:
+            return key
+        if self._failed_at > self._loaded_at:  # the last fetch failed: cannot judge the token
+            raise KeysUnavailable(f"signing keys unavailable: {self._failure}")
+        raise InvalidToken("unknown signing key")
 
     def verify(self, token: str, *, allow_fetch: bool = True) -> dict[str, Any]:
         """The token's claims, or ``InvalidToken``. ``allow_fetch=False`` raises

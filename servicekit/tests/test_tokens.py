@@ -3,12 +3,23 @@ cannot multiply."""
 
 from __future__ import annotations
 
+import threading
 import time
+from types import SimpleNamespace
 from typing import Any
 
+import jwt
 import pytest
 
-from servicekit.tokens import InvalidToken, KeysNeeded, SigningKey, TokenVerifier
+from servicekit import tokens
+from servicekit.testing import wait_for
+from servicekit.tokens import (
+    InvalidToken,
+    KeysNeeded,
+    KeysUnavailable,
+    SigningKey,
+    TokenVerifier,
+)
 
 
 class CountingJwks:
@@ -86,3 +97,128 @@ def test_cache_is_bounded() -> None:
     for i in range(12):
         verifier.verify(key.sign({"sub": f"user-{i}"}))
     assert len(verifier._cache) <= 5
+
+
+class FailingJwks(CountingJwks):
+    """A JWKS URL that fails (identity is down) until ``up`` is set."""
+
+    def __init__(self, *keys: SigningKey) -> None:
+        super().__init__(*keys)
+        self.up = False
+
+    def __call__(self) -> dict[str, Any]:
+        self.fetches += 1
+        if not self.up:
+            raise ConnectionError("identity is down")
+        return {"keys": [k.jwk() for k in self.keys]}
+
+
+def _made_up_kid(i: int) -> str:
+    return jwt.encode({"sub": "mallory", "iss": "ecourt-identity", "aud": "ecourt",
+                       "iat": int(time.time()), "exp": int(time.time()) + 60},
+                      SigningKey.generate().private, algorithm="EdDSA",
+                      headers={"kid": f"made-up-{i}"})
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
+    """The verifier's monotonic clock, moved by the test (``time.time`` stays real)."""
+    fake = SimpleNamespace(now=1000.0)
+    monkeypatch.setattr(tokens, "time", SimpleNamespace(monotonic=lambda: fake.now,
+                                                        time=time.time))
+    return fake
+
+
+def test_a_failed_jwks_fetch_backs_off_instead_of_fetching_per_token(clock) -> None:
+    key = SigningKey.generate()
+    jwks = FailingJwks(key)
+    verifier = TokenVerifier(jwks, failed_fetch_backoff=5.0)
+    made_up = [_made_up_kid(i) for i in range(20)]
+    for token in made_up:
+        with pytest.raises(KeysUnavailable):
+            verifier.verify(token)
+        clock.now += 0.1
+    # backing off, the asyncio front end's no-fetch path answers at once too
+    with pytest.raises(KeysUnavailable):
+        verifier.verify(made_up[0], allow_fetch=False)
+    assert jwks.fetches == 1
+    clock.now += 5.0  # the back-off is over: one new try, failing again...
+    for token in made_up:
+        with pytest.raises(KeysUnavailable):
+            verifier.verify(token)
+    assert jwks.fetches == 2
+    jwks.up = True  # ...identity is back: the next try after the back-off loads the keys
+    with pytest.raises(KeysUnavailable):
+        verifier.verify(key.sign({"sub": "a"}))
+    clock.now += 5.1
+    assert verifier.verify(key.sign({"sub": "a"}))["sub"] == "a"
+    with pytest.raises(InvalidToken):  # keys loaded: a made-up kid is refused, not a 503
+        verifier.verify(made_up[0])
+    assert jwks.fetches == 3
+
+
+def test_keys_held_keep_serving_while_the_jwks_cannot_be_refreshed(clock) -> None:
+    key = SigningKey.generate()
+    jwks = FailingJwks(key)
+    jwks.up = True
+    verifier = TokenVerifier(jwks, refresh_seconds=300.0, failed_fetch_backoff=5.0)
+    verifier.verify(key.sign({"sub": "a"}))
+    jwks.up = False
+    clock.now += 301  # stale: refreshing fails, once per back-off
+    for i in range(20):
+        assert verifier.verify(key.sign({"sub": f"user-{i}"}))["sub"] == f"user-{i}"
+        assert verifier.verify(key.sign({"sub": f"u-{i}"}), allow_fetch=False)["sub"] == f"u-{i}"
+    assert jwks.fetches == 2
+
+
+class CountingLock:
+    """The verifier's lock, counting the callers that came to it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.arrived = 0
+
+    def acquire(self, blocking: bool = True) -> bool:
+        self.arrived += 1
+        return self._lock.acquire(blocking)
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def test_concurrent_callers_share_one_fetch() -> None:
+    callers = 8
+    lock = CountingLock()
+
+    class SlowFailingJwks(FailingJwks):
+        def __call__(self) -> dict[str, Any]:
+            # hold the fetch until every caller has queued behind it
+            wait_for(lambda: lock.arrived >= callers, timeout=10)
+            return super().__call__()
+
+    jwks = SlowFailingJwks()
+    verifier = TokenVerifier(jwks)
+    verifier._lock = lock  # type: ignore[assignment]
+    made_up = [_made_up_kid(i) for i in range(callers)]
+    outcomes: list[str] = []
+
+    def call(token: str) -> None:
+        try:
+            verifier.verify(token)
+            outcomes.append("verified")
+        except Exception as exc:
+            outcomes.append(type(exc).__name__)
+
+    threads = [threading.Thread(target=call, args=(t,)) for t in made_up]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert outcomes == ["KeysUnavailable"] * callers
+    assert jwks.fetches == 1
