@@ -9,7 +9,9 @@ and they are the WSGI app's own, so the two front ends cannot drift apart:
 
 * ``Gateway.resolve`` and ``Gateway.admit`` decide the route, the token and the rate limit, and
   ``problem_response`` shapes every refusal;
-* ``gateway.headers`` holds the header rules of both;
+* ``gateway.headers`` holds the header rules of both: among them, the ``X-Forwarded-For`` a
+  service receives ends with the client address the limits counted (``client_address``), all
+  of a request's ``X-Forwarded-For`` lines read in order as one list;
 * whatever is not a plain forward to an HTTP upstream (the gateway's own pages, ``HEAD``, an
   in-process upstream) is answered by the WSGI app itself, run on a thread pool.
 
@@ -63,7 +65,7 @@ import httptools
 from gateway import routing
 from gateway.app import AccessTally, Gateway, record_access
 from gateway.edge_service import EdgeSettings, Exchange, Request, ServiceTarget
-from gateway.headers import clean_response_headers, forward_raw
+from gateway.headers import clean_response_headers, forward_raw, received_forwarded_for
 from gateway.upstream import HttpUpstream, encode_path
 from servicekit.metrics import GATEWAY_BODIES_HELD, GATEWAY_CONNECTIONS
 from servicekit.problems import Problem, problem_response
@@ -526,10 +528,14 @@ class EdgeServer:
                                                 started, authorization, address))
 
     def client_address(self, client: _ClientConnection, req: Request) -> str:
-        """Whom the rate limit counts an anonymous request against."""
-        if self.gateway.trust_forwarded:
-            return routing.client_address(client.remote, req.header(b"x-forwarded-for"), True)
-        return client.remote or "unknown"
+        """Whom the rate limit counts an anonymous request against: ``routing.client_address``
+        over every ``X-Forwarded-For`` line, in order (a proxy that adds a line of its own must
+        not leave the client's line to decide). ``forward_raw`` ends the forwarded chain with
+        the same address."""
+        if self.gateway.trust_forwarded and b"x-forwarded-for" in req.named:
+            received = received_forwarded_for(req.headers).decode("latin-1")
+            return routing.client_address(client.remote, received, True)
+        return routing.client_address(client.remote, "", False)
 
     async def _admit_then_forward(self, client: _ClientConnection, req: Request,
                                   target: ServiceTarget, path: str, rest: str, query: bytes,

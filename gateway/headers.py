@@ -7,8 +7,16 @@ trip is exact for WSGI's header strings (PEP 3333).
 * hop-by-hop headers (RFC 9110 §7.6.1, plus any named in ``Connection``) are removed both ways;
 * ``Host``, ``Expect`` and ``Content-Length`` are the sending side's to set; ``X-Service-Token``
   from a client is dropped (only services may hold one);
-* ``X-Forwarded-For/Proto/Host/Prefix`` and ``X-Request-ID`` are set by the gateway; the
-  incoming forwarded values are extended only when forwarded headers are trusted.
+* ``X-Forwarded-Proto/Host/Prefix`` and ``X-Request-ID`` are set by the gateway; the incoming
+  ``X-Forwarded-Proto/Host`` are kept only when forwarded headers are trusted;
+* the ``X-Forwarded-For`` a service receives always ends with the client address the gateway
+  decided on (``forwarded_chain``; ``routing.client_address`` is its last hop), so a service
+  that takes the right-most hop (identity's throttles, the audit trail) sees the client, never
+  a proxy and never a forged entry. Every ``X-Forwarded-For`` line the request carries is read,
+  in order, as one comma-separated list (RFC 9110 §5.3). Not trusted: the received chain, if
+  any, then the peer. Trusted (``GATEWAY_TRUST_FORWARDED=1``): the received chain as it came
+  (blank entries dropped), whose right-most hop, appended by our proxy, is the client; the
+  proxy's own address is not appended. The in-process upstream applies the same rule.
 """
 
 from __future__ import annotations
@@ -58,6 +66,23 @@ def first_values(headers: Raw) -> dict[bytes, bytes]:
     return named
 
 
+def forwarded_chain(received: str, remote: str, trust_forwarded: bool) -> list[str]:
+    """The hops of the ``X-Forwarded-For`` sent to a service. ``received``: every
+    ``X-Forwarded-For`` line of the request, joined with "," in order ("" when none);
+    ``remote``: the peer. The last hop is the client address the gateway decided on:
+    trusted, the right-most received hop (its proxy appended it); else, or when nothing was
+    received, the peer ("unknown" when there is none)."""
+    hops = [h for h in (p.strip() for p in received.split(",")) if h] if received else []
+    if not (trust_forwarded and hops):
+        hops.append(remote or "unknown")
+    return hops
+
+
+def received_forwarded_for(incoming: Raw) -> bytes:
+    """Every ``X-Forwarded-For`` line of ``incoming``, in order, as one list (RFC 9110 §5.3)."""
+    return b", ".join(v for k, v in incoming if k.lower() == b"x-forwarded-for")
+
+
 def forward_raw(incoming: Raw, *, remote: bytes, scheme: bytes, prefix: bytes,
                 request_id: bytes, trust_forwarded: bool,
                 named: dict[bytes, bytes] | None = None) -> Raw:
@@ -69,11 +94,10 @@ def forward_raw(incoming: Raw, *, remote: bytes, scheme: bytes, prefix: bytes,
     connection = get(b"connection")
     drop = _REQUEST_DROP_RAW | _tokens(connection) if connection else _REQUEST_DROP_RAW
     out = [(k, v) for k, v in incoming if k.lower() not in drop]
-    chain = get(b"x-forwarded-for", b"") if trust_forwarded else b""
-    if remote:
-        out.append((b"X-Forwarded-For", chain + b", " + remote if chain else remote))
-    elif chain:
-        out.append((b"X-Forwarded-For", chain))
+    received = received_forwarded_for(incoming) if b"x-forwarded-for" in named else b""
+    chain = forwarded_chain(received.decode("latin-1"), remote.decode("latin-1"),
+                            trust_forwarded)
+    out.append((b"X-Forwarded-For", ", ".join(chain).encode("latin-1")))
     proto = get(b"x-forwarded-proto", b"") if trust_forwarded else b""
     out.append((b"X-Forwarded-Proto", proto or scheme))
     host = (get(b"x-forwarded-host", b"") if trust_forwarded else b"") or get(b"host", b"")

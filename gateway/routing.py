@@ -12,8 +12,11 @@ Decisions written down here:
   matches wherever ``GET`` does. A ``public_routes`` list given to ``create_gateway`` *replaces*
   this list (extend it with ``[*DEFAULT_PUBLIC_ROUTES, ...]``).
 * The client address is ``REMOTE_ADDR``. With ``GATEWAY_TRUST_FORWARDED=1`` (only behind a proxy
-  we run) it is the right-most ``X-Forwarded-For`` entry: the one our proxy appended, which a
-  client cannot forge (left-most entries can be).
+  we run that appends the client's address to ``X-Forwarded-For``, such as an Ingress) it is
+  the right-most ``X-Forwarded-For`` entry, all the request's lines read in order as one list:
+  the one our proxy appended, which a client cannot forge (left-most entries can be). It is the
+  last hop of ``gateway.headers.forwarded_chain``, the ``X-Forwarded-For`` a service receives,
+  so the services' right-most hop is this address too.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.headers import forwarded_chain
 from servicekit import context
 
 API_PREFIX = "/api/"
@@ -154,15 +158,14 @@ def trust_forwarded_from_env() -> bool:
 
 
 def client_ip(environ: Mapping[str, Any], trust_forwarded: bool) -> str:
+    """``client_address`` for a WSGI request (the server joins several ``X-Forwarded-For``
+    lines into one value, in order)."""
     return client_address(str(environ.get("REMOTE_ADDR") or ""),
                           str(environ.get("HTTP_X_FORWARDED_FOR", "")), trust_forwarded)
 
 
 def client_address(remote: str, forwarded_for: str, trust_forwarded: bool) -> str:
-    """The address a client is counted by (see the module's notes on ``X-Forwarded-For``)."""
-    if trust_forwarded:
-        chain = [p.strip() for p in forwarded_for.split(",")]
-        chain = [p for p in chain if p]
-        if chain:
-            return chain[-1]
-    return remote or "unknown"
+    """The address a client is counted by (see the module's notes on ``X-Forwarded-For``):
+    the last hop of the chain the gateway forwards. ``forwarded_for``: every
+    ``X-Forwarded-For`` line of the request, joined with "," in order."""
+    return forwarded_chain(forwarded_for if trust_forwarded else "", remote, trust_forwarded)[-1]

@@ -13,7 +13,8 @@ HTTP forwarding decisions:
 * no default headers (no ``Accept-Encoding: gzip`` the client did not ask for); bodies are passed
   through raw (``decode_content=False``) and streamed both ways in 64 KiB chunks;
 * the headers that cross, both ways, follow ``gateway.headers`` (hop-by-hop removed,
-  ``X-Service-Token`` from a client dropped, ``X-Forwarded-*`` and ``X-Request-ID`` set);
+  ``X-Service-Token`` from a client dropped, ``X-Forwarded-*`` and ``X-Request-ID`` set; the
+  ``X-Forwarded-For`` ends with the client address the gateway decided on, in process too);
 * the path sent is the decoded path the gateway checked, re-encoded, so what was checked is
   what the service sees; the query string is passed through as received;
 * ``timeout`` is the read timeout (the longest silence between bytes, as in ``requests``, not a
@@ -43,7 +44,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 from werkzeug.wsgi import ClosingIterator, get_input_stream
 
-from gateway.headers import clean_response_headers, forward_headers
+from gateway.headers import clean_response_headers, forward_headers, forwarded_chain
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,11 @@ def prefix_of(environ: Mapping[str, Any], service: str) -> str:
 
 
 class InProcessUpstream:
-    """A service's WSGI app called directly, with ``/api/<service>`` moved into SCRIPT_NAME."""
+    """A service's WSGI app called directly, with ``/api/<service>`` moved into SCRIPT_NAME.
+
+    Its ``X-Forwarded-For`` follows the rule of ``gateway.headers.forwarded_chain``, as over
+    HTTP: it ends with the client address the gateway decided on, never with a hop the client
+    wrote (the environ's value is every line the client sent, joined by the WSGI server)."""
 
     def __init__(self, name: str, app: WSGIApp) -> None:
         self.name = name
@@ -92,6 +97,9 @@ class InProcessUpstream:
         for key in ("REQUEST_URI", "RAW_URI", "HTTP_X_SERVICE_TOKEN", "werkzeug.request"):
             env.pop(key, None)
         env["HTTP_X_REQUEST_ID"] = request_id
+        env["HTTP_X_FORWARDED_FOR"] = ", ".join(forwarded_chain(
+            str(environ.get("HTTP_X_FORWARDED_FOR") or ""), str(environ.get("REMOTE_ADDR") or ""),
+            trust_forwarded))
         return self._call(env)
 
     def _call(self, env: dict[str, Any]) -> UpstreamResponse:

@@ -168,11 +168,11 @@ def check_forwarded(seen: dict[str, Any], answer_request_id: str, tok: str, requ
                     client_address: str) -> None:
     """What the upstream saw of the probe: path and query as sent, the token and request id,
     custom headers kept, hop-by-hop and service headers dropped, forwarded headers replaced
-    (the incoming chain is untrusted)."""
+    (the incoming chain is untrusted: the client's ``6.6.6.6`` stays, left of the peer)."""
     assert seen["path"] == "/echo" and seen["query"] == "a=1&b=%E4%B8%AD"
     assert seen["authorization"] == f"Bearer {tok}"
     assert seen["request_id"] == request_id == answer_request_id
     assert seen["custom"] == "kept"
     assert seen["service_token"] is None and seen["secret_hop"] is None
-    assert seen["forwarded_for"] == client_address
+    assert seen["forwarded_for"] == f"6.6.6.6, {client_address}"
     assert seen["forwarded_proto"] == "http" and seen["forwarded_prefix"] == "/api/svc"

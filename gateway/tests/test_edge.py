@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import http.client
 import json
 import os
 import signal
@@ -129,15 +130,65 @@ def test_forwards_path_query_and_headers(front, serve, token):
     check_forwarded(resp.json(), resp.headers["X-Request-ID"], tok, "edge-1", "127.0.0.1")
 
 
-def test_trusted_forwarded_chain_is_extended(front, serve, token):
+def _get(edge: EdgeFront, path: str, headers: list[tuple[str, str]]) -> tuple[int, bytes]:
+    """A GET with ``headers`` as given, one line each (a name may repeat)."""
+    conn = http.client.HTTPConnection("127.0.0.1", edge.port, timeout=5)
+    try:
+        conn.putrequest("GET", path)
+        for name, value in headers:
+            conn.putheader(name, value)
+        conn.endheaders()
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def test_trusted_forwarded_chain_ends_with_the_client(front, serve, token):
+    """Behind our proxy the chain goes on as it came: its right-most hop is the client, and the
+    proxy's own address (the peer) is not appended after it (it used to be: every client
+    looked like the proxy to the services' throttles and audit trail)."""
     live = serve(make_upstream())
     edge = front({"svc": live.url}, trust_forwarded=True)
     resp = requests.get(f"{edge.url}/api/svc/echo", headers={
-        **auth(token()), "X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"},
-        timeout=5)
+        **auth(token()), "X-Forwarded-For": "6.6.6.6, 203.0.113.7",
+        "X-Forwarded-Proto": "https"}, timeout=5)
     seen = resp.json()
-    assert seen["forwarded_for"] == "203.0.113.7, 127.0.0.1"
+    assert seen["forwarded_for"] == "6.6.6.6, 203.0.113.7"
     assert seen["forwarded_proto"] == "https"
+
+
+def test_trusted_forwarded_lines_are_one_list(front, serve, token):
+    """A proxy that adds its own ``X-Forwarded-For`` line after the client's: both lines are
+    read, in order, so the proxy's line decides the rate-limit key and ends the chain the
+    service receives (only the client's first line was read, so it chose its own key)."""
+    live = serve(make_upstream())
+    edge = front({"svc": live.url}, trust_forwarded=True,
+                 rate_limiter=MemoryRateLimiter(1, 60))
+    status, body = _get(edge, "/api/svc/echo", [
+        ("Authorization", f"Bearer {token()}"), ("X-Forwarded-For", "6.6.6.6"),
+        ("X-Forwarded-For", "203.0.113.7")])
+    assert status == 200
+    assert json.loads(body)["forwarded_for"] == "6.6.6.6, 203.0.113.7"
+    # anonymous: counted against 203.0.113.7 whatever the client's own line says
+    for forged, expected in (("1.1.1.1", 200), ("2.2.2.2", 429)):
+        status, _ = _get(edge, "/api/svc/healthz", [
+            ("X-Forwarded-For", forged), ("X-Forwarded-For", "203.0.113.7")])
+        assert status == expected, forged
+
+
+def test_untrusted_forwarded_chain_ends_with_the_peer(front, serve, token):
+    """Not trusted: the received lines, in order, then the peer. A forged right-most hop
+    stays left of the peer, over HTTP and in process (an in-process service used to get the
+    client's header unchanged, so the client wrote the address in its audit trail)."""
+    live = serve(make_upstream())
+    edge = front({"svc": live.url, "local": make_upstream()})
+    for service in ("svc", "local"):
+        status, body = _get(edge, f"/api/{service}/echo", [
+            ("Authorization", f"Bearer {token()}"), ("X-Forwarded-For", "6.6.6.6"),
+            ("X-Forwarded-For", "203.0.113.7")])
+        assert status == 200, service
+        assert json.loads(body)["forwarded_for"] == "6.6.6.6, 203.0.113.7, 127.0.0.1", service
 
 
 def test_refusals_are_the_gateways_problems(front, serve, token, key):

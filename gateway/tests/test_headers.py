@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.headers import clean_response_headers, clean_response_raw, forward_headers, forward_raw
+from gateway.routing import client_address
 
 INCOMING = [
     [("Host", "gw:8080"), ("Authorization", "Bearer t"), ("Accept", "application/json")],
@@ -32,9 +33,41 @@ def test_forward_rules_agree(incoming, trust, remote):
     assert not names & {"connection", "keep-alive", "x-hop", "x-service-token", "host",
                         "content-length", "expect", "transfer-encoding", "te", "upgrade"}
     assert ("X-Request-ID", "rid-1") in text and ("X-Forwarded-Prefix", "/api/svc") in text
-    chain = next((v for k, v in incoming if k.lower() == "x-forwarded-for"), "") if trust else ""
-    expected = (f"{chain}, {remote}" if chain else remote) if remote else chain
-    assert [v for k, v in text if k == "X-Forwarded-For"] == ([expected] if expected else [])
+    chain = next((v for k, v in incoming if k.lower() == "x-forwarded-for"), "")
+    decided = client_address(remote, chain, trust)
+    expected = chain if trust and chain else ", ".join(filter(None, [chain, decided]))
+    assert [v for k, v in text if k == "X-Forwarded-For"] == [expected]
+    assert expected.rpartition(", ")[2] == decided
+
+
+#: (the request's X-Forwarded-For lines, the peer, trusted?) -> the chain a service receives
+CHAINS = [
+    # not trusted: the received chain, then the peer; a forged right-most hop stays to its left
+    ([], "198.51.100.4", False, "198.51.100.4"),
+    (["6.6.6.6, 203.0.113.7"], "198.51.100.4", False, "6.6.6.6, 203.0.113.7, 198.51.100.4"),
+    (["6.6.6.6", "203.0.113.7"], "198.51.100.4", False, "6.6.6.6, 203.0.113.7, 198.51.100.4"),
+    (["6.6.6.6"], "", False, "6.6.6.6, unknown"),
+    # trusted: the chain as it came (our proxy appended the client), no proxy address after it
+    (["6.6.6.6, 203.0.113.7"], "10.1.2.3", True, "6.6.6.6, 203.0.113.7"),
+    # two lines are one list, in order: the client's own line does not decide
+    (["6.6.6.6", "203.0.113.7"], "10.1.2.3", True, "6.6.6.6, 203.0.113.7"),
+    (["6.6.6.6,, 203.0.113.7 ,"], "10.1.2.3", True, "6.6.6.6, 203.0.113.7"),
+    ([" , "], "10.1.2.3", True, "10.1.2.3"),
+    ([], "10.1.2.3", True, "10.1.2.3"),
+]
+
+
+@pytest.mark.parametrize(("lines", "remote", "trust", "expected"), CHAINS)
+def test_forwarded_for_ends_with_the_decided_client(lines, remote, trust, expected):
+    """The chain a service receives ends with ``routing.client_address`` for the same request
+    (the old rules appended the trusted proxy's address, kept only the first line, and dropped
+    the received chain when untrusted)."""
+    incoming = [("Host", "gw"), *(("X-Forwarded-For", line) for line in lines)]
+    raw = forward_raw([(k.encode(), v.encode()) for k, v in incoming], remote=remote.encode(),
+                      scheme=b"http", prefix=b"/api/svc", request_id=b"rid-1",
+                      trust_forwarded=trust)
+    assert [v for k, v in raw if k == b"X-Forwarded-For"] == [expected.encode()]
+    assert expected.rpartition(", ")[2] == client_address(remote, ",".join(lines), trust)
 
 
 def test_response_rules_agree():

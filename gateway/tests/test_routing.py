@@ -56,6 +56,44 @@ def test_client_ip_honours_forwarded_only_when_trusted():
     assert client_ip({"REMOTE_ADDR": "10.0.0.9"}, trust_forwarded=True) == "10.0.0.9"
 
 
+def test_client_ip_reads_every_forwarded_line_in_order():
+    """A WSGI server joins the lines with ","; blank entries are skipped."""
+    env = {"REMOTE_ADDR": "10.0.0.9", "HTTP_X_FORWARDED_FOR": "6.6.6.6,203.0.113.7, ,"}
+    assert client_ip(env, trust_forwarded=True) == "203.0.113.7"
+
+
+def test_in_process_untrusted_chain_ends_with_the_peer(client, token):
+    """Embedded tier: a forged ``X-Forwarded-For`` stays left of the peer (the in-process
+    service used to get the client's header unchanged: its right-most hop, the address the
+    audit trail records, was whatever the client wrote)."""
+    resp = client.get("/api/svc/echo", headers={**auth(token()), "X-Forwarded-For": "6.6.6.6"},
+                      environ_base={"REMOTE_ADDR": "198.51.100.4"})
+    assert resp.get_json()["forwarded_for"] == "6.6.6.6, 198.51.100.4"
+    resp = client.get("/api/svc/echo", headers=auth(token()),
+                      environ_base={"REMOTE_ADDR": "198.51.100.4"})
+    assert resp.get_json()["forwarded_for"] == "198.51.100.4"
+
+
+@pytest.mark.parametrize(("lines", "expected"), [
+    (["6.6.6.6", "203.0.113.7"], "6.6.6.6, 203.0.113.7"),  # two lines: one list, in order
+    (["6.6.6.6, 203.0.113.7,"], "6.6.6.6, 203.0.113.7"),  # a trailing blank is not a hop
+    ([], "10.1.2.3"),  # nothing received: the peer decides, and is sent
+])
+def test_in_process_trusted_chain_ends_with_the_decided_client(build, upstream, token, lines,
+                                                              expected):
+    """Embedded tier behind our proxy (the peer 10.1.2.3): the service's right-most hop is
+    ``routing.client_ip`` (the client's header used to pass unchanged: a trailing comma or no
+    header at all left the service without the client's address)."""
+    gw = Client(build({"svc": upstream}, trust_forwarded=True))
+    headers = [*auth(token()).items(), *(("X-Forwarded-For", line) for line in lines)]
+    resp = gw.get("/api/svc/echo", headers=headers, environ_base={"REMOTE_ADDR": "10.1.2.3"})
+    seen = resp.get_json()["forwarded_for"]
+    assert seen == expected
+    decided = client_ip({"REMOTE_ADDR": "10.1.2.3", "HTTP_X_FORWARDED_FOR": ",".join(lines)},
+                        trust_forwarded=True)
+    assert seen.rpartition(", ")[2] == decided
+
+
 def test_unknown_service_is_404(client, token):
     body = _problem(client.get("/api/nope/echo", headers=auth(token())), 404)
     assert body["type"].endswith("/not-found")

@@ -48,14 +48,17 @@ def test_http_forwarding_headers_and_query(build, serve, token):
     check_forwarded(resp.get_json(), resp.headers["X-Request-ID"], tok, "http-1", "198.51.100.4")
 
 
-def test_trusted_forwarded_chain_is_extended(build, serve, token):
+def test_trusted_forwarded_chain_ends_with_the_client(build, serve, token):
+    """Behind our proxy (the peer 10.0.0.2) the chain goes on as it came, its right-most hop
+    the client; the proxy is not appended after it (it was: every client looked like it)."""
     live = serve(make_upstream())
     gw = Client(build({"svc": live.url}, trust_forwarded=True))
-    resp = gw.get("/api/svc/echo", headers={**auth(token()), "X-Forwarded-For": "203.0.113.7",
-                                            "X-Forwarded-Proto": "https"},
-                  environ_base={"REMOTE_ADDR": "10.0.0.2"})
+    resp = gw.get("/api/svc/echo", headers=[
+        *auth(token()).items(), ("X-Forwarded-For", "6.6.6.6"),
+        ("X-Forwarded-For", "203.0.113.7"), ("X-Forwarded-Proto", "https")],
+        environ_base={"REMOTE_ADDR": "10.0.0.2"})
     seen = resp.get_json()
-    assert seen["forwarded_for"] == "203.0.113.7, 10.0.0.2"
+    assert seen["forwarded_for"] == "6.6.6.6, 203.0.113.7"
     assert seen["forwarded_proto"] == "https"
 
 
