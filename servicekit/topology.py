@@ -4,6 +4,12 @@
 * ``<service>.events`` the service's quorum queue, bound to each type it handles; its
   ``x-delivery-limit`` and dead-letter exchange guard against a message that crashes the
   consumer itself (RabbitMQ 3.10 has no default limit; 4.x drops at 20 without a DLX)
+  Dead-lettering is ``at-least-once`` (with ``x-overflow: reject-publish``, which it needs):
+  a quorum queue's default is at-most-once, which drops a dead letter silently when the
+  dead-letter queue cannot take it (its node down, the queue deleted). At-least-once keeps
+  the message in the source queue until the dead-letter queue has confirmed it. Arguments
+  are fixed when a queue is made: a queue declared before with other arguments must be
+  recreated (or given the same settings by a policy) before this code declares it.
 * ``<service>.dlq``   the service's dead-letter queue. A *classic* durable queue on purpose:
   ``ecourt dlq list`` peeks at it by getting and returning messages, and a quorum queue would
   count every peek towards its own delivery limit.
@@ -56,6 +62,8 @@ def queues_for(sub: Subscription, exchange: str) -> tuple[Queue, Queue]:
             "x-delivery-limit": CRASH_DELIVERY_LIMIT,
             "x-dead-letter-exchange": DLX,
             "x-dead-letter-routing-key": sub.dlq,
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
             **sub.extra_args,
         },
     )

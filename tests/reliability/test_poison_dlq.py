@@ -5,6 +5,7 @@ that is not a CloudEvent is rejected and parked by the broker's dead-letter exch
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import threading
@@ -136,14 +137,19 @@ def test_malformed_message_is_parked_by_the_broker_and_the_consumer_keeps_going(
     publish_raw(vhost, sub.queue, b"this is { not json", message_id="garbage-1",
                 content_type="application/json")
     publish_raw(vhost, sub.queue, b'{"specversion": "1.0"}', message_id="garbage-2")
+    # parseable, with every attribute present, but of the wrong types: once took the consumer
+    # (and every message it held) down in a loop
+    publish_raw(vhost, sub.queue, json.dumps({"specversion": "1.0", "id": 7, "source": "/x",
+                                              "type": [TYPE], "subject": 3}).encode(),
+                message_id="garbage-3")
     ids = emit_many(db, TYPE, 5)
 
     wait_for(lambda: len(inbox_ids(db, SERVICE)) == len(ids), timeout=30,
              message="the good events to be handled")
     letters = wait_for(lambda: (found if len(found := dlq.list_dead_letters(vhost, sub.dlq))
-                                == 2 else None), timeout=30,
-                       message="both malformed messages in the dead-letter queue")
-    assert {letter.event_id for letter in letters} == {"garbage-1", "garbage-2"}
+                                == 3 else None), timeout=30,
+                       message="the three malformed messages in the dead-letter queue")
+    assert {letter.event_id for letter in letters} == {"garbage-1", "garbage-2", "garbage-3"}
     assert all(letter.error == "rejected by the broker: rejected" for letter in letters)
     assert letters[0].body == b"this is { not json" or letters[1].body == b"this is { not json"
     assert set(inbox_ids(db, SERVICE)) == set(ids)
@@ -195,3 +201,22 @@ def _outcomes() -> dict[str, int]:
     return {o: int(REGISTRY.get_sample_value(
         "events_consumed_total", {"service": SERVICE, "type": TYPE, "outcome": o}) or 0)
         for o in ("handled", "duplicate", "ignored", "retried", "dead_lettered", "malformed")}
+
+
+def test_the_broker_dead_letters_at_least_once(vhost, exchange) -> None:  # type: ignore[no-untyped-def]
+    """The queue as the broker holds it: a delivery limit, a dead-letter exchange, and
+    at-least-once dead-lettering (a quorum queue's default, at-most-once, drops a dead
+    letter the dead-letter queue cannot take)."""
+    sub = registry.subscription(SERVICE, unique("s") + ".")
+    declare_subscriptions(vhost, exchange, sub)
+    name = vhost.rsplit("/", 1)[1]
+    out = subprocess.run(["rabbitmqctl", "-q", "list_queues", "-p", name, "name", "arguments",
+                          "--formatter", "json"], capture_output=True, text=True, check=True,
+                         timeout=60).stdout
+    # each argument as [name, type, value]
+    queues = {q["name"]: {a[0]: a[-1] for a in q["arguments"]} for q in json.loads(out)}
+    args = queues[sub.queue]
+    assert args["x-queue-type"] == "quorum" and args["x-delivery-limit"] > 0
+    assert args["x-dead-letter-exchange"] and args["x-dead-letter-routing-key"] == sub.dlq
+    assert args["x-dead-letter-strategy"] == "at-least-once"
+    assert args["x-overflow"] == "reject-publish"
