@@ -6,7 +6,11 @@ Decisions written down here:
   path the upstream will see (PATH_INFO), so ``%2F``, ``%69nternal`` or ``//internal`` tricks
   cannot reach a service-to-service route: any path whose first non-empty segment is
   ``internal`` (case-insensitive, ignoring ``;params``) answers 404, and dot segments
-  (``.``/``..``) are refused outright (400) instead of being normalised.
+  (``.``/``..``) are refused outright (400) instead of being normalised. A first segment
+  ``metrics`` answers 404 the same way: each service's ``/metrics`` is for Prometheus, which
+  scrapes the services directly, never through the gateway (through it, anyone signed in
+  would read per-court business figures and run their queries on demand). The gateway's own
+  ``/metrics``, and ``/api/<service>/healthz`` and ``readyz``, are not affected.
 * Routes are protected by default. ``DEFAULT_PUBLIC_ROUTES`` is the explicit allow-list of
   (methods, path regex) pairs, matched with ``re.fullmatch`` against the gateway path; ``HEAD``
   matches wherever ``GET`` does. A ``public_routes`` list given to ``create_gateway`` *replaces*
@@ -122,12 +126,18 @@ def split_api_path(path: str) -> tuple[str, str] | None:
     return service, rest
 
 
+#: a service path whose first segment is one of these is never forwarded (see the module)
+HIDDEN_SEGMENTS = frozenset({"internal", "metrics"})
+
+
 def is_internal(rest: str) -> bool:
-    """True for the service-to-service routes, which the gateway never exposes."""
-    if "INTERNAL" not in rest.upper():
+    """True for the routes the gateway never exposes: the service-to-service routes and each
+    service's ``/metrics``."""
+    upper = rest.upper()
+    if "INTERNAL" not in upper and "METRICS" not in upper:
         return False
     segments = [s.split(";", 1)[0] for s in rest.split("/") if s]
-    return bool(segments) and segments[0].lower() == "internal"
+    return bool(segments) and segments[0].lower() in HIDDEN_SEGMENTS
 
 
 def display_path(path: str) -> str:

@@ -31,6 +31,8 @@ def test_split_api_path():
     assert split_api_path("/api/") is None
     assert is_internal("/internal/x") and is_internal("//Internal/x")
     assert is_internal("/internal;v=1/x") and not is_internal("/internals/x")
+    assert is_internal("/metrics") and is_internal("//Metrics;x") and is_internal("/metrics/")
+    assert not is_internal("/healthz") and not is_internal("/echo/metrics")
 
 
 def test_public_routes_matching():
@@ -116,6 +118,29 @@ def test_internal_routes_are_never_routed(client, upstream, token, path):
     _problem(client.get(path, headers=auth(token())), 404)
     _problem(client.get(path), 404)
     assert upstream.config["calls"] == []
+
+
+@pytest.mark.parametrize("path", [
+    "/api/svc/metrics", "/api/svc/metrics/", "/api/svc//metrics", "/api/svc/Metrics",
+    "/api/svc/%6Detrics", "/api/svc/metrics;x", "/api/svc/%2Fmetrics",
+])
+def test_service_metrics_are_not_routed_but_probes_and_the_gateways_own_are(
+        build, upstream, token, path):
+    """A service's /metrics is for Prometheus, which scrapes the service itself: through the
+    gateway it answers 404 like /internal, signed in or not, GET or HEAD."""
+    upstream.add_url_rule("/metrics", "metrics", lambda: "svc_business_gauge 1\n")
+    upstream.add_url_rule("/readyz", "readyz", lambda: {"status": "ready"})
+    client = Client(build({"svc": upstream}))
+    _problem(client.get(path, headers=auth(token())), 404)
+    _problem(client.get(path), 404)
+    assert client.head(path, headers=auth(token())).status_code == 404
+    assert upstream.config["calls"] == []
+    # the probes still pass through, without a token; the gateway's own /metrics is its own
+    assert client.get("/api/svc/healthz").status_code == 200
+    assert client.get("/api/svc/readyz").get_json() == {"status": "ready"}
+    assert upstream.config["calls"] == ["/healthz", "/readyz"]
+    own = client.get("/metrics", headers=auth(token()))
+    assert own.status_code == 200 and "svc_business_gauge" not in own.get_data(as_text=True)
 
 
 @pytest.mark.parametrize("path", ["/api/svc/echo/../internal/secret", "/api/svc/./echo",
