@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 
 import sqlalchemy.exc
@@ -74,7 +75,50 @@ def new_base() -> type[DeclarativeBase]:
     return Base
 
 
+#: how many transactions that wrote something this context (a request's thread) committed
+_WRITES_COMMITTED: ContextVar[int] = ContextVar("ecourt_writes_committed", default=0)
+#: set in a connection's ``info`` when its transaction writes; statements SQLAlchemy runs
+#: set it themselves, and so does anything writing past them (the outbox's queued rows)
+WROTE = "ecourt.wrote"
+
+
+def writes_committed() -> int:
+    """A count that grows each time a transaction that wrote (an INSERT, UPDATE or DELETE)
+    commits in this context. Compare two readings to learn whether something between them
+    changed state: a request that fails after its change committed must not be answered as
+    if nothing happened (``servicekit.idempotency``). A COMMIT that itself fails counts too,
+    since whether it took effect is unknown."""
+    return _WRITES_COMMITTED.get()
+
+
+def _track_writes(engine: Engine) -> None:
+    @event.listens_for(engine, "after_cursor_execute")
+    def _wrote(conn, _cursor, _statement, _params, context, _many):  # type: ignore[no-untyped-def]
+        if context is not None and (context.isinsert or context.isupdate or context.isdelete):
+            conn.info[WROTE] = True
+
+    @event.listens_for(engine, "commit")
+    def _committing(conn):  # type: ignore[no-untyped-def]
+        if conn.info.pop(WROTE, False):
+            _WRITES_COMMITTED.set(_WRITES_COMMITTED.get() + 1)
+
+    @event.listens_for(engine, "begin")
+    def _began(conn):  # type: ignore[no-untyped-def]
+        conn.info.pop(WROTE, None)  # whatever a lost transaction left on the pooled record
+
+    @event.listens_for(engine, "rollback")
+    def _rolled_back(conn):  # type: ignore[no-untyped-def]
+        if not conn.invalidated:  # ``info`` of a lost connection would try to reconnect
+            conn.info.pop(WROTE, None)
+
+
 def make_engine(url: str, **kwargs: object) -> Engine:
+    engine = _make_engine(url, **kwargs)
+    _track_writes(engine)
+    return engine
+
+
+def _make_engine(url: str, **kwargs: object) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
                                **kwargs)

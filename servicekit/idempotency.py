@@ -4,7 +4,10 @@ The first request with a key reserves it (a row with status 0) before the view r
 concurrent duplicate gets ``409`` instead of running twice. When the view answers, the
 response is stored; a later request with the same key and the same body replays it
 (``Idempotent-Replayed: true``), and one with a different body is refused with ``422``. A
-server error releases the key so the client can retry.
+server error releases the key so the client can retry — unless the request had already
+committed a change when it failed (a database that went away between the change and the
+read of the answer, say): a retry would then apply it twice, so the key is kept and a retry
+is told the outcome is unknown (``409 request-outcome-unknown``).
 
 A process that dies mid-request leaves the key reserved rather than risk applying the request
 twice: its view may have committed before the answer was stored. Once the reservation is older
@@ -39,6 +42,8 @@ DEFAULT_TTL = timedelta(hours=24)
 #: longer than any request runs (gunicorn stops a worker after 30 s): a reservation this old
 #: belongs to a process that died
 IN_PROGRESS_FOR = timedelta(minutes=5)
+#: the status kept for a request that failed after it had committed a change (no HTTP status)
+FAILED_AFTER_CHANGE = 1
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -90,6 +95,11 @@ class IdempotencyStore:
         if row.request_hash != digest:
             raise Problem(422, "idempotency-key-reused",
                           "this Idempotency-Key was used for a different request")
+        if row.status == FAILED_AFTER_CHANGE:
+            raise Problem(409, "request-outcome-unknown",
+                          "the first request with this key failed after it had changed "
+                          "something, so what it did is unknown: check, then send the "
+                          "request again with a new key")
         if row.status == 0:
             if now - row.created_at > IN_PROGRESS_FOR:
                 raise Problem(409, "request-outcome-unknown",
@@ -125,11 +135,18 @@ class IdempotencyStore:
             session.execute(delete(keys).where(keys.c.key == key, keys.c.principal == principal,
                                                keys.c.created_at == created_at))
 
-    def finish(self, key: str, principal: str, response: Response) -> None:
+    def finish(self, key: str, principal: str, response: Response,
+               changed: bool = False) -> None:
+        """Keep the answer. ``changed``: the request committed a change of state (see
+        ``servicekit.db.writes_committed``), which a server error must not release."""
         with self.db.transaction() as session:
             where = (keys.c.key == key) & (keys.c.principal == principal)
             if response.status_code >= 500:
-                session.execute(delete(keys).where(where))
+                if changed:
+                    session.execute(update(keys).where(where).values(
+                        status=FAILED_AFTER_CHANGE))
+                else:
+                    session.execute(delete(keys).where(where))
                 return
             stored = {h: response.headers[h] for h in _STORED_HEADERS if h in response.headers}
             session.execute(update(keys).where(where).values(

@@ -16,7 +16,7 @@ from sqlalchemy import exc as exc_
 from sqlalchemy.orm import Session
 
 from servicekit import context
-from servicekit.db import utcnow
+from servicekit.db import WROTE, utcnow
 from servicekit.envelope import CloudEvent
 from servicekit.publishers import TOPIC
 from servicekit.tables import outbox
@@ -135,6 +135,7 @@ def enqueue(session: Session, event: CloudEvent, *, exchange: str, routing_key: 
         row = (event.id, event.type, exchange, routing_key, event.to_json(), header_text,
                now.astimezone(UTC), available.astimezone(UTC), 0)
         queued = conn.info.get(QUEUED)
+        conn.info[WROTE] = True  # written at COMMIT, past the statements that mark a write
         if queued is None:
             conn.info[QUEUED] = [row]
         else:

@@ -25,7 +25,7 @@ from werkzeug.wrappers import Response
 from servicekit import audit, context, metrics
 from servicekit.access import Access, access_of, public
 from servicekit.api_docs import RETRY_AFTER, HookDocs, install_security_schemes
-from servicekit.db import Database, database_unreachable
+from servicekit.db import Database, database_unreachable, writes_committed
 from servicekit.idempotency import UNSAFE, IdempotencyStore, request_hash, stores_answers
 from servicekit.logs import scrub
 from servicekit.problems import PROBLEM_JSON, Problem, problem_response, slug_for
@@ -230,7 +230,8 @@ def _install_hooks(app: Flask, spec: ServiceSpec, db: Database, service_secret: 
     @app.after_request
     def finish(response: Response) -> Response:
         if getattr(g, "idem", None):
-            store.finish(*g.idem, response)
+            key, principal, writes_before = g.idem
+            store.finish(key, principal, response, changed=writes_committed() > writes_before)
         response.headers["X-Request-ID"] = getattr(g, "request_id", "")
         route = request.url_rule.rule if request.url_rule else "unmatched"
         metrics.HTTP_REQUESTS.labels(spec.name, route, request.method,
@@ -384,6 +385,6 @@ def _idempotent_replay(app: Flask, store: IdempotencyStore) -> Response | None:
     principal = str((g.claims or {}).get("sub", "anonymous"))
     digest = request_hash(request.method, request.full_path, request.get_data())
     replay = store.begin(key, principal, request.method, request.path, digest)
-    if replay is None:
-        g.idem = (key, principal)
+    if replay is None:  # reserved: what the request commits from here on is its change
+        g.idem = (key, principal, writes_committed())
     return replay

@@ -158,3 +158,61 @@ def test_a_request_no_route_takes_keeps_no_key(suite: Suite, http: Client) -> No
     meant = http.post("/api/identity/accounts", json=person(), headers=headers)
     assert meant.status_code == 201, meant.get_data(as_text=True)
     assert _keys(suite) == keys_before + 1
+
+
+def _spec_with_a_failing_write(name: str):  # type: ignore[no-untyped-def]
+    """A service whose one route commits an event to its outbox and then fails (``after``:
+    a 500 once the change is committed) or fails before writing anything."""
+    from flask import current_app
+    from flask.views import MethodView
+    from flask_smorest import Blueprint
+
+    from servicekit.access import public
+    from servicekit.outbox import emit
+    from servicekit.web import ServiceSpec
+
+    blp = Blueprint(name, __name__)
+
+    @blp.route("/changes/<when>")
+    class Changes(MethodView):
+        @public
+        def post(self, when: str) -> dict[str, str]:
+            if when == "before":
+                raise RuntimeError("failed before changing anything")
+            with current_app.extensions["ecourt.db"].transaction() as session:
+                emit(session, "test.changed", {}, source="/test")
+            raise RuntimeError("failed after the change committed")
+
+    return ServiceSpec(name, "t", "t", [blp])
+
+
+def _changes(suite: Suite) -> int:
+    with suite.runtimes["filing"].db.transaction() as s:
+        return int(s.scalar(select(func.count()).select_from(outbox)
+                            .where(outbox.c.type == "test.changed")) or 0)
+
+
+def test_a_server_error_after_a_committed_change_keeps_the_key(suite: Suite) -> None:
+    """A request that changed state and then failed (a database gone between the change and
+    the answer) must not be run again by a retry with its key: the retry is told the outcome
+    is unknown. One that failed before changing anything frees its key for the retry."""
+    from servicekit.web import create_service_app
+
+    app = create_service_app(_spec_with_a_failing_write(f"failing{uuid.uuid4().hex[:6]}"),
+                             suite.runtimes["filing"])
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    http = Client(app)
+    before = _changes(suite)
+
+    key = {"Idempotency-Key": f"after-{uuid.uuid4()}"}
+    assert http.post("/changes/after", headers=key).status_code == 500
+    assert _changes(suite) == before + 1
+    retry = http.post("/changes/after", headers=key)
+    assert retry.status_code == 409, retry.get_data(as_text=True)
+    assert retry.json["type"].endswith("request-outcome-unknown")
+    assert _changes(suite) == before + 1  # not applied twice
+
+    key = {"Idempotency-Key": f"before-{uuid.uuid4()}"}
+    assert http.post("/changes/before", headers=key).status_code == 500
+    assert http.post("/changes/before", headers=key).status_code == 500  # ran again
+    assert _changes(suite) == before + 1
