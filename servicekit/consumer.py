@@ -50,6 +50,7 @@ from sqlalchemy.orm import Session
 from servicekit import context, metrics
 from servicekit.db import Database, database_unreachable, statement_failed, utcnow
 from servicekit.envelope import CloudEvent, MalformedEvent
+from servicekit.logs import scrub
 from servicekit.outbox import enqueue
 from servicekit.publishers import QUEUE
 from servicekit.tables import inbox
@@ -396,7 +397,9 @@ class EventConsumer:
     def _failed(self, session: Session, event: CloudEvent, headers: dict[str, Any],
                 exc: Exception) -> str:
         attempt = attempt_of(headers)
-        error = f"{exc.__class__.__name__}: {exc}"[:500]
+        # masked before it is cut: the error travels in the message's headers and the logs,
+        # and a cut could leave the tail of an ID number no pattern recognises
+        error = scrub(f"{exc.__class__.__name__}: {exc}")[:500]
         if attempt >= self.max_attempts:
             log.error("consumer %s: event %s (%s) failed %s times, dead-lettered: %s",
                       self.service, event.id, event.type, attempt, error)

@@ -1,8 +1,11 @@
 """JSON-lines logging with the request id on every line, and masking of personal data.
 
 No ID-card number, mobile number or password may reach a log in clear (RELIABILITY S6): the
-filter below masks any 18-digit ID number and 11-digit mobile number in the final message, as
-a last line of defence behind code that never logs them in the first place.
+filter below masks any 18-digit ID number and 11-digit mobile number in the final message, in
+the formatted traceback and stack, and in the ``extra`` fields (strings, numbers, and those
+inside dicts, lists and tuples), as a last line of defence behind code that never logs them in
+the first place. A traceback is where they hide best: a driver's error quotes the values it
+refused.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -35,6 +39,29 @@ def scrub(text: str) -> str:
     return _MOBILE.sub(lambda m: m.group(1) + "****" + m.group(2), text)
 
 
+#: a record's own attributes; any other is an ``extra`` field
+_RECORD_FIELDS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message", "asctime"}
+#: formats a traceback or a stack as the standard library does
+_PLAIN = logging.Formatter()
+
+
+def _scrub_value(value: Any) -> Any:
+    """``value`` with ID numbers and mobiles masked in its strings, at any depth; a number
+    that reads as one becomes its masked text. Containers are copied, never changed."""
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        text = str(value)
+        masked = scrub(text)
+        return value if masked == text else masked
+    if isinstance(value, dict):
+        return {_scrub_value(k): _scrub_value(v) for k, v in value.items()}
+    if type(value) in (list, tuple):  # not a named tuple: its type takes other arguments
+        return type(value)(_scrub_value(v) for v in value)
+    return value
+
+
 class _ContextFilter(logging.Filter):
     def __init__(self, service: str) -> None:
         super().__init__()
@@ -47,14 +74,36 @@ class _ContextFilter(logging.Filter):
             record.msg = record.getMessage()
             record.args = None
         record.msg = scrub(str(record.msg))
+        # the traceback as text, masked: handlers with the standard formatter use exc_text as
+        # it is, and ``_MaskingJsonFormatter`` masks what it formats from exc_info itself
+        if record.exc_info and not record.exc_text:
+            record.exc_text = _PLAIN.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = scrub(record.exc_text)
+        if record.stack_info:
+            record.stack_info = scrub(record.stack_info)
+        for key, value in list(record.__dict__.items()):
+            if key not in _RECORD_FIELDS:
+                setattr(record, key, _scrub_value(value))
         return True
 
 
+class _MaskingJsonFormatter(JsonFormatter):
+    """python-json-logger formats a record's traceback from ``exc_info`` anew, ignoring the
+    ``exc_text`` the filter masked: what it formats is masked the same way."""
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802
+        return scrub(str(super().formatException(ei)))
+
+    def formatStack(self, stack_info: str) -> str:  # noqa: N802
+        return scrub(str(super().formatStack(stack_info)))
+
+
 def json_handler(service: str, stream=None) -> logging.Handler:  # type: ignore[no-untyped-def]
-    """A handler writing each record to ``stream`` as one JSON object per line, its message
-    masked and the request id added."""
+    """A handler writing each record to ``stream`` as one JSON object per line, its message,
+    traceback and extra fields masked and the request id added."""
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter(
+    handler.setFormatter(_MaskingJsonFormatter(
         "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s %(service)s",
         rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
         json_ensure_ascii=False,
