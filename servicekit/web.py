@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hmac
 import http
+import json
 import logging
 import os
 import re
@@ -225,6 +226,7 @@ def _install_hooks(app: Flask, spec: ServiceSpec, db: Database, service_secret: 
         _authenticate(verifier)
         g.audit = audit.bind(_actor(service_secret))
         _authorize(app, service_secret)
+        _refuse_nul_characters()
         return _idempotent_replay(app, store)
 
     @app.after_request
@@ -370,6 +372,45 @@ def _authorize(app: Flask, service_secret: str) -> None:
                       headers={"WWW-Authenticate": "Bearer"})
     if access.roles and not access.roles.intersection(g.claims.get("roles") or []):
         raise Problem(403, "forbidden", "your role may not use this route")
+
+
+def _holds_nul(value: Any) -> bool:
+    """Whether a parsed JSON value has U+0000 in a string (a key or a value), at any depth."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def _refuse_nul_characters() -> None:
+    """A JSON body with U+0000 in a string is refused with a 400, before anything is done.
+
+    PostgreSQL text cannot hold it (psycopg raises ``DataError``), so every service would answer
+    such a request with a 500 (RELIABILITY S7). Only a body that holds the escape ``\\u0000``
+    (JSON spells it with a lower-case ``u``, and 0 has no case) or a NUL byte (a body in UTF-16
+    or UTF-32, or one that is not JSON) is parsed here: the cheap look covers every other
+    request. A body that does not parse is left to the view, whose own parser refuses it."""
+    if not request.is_json:
+        return
+    raw = request.get_data(cache=True)
+    if b"\\u0000" not in raw and b"\x00" not in raw:
+        return
+    try:
+        parsed = json.loads(raw)
+    except (ValueError, RecursionError):
+        return
+    if _holds_nul(parsed):
+        raise Problem(400, "invalid-character",
+                      "the request body holds the character U+0000 (NUL) in a string; "
+                      "no text may contain it")
 
 
 def _idempotent_replay(app: Flask, store: IdempotencyStore) -> Response | None:
