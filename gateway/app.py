@@ -57,6 +57,7 @@ from servicekit.tokens import (
     TokenVerifier,
     keys_unavailable,
 )
+from servicekit.web import method_label
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("gateway.access")
@@ -334,12 +335,14 @@ class AccessTally:
 def record_access(method: str, path: str, status: int, started: float, rid: str,
                   upstream: str | None, tally: AccessTally | None = None) -> None:
     """Count and log one answered request (both front ends: this app and ``gateway.edge``,
-    which passes its ``tally``)."""
+    which passes its ``tally``). The metrics name a method outside the standard set
+    ``other`` (``servicekit.web.method_label``); the log line keeps the method sent."""
     elapsed = time.perf_counter() - started
+    label = method_label(method)
     if tally is not None:
-        tally.add(upstream, method, status, elapsed)
+        tally.add(upstream, label, status, elapsed)
     else:
-        counter, latency = _series(upstream, method, status)
+        counter, latency = _series(upstream, label, status)
         counter.inc()
         latency.observe(elapsed)
     if access_log.isEnabledFor(logging.INFO):
