@@ -24,6 +24,16 @@ socket reads overlap). One batch is handled at a time, so events keep their queu
 ``workers`` > 1 (PostgreSQL only) a batch is split by the event's subject (its case or aggregate)
 into that many parts, each in its own transaction on its own thread: events of one subject stay
 in one part, in order; events without a subject have no order to keep.
+
+The line to the broker can die silently: a proxy or load balancer that stops forwarding but
+keeps the TCP connection open and acknowledged, so TCP never notices. py-amqp waits for the
+broker's answers (declarations, ``basic_qos``, the Close-OK of a graceful close) on a blocking
+socket, so the socket gets read and write timeouts (two heartbeat intervals: a live broker
+sends something within one). The heartbeats notice the silence while consuming; after any
+error the connection is dropped without the close handshake (the broker requeues what was
+not acked) and the consumer connects again. Only a clean stop closes politely, so that the
+last acks reach the broker; on a dead line that costs a read timeout per step (channel, then
+connection) — unless it died in the middle of a frame: py-amqp retries a timed-out read there.
 """
 
 from __future__ import annotations
@@ -74,6 +84,8 @@ _SEEN_PG = select(inbox.c.event_id).where(
 _READ_EVERY = 1.0
 #: the first and the longest wait between tries of a batch whose database is unreachable
 OUTAGE_BACKOFF = (0.25, 5.0)
+#: how long one read or write on the broker's socket may block when heartbeats are off
+_SOCKET_TIMEOUT = 30.0
 
 
 class _HandlerFailed(Exception):
@@ -155,7 +167,9 @@ class EventConsumer:
                 self._consume(stop)
                 backoff = 0.5
             except Exception as exc:  # connection lost, broker down: reconnect and consume again
-                log.warning("consumer %s: %s; reconnecting in %.1fs", self.service, exc, backoff)
+                # the class too: a read timeout's message is empty
+                log.warning("consumer %s: %s: %s; reconnecting in %.1fs", self.service,
+                            exc.__class__.__name__, exc, backoff)
                 stop.wait(backoff)
                 backoff = min(30.0, backoff * 2)
 
@@ -163,7 +177,9 @@ class EventConsumer:
         # messages read on a connection that is gone cannot be acked on the new one (the
         # broker gives them to us again): trying kept the consumer failing forever
         self._batch = []
-        with Connection(self.broker_url, heartbeat=self.heartbeat, connect_timeout=5) as conn:
+        conn = Connection(self.broker_url, heartbeat=self.heartbeat, connect_timeout=5,
+                          transport_options=self._socket_timeouts())
+        try:
             conn.ensure_connection(max_retries=1)
             declare(conn, self.exchange, [self.subscription])
             channel = conn.channel()
@@ -176,6 +192,26 @@ class EventConsumer:
                                     thread_name_prefix=f"consume-{self.service}") as pool:
                 self.ready.set()
                 self._loop(conn, pool, stop)
+        except BaseException:
+            # The line may be dead: a graceful close (``release``, ``__exit__``) would wait
+            # for the broker's Close-OK on it. Drop the socket instead; the broker requeues
+            # whatever was not acked.
+            with contextlib.suppress(Exception):
+                conn.collect()
+            raise
+        # a clean stop: close politely so that the last acks reach the broker (bounded by
+        # the read timeout, should the line have died just now)
+        conn.release()
+
+    def _socket_timeouts(self) -> dict[str, float]:
+        """py-amqp's ``read_timeout`` and ``write_timeout``: without them its socket blocks
+        for ever outside ``drain_events(timeout=...)`` (which sets its own timeout and is
+        unaffected). Two heartbeat intervals: a live broker sends at least a heartbeat within
+        one, however long it takes to answer. The in-memory transport has no socket."""
+        if self.broker_url.startswith("memory"):
+            return {}
+        seconds = 2.0 * self.heartbeat if self.heartbeat else _SOCKET_TIMEOUT
+        return {"read_timeout": seconds, "write_timeout": seconds}
 
     def _loop(self, conn: Connection, pool: ThreadPoolExecutor, stop: threading.Event) -> None:
         """Read the next batch while the workers handle this one; ack it when they are done.

@@ -1,0 +1,161 @@
+"""R6: the consumer's AMQP line goes silent — the TCP connection stays open and acknowledged,
+so TCP itself never notices (TCP_USER_TIMEOUT does not fire), but no byte gets through either
+way, for good: a proxy, load balancer or NAT that lost its state for that one flow, while new
+connections pass. py-amqp waits for the broker's answers (queue declarations, the Close-OK of a
+graceful close) on a blocking socket; without a read timeout the consumer hung there for ever,
+so it never connected again, and a stop hung too. Real broker, real database, heartbeats of a
+second."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from select import select as wait_readable
+
+import pytest
+
+from servicekit import consumer as consumer_module
+from servicekit.testing import TcpProxy, unique, wait_for
+from servicekit.topology import Subscription
+from tests.reliability.helpers import (
+    CountingConsumer,
+    Workers,
+    declare_subscriptions,
+    emit_many,
+    inbox_ids,
+    notifications,
+    record_notification,
+)
+
+pytestmark = pytest.mark.real
+
+TYPE = "reliability.stalled.happened"
+HEARTBEAT = 1
+
+
+class FreezingProxy(TcpProxy):
+    """A TcpProxy whose ``freeze()`` silences the connections open now: they stay open, and
+    nothing is forwarded on them either way ever again; connections made later pass."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self._frozen: set[socket.socket] = set()
+        super().__init__(target_host, target_port)
+
+    def freeze(self) -> None:
+        with self._lock:
+            self._frozen.update(client for client, _ in self._pairs)
+
+    def connections(self) -> int:
+        """Connections accepted so far."""
+        with self._lock:
+            return len(self._pairs)
+
+    def _pump(self, a: socket.socket, b: socket.socket) -> None:  # a: client, b: broker
+        try:
+            while not self._closed.is_set() and self._up.is_set():
+                readable, _, _ = wait_readable([a, b], [], [], 0.1)
+                if self._stalled.is_set() or a in self._frozen:
+                    continue
+                for s in readable:
+                    data = s.recv(65536)
+                    if not data:
+                        return
+                    (b if s is a else a).sendall(data)
+        except OSError:
+            return
+        finally:
+            for s in (a, b):
+                with contextlib.suppress(OSError):
+                    s.close()
+
+
+def _publish(producer, vhost: str, exchange: str, n: int) -> list[str]:  # type: ignore[no-untyped-def]
+    """``n`` events through the outbox, published straight to the broker (not the proxy)."""
+    from servicekit.publishers import PikaPublisher
+    from servicekit.relay import Relay
+
+    ids = emit_many(producer, TYPE, n)
+    relay = Relay("producer", producer, PikaPublisher(vhost, exchange), poll_interval=0.05)
+    while relay.run_once():
+        pass
+    relay.publisher.close()
+    return ids
+
+
+def _consumer(consumer_db, sub: Subscription, proxy: FreezingProxy, vhost: str,  # type: ignore[no-untyped-def]
+              exchange: str) -> CountingConsumer:
+    url = f"amqp://guest:guest@127.0.0.1:{proxy.port}/{vhost.rsplit('/', 1)[1]}"
+    return CountingConsumer(sub.service, consumer_db, {TYPE: record_notification},
+                            broker_url=url, exchange=exchange, subscription=sub,
+                            heartbeat=HEARTBEAT)
+
+
+def test_a_line_that_goes_silent_while_the_consumer_declares_is_given_up(
+        make_dbs, vhost, exchange, workers: Workers, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    producer, consumer_db = make_dbs("producer", "consumer")
+    sub = Subscription(unique("rel_stall_setup"), (TYPE,))
+    declare_subscriptions(vhost, exchange, sub)
+    ids = _publish(producer, vhost, exchange, 100)
+    proxy = FreezingProxy("127.0.0.1", 5672)
+    declared: list[float] = []
+    real_declare = consumer_module.declare
+
+    def declare_on_a_line_gone_silent(conn, exchange_, subs) -> None:  # type: ignore[no-untyped-def]
+        declared.append(time.monotonic())
+        if len(declared) == 1:  # connected; now the line dies before the first declaration
+            proxy.freeze()
+        real_declare(conn, exchange_, subs)
+
+    monkeypatch.setattr(consumer_module, "declare", declare_on_a_line_gone_silent)
+    consumer = _consumer(consumer_db, sub, proxy, vhost, exchange)
+    try:
+        workers.start("consumer", consumer.run)
+        wait_for(lambda: len(declared) >= 2, timeout=4 * HEARTBEAT + 6,
+                 message="the consumer to give up the silent line and connect again")
+        wait_for(lambda: len(inbox_ids(consumer_db, sub.service)) >= len(ids), timeout=30,
+                 message="every event handled on the new connection")
+        assert proxy.connections() == 2
+        assert sorted(inbox_ids(consumer_db, sub.service)) == sorted(ids)
+        assert notifications(consumer_db) == (len(ids), len(ids))
+        assert workers.stop() == [], "the consumer hung on stop"
+    finally:
+        proxy.close()
+
+
+def test_a_line_that_goes_silent_under_a_running_consumer_is_dropped_not_closed(
+        make_dbs, vhost, exchange, workers: Workers) -> None:  # type: ignore[no-untyped-def]
+    """The heartbeats notice the silence; the consumer must then drop the connection rather
+    than wait for the broker to confirm a graceful close, connect again and handle every event
+    once. A stop on a silent line ends too."""
+    producer, consumer_db = make_dbs("producer", "consumer")
+    sub = Subscription(unique("rel_stall_run"), (TYPE,))
+    declare_subscriptions(vhost, exchange, sub)
+    ids = _publish(producer, vhost, exchange, 100)
+    proxy = FreezingProxy("127.0.0.1", 5672)
+    consumer = _consumer(consumer_db, sub, proxy, vhost, exchange)
+    try:
+        workers.start("consumer", consumer.run)
+        wait_for(lambda: len(inbox_ids(consumer_db, sub.service)) >= len(ids), timeout=30,
+                 message="the first events handled")
+
+        proxy.freeze()
+        frozen_at = time.monotonic()
+        ids += _publish(producer, vhost, exchange, 100)  # waiting in the queue meanwhile
+        wait_for(lambda: proxy.connections() >= 2, timeout=3 * HEARTBEAT + 5,
+                 message="the consumer to drop the silent line and connect again")
+        reconnected_in = time.monotonic() - frozen_at
+        wait_for(lambda: len(inbox_ids(consumer_db, sub.service)) >= len(ids), timeout=30,
+                 message="every event handled on the new connection")
+        assert sorted(inbox_ids(consumer_db, sub.service)) == sorted(ids)
+        assert notifications(consumer_db) == (len(ids), len(ids))
+        assert set(consumer.deliveries) >= set(ids)
+
+        # the line dies again, and the service is stopped before the heartbeats notice
+        proxy.freeze()
+        stopping = time.monotonic()
+        assert workers.stop(timeout=4 * 2 * HEARTBEAT + 5) == [], "the stop hung"
+        stopped_in = time.monotonic() - stopping
+    finally:
+        proxy.close()
+    print(f"reconnected {reconnected_in:.1f}s after the freeze; stopped in {stopped_in:.1f}s")
