@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from servicekit.db import utcnow
 from servicekit.envelope import CloudEvent
+from servicekit.logs import scrub
 from servicekit.outbox import emit
 from services.documents import codes, ledger
 from services.documents.config import Documents
@@ -72,6 +73,10 @@ def _record(session: Session, event: CloudEvent, outcome: str, *, reason: str | 
 
 
 def fail(session: Session, event: CloudEvent, reason: str) -> None:
+    """Record and announce the failure. The reason can quote the request (a value that did
+    not parse), and it is stored, logged and sent in an event: ID numbers and mobiles in it
+    are masked like the logs'."""
+    reason = scrub(reason)
     data = event.data
     log.warning("certificate request %s for application %s failed: %s",
                 data.get("request_id"), data.get("application_id"), reason)

@@ -146,7 +146,8 @@ def test_a_render_error_is_reported_not_raised(harness: Harness,
 
 
 @pytest.mark.parametrize("bad", [{"effective_date": "next tuesday"},
-                                 {"case_number": "号" * 101}, {"parties": "张三"}])
+                                 {"case_number": "号" * 101}, {"parties": "张三"},
+                                 {"effective_date": "13800138000"}])
 def test_a_malformed_request_fails_visibly(harness: Harness, bad: dict[str, object]) -> None:
     from servicekit.envelope import CloudEvent
 
@@ -156,6 +157,7 @@ def test_a_malformed_request_fails_visibly(harness: Harness, bad: dict[str, obje
         harness.handlers[REQUESTED](session, CloudEvent(REQUESTED, "/matters", request))
     [failed] = harness.emitted("documents.render.failed")
     assert "malformed" in failed["data"]["reason"]
+    assert "13800138000" not in failed["data"]["reason"]  # the value quoted, masked
 
 
 def test_publishing_lets_the_viewers_in(harness: Harness) -> None:
