@@ -5,8 +5,8 @@ For every request, in this order:
 1. keep a valid ``X-Request-ID`` or make one; it goes upstream and comes back on every response;
 2. the gateway's own routes: ``/healthz`` (never rate limited), ``/metrics``, ``/docs``,
    ``/docs/openapi/<service>.json``;
-3. ``/api/<service>/<rest>``: unknown service -> 404, ``/internal/...`` -> 404, dot segments
-   -> 400;
+3. ``/api/<service>/<rest>``: unknown service -> 404, ``/internal/...`` and a service's
+   ``/metrics`` (scraped directly, never through the gateway) -> 404, dot segments -> 400;
 4. the token: on a protected route a valid ``Authorization: Bearer`` token is required; on a
    public route a token is optional but, if sent, must be valid. Failures are 401 with
    ``WWW-Authenticate``. The header is forwarded unchanged (services verify again);
@@ -57,7 +57,6 @@ from servicekit.tokens import (
     TokenVerifier,
     keys_unavailable,
 )
-from servicekit.web import method_label
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("gateway.access")
@@ -336,9 +335,9 @@ def record_access(method: str, path: str, status: int, started: float, rid: str,
                   upstream: str | None, tally: AccessTally | None = None) -> None:
     """Count and log one answered request (both front ends: this app and ``gateway.edge``,
     which passes its ``tally``). The metrics name a method outside the standard set
-    ``other`` (``servicekit.web.method_label``); the log line keeps the method sent."""
+    ``other`` (``servicekit.metrics.method_label``); the log line keeps the method sent."""
     elapsed = time.perf_counter() - started
-    label = method_label(method)
+    label = metrics.method_label(method)
     if tally is not None:
         tally.add(upstream, label, status, elapsed)
     else:

@@ -72,3 +72,15 @@ def render(app_registry: CollectorRegistry | None = None) -> tuple[bytes, str]:
 def mark_process_dead(pid: int) -> None:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.mark_process_dead(pid)
+
+
+#: the methods a metric names; any other a client sends is counted as ``other``
+STANDARD_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    """The ``method`` label of the request metrics (the services' and the gateway's): the
+    method, or ``other`` for one outside ``STANDARD_METHODS``. Werkzeug's server takes any
+    token as a method, and every new label value is a metric child kept for the life of the
+    process: ``AAAA1 /healthz``, ``AAAA2 /healthz``, ... would grow memory without bound."""
+    return method if method in STANDARD_METHODS else "other"

@@ -125,18 +125,6 @@ class ServiceSpec:
     collectors: Iterable[object] = ()
 
 
-#: the methods a metric names; any other a client sends is counted as ``other``
-STANDARD_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-
-
-def method_label(method: str) -> str:
-    """The ``method`` label of the request metrics (here and in the gateway): the method, or
-    ``other`` for one outside ``STANDARD_METHODS``. Werkzeug's server takes any token as a
-    method, and every new label value is a metric child kept for the life of the process:
-    ``AAAA1 /healthz``, ``AAAA2 /healthz``, ... would grow memory without bound."""
-    return method if method in STANDARD_METHODS else "other"
-
-
 def max_body_bytes() -> int:
     """The largest request body any route accepts (a 20 MB upload plus its multipart
     envelope), ``ECOURT_MAX_BODY_BYTES``: the services and the gateway's front end refuse
@@ -248,7 +236,7 @@ def _install_hooks(app: Flask, spec: ServiceSpec, db: Database, service_secret: 
             store.finish(key, principal, response, changed=writes_committed() > writes_before)
         response.headers["X-Request-ID"] = getattr(g, "request_id", "")
         route = request.url_rule.rule if request.url_rule else "unmatched"
-        method = method_label(request.method)
+        method = metrics.method_label(request.method)
         metrics.HTTP_REQUESTS.labels(spec.name, route, method, str(response.status_code)).inc()
         if hasattr(g, "started"):
             metrics.HTTP_LATENCY.labels(spec.name, route, method).observe(

@@ -11,7 +11,7 @@ from werkzeug.test import Client
 from ecourt.embedded import Suite
 from gateway.app import AccessTally, record_access
 from servicekit import metrics
-from servicekit.web import STANDARD_METHODS, method_label
+from servicekit.metrics import STANDARD_METHODS, method_label
 
 ODD = [f"AAAA{n}" for n in range(1, 6)]
 
