@@ -95,9 +95,13 @@ class _HandlerFailed(Exception):
 class _InFlight:
     """A batch being handled on the worker threads: one future per part."""
 
-    def __init__(self, batch: list[Message], parts: list[tuple[list[int], Future]]) -> None:
+    def __init__(self, batch: list[Message], parts: list[tuple[list[int], Future]],
+                 give_up: threading.Event) -> None:
         self.batch = batch
         self.parts = parts
+        #: set when the batch can no longer be acked (the consumer stops, or its connection
+        #: is gone): a part waiting for its database gives the batch back instead
+        self.give_up = give_up
 
     def done(self) -> bool:
         return all(future.done() for _, future in self.parts)
@@ -240,6 +244,9 @@ class EventConsumer:
             if running is not None:
                 # Let the workers finish their transactions. On a clean stop the batch is
                 # acked; after a lost connection it cannot be, and comes back as duplicates.
+                # A part waiting out a database outage stops waiting: the broker gives the
+                # batch again to whoever consumes next, so the reconnect need not wait.
+                running.give_up.set()
                 running.wait(None)
                 if stop.is_set():
                     self.settle(running.batch, running.outcomes())
@@ -266,10 +273,13 @@ class EventConsumer:
                stop: threading.Event) -> _InFlight:
         parsed = [self._parse(m) for m in batch]
         parts: list[tuple[list[int], Future]] = []
+        give_up = threading.Event()
+        if stop.is_set():
+            give_up.set()
         for indices in self._partition(parsed):
-            future = pool.submit(self.handle, [parsed[i] for i in indices], stop)
+            future = pool.submit(self.handle, [parsed[i] for i in indices], give_up)
             parts.append((indices, future))
-        return _InFlight(batch, parts)
+        return _InFlight(batch, parts, give_up)
 
     def _partition(self, parsed: list[Parsed]) -> list[list[int]]:
         """Indices of the batch per part: one subject's events always in the same part."""
@@ -283,9 +293,9 @@ class EventConsumer:
 
     # -- one batch ----------------------------------------------------------------------------
     def handle(self, parsed: list[Parsed], stop: threading.Event) -> list[Outcome] | None:
-        """Handle (part of) a batch in one transaction: outcomes in order, or None when the
-        consumer is stopping while its database is unreachable (the batch goes back to the
-        queue).
+        """Handle (part of) a batch in one transaction: outcomes in order, or None when
+        ``stop`` is set (the consumer stops, or the connection the batch came on is gone)
+        while its database is unreachable: the batch goes back to the queue.
 
         The fast path runs every handler in one transaction with one inbox look-up. If any
         handler raises, that transaction is rolled back and the events are handled again one

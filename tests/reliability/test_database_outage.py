@@ -8,6 +8,7 @@ away keep running and lose or repeat nothing in effect."""
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import time
 
@@ -32,6 +33,7 @@ from tests.reliability.helpers import (
     inbox_ids,
     notifications,
     person,
+    publish_raw,
     record_notification,
     unsent,
     wait_consumer_ready,
@@ -233,3 +235,43 @@ def test_a_statement_timeout_in_a_handler_is_that_events_failure_not_an_outage(
     with db.transaction() as s:
         routes = list(s.scalars(select(outbox.c.routing_key).order_by(outbox.c.id)))
     assert routes == [consumer.subscription.queue, consumer.subscription.dlq]
+
+
+def test_a_consumer_whose_broker_line_drops_during_a_database_outage_reconnects_at_once(
+        make_dbs, vhost, exchange, workers, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A batch waiting out its database's outage cannot be acked on a connection that is
+    gone: the consumer gives it back and connects again without waiting for the database,
+    and once the database is back every event is handled once."""
+    monkeypatch.setattr(consumer_module, "OUTAGE_BACKOFF", (0.05, 0.2))
+    (db,) = make_dbs("dropped")
+    proxy = TcpProxy("127.0.0.1", 5432)
+    sub = Subscription("rel_drop", (R7_TYPE,))
+    declare_subscriptions(vhost, exchange, sub)
+    events = [CloudEvent(R7_TYPE, "/reliability", {"n": i}) for i in range(20)]
+    with databases(db.url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")) as (cut_db,):
+        consumer = CountingConsumer("rel_drop", cut_db, {R7_TYPE: record_notification},
+                                    broker_url=vhost, exchange=exchange, subscription=sub,
+                                    heartbeat=2)
+        try:
+            workers.start("consumer", consumer.run)
+            wait_consumer_ready(consumer)
+            proxy.cut()
+            for event in events:
+                publish_raw(vhost, sub.queue, event.to_json().encode(), message_id=event.id)
+            wait_for(lambda: sum(consumer.deliveries.values()) >= len(events), timeout=30,
+                     message="the batch to reach the consumer while its database is away")
+            consumer.ready.clear()
+            subprocess.run(["rabbitmqctl", "-q", "close_all_connections", "--vhost",
+                            vhost.rsplit("/", 1)[1], "test: the line drops"],
+                           check=True, capture_output=True, timeout=60)
+            wait_for(consumer.ready.is_set, timeout=15,
+                     message="the consumer to connect again while its database is still away")
+            assert inbox_ids(db, "rel_drop") == []
+            proxy.heal()
+            wait_for(lambda: len(inbox_ids(db, "rel_drop")) == len(events), timeout=60,
+                     message="every event handled once the database is back")
+            assert notifications(db) == (len(events), len(events))
+        finally:
+            proxy.heal()
+            assert workers.stop() == []
+            proxy.close()
