@@ -8,6 +8,11 @@
 
 Both publish with ``mandatory=True``: a message that reached no queue comes back as a return
 and counts as a failure (RELIABILITY R2), never as success.
+
+A message that cannot be published as it is (a message id or routing key over AMQP's 255
+bytes; on pika, properties larger than a frame) is a failure of that row alone, found before
+anything is written, never an exception for its batch: the relay gives the row its own
+backoff and the rows after it go out.
 """
 
 from __future__ import annotations
@@ -28,7 +33,23 @@ QUEUE = "queue"  # straight to one queue through the default exchange
 
 
 class PublishError(Exception):
-    """The broker could not be reached or did not confirm in time; every row stays unsent."""
+    """The broker could not be reached or did not confirm in time; every row stays unsent.
+
+    ``unreachable``: no connection could be made, so nothing was written. ``suspect``: the
+    channel or connection closed under the batch (the broker closed it, or the stream broke),
+    not a timeout, a blocked connection or a broker shutting down, so a message of the batch
+    may be what the broker refused; the relay then publishes the batch's first row alone, and
+    refuses that row if it fails again alone (``Relay``)."""
+
+    def __init__(self, message: str, *, unreachable: bool = False,
+                 suspect: bool = False) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
+        self.suspect = suspect
+
+
+class Unpublishable(ValueError):
+    """A message that cannot be published as it is: a failure of its row, not of the batch."""
 
 
 class Outgoing(NamedTuple):
@@ -46,6 +67,21 @@ class Outgoing(NamedTuple):
 class BatchResult:
     confirmed: list[int]
     failed: dict[int, str]  # row id -> reason (nack, returned as unroutable)
+
+
+#: AMQP's short strings (message id, routing key) hold at most 255 bytes
+SHORT_STRING_MAX = 255
+
+
+def unpublishable(m: Outgoing) -> str | None:
+    """Why ``m`` cannot be published on AMQP, checked before anything is written, or None."""
+    if len(m.event_id.encode("utf-8")) > SHORT_STRING_MAX:
+        return (f"unpublishable: message id of {len(m.event_id.encode('utf-8'))} bytes "
+                f"(AMQP allows {SHORT_STRING_MAX})")
+    if len(m.routing_key.encode("utf-8")) > SHORT_STRING_MAX:
+        return (f"unpublishable: routing key of {len(m.routing_key.encode('utf-8'))} bytes "
+                f"(AMQP allows {SHORT_STRING_MAX})")
+    return None
 
 
 class Publisher(Protocol):
@@ -93,9 +129,18 @@ class KombuPublisher:
         result = BatchResult([], {})
         try:
             producer = self._get_producer()
+        except Exception as exc:
+            self.close()
+            raise PublishError(f"connect failed: {exc!r}", unreachable=True) from exc
+        try:
             for m in messages:
+                exchange = _exchange_for(m, self.exchange)
+                reason = unpublishable(m)
+                if reason:
+                    result.failed[m.row_id] = reason
+                    continue
                 producer.publish(
-                    m.body, exchange=_exchange_for(m, self.exchange), routing_key=m.routing_key,
+                    m.body, exchange=exchange, routing_key=m.routing_key,
                     content_type="application/cloudevents+json", content_encoding="utf-8",
                     headers=m.headers, message_id=m.event_id, delivery_mode=2,
                     mandatory=not self.connection.transport_cls.startswith("memory"),
@@ -109,9 +154,11 @@ class KombuPublisher:
                     result.confirmed.append(m.row_id)
         except Exception as exc:  # connection-level: nothing after this point is known sent
             self.close()
-            if result.confirmed:
-                return result
-            raise PublishError(str(exc)) from exc
+            if result.confirmed or result.failed:
+                return result  # the rest stays unsent, untouched
+            # a timeout says nothing about the message; a closed channel or connection may
+            raise PublishError(str(exc) or repr(exc),
+                               suspect=not isinstance(exc, TimeoutError)) from exc
         return result
 
     def idle(self, seconds: float) -> None:
@@ -126,11 +173,14 @@ class KombuPublisher:
 class Ticket:
     """One batch written by ``PikaPublisher.send`` whose confirms are still being counted.
 
-    Its delivery tags are contiguous (``first``…``first + len(rows) - 1``) on the connection of
-    ``generation``; a ticket of an earlier connection can never be confirmed any more.
+    Its delivery tags are contiguous (``first``…``first + pending - 1``) on the connection of
+    ``generation``; a ticket of an earlier connection can never be confirmed any more. Rows
+    that could not be published at all (``unpublishable``) got no tag: they are in
+    ``refused`` from the start.
     """
 
-    __slots__ = ("by_message", "confirmed", "failed", "first", "generation", "pending", "rows")
+    __slots__ = ("by_message", "confirmed", "failed", "first", "generation", "pending",
+                 "refused", "rows")
 
     def __init__(self, rows: list[int], first: int, generation: int) -> None:
         self.rows = rows
@@ -139,6 +189,8 @@ class Ticket:
         self.pending = len(rows)
         self.confirmed: list[int] = []
         self.failed: dict[int, str] = {}
+        #: rows refused before anything was written (no delivery tag) -> why
+        self.refused: dict[int, str] = {}
         #: (message id, exchange, routing key) -> its tags, to place a Basic.Return
         self.by_message: dict[tuple[str, str, str], list[int]] = {}
 
@@ -155,6 +207,10 @@ _PLAIN_FLAGS = (1 << 15) | (1 << 12) | (1 << 7)
 _PERSISTENT = b"\x02"
 #: how many bytes of marshalled frames are handed to pika's transport at once
 _WRITE_CHUNK = 128 * 1024
+#: a frame's own bytes around its payload (type, channel, size; frame end)
+_FRAME_OVERHEAD = _FRAME.size + len(_FRAME_END)
+#: the reply code of a broker closing connections as it shuts down
+_CONNECTION_FORCED = 320
 
 
 class PikaPublisher:
@@ -187,6 +243,8 @@ class PikaPublisher:
         self._conn: Any = None
         self._channel: Any = None
         self._error: str | None = None
+        #: the channel or connection closed under us (not a timeout, block or shutdown)
+        self._broken = False
         self._generation = 0
         self._next_tag = 1
         self._low = 1  # every tag below this one is settled
@@ -204,6 +262,7 @@ class PikaPublisher:
         if params.heartbeat is None:
             params.heartbeat = 10
         self._error = None
+        self._broken = False
         ready = {"ok": False}
 
         def on_channel(channel):  # type: ignore[no-untyped-def]
@@ -234,16 +293,35 @@ class PikaPublisher:
         if not ready["ok"]:
             err = self._error or "connect timed out"
             self.close()
-            raise PublishError(err)
+            raise PublishError(err, unreachable=True)
+
+    @staticmethod
+    def _broke(reason: BaseException) -> bool:
+        """Whether a channel or connection closed for a reason that may lie in what was
+        written: the broker closing it (406 for a message over its ``max_message_size``, 501
+        for a frame it cannot take) or the stream breaking. A blocked connection (memory or
+        disk alarm), a missed heartbeat, a broker shutting down or our own close may not."""
+        from pika import exceptions
+
+        if isinstance(reason, (exceptions.ConnectionBlockedTimeout,
+                               exceptions.AMQPHeartbeatTimeout,
+                               exceptions.ConnectionClosedByClient,
+                               exceptions.ChannelClosedByClient)):
+            return False
+        return getattr(reason, "reply_code", None) != _CONNECTION_FORCED
 
     def _on_conn_closed(self, _conn, reason):  # type: ignore[no-untyped-def]
-        self._error = f"connection closed: {reason!r}"
+        if self._error is None:  # the first reason: a channel's close closes the connection
+            self._error = f"connection closed: {reason!r}"
+            self._broken = self._broke(reason)
         self._channel = None
         with contextlib.suppress(Exception):
             _conn.ioloop.stop()
 
     def _on_channel_closed(self, _channel, reason):  # type: ignore[no-untyped-def]
-        self._error = f"channel closed: {reason!r}"
+        if self._error is None:
+            self._error = f"channel closed: {reason!r}"
+            self._broken = self._broke(reason)
         self._channel = None
         if self._conn is not None and self._conn.is_open:
             self._conn.close()
@@ -321,14 +399,18 @@ class PikaPublisher:
             self._publish_frames[(exchange, m.routing_key)] = publish
         body = m.body.encode("utf-8")
         size = len(body)
+        message_id = m.event_id.encode("utf-8")
+        if len(message_id) > SHORT_STRING_MAX:
+            raise Unpublishable(f"unpublishable: message id of {len(message_id)} bytes "
+                                f"(AMQP allows {SHORT_STRING_MAX})")
         if m.headers:  # rare (retries, dead letters): let pika encode the table
             from pika import BasicProperties, frame
 
             header = frame.Header(channel, size, BasicProperties(
                 content_type=_CONTENT_TYPE.decode(), delivery_mode=2, message_id=m.event_id,
                 headers=m.headers)).marshal()
+            self._check_header(header, m, body_max)
         else:
-            message_id = m.event_id.encode("utf-8")
             payload = b"".join((_HEADER.pack(60, 0, size, _PLAIN_FLAGS),
                                 bytes((len(_CONTENT_TYPE),)), _CONTENT_TYPE, _PERSISTENT,
                                 bytes((len(message_id),)), message_id))
@@ -345,11 +427,21 @@ class PikaPublisher:
             parts += (_FRAME.pack(_FRAME_BODY, channel, len(chunk)), chunk, _FRAME_END)
         return b"".join(parts)
 
+    def _check_header(self, header: bytes, m: Outgoing, body_max: int) -> None:
+        """Properties are one frame and cannot be split: larger than ``frame_max``, RabbitMQ
+        closes the connection (501 FRAME_ERROR) and the whole batch fails."""
+        if len(header) > body_max + _FRAME_OVERHEAD:
+            raise Unpublishable(f"unpublishable: properties of {len(header)} bytes exceed "
+                                f"frame_max ({body_max + _FRAME_OVERHEAD})")
+
     # -- the interface ------------------------------------------------------------------------
     def send(self, messages: Sequence[Outgoing]) -> Ticket:
         """Write ``messages`` (connecting first if need be) without waiting for confirms.
 
-        Raises ``PublishError`` when the broker cannot be reached; nothing was written then."""
+        A message that cannot be published as it is (``unpublishable``, properties over
+        ``frame_max``: anything pika cannot marshal) is not written; its row is refused in the
+        ticket. Raises ``PublishError`` when the broker cannot be reached (nothing was
+        written then) or writing fails (then the connection is dropped)."""
         if self._channel is None or self._conn is None or not self._conn.is_open:
             self.close()
             self._connect()
@@ -360,36 +452,50 @@ class PikaPublisher:
         out: list[bytes] = []
         buffered = 0
         tag = self._next_tag
-        for m in messages:
-            exchange = topic if m.kind == TOPIC else ""
-            data = self._frames(m, exchange, channel, body_max)
-            out.append(data)
-            buffered += len(data)
-            tags[tag] = (ticket, m.row_id)
-            by_message.setdefault((m.event_id, exchange, m.routing_key), []).append(tag)
-            tag += 1
-            if buffered >= _WRITE_CHUNK:
+        try:
+            for m in messages:
+                exchange = topic if m.kind == TOPIC else ""
+                try:
+                    data = self._frames(m, exchange, channel, body_max)
+                except Exception as exc:  # its own failure: the rest of the batch goes on
+                    ticket.refused[m.row_id] = (
+                        str(exc) if isinstance(exc, Unpublishable)
+                        else f"unpublishable: {exc.__class__.__name__}: {exc}")
+                    continue
+                out.append(data)
+                buffered += len(data)
+                tags[tag] = (ticket, m.row_id)
+                by_message.setdefault((m.event_id, exchange, m.routing_key), []).append(tag)
+                tag += 1
+                if buffered >= _WRITE_CHUNK:
+                    conn._output_marshaled_frames((b"".join(out),))
+                    out, buffered = [], 0
+            if out:
                 conn._output_marshaled_frames((b"".join(out),))
-                out, buffered = [], 0
-        if out:
-            conn._output_marshaled_frames((b"".join(out),))
+        except Exception as exc:  # what was written is unknown: drop the connection
+            self.close()
+            raise PublishError(f"writing failed: {exc!r}") from exc
         self._next_tag = tag
+        ticket.pending = tag - ticket.first
         self._open.append(ticket)
         return ticket
 
     def collect(self, ticket: Ticket) -> BatchResult:
         """Wait for every confirm of ``ticket``. Rows left unconfirmed when the connection
-        fails or the time is up count as failed (their own backoff), unless none of the batch
-        was settled: then ``PublishError``, and the relay keeps the whole batch unsent."""
+        fails or the time is up count as failed (their own backoff), unless the broker settled
+        none of the batch: then ``PublishError`` (``suspect`` if the channel or connection
+        closed under it), and the relay keeps the whole batch unsent."""
         if ticket.generation == self._generation and self._conn is not None:
             self._run_loop(self.confirm_timeout,
                            lambda: not ticket.pending or self._error is not None)
         if ticket.pending:
             reason = self._error or "confirms timed out"
-            if ticket.generation == self._generation:
+            current = ticket.generation == self._generation
+            suspect = current and self._error is not None and self._broken
+            if current:
                 self.close()
             if not ticket.confirmed and not ticket.failed:
-                raise PublishError(reason)
+                raise PublishError(reason, suspect=suspect)
             settled = set(ticket.confirmed)
             for row in ticket.rows:
                 if row not in settled:
@@ -397,6 +503,8 @@ class PikaPublisher:
         if ticket in self._open:
             self._open.remove(ticket)
         ticket.by_message.clear()
+        if ticket.refused:
+            ticket.failed.update(ticket.refused)
         return BatchResult(ticket.confirmed, ticket.failed)
 
     def publish_batch(self, messages: Sequence[Outgoing]) -> BatchResult:

@@ -5,6 +5,15 @@ service share the work without publishing a row twice at once. Rows are marked s
 the broker confirmed them, in bulk. A broker outage leaves every row in place; the relay backs
 off (up to ``max_backoff``) and tries again. A row the broker refused (nack, or returned as
 unroutable) gets its own backoff through ``available_at`` and does not hold up the others.
+
+A claim starts with the oldest due row, so a row that makes the whole batch fail before
+anything is settled (the broker closes the channel over it: a body over its
+``max_message_size``; the client cannot write it) would fail every batch after it too. A batch
+that fails with nothing settled is therefore isolated: the relay next publishes its first row
+alone; if that row fails alone it is refused like a nacked row (its own backoff, attempts
+counted), and the claims grow back (1, 2, 4 … ``batch_size`` rows) as long as they succeed.
+A failure to connect isolates nothing: nothing was written. Rows the publisher can tell are
+unpublishable before writing (a message id over 255 bytes) are refused at once, row by row.
 Publishing is at-least-once: a crash between the confirm and the commit republishes the batch,
 and the consumers' inbox makes that harmless.
 
@@ -125,6 +134,13 @@ class Relay:
         self.wake = threading.Event()
         self.pipelined = db.is_postgres and callable(getattr(publisher, "send", None)) \
             and callable(getattr(publisher, "collect", None))
+        #: rows per claim: ``batch_size``, 1 after a batch failed with nothing settled, then
+        #: doubled after each batch that went through
+        self._limit = self.batch_size
+        #: the last batch failed with nothing settled: its first row is being tried alone
+        self._isolating = False
+        #: the last claim was smaller than ``batch_size`` and full: more is due at once
+        self._ramping = False
         db.on_commit(self.wake.set)
 
     def run_once(self) -> int:
@@ -132,24 +148,59 @@ class Relay:
         arrive within ``pipeline_seconds``); returns how many rows were confirmed.
 
         Raises PublishError when the broker is unavailable; every unconfirmed row stays."""
+        self._ramping = False
         if self.pipelined:
             return self._run_pipelined()
         now = utcnow()
         with self.db.transaction() as session:
-            rows = session.execute(_CLAIM, {"now": now, "size": self.batch_size}).all()
+            size = self._limit
+            rows = session.execute(_CLAIM, {"now": now, "size": size}).all()
             if not rows:
                 return 0
-            result = self.publisher.publish_batch(_messages(rows))
+            try:
+                result = self.publisher.publish_batch(_messages(rows))
+            except Exception as exc:
+                refusal = self._publish_failed(exc, rows)
+                if refusal is None:
+                    raise
+                result = refusal
+            else:
+                self._published(size, len(rows))
             self._settle(session, rows, result)
         self._count(rows, result)
         return len(result.confirmed)
 
-    def _claim(self) -> _Claim | None:
+    def _publish_failed(self, exc: Exception, rows: Sequence[Row[Any]]) -> BatchResult | None:
+        """The publisher raised ``exc`` for ``rows``, settling none of them. Returns the
+        refusal of a row that failed alone (to settle and commit), or None: then ``exc``
+        stands, the claim rolls back untouched, and the batch's first row goes alone next."""
+        if isinstance(exc, PublishError) and exc.unreachable:
+            return None  # nothing was written: an outage, no sign against any row
+        if self._isolating and len(rows) == 1 and (
+                not isinstance(exc, PublishError) or exc.suspect):
+            self._isolating = False
+            self._limit = self.batch_size
+            return BatchResult([], {rows[0][0]: f"failed alone: {exc.__class__.__name__}: "
+                                                f"{exc}"})
+        # a timeout or a blocked connection, alone, says nothing against the row: try again
+        self._isolating = True
+        self._limit = 1
+        return None
+
+    def _published(self, size: int, claimed: int) -> None:
+        """A claim of ``size`` rows (``claimed`` of them) went through: grow the claims back."""
+        self._isolating = False
+        if self._limit < self.batch_size:
+            self._ramping = claimed >= size
+            self._limit = min(self.batch_size, self._limit * 2)
+
+    def _claim(self, size: int | None = None) -> _Claim | None:
         """Open a transaction and claim a batch in it; None (and nothing open) if none is due."""
         unit = self.db.transaction()
         session = unit.__enter__()
         try:
-            rows = session.execute(_CLAIM, {"now": utcnow(), "size": self.batch_size}).all()
+            rows = session.execute(_CLAIM, {"now": utcnow(),
+                                            "size": size or self.batch_size}).all()
         except BaseException as exc:
             unit.__exit__(type(exc), exc, exc.__traceback__)
             raise
@@ -162,33 +213,61 @@ class Relay:
         publisher: Any = self.publisher
         deadline = time.monotonic() + self.pipeline_seconds
         published = 0
-        current = self._claim()
+        size = self._limit
+        current = self._claim(size)
         open_claims = [current] if current else []
+        failing: _Claim | None = None  # the claim whose send or collect is under way
+        refusal: BatchResult | None = None
         try:
             if current is not None:
+                failing = current
                 current.ticket = publisher.send(_messages(current.rows))
+                failing = None
             while current is not None:
                 following = None
-                if len(current.rows) >= self.batch_size and time.monotonic() < deadline:
+                if len(current.rows) >= self.batch_size and not self._isolating \
+                        and time.monotonic() < deadline:
                     following = self._claim()  # a second transaction: SKIP LOCKED skips ours
                     if following is not None:
                         open_claims.append(following)
+                        failing = following
                         following.ticket = publisher.send(_messages(following.rows))
+                failing = current
                 result = publisher.collect(current.ticket)
+                failing = None
+                self._published(size, len(current.rows))
+                size = self.batch_size
                 self._settle(current.session, current.rows, result)
                 open_claims.remove(current)
                 current.close()  # commit: the batch is marked sent
                 self._count(current.rows, result)
                 published += len(result.confirmed)
                 current = following
+        except Exception as exc:
+            if failing is not None:  # alone (so no other claim open) it may be refused
+                refusal = self._publish_failed(exc, failing.rows)
+            if refusal is None or open_claims != [failing]:
+                self._roll_back(open_claims, exc)
+                raise
         except BaseException as exc:
-            # Roll back every open claim: its rows stay unsent and are published again later
-            # (at least once; the consumers' inbox absorbs the repeat).
-            for claim in open_claims:
-                with contextlib.suppress(Exception):
-                    claim.close(exc)
+            self._roll_back(open_claims, exc)
             raise
+        if refusal is not None and failing is not None:  # a row failed alone: refuse it
+            try:
+                self._settle(failing.session, failing.rows, refusal)
+            except BaseException as exc:
+                self._roll_back(open_claims, exc)
+                raise
+            failing.close()
         return published
+
+    @staticmethod
+    def _roll_back(claims: list[_Claim], exc: BaseException) -> None:
+        """Roll back every open claim: its rows stay unsent and are published again later
+        (at least once; the consumers' inbox absorbs the repeat)."""
+        for claim in claims:
+            with contextlib.suppress(Exception):
+                claim.close(exc)
 
     def _settle(self, session: Session, rows: Sequence[Row[Any]], result: BatchResult) -> None:
         """Mark the confirmed rows sent and give each refused row its own backoff."""
@@ -213,7 +292,7 @@ class Relay:
 
     def _refuse(self, session: Session, row_id: int, attempts: int, reason: str,
                 now: datetime) -> None:
-        log.error("outbox row %s refused by the broker (attempt %s): %s", row_id, attempts,
+        log.error("outbox row %s refused (attempt %s): %s", row_id, attempts,
                   reason)
         metrics.PUBLISH_FAILURES.labels(self.service, reason.split(":")[0]).inc()
         session.execute(update(outbox).where(outbox.c.id == row_id).values(
@@ -241,7 +320,7 @@ class Relay:
                 backoff = min(self.max_backoff, backoff * 2)
                 continue
             self._seal_now_and_then()
-            if published < self.batch_size:
+            if published < self.batch_size and not self._ramping:
                 self.wake.clear()
                 self._prune_now_and_then()
                 self._idle(stop)

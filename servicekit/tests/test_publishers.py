@@ -120,3 +120,57 @@ def test_a_batch_left_unconfirmed_raises_and_a_partial_one_marks_the_rest_failed
     assert result.confirmed == [1] and result.failed == {2: "connection closed: gone"}
     with pytest.raises(PublishError):
         publisher.collect(t2)
+
+
+def test_an_unpublishable_message_is_refused_in_its_ticket_and_the_rest_is_written() -> None:
+    publisher, conn = connected()
+    long_id = "\U0001d508" * 64  # 256 bytes of UTF-8: over AMQP's 255
+    huge = {"x-ecourt-error": "e" * (conn._body_max_length + 100)}  # properties over frame_max
+    batch = [message(1, event_id=long_id), message(2), message(3, headers=huge), message(4)]
+    ticket = publisher.send(batch)
+    assert b"".join(conn.written) == b"".join(
+        pika_frames(m, EXCHANGE, 1, conn._body_max_length) for m in (batch[1], batch[3]))
+    assert ticket.pending == 2 and sorted(publisher._tags) == [1, 2]
+    assert set(ticket.refused) == {1, 3}
+    publisher._on_confirm(ack(2, multiple=True))
+    result = publisher.collect(ticket)
+    assert result.confirmed == [2, 4]
+    assert result.failed[1].startswith("unpublishable: message id of 256 bytes")
+    assert result.failed[3].startswith("unpublishable: properties of")
+
+    only = publisher.send([message(5, event_id=long_id)])  # nothing to write at all
+    assert only.pending == 0
+    assert publisher.collect(only).failed == {5: only.refused[5]}
+
+
+@pytest.mark.parametrize(("closed", "reason", "suspect"), [
+    ("channel", pika.exceptions.ChannelClosedByBroker(406, "PRECONDITION_FAILED - message "
+                                                           "size larger than max size"), True),
+    ("connection", pika.exceptions.ConnectionClosedByBroker(501, "FRAME_ERROR"), True),
+    ("connection", pika.exceptions.StreamLostError("reset"), True),
+    ("connection", pika.exceptions.ConnectionBlockedTimeout(), False),
+    ("connection", pika.exceptions.AMQPHeartbeatTimeout(), False),
+    ("connection", pika.exceptions.ConnectionClosedByBroker(320, "CONNECTION_FORCED"), False),
+])
+def test_a_batch_that_nothing_settled_says_whether_the_close_may_be_its_own(
+        closed: str, reason: Exception, suspect: bool) -> None:
+    publisher, _conn = connected()
+    publisher.close = lambda: None  # type: ignore[method-assign]
+    ticket = publisher.send([message(1), message(2)])
+    if closed == "channel":
+        publisher._conn.is_open = False
+        publisher._on_channel_closed(None, reason)
+    else:
+        publisher._conn.ioloop.stop = lambda: None
+        publisher._on_conn_closed(publisher._conn, reason)
+    with pytest.raises(PublishError) as failed:
+        publisher.collect(ticket)
+    assert failed.value.suspect is suspect and not failed.value.unreachable
+
+
+def test_a_timeout_is_no_sign_against_the_batch() -> None:
+    publisher, _conn = connected()
+    publisher.close = lambda: None  # type: ignore[method-assign]
+    with pytest.raises(PublishError) as failed:
+        publisher.collect(publisher.send([message(1)]))
+    assert str(failed.value) == "confirms timed out" and not failed.value.suspect
