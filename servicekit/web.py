@@ -397,7 +397,14 @@ def _refuse_nul_characters() -> None:
     such a request with a 500 (RELIABILITY S7). Only a body that holds the escape ``\\u0000``
     (JSON spells it with a lower-case ``u``, and 0 has no case) or a NUL byte (a body in UTF-16
     or UTF-32, or one that is not JSON) is parsed here: the cheap look covers every other
-    request. A body that does not parse is left to the view, whose own parser refuses it."""
+    request. A body that does not parse is left to the view, whose own parser refuses it.
+    The path and the query string are looked at too: a path parameter or a filter reaches
+    the database as text just the same."""
+    if "\x00" in request.path or b"%00" in request.query_string \
+            or b"\x00" in request.query_string:
+        raise Problem(400, "invalid-character",
+                      "the request's path or query holds the character U+0000 (NUL); "
+                      "no text may contain it")
     if not request.is_json:
         return
     raw = request.get_data(cache=True)

@@ -69,3 +69,18 @@ def test_a_nul_in_a_utf16_body_is_refused_too(embedded: Suite) -> None:
                                           content_type="application/json")
     _refused(resp)
     assert _accounts_with(embedded, person["id_number"]) == 0
+
+
+@pytest.mark.parametrize("url", ["/api/documents/verify/AB%00CD",
+                                 "/api/documents/verify?code=AB%00CD",
+                                 "/api/identity/healthz?x=%00"])
+def test_a_nul_in_the_path_or_the_query_is_a_400(suite: Suite, url: str) -> None:
+    """A path parameter or a query value reaches the database as text like a body's."""
+    _refused_where(Client(suite.gateway).get(url), "path or query")
+
+
+def _refused_where(resp, where: str) -> None:  # type: ignore[no-untyped-def]
+    assert resp.status_code == 400, resp.get_data(as_text=True)
+    assert resp.content_type == "application/problem+json"
+    assert resp.get_json()["type"].endswith("/invalid-character")
+    assert where in resp.get_json()["detail"]
