@@ -27,8 +27,27 @@ class DeadLetter:
     body: bytes
 
 
+#: seconds: the longest a connection may stay blocked by the broker (a memory or disk alarm)
+#: before pika gives up on it, and the longest the TCP/AMQP bring-up may take
+TIMEOUT = 30.0
+
+
+def _parameters(url: str) -> pika.URLParameters:
+    """The connection's parameters, bounded: without ``blocked_connection_timeout`` a
+    confirmed publish in ``replay`` never returns while the broker blocks publishers (pika
+    then raises ``ConnectionBlockedTimeout``; the dead letter stays unacked, in its queue).
+    ``stack_timeout`` keeps pika's default (15 s) or is set to ``TIMEOUT`` if there is none.
+    A value the URL sets (``?blocked_connection_timeout=60``) is kept."""
+    params = pika.URLParameters(url.replace("pyamqp://", "amqp://"))
+    if params.blocked_connection_timeout is None:
+        params.blocked_connection_timeout = TIMEOUT
+    if params.stack_timeout is None:
+        params.stack_timeout = TIMEOUT
+    return params
+
+
 def _connect(url: str) -> pika.BlockingConnection:
-    return pika.BlockingConnection(pika.URLParameters(url.replace("pyamqp://", "amqp://")))
+    return pika.BlockingConnection(_parameters(url))
 
 
 def _read(method, props, body: bytes) -> DeadLetter:  # type: ignore[no-untyped-def]
