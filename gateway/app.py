@@ -279,8 +279,7 @@ class Gateway:
             return None, Problem(401, "invalid-token", f"the access token is invalid: {exc}",
                                  headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
         except KeysUnavailable as exc:
-            log.warning("token not checked: %s", exc)
-            return None, keys_unavailable()
+            return None, keys_unavailable(exc)
 
     @staticmethod
     def _problem(problem: Problem, path: str, rid: str) -> Response:

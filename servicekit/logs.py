@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import threading
+import time
 from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
@@ -21,6 +23,33 @@ from servicekit import context
 
 _ID_NUMBER = re.compile(r"(?<!\d)(\d{3})\d{11}(\d{3}[\dXx])(?!\d)")
 _MOBILE = re.compile(r"(?<!\d)(1[3-9]\d)\d{4}(\d{4})(?!\d)")
+
+
+class Throttled:
+    """A warning that can recur on every request (a dependency down, a flood of refusals),
+    logged at most once per ``interval`` seconds: the log must not grow with the traffic
+    that caused it. The line after a quiet spell says how many were held back."""
+
+    def __init__(self, logger: logging.Logger, interval: float = 10.0,
+                 clock: Any = time.monotonic) -> None:
+        self.logger = logger
+        self.interval = interval
+        self.clock = clock
+        self._last = float("-inf")
+        self._held = 0
+        self._lock = threading.Lock()
+
+    def warning(self, msg: str, *args: object) -> None:
+        with self._lock:
+            now = self.clock()
+            if now - self._last < self.interval:
+                self._held += 1
+                return
+            held, self._held, self._last = self._held, 0, now
+        if held:
+            msg += " (and %d more like it since the last line)"
+            args = (*args, held)
+        self.logger.warning(msg, *args)
 
 
 def mask_id_number(value: str) -> str:

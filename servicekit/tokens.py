@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import math
 import threading
 import time
@@ -22,6 +23,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from servicekit.logs import Throttled
 from servicekit.problems import Problem
 
 ISSUER = "ecourt-identity"
@@ -208,8 +210,15 @@ def http_jwks_source(url: str, timeout: float = 3.0) -> JwksSource:
     return fetch
 
 
-def keys_unavailable() -> Problem:
-    """The 503 problem for a token that cannot be checked because the JWKS is unreachable."""
+#: one line per 10 s while tokens cannot be checked, however many requests bring one
+_UNCHECKED = Throttled(logging.getLogger(__name__), 10.0)
+
+
+def keys_unavailable(exc: KeysUnavailable | None = None) -> Problem:
+    """The 503 problem for a token that cannot be checked because the JWKS is unreachable;
+    ``exc`` is logged (throttled: every request with a token meets it during the outage)."""
+    if exc is not None:
+        _UNCHECKED.warning("token not checked: %s", exc)
     return Problem(503, "keys-unavailable",
                    "the signing keys cannot be fetched right now; try again shortly",
                    headers={"Retry-After": "5"})

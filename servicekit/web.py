@@ -350,8 +350,7 @@ def _authenticate(verifier: TokenVerifier | None) -> None:
         raise Problem(401, "invalid-token", str(exc),
                       headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}) from exc
     except KeysUnavailable as exc:
-        log.warning("token not checked: %s", exc)
-        raise keys_unavailable() from exc
+        raise keys_unavailable(exc) from exc
 
 
 def _authorize(app: Flask, service_secret: str) -> None:

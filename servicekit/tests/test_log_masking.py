@@ -20,6 +20,7 @@ from servicekit import logs, migrations
 from servicekit.consumer import ERROR_HEADER, EventConsumer
 from servicekit.db import Database
 from servicekit.envelope import CloudEvent
+from servicekit.logs import Throttled
 from servicekit.tables import outbox
 from servicekit.testing import pg_databases
 
@@ -148,3 +149,19 @@ def test_a_failed_events_error_header_and_log_are_masked(
             assert ID_NUMBER not in record.getMessage() and MOBILE not in record.getMessage()
     finally:
         db.dispose()
+
+
+def test_a_recurring_warning_is_logged_once_per_interval_with_the_count_held_back(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """During an outage every request meets the same warning: the log must not grow with
+    the traffic."""
+    now = [100.0]
+    throttled = Throttled(logging.getLogger("test.throttled"), 10.0, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="test.throttled"):
+        for _ in range(500):
+            throttled.warning("keys down: %s", "timeout")
+        now[0] += 10.0
+        throttled.warning("keys down: %s", "timeout")
+    lines = [r.getMessage() for r in caplog.records if r.name == "test.throttled"]
+    assert lines == ["keys down: timeout",
+                     "keys down: timeout (and 499 more like it since the last line)"]
