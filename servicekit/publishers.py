@@ -97,8 +97,32 @@ def _exchange_for(message: Outgoing, topic_exchange: str) -> str:
     return topic_exchange if message.kind == TOPIC else ""
 
 
+#: why a message that reached no queue failed (RELIABILITY R2)
+UNROUTABLE = "unroutable: no queue bound for this routing key"
+
+
+def _bound(channel: Any, exchange: str, routing_key: str) -> bool:
+    """Whether kombu's virtual transport (``memory``) holds a queue for this message: a
+    binding of ``exchange`` that matches ``routing_key`` (the lookup its ``deliver`` makes),
+    or, through the default exchange, the queue named ``routing_key``."""
+    if not exchange:
+        return bool(channel._has_queue(routing_key))
+    try:
+        table = channel.get_table(exchange)
+    except KeyError:  # no such exchange: nothing bound
+        return False
+    queues = channel.typeof(exchange).lookup(table, exchange, routing_key, None)
+    return any(q and q != channel.deadletter_queue for q in queues)
+
+
 class KombuPublisher:
-    """One message at a time; confirms (on AMQP) waited for per message by kombu."""
+    """One message at a time; confirms (on AMQP) waited for per message by kombu.
+
+    The ``memory`` transport has no confirms, no ``mandatory`` and no returns: a message
+    nobody is bound to would vanish and count as published. There the publisher looks the
+    bindings up in the transport first and reports such a message as failed (unroutable), as
+    a return is on RabbitMQ (RELIABILITY R2).
+    """
 
     #: small batches: the relay holds its claim (on SQLite, the write lock) while publishing
     preferred_batch = 200
@@ -112,6 +136,7 @@ class KombuPublisher:
                                      connect_timeout=5)
         self._producer = None
         self._returned: dict[str, str] = {}
+        self._memory = self.connection.transport_cls.startswith("memory")
 
     def _get_producer(self):  # type: ignore[no-untyped-def]
         from kombu import Producer
@@ -132,10 +157,14 @@ class KombuPublisher:
         except Exception as exc:
             self.close()
             raise PublishError(f"connect failed: {exc!r}", unreachable=True) from exc
+        memory = self._memory
         try:
             for m in messages:
                 exchange = _exchange_for(m, self.exchange)
                 reason = unpublishable(m)
+                if reason is None and memory and not _bound(producer.channel, exchange,
+                                                            m.routing_key):
+                    reason = UNROUTABLE
                 if reason:
                     result.failed[m.row_id] = reason
                     continue
@@ -143,8 +172,7 @@ class KombuPublisher:
                     m.body, exchange=exchange, routing_key=m.routing_key,
                     content_type="application/cloudevents+json", content_encoding="utf-8",
                     headers=m.headers, message_id=m.event_id, delivery_mode=2,
-                    mandatory=not self.connection.transport_cls.startswith("memory"),
-                    retry=False, timeout=self.confirm_timeout,
+                    mandatory=not memory, retry=False, timeout=self.confirm_timeout,
                     confirm_timeout=self.confirm_timeout,
                 )
                 reason = self._returned.pop(m.event_id, None)
@@ -357,7 +385,7 @@ class PikaPublisher:
                 entry = self._tags.get(tags.pop(0))
                 if entry is not None:
                     ticket, row = entry
-                    ticket.failed[row] = "unroutable: no queue bound for this routing key"
+                    ticket.failed[row] = UNROUTABLE
                     return
 
     def _on_confirm(self, frame):  # type: ignore[no-untyped-def]
