@@ -52,7 +52,7 @@ def build_handlers(rt: Runtime) -> Mapping[str, Handler]:
         request_secret_sms(session, account_id=event.data["account_id"],
                            phone_sealed=event.data["phone_sealed"], template="verification_code",
                            text=messages.verification_code(event.data["purpose"], code),
-                           secret=secret)
+                           secret=secret, expires_at=event.data["expires_at"])
 
     def to_each(recipients: Callable[[dict[str, Any]], list[str]], message: Message,
                 template: str) -> Handler:

@@ -35,12 +35,15 @@ def request_sms(session: Session, *, account_id: str, phone: str, template: str,
 
 
 def request_secret_sms(session: Session, *, account_id: str, phone_sealed: str, template: str,
-                       text: str, secret: str) -> None:
+                       text: str, secret: str, expires_at: str | None = None) -> None:
     """An SMS whose text is itself a secret (a verification code): the text travels sealed
-    too, and the notifier keeps only a redacted copy."""
-    emit(session, "delivery.sms.requested",
-         {"account_id": account_id, "phone_sealed": phone_sealed, "template": template,
-          "text_sealed": seal(text, secret)}, source=SOURCE, subject=account_id)
+    too, and the notifier keeps only a redacted copy. ``expires_at`` (ISO 8601, UTC): when
+    the code stops working, after which the notifier drops the SMS instead of sending it."""
+    data = {"account_id": account_id, "phone_sealed": phone_sealed, "template": template,
+            "text_sealed": seal(text, secret)}
+    if expires_at:
+        data["expires_at"] = expires_at
+    emit(session, "delivery.sms.requested", data, source=SOURCE, subject=account_id)
 
 
 def inbox_of(db: Database, account_id: str) -> tuple[list[Notification], int]:

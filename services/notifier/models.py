@@ -20,7 +20,7 @@ class SmsMessage(Base):
     phone_masked: Mapped[str] = mapped_column(String(11))
     template: Mapped[str] = mapped_column(String(100))
     text: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(20))  # sent | failed
+    status: Mapped[str] = mapped_column(String(20))  # sent | expired
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     provider_ref: Mapped[str | None] = mapped_column(String(100), nullable=True)
     created_at: Mapped[datetime] = mapped_column()

@@ -1,15 +1,21 @@
 """The notifier as a plain-AMQP consumer (pika), the way an external system would consume.
 
 Manual acks after the database commit; the inbox makes a redelivery a no-op; a failed send is
-requeued until the quorum queue's delivery count reaches ``max_attempts``, then rejected into
-the dead-letter exchange (``notifier.dlq``). ``BlockingConnection`` services heartbeats only
-while we call it, so the work per message is kept short (one HTTP call with a timeout).
+given back (``basic_reject``, which every RabbitMQ version counts as a delivery) until the
+quorum queue's delivery count reaches ``max_attempts``, then rejected into the dead-letter
+exchange (``notifier.dlq``). ``BlockingConnection`` services heartbeats only while we call it,
+so the work per message is kept short (one HTTP call with a timeout).
 
-A database that cannot be reached is not the message's fault: the notifier waits and tries
-the same message again in place (``connection.sleep``, which keeps the heartbeats going), up
-to ``DB_ATTEMPTS`` times, before giving it back to the queue. Requeued at once, every SMS in
-flight during a two-second database restart used up its attempts in milliseconds and ended in
-the dead-letter queue.
+What is not the message's fault is waited out in place (``connection.sleep``, which keeps the
+heartbeats going), not given back to the queue: requeued at once, every SMS in flight during a
+two-second outage used up its attempts in milliseconds and ended in the dead-letter queue,
+where a verification code has expired long before anyone replays it.
+
+* a database that cannot be reached: for as long as it lasts;
+* an SMS gateway that cannot be reached, times out, is busy or fails (``SmsSendError`` with
+  ``transient``): up to ``PROVIDER_PATIENCE`` seconds per message, then the message is given
+  back (counted), so a gateway down for hours still ends in the dead-letter queue, not in a
+  loop. A gateway that refuses the message itself (another 4xx) is given back at once.
 """
 
 from __future__ import annotations
@@ -21,17 +27,18 @@ import pika
 from sqlalchemy import insert, select
 
 from servicekit import context, metrics
-from servicekit.db import Database, database_unreachable, utcnow
+from servicekit.db import Database, database_unreachable, statement_failed, utcnow
 from servicekit.envelope import CloudEvent, MalformedEvent
 from servicekit.tables import inbox
-from services.notifier.providers import SmsProvider
+from services.notifier.providers import SmsProvider, SmsSendError
 from services.notifier.sending import send_requested_sms
 
 log = logging.getLogger(__name__)
 CONSUMER = "notifier"
-#: tries of one message while the database is unreachable (waits 0.25 s doubling to 5 s:
-#: about 23 s in all) before it goes back to the queue as a failed delivery
-DB_ATTEMPTS = 8
+#: how long one message waits in place for an SMS gateway that is down or busy (seconds)
+PROVIDER_PATIENCE = 120.0
+#: the first and the longest wait between two tries in place
+RETRY_BACKOFF = (0.25, 5.0)
 
 
 class PikaSmsConsumer:
@@ -83,10 +90,10 @@ class PikaSmsConsumer:
             event = CloudEvent.from_json(body)
         except MalformedEvent as exc:
             log.error("notifier: malformed message rejected: %s", exc)
-            channel.basic_nack(method.delivery_tag, requeue=False)
+            channel.basic_reject(method.delivery_tag, requeue=False)
             return
         try:
-            outcome = self._handle_while_the_database_is_away(event)
+            outcome = self._handle_patiently(event)
         except Exception as exc:
             deliveries = int((props.headers or {}).get("x-delivery-count", 0)) + 1
             requeue = deliveries < self.max_attempts
@@ -94,23 +101,34 @@ class PikaSmsConsumer:
                         exc.__class__.__name__)
             metrics.EVENTS_CONSUMED.labels(CONSUMER, event.type,
                                            "retried" if requeue else "dead_lettered").inc()
-            channel.basic_nack(method.delivery_tag, requeue=requeue)
+            channel.basic_reject(method.delivery_tag, requeue=requeue)
             return
         metrics.EVENTS_CONSUMED.labels(CONSUMER, event.type, outcome).inc()
         channel.basic_ack(method.delivery_tag)
 
-    def _handle_while_the_database_is_away(self, event: CloudEvent) -> str:
-        for attempt in range(DB_ATTEMPTS):
+    def _handle_patiently(self, event: CloudEvent) -> str:
+        """``handle``, tried again in place while the database or the SMS gateway is away
+        (see the module's docstring); any other failure, or a stop, raises."""
+        first, longest = RETRY_BACKOFF
+        tries, waited_for_gateway = 0, 0.0
+        while True:
             try:
                 return self.handle(event)
             except Exception as exc:
-                if (not database_unreachable(exc) or attempt + 1 == DB_ATTEMPTS
-                        or self._stop.is_set() or self._connection is None):
+                delay = min(longest, first * 2 ** min(tries, 16))
+                database_away = database_unreachable(exc) and not statement_failed(exc)
+                gateway_away = (isinstance(exc, SmsSendError) and exc.transient
+                                and waited_for_gateway + delay <= PROVIDER_PATIENCE)
+                if not (database_away or gateway_away) or self._stop.is_set() \
+                        or self._connection is None:
                     raise
-                log.warning("notifier: database unavailable (%s); trying %s again",
-                            exc.__class__.__name__, event.id)
-                self._connection.sleep(min(5.0, 0.25 * 2 ** attempt))
-        raise AssertionError("unreachable")  # the loop returns or raises
+                tries += 1
+                if gateway_away:
+                    waited_for_gateway += delay
+                log.warning("notifier: %s unavailable (%s); trying %s again in %.2fs",
+                            "database" if database_away else "SMS gateway",
+                            exc.__class__.__name__, event.id, delay)
+                self._connection.sleep(delay)
 
     def handle(self, event: CloudEvent) -> str:
         # the ids outermost, so the commit's flush is made under them (``servicekit.audit``)

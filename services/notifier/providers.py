@@ -25,7 +25,13 @@ from servicekit.logs import mask_phone
 
 
 class SmsSendError(Exception):
-    """The provider did not accept the message; the request is retried."""
+    """The provider did not accept the message; the request is retried. ``transient``: the
+    provider could not be reached, timed out, was busy or failed (5xx, 429), and is worth
+    waiting for; otherwise it refused this message (another 4xx), and waiting will not help."""
+
+    def __init__(self, reason: str, transient: bool = True) -> None:
+        super().__init__(reason)
+        self.transient = transient
 
 
 class SmsProvider(Protocol):
@@ -62,8 +68,19 @@ class HttpSmsGateway:
         except requests.RequestException as exc:
             raise SmsSendError(exc.__class__.__name__) from exc
         if resp.status_code >= 300:
-            raise SmsSendError(f"gateway answered {resp.status_code}")
-        return str((resp.json() if resp.content else {}).get("id", message_id))
+            raise SmsSendError(f"gateway answered {resp.status_code}",
+                               transient=resp.status_code >= 500 or resp.status_code == 429)
+        return _reference(resp, message_id)
+
+
+def _reference(resp: requests.Response, message_id: str) -> str:
+    """The gateway's id for an accepted SMS. Any 2xx means sent: an answer that is not the
+    JSON object we hoped for must not make us send the SMS again."""
+    try:
+        body = resp.json() if resp.content else {}
+    except ValueError:
+        return message_id
+    return str(body.get("id") or message_id) if isinstance(body, dict) else message_id
 
 
 def from_env() -> SmsProvider:

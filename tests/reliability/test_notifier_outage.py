@@ -1,7 +1,9 @@
-"""The notifier (a plain pika consumer) when its database goes away for a moment, as in a
-PostgreSQL restart: the SMS requests in flight wait and are sent once the database is back,
-each once, and none ends in the dead-letter queue (requeued at once, each used up its
-attempts in milliseconds). Real broker, real PostgreSQL behind a TCP proxy that cuts."""
+"""The notifier (a plain pika consumer) when its database or its SMS gateway goes away for a
+moment, as in a PostgreSQL restart: the SMS requests in flight wait and are sent once it is
+back, each once, and none ends in the dead-letter queue (requeued at once, each used up its
+attempts in milliseconds). A gateway that refuses a message gives it back at once; a code
+past its expiry is not sent at all. Real broker, real PostgreSQL (behind a TCP proxy that
+cuts, for the database's outage)."""
 
 from __future__ import annotations
 
@@ -18,9 +20,11 @@ from servicekit.envelope import CloudEvent
 from servicekit.publishers import PikaPublisher
 from servicekit.sealed import seal
 from servicekit.testing import TcpProxy, pg_databases, unique, wait_for
+from services.notifier import pika_consumer
 from services.notifier.app import SERVICE
 from services.notifier.models import SmsMessage
 from services.notifier.pika_consumer import PikaSmsConsumer
+from services.notifier.providers import SmsSendError
 from tests.reliability.helpers import (
     Workers,
     databases,
@@ -43,10 +47,10 @@ class Recorder:
         return f"ref-{len(self.sent)}"
 
 
-def _request(n: int) -> CloudEvent:
+def _request(n: int, **extra: str) -> CloudEvent:
     return CloudEvent("delivery.sms.requested", "/delivery", {
         "account_id": f"a{n}", "phone_sealed": seal(f"1380013{n:04d}", SECRET),
-        "template": "notice", "text_sealed": seal(f"第{n}号通知", SECRET)})
+        "template": "notice", "text_sealed": seal(f"第{n}号通知", SECRET), **extra})
 
 
 def _recorded(db: Database) -> int:
@@ -100,3 +104,91 @@ def test_sms_requests_in_flight_wait_out_a_database_restart(notifier_url: str, v
         proxy.heal()
         assert workers.stop() == []
         proxy.close()
+
+
+class FlakyGateway(Recorder):
+    """Down (a transient failure) until ``up_at``; refuses the ids in ``refused`` for good."""
+
+    def __init__(self, up_at: float, refused: frozenset[str] = frozenset()) -> None:
+        super().__init__()
+        self.up_at = up_at
+        self.refused = refused
+        self.calls = 0
+
+    def send(self, message_id: str, phone: str, text: str) -> str:
+        self.calls += 1
+        if message_id in self.refused:
+            raise SmsSendError("gateway answered 400", transient=False)
+        if time.monotonic() < self.up_at:
+            raise SmsSendError("ConnectTimeout")
+        return super().send(message_id, phone, text)
+
+
+def _statuses(db: Database) -> dict[str, str]:
+    with db.transaction() as s:
+        return dict(s.execute(select(SmsMessage.event_id, SmsMessage.status)).all())
+
+
+def _run_notifier(notifier_url, vhost, exchange, workers, provider, events):  # type: ignore[no-untyped-def]
+    sub = registry.subscription("notifier", unique("n") + ".")
+    declare_subscriptions(vhost, exchange, sub)
+    db = Database(notifier_url)
+    consumer = PikaSmsConsumer(db, provider, broker_url=vhost, queue=sub.queue, secret=SECRET,
+                               max_attempts=3)
+    workers.start("notifier", consumer.run)
+    wait_for(consumer.ready.is_set, message="the notifier")
+    publisher = PikaPublisher(vhost, exchange)
+    try:
+        publish_events(publisher, "topic", "delivery.sms.requested", events)
+    finally:
+        publisher.close()
+    return db, sub
+
+
+def test_sms_requests_wait_out_an_sms_gateway_outage_in_place(
+        notifier_url: str, vhost, exchange, workers: Workers, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(pika_consumer, "RETRY_BACKOFF", (0.05, 0.2))
+    provider = FlakyGateway(up_at=time.monotonic() + 2.0)
+    events = [_request(n) for n in range(5)]
+    db, sub = _run_notifier(notifier_url, vhost, exchange, workers, provider, events)
+    try:
+        wait_for(lambda: len(provider.sent) == 5, timeout=60, message="every SMS once it is up")
+        assert provider.calls > 5  # it was down: tried again in place
+        assert sorted(provider.sent) == sorted(e.id for e in events)  # once each
+        assert queue_depth(vhost, sub.dlq) == 0
+    finally:
+        assert workers.stop() == []
+        db.dispose()
+
+
+def test_an_sms_the_gateway_refuses_is_given_back_at_once_and_dead_lettered(
+        notifier_url: str, vhost, exchange, workers: Workers) -> None:  # type: ignore[no-untyped-def]
+    events = [_request(n) for n in range(3)]
+    provider = FlakyGateway(up_at=0.0, refused=frozenset({events[1].id}))
+    db, sub = _run_notifier(notifier_url, vhost, exchange, workers, provider, events)
+    try:
+        wait_for(lambda: queue_depth(vhost, sub.dlq) == 1, timeout=30,
+                 message="the refused SMS in the dead-letter queue after its attempts")
+        assert sorted(provider.sent) == sorted([events[0].id, events[2].id])
+    finally:
+        assert workers.stop() == []
+        db.dispose()
+
+
+def test_a_code_past_its_expiry_is_recorded_and_not_sent(
+        notifier_url: str, vhost, exchange, workers: Workers) -> None:  # type: ignore[no-untyped-def]
+    from datetime import timedelta
+
+    from servicekit.db import utcnow
+
+    late = _request(1, expires_at=(utcnow() - timedelta(seconds=1)).isoformat())
+    fresh = _request(2, expires_at=(utcnow() + timedelta(minutes=5)).isoformat())
+    provider = Recorder()
+    db, sub = _run_notifier(notifier_url, vhost, exchange, workers, provider, [late, fresh])
+    try:
+        wait_for(lambda: len(_statuses(db)) == 2, timeout=30, message="both requests handled")
+        assert _statuses(db) == {late.id: "expired", fresh.id: "sent"}
+        assert provider.sent == [fresh.id]
+    finally:
+        assert workers.stop() == []
+        db.dispose()
