@@ -230,7 +230,10 @@ class EventConsumer:
                     self.settle(running.batch, running.outcomes())
                     running = None
                 if running is None and self._batch:
-                    batch, self._batch = self._batch, []
+                    # at most a batch: one read can bring more (the notifier takes one
+                    # event per transaction, and means it)
+                    batch = self._batch[:self.batch_size]
+                    self._batch = self._batch[self.batch_size:]
                     running = self._start(batch, pool, stop)
                 if running is None or len(self._batch) < self.batch_size \
                         or time.monotonic() - last_read > _READ_EVERY:
