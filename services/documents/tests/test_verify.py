@@ -99,6 +99,18 @@ def test_one_changed_byte_is_altered(harness: Harness, issued: dict[str, Any]) -
     assert body["document"]["code"] == issued["code"]
 
 
+@pytest.mark.parametrize("at", [0, 1, 4])
+def test_a_changed_byte_in_the_header_is_altered_not_refused(harness: Harness,
+                                                            issued: dict[str, Any],
+                                                            at: int) -> None:
+    """S8 says one changed byte anywhere: the first five (``%PDF-``) too."""
+    pdf = bytearray(pdf_of(harness, issued))
+    pdf[at] = ord("X")
+    resp = upload(harness, bytes(pdf))
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    assert resp.get_json()["result"] == "altered"
+
+
 def test_an_appended_incremental_update_is_altered(harness: Harness,
                                                    issued: dict[str, Any]) -> None:
     original = pdf_of(harness, issued)
