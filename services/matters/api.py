@@ -83,9 +83,7 @@ class CaseApplications(MethodView):
     @blp.response(201, ApplicationSchema)
     def post(self, body: dict[str, Any], case_id: str) -> dict[str, Any]:
         """Apply in my case space (e.g. for an effectiveness certificate)."""
-        app = applications.submit(runtime().db, current_claims(), case_id, body)
-        _, case = applications.get(runtime().db, current_claims(), app.id)
-        return _app_view(app, case)
+        return _app_view(*applications.submit(runtime().db, current_claims(), case_id, body))
 
     @roles(*SIGNED_IN)
     @blp.response(200, ApplicationSchema(many=True))

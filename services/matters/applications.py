@@ -56,10 +56,12 @@ def next_service_number(session: Session, court: str, kind: str, now: datetime) 
 
 
 def submit(db: Database, claims: dict[str, Any], case_id: str,
-           body: dict[str, Any]) -> Application:
+           body: dict[str, Any]) -> tuple[Application, Case]:
     """A party of the case applies, or a lawyer bound to a party applies on their behalf (the
     applicant is the party; ``submitted_by`` records the lawyer). The judge and clerk are told
-    at once (via the event)."""
+    at once (via the event). Returns the application and its case as the transaction left
+    them, so the answer needs no second trip to the database: a database lost after the
+    commit must not turn a filed application into an error."""
     with db.transaction() as session:
         case = load_case(session, case_id)
         party = _acting_for(claims, case, body.get("party_name"))
@@ -78,7 +80,7 @@ def submit(db: Database, claims: dict[str, Any], case_id: str,
         session.add(app)
         session.flush()
         events.submitted(session, app, case)
-    return app
+    return app, case
 
 
 def _acting_for(claims: dict[str, Any], case: Case, party_name: str | None) -> CaseParty:
