@@ -14,7 +14,7 @@ from typing import Any
 
 import pika
 
-from servicekit.consumer import ATTEMPT_HEADER, ERROR_HEADER
+from servicekit.consumer import ATTEMPT_HEADER, ERROR_HEADER, attempt_of
 
 
 @dataclass
@@ -56,12 +56,15 @@ def _read(method, props, body: bytes) -> DeadLetter:  # type: ignore[no-untyped-
         event = json.loads(body)
     except ValueError:
         event = {}
+    if not isinstance(event, dict):  # a dead letter is often exactly what is not an event
+        event = {}
     deaths = headers.get("x-death") or []
     error = headers.get(ERROR_HEADER) or (f"rejected by the broker: {deaths[0].get('reason')}"
                                           if deaths else "unknown")
     return DeadLetter(event_id=props.message_id or str(event.get("id", "")),
                       type=str(event.get("type", props.type or "")), error=str(error),
-                      attempts=int(headers.get(ATTEMPT_HEADER, 0)), headers=headers, body=body)
+                      attempts=attempt_of(headers) if ATTEMPT_HEADER in headers else 0,
+                      headers=headers, body=body)
 
 
 def list_dead_letters(url: str, dlq: str, limit: int = 1000) -> list[DeadLetter]:

@@ -40,3 +40,15 @@ def test_timeouts_the_url_sets_are_kept() -> None:
     params = dlq._parameters("amqp://guest:guest@127.0.0.1/v?blocked_connection_timeout=5"
                              "&stack_timeout=20")
     assert params.blocked_connection_timeout == 5.0 and params.stack_timeout == 20.0
+
+
+@pytest.mark.parametrize(("body", "headers", "attempts"), [
+    (b'{"id": "e-1", "type": "t.x"}', {"x-ecourt-attempt": 3}, 3),
+    (b'["not", "an", "event"]', {"x-ecourt-attempt": "three"}, 1),
+    (b"\xff\xfe not even text", {}, 0),
+])
+def test_a_dead_letter_of_any_shape_is_listed(body: bytes, headers: dict, attempts: int) -> None:
+    """``dlq list`` shows what is in the queue, malformed messages above all: reading one
+    must not fail on its body or on a header someone else wrote."""
+    letter = dlq._read(None, pika.BasicProperties(headers=headers, message_id="m-1"), body)
+    assert (letter.event_id, letter.attempts, letter.body) == ("m-1", attempts, body)
