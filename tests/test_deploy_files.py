@@ -51,9 +51,20 @@ API_PORT, GATEWAY_PORT, METRICS_PORT = 8000, 8080, 9100
 DEV_PASSWORD = "ecourt"
 DEV_PASSWORD_KEYS = {("rabbitmq", "RABBITMQ_DEFAULT_PASS")}
 
-SECRET_NAME = re.compile(r"SECRET|PASSWORD|PASSWD|_PASS$|TOKEN|API_KEY|PRIVATE|SIGNING_KEY",
-                         re.IGNORECASE)
+SECRET_NAME = re.compile(
+    r"SECRET|PASSWORD|PASSWD|_PASS$|TOKEN|API_KEY|PRIVATE|SIGNING_KEY|SMS_KEY", re.IGNORECASE)
 INTERPOLATION = re.compile(r"^\$\{[A-Z0-9_]+(:?[-?][^}]*)?\}$")
+
+#: The modules that call servicekit.sealed.seal/unseal, and so the only processes that may hold
+#: the SMS key (ECOURT_SMS_KEY): identity's sign-in codes run in its API, delivery's handlers
+#: (and the use cases they call) in its consumer, the notifier's sending in the notifier.
+SEALING_MODULES = {"services/identity/signin_codes.py", "services/delivery/usecases.py",
+                   "services/delivery/handlers.py", "services/notifier/sending.py"}
+SMS_KEY_COMPOSE = {"identity-api", "delivery-consumer", "notifier"}
+#: (Deployment, container) in deploy/k8s; init containers (migrations) never get it
+SMS_KEY_K8S = {("identity-api", "api"), ("delivery-consumer", "consumer"),
+               ("notifier", "consumer")}
+SMS_KEY_SECRET_COMPOSE, SMS_KEY_SECRET_K8S = "sms_key", "ecourt-sms-key"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -431,6 +442,56 @@ def test_identity_signs_with_the_key_from_a_secret(compose: dict[str, Any],
     assert path == "/run/secrets/identity_signing_key"
     assert "identity_signing_key" in identity["secrets"]
     assert "identity_signing_key" in compose["secrets"]
+
+
+def test_only_identity_delivery_and_the_notifier_seal() -> None:
+    """Who calls seal/unseal decides who gets the SMS key: a new caller must be added to
+    SEALING_MODULES and given the key in compose and k8s (and the key's README)."""
+    importing = {path.relative_to(ROOT).as_posix() for path in (ROOT / "services").rglob("*.py")
+                 if "tests" not in path.parts
+                 and re.search(r"^\s*from servicekit(\.sealed| import .*\bsealed\b)|"
+                               r"^\s*import servicekit\.sealed",
+                               path.read_text(encoding="utf-8"), re.MULTILINE)}
+    assert importing == SEALING_MODULES
+
+
+def _gets_sms_key_compose(svc: dict[str, Any]) -> bool:
+    return (SMS_KEY_SECRET_COMPOSE in svc.get("secrets", [])
+            or any(key.startswith("ECOURT_SMS_KEY") for key in svc.get("environment", {}))
+            or any(f != "deploy/secrets/ecourt.env" for f in svc.get("env_file", [])))
+
+
+def test_sms_key_goes_only_to_the_processes_that_seal_or_open(
+        compose: dict[str, Any], services: dict[str, dict[str, Any]]) -> None:
+    assert compose["secrets"][SMS_KEY_SECRET_COMPOSE] == {"file": "deploy/secrets/sms_key"}
+    holders = {name for name, svc in services.items() if _gets_sms_key_compose(svc)}
+    assert holders == SMS_KEY_COMPOSE, "the SMS key goes to these processes and no other"
+    for name in SMS_KEY_COMPOSE:
+        svc = services[name]
+        assert svc["environment"].get("ECOURT_SMS_KEY_FILE") == \
+            f"/run/secrets/{SMS_KEY_SECRET_COMPOSE}", name
+        assert SMS_KEY_SECRET_COMPOSE in svc["secrets"], name
+
+
+def _shell_command(text: str, start: str) -> str:
+    """The (backslash-continued) shell command in ``text`` that begins with ``start``."""
+    lines = text[text.index(start):].splitlines()
+    command = []
+    for line in lines:
+        command.append(line)
+        if not line.rstrip().endswith("\\"):
+            break
+    return "\n".join(command)
+
+
+def test_the_sms_key_is_not_in_the_secrets_every_service_gets() -> None:
+    readme = (DEPLOY / "README.md").read_text(encoding="utf-8")
+    assert "ECOURT_SMS_KEY" not in _shell_command(
+        readme, "kubectl -n ecourt create secret generic ecourt-shared")
+    assert "ECOURT_SMS_KEY" in _shell_command(
+        readme, f"kubectl -n ecourt create secret generic {SMS_KEY_SECRET_K8S}")
+    secrets_readme = (SECRETS_DIR / "README.md").read_text(encoding="utf-8")
+    assert "ECOURT_SMS_KEY" not in _shell_command(secrets_readme, "printf 'ECOURT_SERVICE_SECRET")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -943,3 +1004,47 @@ def test_k8s_config_and_secrets(k8s_docs: list[tuple[str, dict[str, Any]]]) -> N
             if name != "gateway":
                 names = {v["name"] for v in container.get("env", [])}
                 assert f"{service.upper()}_DATABASE_URL" in names, where
+
+
+def _pod_specs(docs: list[tuple[str, dict[str, Any]]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for _, doc in docs:
+        spec = doc.get("spec", {})
+        if doc["kind"] == "CronJob":
+            spec = spec["jobTemplate"]["spec"]
+        if doc["kind"] in {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"}:
+            yield doc["metadata"]["name"], spec["template"]["spec"]
+
+
+def _secrets_of(pod: dict[str, Any], container: dict[str, Any]) -> set[str]:
+    """Names of the Secrets a container reads: env, envFrom and mounted volumes."""
+    names = {v["valueFrom"]["secretKeyRef"]["name"] for v in container.get("env", [])
+             if "secretKeyRef" in v.get("valueFrom", {})}
+    names |= {e["secretRef"]["name"] for e in container.get("envFrom", []) if "secretRef" in e}
+    mounted = {m["name"] for m in container.get("volumeMounts", [])}
+    for volume in pod.get("volumes", []):
+        if volume["name"] in mounted:
+            if "secret" in volume:
+                names.add(volume["secret"]["secretName"])
+            for source in volume.get("projected", {}).get("sources", []):
+                if "secret" in source:
+                    names.add(source["secret"]["name"])
+    return names
+
+
+def test_k8s_sms_key_goes_only_to_the_processes_that_seal_or_open(
+        k8s_docs: list[tuple[str, dict[str, Any]]]) -> None:
+    holders = set()
+    for name, pod in _pod_specs(k8s_docs):
+        for container in pod.get("containers", []) + pod.get("initContainers", []):
+            env_names = {v["name"] for v in container.get("env", [])}
+            if (SMS_KEY_SECRET_K8S in _secrets_of(pod, container)
+                    or any(n.startswith("ECOURT_SMS_KEY") for n in env_names)):
+                holders.add((name, container["name"]))
+    assert holders == SMS_KEY_K8S, "the SMS key goes to these containers and no other"
+    deployments = _by_kind(k8s_docs, "Deployment")
+    for name, container_name in SMS_KEY_K8S:
+        container = next(c for c in _containers(deployments[name])
+                         if c["name"] == container_name)
+        var = next(v for v in container["env"] if v["name"] == "ECOURT_SMS_KEY")
+        assert var["valueFrom"]["secretKeyRef"] == {"name": SMS_KEY_SECRET_K8S,
+                                                    "key": "ECOURT_SMS_KEY"}, name
