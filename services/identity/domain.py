@@ -17,10 +17,8 @@ _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _CHECK = "10X98765432"
 #: a mainland mobile number (the API's specs show the same pattern)
 MOBILE_PATTERN = r"^1[3-9]\d{9}$"
-_MOBILE = re.compile(MOBILE_PATTERN)
 #: a court code (法院代字) such as 粤01, 粤0104, 京73 or 最高法: no spaces, no separators
 COURT_PATTERN = r"^[^\s/,;]{2,20}$"
-_COURT = re.compile(COURT_PATTERN)
 
 ACCESS_TOKEN_TTL = timedelta(minutes=15)
 REFRESH_TOKEN_TTL = timedelta(days=14)
@@ -34,20 +32,28 @@ ACTIVE = "active"
 DISABLED = "disabled"
 
 
+# Input is checked with ``fullmatch``: with ``re.match`` the ``$`` also matches before a final
+# newline, so "13800000000\n" passed (and overflowed the 11-character column). The mobile
+# pattern is ASCII-only, as ``\d`` is in the spec's ECMA-262 regex (in a Python str pattern
+# it takes any Unicode digit); the court pattern's ``\s`` stays Unicode, as in ECMA-262.
+_MOBILE = re.compile(MOBILE_PATTERN, re.ASCII)
+_COURT = re.compile(COURT_PATTERN)
+
+
 def id_number_valid(value: str) -> bool:
     """A mainland resident ID number: 17 digits and the GB 11643 check character."""
-    if len(value) != 18 or not value[:17].isdigit():
+    if len(value) != 18 or not (value[:17].isascii() and value[:17].isdigit()):
         return False
     total = sum(int(d) * w for d, w in zip(value[:17], _WEIGHTS, strict=True))
     return _CHECK[total % 11] == value[17].upper()
 
 
 def mobile_valid(value: str) -> bool:
-    return bool(_MOBILE.match(value))
+    return bool(_MOBILE.fullmatch(value))
 
 
 def court_code_valid(value: str) -> bool:
-    return bool(_COURT.match(value))
+    return bool(_COURT.fullmatch(value))
 
 
 def normalize_username(username: str) -> str:

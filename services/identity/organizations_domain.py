@@ -18,7 +18,7 @@ from servicekit.workdays import add_workdays, local_date
 
 USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 _USCC_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
-_LICENSE_NO = re.compile(r"^\d{17}$")
+_LICENSE_NO = re.compile(r"\d{17}", re.ASCII)  # fullmatch: 0-9 only, no trailing newline
 
 ORGANIZATION = "organization"
 PENDING_REVIEW = "pending_review"  # an organization account before its court approves it
@@ -56,7 +56,7 @@ def uscc_check_ok(value: str) -> bool:
 
 
 def license_no_valid(value: str) -> bool:
-    return bool(_LICENSE_NO.match(value))
+    return bool(_LICENSE_NO.fullmatch(value))
 
 
 def review_deadline(submitted_at: datetime) -> datetime:

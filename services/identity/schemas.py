@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
 from servicekit.roles import STAFF_ROLES
@@ -17,6 +19,20 @@ from services.identity.domain import (
 
 _PASSWORD = validate.Length(min=8, max=128)
 _DEPARTMENT = validate.Length(min=1, max=50)
+
+
+class FullMatch(validate.Regexp):
+    """``validate.Regexp`` (so the spec still shows the pattern) that the whole value must
+    match: ``Regexp`` uses ``re.match``, whose ``$`` also matches before a final newline.
+    ``\\d`` is 0-9 only, as in the spec's ECMA-262 regex."""
+
+    def __init__(self, regex: str, *, error: str | None = None) -> None:
+        super().__init__(regex, re.ASCII, error=error)
+
+    def __call__(self, value):  # type: ignore[no-untyped-def]
+        if not isinstance(value, str) or self.regex.fullmatch(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
 
 
 def _check_phone(value: str) -> None:

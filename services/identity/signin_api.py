@@ -19,12 +19,12 @@ from servicekit.idempotency import answer_not_stored
 from servicekit.service import runtime
 from services.identity import signin_captcha, signin_codes, signin_qr
 from services.identity.api import NO_STORE, _signing_key, _tokens, account_view, client_ip
-from services.identity.schemas import AccountSchema, TokenSchema, phone_field
+from services.identity.schemas import AccountSchema, FullMatch, TokenSchema, phone_field
 
 blp = Blueprint("identity_signin", __name__,
                 description="Captchas, SMS codes, QR sign-in, password reset, phone change")
 
-_CODE = validate.Regexp(r"^\d{6}$", error="a code is 6 digits")
+_CODE = FullMatch(r"^\d{6}$", error="a code is 6 digits")
 _TICKET = r"<string(minlength=20, maxlength=100):ticket>"
 
 

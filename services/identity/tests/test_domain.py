@@ -23,6 +23,17 @@ def test_mobile_and_court_code() -> None:
     assert not domain.court_code_valid("粤 01") and not domain.court_code_valid("粤")
 
 
+def test_a_pattern_must_match_the_whole_value() -> None:
+    """``$`` with ``re.match`` also matched before a final newline, and ``\\d`` took any
+    Unicode digit; ``int`` of some of those (superscripts) raised."""
+    assert not domain.mobile_valid("13800138000\n")
+    assert not domain.mobile_valid("1380013800\u0660")  # ARABIC-INDIC DIGIT ZERO
+    assert not domain.court_code_valid("粤01\n")
+    assert not domain.id_number_valid("11010519491231002X\n")
+    assert not domain.id_number_valid("\uff11" * 17 + "X")  # FULLWIDTH DIGIT ONE
+    assert not domain.id_number_valid("\u00b9" * 17 + "X")  # SUPERSCRIPT ONE (int() raises)
+
+
 def test_staff_roles() -> None:
     assert domain.staff_roles_problem(["judge", "division_head"]) is None
     assert domain.staff_roles_problem([]) is not None

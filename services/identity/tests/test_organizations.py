@@ -66,6 +66,8 @@ def test_uscc_well_formed_and_check_char() -> None:
     assert rules.uscc_check_char("91110000100018888") == "R"
     assert rules.license_no_valid("14401201810000001")
     assert not rules.license_no_valid("1440120181000000")
+    assert not rules.license_no_valid("14401201810000001\n")  # String(17): a 500 on PostgreSQL
+    assert not rules.license_no_valid("1440120181000000\u0661")
 
 
 def test_registration_review_and_sign_in_with_the_uscc(identity: Identity,

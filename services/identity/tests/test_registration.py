@@ -25,6 +25,10 @@ def _counts(identity: Identity) -> tuple[int, int]:
     ("id_number", "11010519491231"),
     ("phone", "12800138000"),
     ("phone", "1380013800"),
+    ("phone", "13800138000\n"),  # "$" matched before the newline: 12 characters got in
+    ("id_number", "\uff14\uff14\uff10\uff11\uff10\uff16\uff11\uff19\uff19\uff10"
+                  "\uff10\uff11\uff10\uff11\uff10\uff10\uff11" "3"),  # full-width digits
+    ("id_number", "\u00b9" * 17 + "X"),  # superscript ones: int() raised, a 500
     ("password", "short"),
     ("name", ""),
 ])
@@ -72,6 +76,17 @@ def test_duplicate_is_a_409_naming_the_field_and_changes_nothing(
     body = resp.get_json()
     assert body["type"].endswith("/account-exists")
     assert body["errors"] == {field: ["already registered"]}
+    assert _counts(identity) == before
+
+
+def test_a_registered_phone_with_a_newline_is_not_a_new_account(identity: Identity) -> None:
+    """It slipped past the duplicate check: a second account for the same mobile on SQLite,
+    12 characters in String(11) (a 500) on PostgreSQL (RELIABILITY S7)."""
+    first, _ = identity.register()
+    before = _counts(identity)
+    resp = identity.call("POST", "/accounts", json=individual(phone=first["phone"] + "\n"))
+    assert resp.status_code == 422, resp.get_data(as_text=True)
+    assert "phone" in resp.get_json()["errors"]["json"]
     assert _counts(identity) == before
 
 

@@ -243,6 +243,22 @@ def test_codes_are_throttled_per_client_address(ident: Identity) -> None:
     assert _request(ident, mobile(), ip="10.2.0.2").status_code == 202
 
 
+def test_a_trailing_newline_is_neither_a_phone_nor_a_code(ident: Identity) -> None:
+    """``$`` with ``re.match`` let "13800138000\\n" through: another throttling key for the
+    same phone, and a phone change that missed the taken check (RELIABILITY S7)."""
+    person, _ = ident.register()
+    other, _ = ident.register()
+    token = ident.tokens(person["phone"])["access_token"]
+    sms = _request(ident, person["phone"] + "\n")
+    assert sms.status_code == 422 and "phone" in sms.get_json()["errors"]["json"]
+    change = ident.call("POST", "/accounts/me/phone-change",
+                        json={"new_phone": other["phone"] + "\n"}, token=token)
+    assert change.status_code == 422 and "new_phone" in change.get_json()["errors"]["json"]
+    code = ident.call("POST", "/tokens/sms", json={"phone": person["phone"], "code": "123456\n"})
+    assert code.status_code == 422 and "code" in code.get_json()["errors"]["json"]
+    assert _events(ident) == []
+
+
 # --- password reset -----------------------------------------------------------------------
 
 def test_password_reset_by_code_ends_every_sign_in(ident: Identity) -> None:
