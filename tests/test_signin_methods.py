@@ -93,19 +93,23 @@ def test_qr_sign_in_confirmed_by_the_mobile_client_works_once(suite: Suite,
     ticket = http.post("/api/identity/qr-tickets").get_json()
     assert ticket["qr_payload"] == f"ecourt-login:{ticket['ticket']}"
     poll = f"/api/identity/qr-tickets/{ticket['ticket']}"
-    assert http.get(poll).get_json()["status"] == "pending"
+    secret = {"X-QR-Poll-Secret": ticket["poll_secret"]}  # the web's alone, not in the QR
+    assert http.get(poll, headers=secret).get_json()["status"] == "pending"
     assert http.post(poll + "/confirm").status_code == 401  # the phone must be signed in
     assert http.post(poll + "/confirm", headers=bearer(mobile)).status_code == 204
-    web = http.get(poll).get_json()
+    assert http.get(poll).status_code == 404  # the ticket alone (the QR code) gets nothing
+    web = http.get(poll, headers=secret).get_json()
     assert web["status"] == "confirmed"
     mine = http.get("/api/identity/accounts/me", headers=bearer(web["access_token"])).get_json()
     assert mine["phone_masked"] == person["phone"][:3] + "****" + person["phone"][-4:]
-    assert http.get(poll).get_json().get("access_token") is None  # tokens are handed out once
+    # tokens are handed out once
+    assert http.get(poll, headers=secret).get_json().get("access_token") is None
 
     stale = http.post("/api/identity/qr-tickets").get_json()
     with suite.runtimes["identity"].db.transaction() as s:  # two minutes pass
         s.execute(update(QrTicket).values(expires_at=utcnow() - timedelta(seconds=1)))
-    answer = http.get(f"/api/identity/qr-tickets/{stale['ticket']}")
+    answer = http.get(f"/api/identity/qr-tickets/{stale['ticket']}",
+                      headers={"X-QR-Poll-Secret": stale["poll_secret"]})
     assert answer.status_code == 410 or answer.get_json()["status"] == "expired"
     assert http.post(f"/api/identity/qr-tickets/{stale['ticket']}/confirm",
                      headers=bearer(mobile)).status_code in (404, 410)

@@ -8,7 +8,9 @@ Nothing here holds a secret or a phone number in clear:
                        kept sealed (Fernet) until it is confirmed
 * ``signin_requests``  accepted code / ticket / captcha requests per phone (HMAC) and per client
                        address, for throttling windows longer than the password window
-* ``qr_tickets``       one QR sign-in ticket, stored as its SHA-256; the confirming account
+* ``qr_tickets``       one QR sign-in ticket, stored as its SHA-256, with the SHA-256 of its
+                       poll secret (the web's alone, never in the QR code); the confirming
+                       account
 """
 
 from __future__ import annotations
@@ -64,6 +66,9 @@ class QrTicket(Base):
     __tablename__ = "qr_tickets"
 
     ticket_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: SHA-256 of the poll secret; NULL only for tickets made before migration 0008, which
+    #: no poll can claim
+    poll_hash: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(20))  # pending, confirmed, consumed
     account_id: Mapped[str | None] = mapped_column(String(36), ForeignKey("accounts.id"))
     created_at: Mapped[datetime] = mapped_column()

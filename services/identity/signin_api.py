@@ -2,14 +2,16 @@
 (sign-in, password reset, change of phone), QR sign-in. Thin views over ``signin_*``.
 
 Public (no token): ``POST /captchas``, ``POST /sms-codes``, ``POST /tokens/sms``,
-``POST /password-resets``, ``POST /qr-tickets``, ``GET /qr-tickets/<ticket>``. Answers that
-carry tokens or a ticket are ``Cache-Control: no-store``.
+``POST /password-resets``, ``POST /qr-tickets``, ``GET /qr-tickets/<ticket>`` (with the
+ticket's poll secret in ``X-QR-Poll-Secret``). Answers that carry tokens or a ticket are
+``Cache-Control: no-store``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
@@ -26,6 +28,7 @@ blp = Blueprint("identity_signin", __name__,
 
 _CODE = FullMatch(r"^\d{6}$", error="a code is 6 digits")
 _TICKET = r"<string(minlength=20, maxlength=100):ticket>"
+POLL_SECRET_HEADER = "X-QR-Poll-Secret"  # noqa: S105 - a header's name, not a secret
 
 
 class CaptchaSchema(Schema):
@@ -57,6 +60,9 @@ class PasswordResetSchema(SmsLoginSchema):
 class QrTicketSchema(Schema):
     ticket = fields.String(metadata={"description": "secret; show only as the QR code"})
     qr_payload = fields.String(metadata={"description": "ecourt-login:<ticket>"})
+    poll_secret = fields.String(metadata={
+        "description": f"secret; keep it in the web page, never in the QR code, and send it "
+                       f"as {POLL_SECRET_HEADER} with every poll"})
     expires_in = fields.Integer()
 
 
@@ -153,11 +159,19 @@ class QrTickets(MethodView):
 @blp.route(f"/qr-tickets/{_TICKET}")
 class QrTicket(MethodView):
     @public
+    @blp.doc(parameters=[{
+        "in": "header", "name": POLL_SECRET_HEADER, "required": True,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 100},
+        "description": "the poll_secret POST /qr-tickets gave with this ticket"}])
     @blp.response(200, QrStatusSchema)
-    @blp.alt_response(404, description="no such ticket")
+    @blp.alt_response(404, description="no such ticket, or no or a wrong poll secret")
     def get(self, ticket: str):  # type: ignore[no-untyped-def]
-        """The ticket's status; once confirmed, the next poll (only) returns the tokens."""
-        return signin_qr.poll(runtime().db, _signing_key(), ticket), 200, NO_STORE
+        """The ticket's status; once confirmed, the next poll (only) returns the tokens.
+
+        The ticket is in the QR code for anyone to see: a poll must carry the poll secret,
+        which only the page that asked for the ticket has."""
+        return signin_qr.poll(runtime().db, _signing_key(), ticket,
+                              request.headers.get(POLL_SECRET_HEADER)), 200, NO_STORE
 
 
 @blp.route(f"/qr-tickets/{_TICKET}/confirm")

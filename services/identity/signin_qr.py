@@ -1,7 +1,11 @@
 """QR sign-in (扫码登录) [003 §1.2]: the web shows a ticket as a QR code, the signed-in mobile
 client confirms it, the web's next poll receives a token pair — once.
 
-The ticket is 256 random bits (URL-safe) and is stored only as its SHA-256. States:
+The ticket is 256 random bits (URL-safe) and is stored only as its SHA-256. Whoever sees the
+QR code (a photo, a shared screen) knows the ticket, so the ticket alone only confirms: the
+web also gets a *poll secret* (256 random bits, never in the QR code, stored only as its
+SHA-256) and every poll must carry it. A poll without it, or with a wrong one, is answered as
+an unknown ticket is (404): it learns nothing and never receives the tokens. States:
 ``pending`` → ``confirmed`` (by an account) → ``consumed`` (tokens handed out, exactly once:
 a conditional UPDATE claims the ticket in the poll's transaction, so two parallel polls cannot
 both receive tokens). Past ``expires_at`` (2 minutes) a ticket is ``expired``. The tokens are
@@ -10,6 +14,7 @@ minted at the poll and never stored.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import secrets
 from datetime import timedelta
@@ -34,13 +39,16 @@ PENDING, CONFIRMED, CONSUMED, EXPIRED = "pending", "confirmed", "consumed", "exp
 
 
 def create(db: Database, *, client_ip: str) -> dict[str, Any]:
-    ticket, now = secrets.token_urlsafe(32), utcnow()
+    """A new ticket for the web: the ticket (shown only as the QR code) and the poll secret
+    (kept by the web, sent with every poll)."""
+    ticket, poll_secret, now = secrets.token_urlsafe(32), secrets.token_urlsafe(32), utcnow()
     with db.transaction() as session:
         admit(session, [(QR_IP, client_ip)], now)
         session.execute(delete(QrTicket).where(QrTicket.expires_at <= now - TTL))
-        session.add(QrTicket(ticket_hash=domain.token_digest(ticket), status=PENDING,
+        session.add(QrTicket(ticket_hash=domain.token_digest(ticket),
+                             poll_hash=domain.token_digest(poll_secret), status=PENDING,
                              created_at=now, expires_at=now + TTL))
-    return {"ticket": ticket, "qr_payload": PREFIX + ticket,
+    return {"ticket": ticket, "qr_payload": PREFIX + ticket, "poll_secret": poll_secret,
             "expires_in": int(TTL.total_seconds())}
 
 
@@ -66,12 +74,18 @@ def confirm(db: Database, ticket: str, account_id: str) -> None:
     log.info("qr sign-in confirmed", extra={"account_id": account_id})
 
 
-def poll(db: Database, key: SigningKey, ticket: str) -> dict[str, Any]:
-    """The web's poll: the status; the first poll after confirmation also gets the tokens."""
+def _poll_secret_ok(row: QrTicket, poll_secret: str | None) -> bool:
+    return row.poll_hash is not None and poll_secret is not None and hmac.compare_digest(
+        row.poll_hash, domain.token_digest(poll_secret))
+
+
+def poll(db: Database, key: SigningKey, ticket: str, poll_secret: str | None) -> dict[str, Any]:
+    """The web's poll, with the ticket's poll secret: the status; the first poll after
+    confirmation also gets the tokens. No secret or a wrong one: 404, as for no ticket."""
     now, digest = utcnow(), domain.token_digest(ticket)
     with db.transaction() as session:
         row = session.get(QrTicket, digest)
-        if row is None:
+        if row is None or not _poll_secret_ok(row, poll_secret):
             raise _not_found()
         if row.status == CONSUMED:
             return {"status": CONSUMED}

@@ -332,6 +332,15 @@ def test_phone_change_to_a_taken_phone_is_a_conflict(ident: Identity) -> None:
 
 # --- QR sign-in ---------------------------------------------------------------------------
 
+POLL_SECRET = "X-QR-Poll-Secret"  # noqa: S105 - a header's name
+
+
+def _poll(identity: Identity, created: dict[str, Any], secret: str | None = None) -> Any:
+    """The web's poll of a ticket, with its poll secret (or ``secret`` instead)."""
+    return identity.call("GET", f"/qr-tickets/{created['ticket']}", headers={
+        POLL_SECRET: created["poll_secret"] if secret is None else secret})
+
+
 def test_qr_pending_confirm_tokens_once_then_consumed(ident: Identity) -> None:
     person, account = ident.register()
     mobile_token = ident.tokens(person["phone"])["access_token"]
@@ -341,32 +350,67 @@ def test_qr_pending_confirm_tokens_once_then_consumed(ident: Identity) -> None:
     ticket = body["ticket"]
     assert body["qr_payload"] == f"ecourt-login:{ticket}" and body["expires_in"] == 120
     assert len(base64.urlsafe_b64decode(ticket + "==")) >= 16
+    assert len(base64.urlsafe_b64decode(body["poll_secret"] + "==")) >= 16
+    assert body["poll_secret"] not in body["qr_payload"]
     with ident.rt.db.transaction() as session:
-        assert session.scalars(select(QrTicket.ticket_hash)).all() != [ticket]
-    assert ident.call("GET", f"/qr-tickets/{ticket}").get_json()["status"] == "pending"
+        stored = session.execute(select(QrTicket.ticket_hash, QrTicket.poll_hash)).one()
+        assert ticket not in stored and body["poll_secret"] not in stored
+    assert _poll(ident, body).get_json()["status"] == "pending"
     assert ident.call("POST", f"/qr-tickets/{ticket}/confirm").status_code == 401
     confirm = ident.call("POST", f"/qr-tickets/{ticket}/confirm", token=mobile_token)
     assert confirm.status_code == 204, confirm.get_data(as_text=True)
     assert ident.call("POST", f"/qr-tickets/{ticket}/confirm",
                       token=mobile_token).status_code == 409
-    first = ident.call("GET", f"/qr-tickets/{ticket}").get_json()
+    first = _poll(ident, body).get_json()
     assert first["status"] == "confirmed" and first["access_token"]
     me = ident.call("GET", "/accounts/me", token=first["access_token"]).get_json()
     assert me["id"] == account["id"]
-    second = ident.call("GET", f"/qr-tickets/{ticket}").get_json()
+    second = _poll(ident, body).get_json()
     assert second == {"status": "consumed"}
-    assert ident.call("GET", "/qr-tickets/" + "x" * 43).status_code == 404
+    unknown = _poll(ident, {"ticket": "x" * 43, "poll_secret": body["poll_secret"]})
+    assert unknown.status_code == 404
+
+
+def test_qr_poll_without_the_poll_secret_is_an_unknown_ticket(ident: Identity) -> None:
+    """Whoever sees the QR code knows the ticket: polling with it alone, or with a wrong
+    secret, is answered as an unknown ticket and never gets the tokens."""
+    person, account = ident.register()
+    mobile_token = ident.tokens(person["phone"])["access_token"]
+    body = ident.call("POST", "/qr-tickets").get_json()
+    other = ident.call("POST", "/qr-tickets").get_json()
+    unknown = ident.call("GET", "/qr-tickets/" + "x" * 43).get_json()
+
+    def thief_polls() -> None:
+        answers = [ident.call("GET", f"/qr-tickets/{body['ticket']}"),
+                   _poll(ident, body, secret=""),
+                   _poll(ident, body, secret=body["ticket"]),
+                   _poll(ident, body, secret=other["poll_secret"]),
+                   _poll(ident, body, secret=body["poll_secret"] + "x")]
+        for answer in answers:
+            assert answer.status_code == 404 and answer.get_json() == {
+                **unknown, "instance": answer.get_json()["instance"],
+                "request_id": answer.get_json()["request_id"]}
+
+    thief_polls()
+    assert ident.call("POST", f"/qr-tickets/{body['ticket']}/confirm",
+                      token=mobile_token).status_code == 204
+    thief_polls()  # confirmed: still nothing, and the ticket is not used up
+    web = _poll(ident, body).get_json()
+    assert web["status"] == "confirmed"
+    me = ident.call("GET", "/accounts/me", token=web["access_token"]).get_json()
+    assert me["id"] == account["id"]
 
 
 def test_qr_ticket_expires_unconfirmed(ident: Identity) -> None:
     person, _ = ident.register()
     token = ident.tokens(person["phone"])["access_token"]
-    ticket = ident.call("POST", "/qr-tickets").get_json()["ticket"]
+    created = ident.call("POST", "/qr-tickets").get_json()
     for _ in range(3):
-        assert ident.call("GET", f"/qr-tickets/{ticket}").get_json()["status"] == "pending"
+        assert _poll(ident, created).get_json()["status"] == "pending"
     _age(ident, QrTicket, 121)
-    assert ident.call("GET", f"/qr-tickets/{ticket}").get_json() == {"status": "expired"}
-    assert ident.call("POST", f"/qr-tickets/{ticket}/confirm", token=token).status_code == 410
+    assert _poll(ident, created).get_json() == {"status": "expired"}
+    assert ident.call("POST", f"/qr-tickets/{created['ticket']}/confirm",
+                      token=token).status_code == 410
 
 
 def test_qr_tickets_are_throttled_per_client_address(ident: Identity) -> None:
