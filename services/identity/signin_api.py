@@ -191,10 +191,13 @@ class PhoneChange(MethodView):
     @roles()
     @blp.arguments(PhoneChangeSchema)
     @blp.response(202, CodeAcceptedSchema)
-    @blp.alt_response(409, description="the phone is taken or unchanged")
+    @blp.alt_response(409, description="the new phone is the account's own, or it has none")
     @blp.alt_response(429, description="too many codes")
     def post(self, body: dict[str, str]) -> dict[str, int]:
-        """Start a change of phone: a code goes to the old phone and one to the new."""
+        """Start a change of phone: a code goes to the old phone and one to the new.
+
+        A number another account uses gets the same answer; its code is sent to nobody, so
+        the change cannot be confirmed."""
         return {"expires_in": signin_codes.start_phone_change(
             runtime().db, current_claims()["sub"], body["new_phone"], client_ip=client_ip(),
             pepper=_pepper())}

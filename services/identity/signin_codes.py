@@ -9,7 +9,9 @@ is registered. For an account the code leaves through the outbox as ``identity.c
 with the phone and the code *sealed* (Fernet under the service secret): delivery opens them
 and sends the SMS; the broker, the outbox rows and the logs never see either in clear.
 
-Every wrong, expired, used or unknown code is the same 401 ``invalid-code``.
+Every wrong, expired, used or unknown code is the same 401 ``invalid-code``. A change of phone
+to a number another account uses is answered like any other (202) and its new-phone code goes
+to nobody; only registration tells that a phone is taken (a registering person must know).
 """
 
 from __future__ import annotations
@@ -60,8 +62,9 @@ def _digest(code_id: str, code: str, pepper: str) -> str:
 
 
 def _issue(session: Session, *, account_id: str, purpose: str, phone: str, pepper: str,
-           now: datetime, target_sealed: str | None = None) -> None:
-    """Replace any live code of this phone and purpose with a new one, and emit it sealed."""
+           now: datetime, target_sealed: str | None = None, send: bool = True) -> None:
+    """Replace any live code of this phone and purpose with a new one, and emit it sealed
+    (with ``send=False`` the code is sent to nobody: it can never be confirmed)."""
     key = phone_key(phone, pepper)
     session.execute(update(SignInCode).where(
         SignInCode.phone_key == key, SignInCode.purpose == purpose,
@@ -72,6 +75,8 @@ def _issue(session: Session, *, account_id: str, purpose: str, phone: str, peppe
                            code_hash=_digest(code_id, code, pepper),
                            target_sealed=target_sealed, attempts=0, created_at=now,
                            expires_at=expires_at))
+    if not send:
+        return
     emit(session, EVENT, {"account_id": account_id, "purpose": purpose,
                           "phone_sealed": seal(phone, pepper),
                           "code_sealed": seal(code, pepper),
@@ -180,7 +185,11 @@ def reset_password(db: Database, phone: str, code: str, new_password: str, *,
 
 def start_phone_change(db: Database, account_id: str, new_phone: str, *, client_ip: str,
                        pepper: str) -> int:
-    """``POST /accounts/me/phone-change``: one code to the old phone, one to the new."""
+    """``POST /accounts/me/phone-change``: one code to the old phone, one to the new.
+
+    Throttled first, and a number another account uses is answered as a free one (202, the
+    old phone's code sent; the new phone's code sent to nobody), so that no signed-in user
+    can learn who is registered; ``confirm_phone_change`` refuses a taken number."""
     now = utcnow()
     with db.transaction() as session:
         account = session.get(Account, account_id)
@@ -190,14 +199,14 @@ def start_phone_change(db: Database, account_id: str, new_phone: str, *, client_
             raise Problem(409, "no-phone", "this account has no phone to change")
         if new_phone == account.phone:
             raise Problem(409, "phone-unchanged", "this is already the account's phone")
-        if session.scalar(select(Account.id).where(Account.phone == new_phone)) is not None:
-            raise Problem(409, "phone-taken", "another account uses this phone")
         admit(session, [(SMS_PHONE, phone_key(account.phone, pepper)),
                         (SMS_PHONE, phone_key(new_phone, pepper)), (SMS_IP, client_ip)], now)
+        taken = session.scalar(select(Account.id).where(Account.phone == new_phone))
         _issue(session, account_id=account.id, purpose=CHANGE_OLD, phone=account.phone,
                pepper=pepper, now=now)
         _issue(session, account_id=account.id, purpose=CHANGE_NEW, phone=new_phone,
-               pepper=pepper, now=now, target_sealed=seal(new_phone, pepper))
+               pepper=pepper, now=now, target_sealed=seal(new_phone, pepper),
+               send=taken is None)
     log.info("phone change started", extra={"account_id": account_id, "client_ip": client_ip})
     return int(CODE_TTL.total_seconds())
 

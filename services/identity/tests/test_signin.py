@@ -310,14 +310,58 @@ def test_phone_change_needs_both_codes(ident: Identity) -> None:
     assert ident.login(person["phone"]).status_code in (400, 401)
 
 
-def test_phone_change_to_a_taken_phone_is_a_conflict(ident: Identity) -> None:
+def test_phone_change_does_not_tell_whether_a_number_is_taken(ident: Identity) -> None:
+    """A taken number was a 409 phone-taken, before the throttle: any signed-in user could
+    learn who is registered. Now it is answered like a free one, the old phone's code goes
+    out as usual, the taken number gets nothing, and the change cannot be confirmed."""
     person, _ = ident.register()
     other, _ = ident.register()
     token = ident.tokens(person["phone"])["access_token"]
-    resp = ident.call("POST", "/accounts/me/phone-change", json={"new_phone": other["phone"]},
+    free = ident.call("POST", "/accounts/me/phone-change", json={"new_phone": mobile()},
                       token=token)
-    assert resp.status_code == 409
-    # taken between the request and the confirmation
+    _forget_requests(ident)
+    taken = ident.call("POST", "/accounts/me/phone-change", json={"new_phone": other["phone"]},
+                       token=token)
+    assert taken.status_code == free.status_code == 202, taken.get_data(as_text=True)
+    assert taken.get_json() == free.get_json()
+    secret = ident.rt.settings.service_secret
+    sent_to = [unseal(e["data"]["phone_sealed"], secret) for e in _events(ident)]
+    assert sent_to.count(person["phone"]) == 2 and other["phone"] not in sent_to
+    old_code = _code(ident, person["phone"], "change_phone_old")
+    with ident.rt.db.transaction() as session:  # the new code was sent to nobody...
+        newest = session.scalars(select(SignInCode).where(
+            SignInCode.purpose == "change_phone_new").order_by(
+            SignInCode.created_at.desc())).first()
+        assert newest is not None and newest.used_at is None
+        assert unseal(newest.target_sealed or "", secret) == other["phone"]
+    for guess in ("000000", "123456"):  # ... so it cannot be confirmed
+        late = ident.call("POST", "/accounts/me/phone-change/confirm",
+                          json={"old_code": old_code, "new_code": guess}, token=token)
+        assert late.status_code == 401
+    assert ident.login(other["phone"]).status_code == 201
+
+
+def test_phone_change_is_throttled_before_anything_is_looked_up(ident: Identity) -> None:
+    person, _ = ident.register()
+    token = ident.tokens(person["phone"])["access_token"]
+    registered = [ident.register()[0]["phone"] for _ in range(3)]
+    answers = []
+    for i, phone in enumerate([mobile(), registered[0], mobile(), registered[1], mobile()]):
+        _age(ident, SignInRequest, 61, "requested_at")  # past the old phone's 1 a minute
+        answers.append(ident.call("POST", "/accounts/me/phone-change",
+                                  json={"new_phone": phone}, token=token, ip=f"10.4.0.{i}"))
+    assert [a.status_code for a in answers] == [202] * 5
+    _age(ident, SignInRequest, 61, "requested_at")
+    for phone in (registered[2], mobile()):  # the sixth in the hour: taken or not, 429
+        resp = ident.call("POST", "/accounts/me/phone-change", json={"new_phone": phone},
+                          token=token, ip="10.4.1.1")
+        assert resp.status_code == 429 and "Retry-After" in resp.headers
+
+
+def test_phone_change_to_a_number_taken_before_the_confirmation_is_a_conflict(
+        ident: Identity) -> None:
+    person, _ = ident.register()
+    token = ident.tokens(person["phone"])["access_token"]
     new_phone = mobile()
     ident.call("POST", "/accounts/me/phone-change", json={"new_phone": new_phone}, token=token)
     old_code = _code(ident, person["phone"], "change_phone_old")
