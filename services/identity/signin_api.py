@@ -123,6 +123,7 @@ class SmsTokens(MethodView):
     @blp.arguments(SmsLoginSchema)
     @blp.response(201, TokenSchema)
     @blp.alt_response(401, description="the code is wrong, expired or already used")
+    @blp.alt_response(429, description="too many failed attempts for this account or address")
     def post(self, body: dict[str, str]):  # type: ignore[no-untyped-def]
         """Sign in with the phone and an SMS code: the same token pair as a password
         sign-in."""
@@ -137,6 +138,7 @@ class PasswordResets(MethodView):
     @blp.arguments(PasswordResetSchema)
     @blp.response(204)
     @blp.alt_response(401, description="the code is wrong, expired or already used")
+    @blp.alt_response(429, description="too many failed attempts for this account or address")
     def post(self, body: dict[str, str]) -> None:
         """Set a new password with a ``reset_password`` SMS code; every sign-in of the
         account ends."""
@@ -210,6 +212,7 @@ class PhoneChangeConfirm(MethodView):
     @blp.response(200, AccountSchema)
     @blp.alt_response(401, description="a code is wrong, expired or already used")
     @blp.alt_response(409, description="the new phone was taken meanwhile")
+    @blp.alt_response(429, description="too many failed attempts for this account or address")
     def post(self, body: dict[str, str]) -> dict[str, Any]:
         """Both codes right: the account's phone becomes the new one."""
         return account_view(signin_codes.confirm_phone_change(

@@ -9,9 +9,15 @@ is registered. For an account the code leaves through the outbox as ``identity.c
 with the phone and the code *sealed* (Fernet under the service secret): delivery opens them
 and sends the SMS; the broker, the outbox rows and the logs never see either in clear.
 
-Every wrong, expired, used or unknown code is the same 401 ``invalid-code``. A change of phone
-to a number another account uses is answered like any other (202) and its new-phone code goes
-to nobody; only registration tells that a phone is taken (a registering person must know).
+Every wrong, expired, used or unknown code is the same 401 ``invalid-code``, and counts as a
+failed sign-in attempt in the password throttle (``usecases/throttle.py``: per account — the
+phone's account, or the HMAC of a phone without one — and per client address, 5 per 15
+minutes): an attempt is reserved before its code is looked at, so while a counter is full the
+answer is 429, no code is tried, and a client that keeps failing spends nobody's code.
+
+A change of phone to a number another account uses is answered like any other (202) and its
+new-phone code goes to nobody; only registration tells that a phone is taken (a registering
+person must know).
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from services.identity import domain
 from services.identity.models import Account
 from services.identity.models_signin import SignInCode
 from services.identity.signin_throttle import SMS_IP, SMS_PHONE, admit, phone_key
-from services.identity.usecases import sessions
+from services.identity.usecases import sessions, throttle
 from services.identity.usecases.accounts import SOURCE, hasher
 
 log = logging.getLogger(__name__)
@@ -134,6 +140,28 @@ def _check(session: Session, *, purpose: str, code: str, pepper: str, now: datet
     return _Check(row, True)
 
 
+@dataclass
+class _Attempt:
+    reserved: list[int]
+    account_keys: list[str]
+
+    def succeeded(self, session: Session) -> None:
+        throttle.succeeded(session, self.reserved, self.account_keys)
+
+
+def _attempt(session: Session, *, client_ip: str, pepper: str, phone: str | None = None,
+             account_id: str | None = None) -> _Attempt:
+    """Reserve a failed attempt against the account (the phone's, or the phone's HMAC when
+    it has none, as a password sign-in with that phone would) and the client address before
+    any code is tried: 429 (nothing tried, nothing spent) while either counter is full."""
+    keys = [account_id] if account_id is not None else []
+    if phone is not None:
+        owner = session.scalar(select(Account.id).where(Account.phone == phone))
+        keys = ([owner] if owner else []) + [throttle.username_key(phone, pepper)]
+    reserved = throttle.reserve(session, [(throttle.ACCOUNT, keys[0]), (throttle.IP, client_ip)])
+    return _Attempt(reserved, keys)
+
+
 def _account_for(session: Session, checked: _Check, phone: str) -> Account | None:
     """The account a right code proves, as long as it still owns the phone."""
     if not checked.ok or checked.row is None:
@@ -147,14 +175,17 @@ def sign_in(db: Database, key: SigningKey, phone: str, code: str, *, client_ip: 
     """``POST /tokens/sms``: a login code for a token pair, as a password sign-in gives."""
     now, failure, pair = utcnow(), None, None
     with db.transaction() as session:
+        attempt = _attempt(session, client_ip=client_ip, pepper=pepper, phone=phone)
         account = _account_for(session, _check(session, purpose=LOGIN, code=code,
                                                pepper=pepper, now=now, phone=phone), phone)
         if account is None:
             failure = _invalid()
-        elif account.status != domain.ACTIVE:
-            failure = Problem(403, "account-disabled", "this account is disabled")
         else:
-            pair = sessions.start_session(session, key, account, "sms-code")
+            attempt.succeeded(session)  # a right code: no failure, whatever the status
+            if account.status != domain.ACTIVE:
+                failure = Problem(403, "account-disabled", "this account is disabled")
+            else:
+                pair = sessions.start_session(session, key, account, "sms-code")
     if failure is not None or pair is None:
         log.warning("sms sign-in refused", extra={"client_ip": client_ip})
         raise failure or _invalid()
@@ -168,11 +199,13 @@ def reset_password(db: Database, phone: str, code: str, new_password: str, *,
     """``POST /password-resets``: set a new password and end every sign-in of the account."""
     now, failure = utcnow(), None
     with db.transaction() as session:
+        attempt = _attempt(session, client_ip=client_ip, pepper=pepper, phone=phone)
         account = _account_for(session, _check(session, purpose=RESET_PASSWORD, code=code,
                                                pepper=pepper, now=now, phone=phone), phone)
         if account is None:
             failure = _invalid()
         else:
+            attempt.succeeded(session)
             account.password_hash = hasher.hash(new_password)
             ended = sessions.revoke_account_sessions(session, account.id, "password-reset")
     if failure is not None:
@@ -217,6 +250,8 @@ def confirm_phone_change(db: Database, account_id: str, old_code: str, new_code_
     now, failure = utcnow(), None
     try:
         with db.transaction() as session:
+            attempt = _attempt(session, client_ip=client_ip, pepper=pepper,
+                               account_id=account_id)
             old = _check(session, purpose=CHANGE_OLD, code=old_code, pepper=pepper, now=now,
                          account_id=account_id)
             new = _check(session, purpose=CHANGE_NEW, code=new_code_, pepper=pepper, now=now,
@@ -231,6 +266,7 @@ def confirm_phone_change(db: Database, account_id: str, old_code: str, new_code_
                 if new.ok and new.row is not None:
                     new.row.used_at = None
             else:
+                attempt.succeeded(session)
                 phone = unseal(new.row.target_sealed, pepper)
                 taken = session.scalar(select(Account.id).where(
                     Account.phone == phone, Account.id != account_id))

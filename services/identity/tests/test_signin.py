@@ -18,8 +18,10 @@ from sqlalchemy import delete, select
 
 from servicekit.sealed import unseal
 from servicekit.tables import outbox
+from services.identity.models import LoginFailure
 from services.identity.models_signin import Captcha, QrTicket, SignInCode, SignInRequest
 from services.identity.signin_captcha import CaptchaService
+from services.identity.signin_throttle import phone_key
 from services.identity.tests.conftest import PASSWORD, Identity
 from tests.factories import mobile
 
@@ -206,16 +208,110 @@ def test_a_new_code_replaces_the_old_one(ident: Identity) -> None:
         "phone": person["phone"], "code": second}).status_code == 201
 
 
+def _wrong(code: str) -> str:
+    return f"{(int(code) + 1) % 1_000_000:06d}"
+
+
+def _forget_failures(identity: Identity) -> None:
+    """As if the password throttle's 15 minutes had passed."""
+    with identity.rt.db.transaction() as session:
+        session.execute(delete(LoginFailure))
+
+
+def _attempts(identity: Identity, phone: str) -> tuple[int, bool]:
+    """Wrong tries of the phone's newest code, and whether it is spent."""
+    with identity.rt.db.transaction() as session:
+        row = session.scalars(select(SignInCode).where(
+            SignInCode.phone_key == phone_key(phone, identity.rt.settings.service_secret))
+            .order_by(SignInCode.created_at.desc())).first()
+        assert row is not None
+        return row.attempts, row.used_at is not None
+
+
 def test_five_wrong_tries_spend_the_code(ident: Identity) -> None:
     person, _ = ident.register()
     _request(ident, person["phone"])
     code = _code(ident, person["phone"], "login")
-    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
-    for _ in range(5):
-        resp = ident.call("POST", "/tokens/sms", json={"phone": person["phone"], "code": wrong})
+    for i in range(5):
+        resp = ident.call("POST", "/tokens/sms", ip=f"10.5.0.{i}",
+                          json={"phone": person["phone"], "code": _wrong(code)})
         assert resp.status_code == 401
+    # five failures on the account: throttled as password sign-in is, the right code too
+    resp = ident.call("POST", "/tokens/sms", json={"phone": person["phone"], "code": code})
+    assert resp.status_code == 429 and _slug(resp) == "too-many-attempts"
+    _forget_failures(ident)
     resp = ident.call("POST", "/tokens/sms", json={"phone": person["phone"], "code": code})
     assert resp.status_code == 401 and _slug(resp) == "invalid-code"
+
+
+def test_a_client_that_keeps_failing_codes_is_throttled_and_spends_no_one_s_code(
+        ident: Identity) -> None:
+    """Wrong SMS codes count in the password throttle, per client address and per account
+    (RELIABILITY S3): after 5 in the window the address gets 429 on every code route, before
+    any code is tried, so it cannot burn other people's codes."""
+    victims = [ident.register()[0] for _ in range(3)]
+    codes = []
+    for i, person in enumerate(victims):
+        _request(ident, person["phone"], ip=f"10.6.0.{i}")
+        codes.append(_code(ident, person["phone"], "login"))
+    attacker = "203.0.113.9"
+    for phone, code in [(victims[0]["phone"], codes[0])] * 4 + [(victims[1]["phone"], codes[1])]:
+        resp = ident.call("POST", "/tokens/sms", ip=attacker,
+                          json={"phone": phone, "code": _wrong(code)})
+        assert resp.status_code == 401, resp.get_data(as_text=True)
+    for person, code in zip(victims, codes, strict=True):
+        resp = ident.call("POST", "/tokens/sms", ip=attacker,
+                          json={"phone": person["phone"], "code": _wrong(code)})
+        assert resp.status_code == 429 and _slug(resp) == "too-many-attempts"
+        assert 0 < int(resp.headers["Retry-After"]) <= 900
+    reset = ident.call("POST", "/password-resets", ip=attacker, json={
+        "phone": victims[2]["phone"], "code": codes[2], "new_password": "attackers-choice"})
+    assert reset.status_code == 429
+    unknown = ident.call("POST", "/tokens/sms", ip=attacker,
+                         json={"phone": mobile(), "code": "123456"})
+    assert unknown.status_code == 429
+    # refused before checking: no try counted, no code spent
+    assert _attempts(ident, victims[0]["phone"]) == (4, False)
+    assert _attempts(ident, victims[2]["phone"]) == (0, False)
+    for i, (person, code) in enumerate(zip(victims, codes, strict=True)):
+        resp = ident.call("POST", "/tokens/sms", ip=f"10.6.1.{i}",
+                          json={"phone": person["phone"], "code": code})
+        assert resp.status_code == 201, resp.get_data(as_text=True)
+
+
+def test_wrong_reset_codes_are_throttled_per_account(ident: Identity) -> None:
+    person, _ = ident.register()
+    _request(ident, person["phone"], "reset_password")
+    code = _code(ident, person["phone"], "reset_password")
+    body = {"phone": person["phone"], "new_password": "a-brand-new-secret"}
+    for i in range(4):
+        resp = ident.call("POST", "/password-resets", ip=f"10.7.0.{i}",
+                          json={**body, "code": _wrong(code)})
+        assert resp.status_code == 401
+    # a fifth failure, from a fifth address (a login code, of which there is none), fills
+    # the account's counter
+    assert ident.call("POST", "/tokens/sms", ip="10.7.1.1", json={
+        "phone": person["phone"], "code": code}).status_code == 401
+    resp = ident.call("POST", "/password-resets", ip="10.7.2.1", json={**body, "code": code})
+    assert resp.status_code == 429 and _slug(resp) == "too-many-attempts"
+    assert _attempts(ident, person["phone"]) == (4, False)
+    _forget_failures(ident)
+    assert ident.call("POST", "/password-resets", ip="10.7.2.1",
+                      json={**body, "code": code}).status_code == 204
+
+
+def test_wrong_phone_change_codes_are_throttled(ident: Identity) -> None:
+    person, _ = ident.register()
+    token = ident.tokens(person["phone"])["access_token"]
+    ident.call("POST", "/accounts/me/phone-change", json={"new_phone": mobile()}, token=token)
+    confirm = "/accounts/me/phone-change/confirm"
+    for _ in range(5):
+        resp = ident.call("POST", confirm, json={"old_code": "000000", "new_code": "000000"},
+                          token=token, ip="10.8.0.1")
+        assert resp.status_code == 401
+    resp = ident.call("POST", confirm, json={"old_code": "000000", "new_code": "000000"},
+                      token=token, ip="10.8.0.2")
+    assert resp.status_code == 429 and _slug(resp) == "too-many-attempts"
 
 
 def test_codes_are_throttled_per_phone(ident: Identity) -> None:
@@ -274,7 +370,8 @@ def test_password_reset_by_code_ends_every_sign_in(ident: Identity) -> None:
     assert resp.status_code == 204, resp.get_data(as_text=True)
     assert ident.call("POST", "/tokens/refresh",
                       json={"refresh_token": old["refresh_token"]}).status_code == 401
-    assert ident.tokens(person["phone"], "a-brand-new-secret")
+    # the wrong code above counts for this address: a captcha would be asked here
+    assert ident.tokens(person["phone"], "a-brand-new-secret", ip="10.9.0.1")
     again = ident.call("POST", "/password-resets", json={
         "phone": person["phone"], "code": code, "new_password": "yet-another-secret"})
     assert again.status_code == 401
@@ -306,8 +403,9 @@ def test_phone_change_needs_both_codes(ident: Identity) -> None:
     assert ok.status_code == 200, ok.get_data(as_text=True)
     assert ok.get_json()["phone_masked"] == new_phone[:3] + "****" + new_phone[-4:]
     assert ok.get_json()["id"] == account["id"]
-    assert ident.login(new_phone).status_code == 201
-    assert ident.login(person["phone"]).status_code in (400, 401)
+    # the wrong codes above count for this address (a captcha would be asked): another one
+    assert ident.login(new_phone, ip="10.9.0.2").status_code == 201
+    assert ident.login(person["phone"], ip="10.9.0.2").status_code in (400, 401)
 
 
 def test_phone_change_does_not_tell_whether_a_number_is_taken(ident: Identity) -> None:
@@ -338,7 +436,7 @@ def test_phone_change_does_not_tell_whether_a_number_is_taken(ident: Identity) -
         late = ident.call("POST", "/accounts/me/phone-change/confirm",
                           json={"old_code": old_code, "new_code": guess}, token=token)
         assert late.status_code == 401
-    assert ident.login(other["phone"]).status_code == 201
+    assert ident.login(other["phone"], ip="10.9.0.3").status_code == 201
 
 
 def test_phone_change_is_throttled_before_anything_is_looked_up(ident: Identity) -> None:
