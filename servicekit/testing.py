@@ -133,12 +133,19 @@ class TcpProxy:
                 self._pairs.append((client, upstream))
             threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
 
-    def _pump(self, a: socket.socket, b: socket.socket) -> None:
-        socks = [a, b]
+    def _watched(self, client: socket.socket, upstream: socket.socket) -> list[socket.socket]:
+        """The sides whose bytes are forwarded (a subclass can mute one direction)."""
+        return [client, upstream]
+
+    def _holding(self, client: socket.socket) -> bool:
+        """Whether this pair forwards nothing for now (``stall``; a subclass can hold more)."""
+        return self._stalled.is_set()
+
+    def _pump(self, a: socket.socket, b: socket.socket) -> None:  # a: client, b: upstream
         try:
             while not self._closed.is_set() and self._up.is_set():
-                readable, _, _ = select.select(socks, [], [], 0.1)
-                if self._stalled.is_set():
+                readable, _, _ = select.select(self._watched(a, b), [], [], 0.1)
+                if self._holding(a):
                     continue
                 for s in readable:
                     data = s.recv(65536)
@@ -148,7 +155,7 @@ class TcpProxy:
         except OSError:
             return
         finally:
-            for s in socks:
+            for s in (a, b):
                 with contextlib.suppress(OSError):
                     s.close()
 

@@ -4,7 +4,6 @@ counts what it is given, and small SQL and AMQP probes."""
 from __future__ import annotations
 
 import collections
-import contextlib
 import itertools
 import random
 import socket
@@ -15,7 +14,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from select import select as wait_readable
 
 import pika
 from kombu import Connection
@@ -209,24 +207,8 @@ class MutingProxy(TcpProxy):
         self.replies_muted.clear()
         super().heal()
 
-    def _pump(self, a: socket.socket, b: socket.socket) -> None:  # a: client, b: broker
-        try:
-            while not self._closed.is_set() and self._up.is_set():
-                socks = [a] if self.replies_muted.is_set() else [a, b]
-                readable, _, _ = wait_readable(socks, [], [], 0.1)
-                if self._stalled.is_set():
-                    continue
-                for s in readable:
-                    data = s.recv(65536)
-                    if not data:
-                        return
-                    (b if s is a else a).sendall(data)
-        except OSError:
-            return
-        finally:
-            for s in (a, b):
-                with contextlib.suppress(OSError):
-                    s.close()
+    def _watched(self, client: socket.socket, upstream: socket.socket) -> list[socket.socket]:
+        return [client] if self.replies_muted.is_set() else [client, upstream]
 
 
 # -- background threads ---------------------------------------------------------------------

@@ -8,10 +8,8 @@ second."""
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import time
-from select import select as wait_readable
 
 import pytest
 
@@ -51,23 +49,8 @@ class FreezingProxy(TcpProxy):
         with self._lock:
             return len(self._pairs)
 
-    def _pump(self, a: socket.socket, b: socket.socket) -> None:  # a: client, b: broker
-        try:
-            while not self._closed.is_set() and self._up.is_set():
-                readable, _, _ = wait_readable([a, b], [], [], 0.1)
-                if self._stalled.is_set() or a in self._frozen:
-                    continue
-                for s in readable:
-                    data = s.recv(65536)
-                    if not data:
-                        return
-                    (b if s is a else a).sendall(data)
-        except OSError:
-            return
-        finally:
-            for s in (a, b):
-                with contextlib.suppress(OSError):
-                    s.close()
+    def _holding(self, client: socket.socket) -> bool:
+        return super()._holding(client) or client in self._frozen
 
 
 def _publish(producer, vhost: str, exchange: str, n: int) -> list[str]:  # type: ignore[no-untyped-def]
