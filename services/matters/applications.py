@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from servicekit import audit
 from servicekit.db import Database, utcnow
 from servicekit.problems import Problem
+from servicekit.workdays import local_date
 from services.matters import events
 from services.matters.access import (
     acting_parties,
@@ -37,8 +38,10 @@ from services.matters.models import Application, Case, CaseParty, ServiceCounter
 
 
 def next_service_number(session: Session, court: str, kind: str, now: datetime) -> str:
-    """The court's next number for this year; the counter row is locked while it counts."""
-    year, word = now.year, NUMBER_WORD[kind]
+    """The court's next number for this year — the year in Beijing time, the court's calendar
+    (``now`` is UTC: 1 January 01:00 in Beijing is still 31 December in UTC); the counter row
+    is locked while it counts."""
+    year, word = local_date(now).year, NUMBER_WORD[kind]
     for _ in range(3):
         counter = session.scalars(select(ServiceCounter).where(
             ServiceCounter.court == court, ServiceCounter.year == year,
