@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 
 from servicekit.db import Database, utcnow
 from services.matters import events
@@ -33,13 +34,22 @@ def escalate_overdue(db: Database, now: datetime | None = None, batch: int = 200
     return moved
 
 
+def _due(level: Any, deadline: Any, now: datetime) -> ColumnElement[bool]:
+    """In SQL, what ``next_escalation`` decides: the next rung's day has come. Selecting only
+    these keeps rows waiting for a later rung out of the batch — else a full batch of them
+    (oldest deadlines first) starved the newly overdue ones, whose first urging never went."""
+    return or_(*(and_(level == i, deadline <= now - timedelta(days=days))
+                 for i, (_, days) in enumerate(LADDER)))
+
+
 def _applications(db: Database, now: datetime, batch: int) -> int:
     moved = 0
     with db.transaction() as session:
         rows = session.execute(
             select(Application, Case).join(Case, Case.id == Application.case_id)
             .where(Application.status != COMPLETED, Application.deadline < now,
-                   Application.escalation_level < len(LADDER))
+                   Application.escalation_level < len(LADDER),
+                   _due(Application.escalation_level, Application.deadline, now))
             .order_by(Application.deadline).limit(batch)
             .with_for_update(of=Application, skip_locked=True)).all()
         for app, case in rows:
@@ -58,7 +68,8 @@ def _bindings(db: Database, now: datetime, batch: int) -> int:
         rows = session.execute(
             select(Binding, Case).join(Case, Case.id == Binding.case_id)
             .where(Binding.status == PENDING, Binding.deadline < now,
-                   Binding.escalation_level < len(LADDER))
+                   Binding.escalation_level < len(LADDER),
+                   _due(Binding.escalation_level, Binding.deadline, now))
             .order_by(Binding.deadline).limit(batch)
             .with_for_update(of=Binding, skip_locked=True)).all()
         for binding, case in rows:

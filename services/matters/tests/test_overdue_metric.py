@@ -65,3 +65,19 @@ def test_escalation_emits_one_event_per_level(tmp_path: Path) -> None:
             outbox.c.type == "matters.application.overdue")).all()
     assert [f'"level":"{level}"' in body for level, body in
             zip(("handler", "division_head", "president"), types, strict=True)] == [True] * 3
+
+
+def test_rows_waiting_for_a_later_rung_do_not_starve_newly_overdue_ones(tmp_path: Path) -> None:
+    """Two applications urged once and not yet due for the division head (overdue 1 day) must
+    not fill a batch of two and keep a newly overdue one from its first urging."""
+    db = _db(tmp_path)
+    _application(db, -timedelta(days=1))
+    _application(db, -timedelta(days=1, hours=1))
+    now = utcnow()
+    assert escalate_overdue(db, now) == 2            # both reach "handler"
+    _application(db, -timedelta(minutes=5))          # newly overdue
+    assert escalate_overdue(db, utcnow(), batch=2) == 1
+    with db.transaction() as s:
+        from sqlalchemy import select
+        levels = sorted(s.scalars(select(Application.escalation_level)).all())
+    assert levels == [1, 1, 1]
