@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from servicekit import logs
-from servicekit.config import Settings
+from servicekit.config import ConfigError, Settings, env_int
 
 log = logging.getLogger("ecourt")
 
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="the embedded suite: every service in one process")
     run.add_argument("--host", default=os.environ.get("ECOURT_HOST", "127.0.0.1"))
-    run.add_argument("--port", type=int, default=int(os.environ.get("ECOURT_PORT", "8080")))
+    run.add_argument("--port", type=int, default=None, help="default: ECOURT_PORT or 8080")
     run.add_argument("--data-dir", default=os.environ.get("ECOURT_DATA_DIR", "data"))
 
     serve = sub.add_parser("serve", help="one service (or the gateway) under gunicorn")
@@ -98,7 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     service = getattr(args, "service", None) or args.command
     logs.configure(service, os.environ.get("ECOURT_LOG_LEVEL", "INFO"))
     handler = COMMANDS[args.command]
-    return handler(args) or 0
+    try:
+        if args.command == "run" and args.port is None:
+            args.port = env_int("ECOURT_PORT", 8080, minimum=0)
+        return handler(args) or 0
+    except ConfigError as exc:  # a bad setting: say which and why, not a traceback
+        print(f"ecourt {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -297,8 +303,11 @@ def _serve(args: argparse.Namespace) -> int:
     if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ecourt-prom-")
     Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
-    if args.service != "gateway" and not args.no_migrate:
-        _migrate(argparse.Namespace(service=args.service))
+    if args.service != "gateway":
+        # a bad setting is told here, once, not as a traceback in every gunicorn worker
+        Settings.from_env(args.service)
+        if not args.no_migrate:
+            _migrate(argparse.Namespace(service=args.service))
     from ecourt.serving import serve
 
     serve(args.service, args.bind, args.workers)

@@ -8,7 +8,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from servicekit import logs, metrics
-from servicekit.config import Settings
+from servicekit.config import Settings, env_int
 
 
 def build_wsgi(service: str) -> Any:
@@ -66,10 +66,10 @@ def serve(service: str, bind: str, workers: int) -> None:
     to each service is reused instead of paying a TCP connect and accept per request (sync
     workers close after every response), and a gateway worker waiting on an upstream does not
     hold up the other requests it could serve."""
-    threads = int(os.environ.get("ECOURT_THREADS", "4"))
+    threads = env_int("ECOURT_THREADS", 4, minimum=1)
     # the most connections one worker holds (gunicorn's default 1,000); beyond it new clients
     # wait in the listen backlog or go to a sibling worker
-    connections = int(os.environ.get("ECOURT_WORKER_CONNECTIONS", "1000"))
+    connections = env_int("ECOURT_WORKER_CONNECTIONS", 1000, minimum=1)
     # The gateway forwards on an event loop (gateway.edge); its threads run only its own pages.
     worker = ("gateway.worker.EdgeWorker" if service == "gateway"
               else "ecourt.service_worker.ServiceWorker")

@@ -14,6 +14,7 @@ manifest and one laptop run all configure a service the same way:
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -24,15 +25,50 @@ from servicekit.retention import Retention
 DEFAULT_EXCHANGE = "ecourt.events"
 
 
+class ConfigError(ValueError):
+    """A setting in the environment that cannot be used; the message names it and says why
+    (the CLI prints it and exits 2 instead of a traceback)."""
+
+
 def env(name: str, default: str = "") -> str:
     return os.environ.get(name, default)
+
+
+def env_int(name: str, default: int, minimum: int | None = None) -> int:
+    """An integer setting; a value that is not one (or below ``minimum``) is a ConfigError."""
+    raw = env(name, str(default)).strip() or str(default)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
+def env_float(name: str, default: float, minimum: float | None = None) -> float:
+    """A number setting; a value that is not a finite number (or below ``minimum``) is a
+    ConfigError."""
+    raw = env(name, str(default)).strip() or str(default)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, not {raw!r}")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum:g}, not {value:g}")
+    return value
 
 
 def secret(name: str, default: str) -> str:
     """A secret from ``NAME_FILE`` (a mounted file) or ``NAME``, else the dev default."""
     path = env(f"{name}_FILE")
     if path:
-        return Path(path).read_text(encoding="utf-8").strip()
+        try:
+            return Path(path).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{name}_FILE={path} cannot be read: {exc}") from None
     return env(name, default)
 
 
@@ -88,12 +124,12 @@ class Settings:
             "broker_url": env("ECOURT_BROKER_URL", "memory://"),
             "exchange": env("ECOURT_EXCHANGE", DEFAULT_EXCHANGE),
             "service_secret": secret("ECOURT_SERVICE_SECRET", "embedded-dev-secret"),
-            "max_attempts": int(env("ECOURT_MAX_ATTEMPTS", "5")),
-            "retry_base_seconds": float(env("ECOURT_RETRY_BASE_SECONDS", "1.0")),
-            "consumer_workers": int(env("ECOURT_CONSUMER_WORKERS", "1")),
-            "outbox_retention_days": float(env("ECOURT_OUTBOX_RETENTION_DAYS", "7")),
-            "inbox_retention_days": float(env("ECOURT_INBOX_RETENTION_DAYS", "30")),
-            "idempotency_key_hours": float(env("ECOURT_IDEMPOTENCY_KEY_HOURS", "24")),
+            "max_attempts": env_int("ECOURT_MAX_ATTEMPTS", 5, minimum=1),
+            "retry_base_seconds": env_float("ECOURT_RETRY_BASE_SECONDS", 1.0, minimum=0),
+            "consumer_workers": env_int("ECOURT_CONSUMER_WORKERS", 1, minimum=1),
+            "outbox_retention_days": env_float("ECOURT_OUTBOX_RETENTION_DAYS", 7),
+            "inbox_retention_days": env_float("ECOURT_INBOX_RETENTION_DAYS", 30),
+            "idempotency_key_hours": env_float("ECOURT_IDEMPOTENCY_KEY_HOURS", 24),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
