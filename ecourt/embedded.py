@@ -17,8 +17,10 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from flask import Flask
 from kombu import Connection
@@ -211,10 +213,15 @@ class Suite:
             rt.db.dispose()
 
     # -- serving ------------------------------------------------------------------------------
-    def serve(self, host: str = "127.0.0.1", port: int = 8080) -> None:
+    def serve(self, host: str = "127.0.0.1", port: int = 8080,
+              drain_timeout: float = 20.0) -> None:
+        """Serve the gateway until Ctrl-C or TERM; then stop accepting, let the requests in
+        flight finish (``drain_timeout`` seconds at most, as gunicorn's graceful timeout),
+        and stop the workers."""
         from werkzeug.serving import make_server
 
-        server = make_server(host, port, self.gateway, threaded=True)
+        in_flight = _InFlight(self.gateway)
+        server = make_server(host, port, in_flight, threaded=True)
         log.info("eCourt suite (embedded) serving on http://%s:%s", host, port)
         if threading.current_thread() is threading.main_thread():
             # a process manager's TERM stops the suite as Ctrl-C does: werkzeug ends
@@ -224,7 +231,59 @@ class Suite:
             server.serve_forever()
         finally:
             server.server_close()
+            # werkzeug's request threads are daemon threads: the process would end under a
+            # request that is still being handled (its answer lost, maybe after its commit)
+            if not in_flight.drained(drain_timeout):
+                log.warning("%d request(s) still running after %.0f s; stopping anyway",
+                            in_flight.count, drain_timeout)
             self.stop()
+
+
+class _InFlight:
+    """WSGI middleware counting the requests being handled (until their answer is sent)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.count = 0
+        self._done = threading.Condition()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        with self._done:
+            self.count += 1
+        try:
+            body = self.app(environ, start_response)
+        except BaseException:
+            self._finished()
+            raise
+        return _Closing(body, self._finished)
+
+    def _finished(self) -> None:
+        with self._done:
+            self.count -= 1
+            self._done.notify_all()
+
+    def drained(self, timeout: float) -> bool:
+        with self._done:
+            return self._done.wait_for(lambda: self.count <= 0, timeout)
+
+
+class _Closing:
+    """An answer's body that reports when the server has closed it (sent or abandoned)."""
+
+    def __init__(self, body: Iterable[bytes], on_close: Callable[[], None]) -> None:
+        self.body = body
+        self.on_close = on_close
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.body)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self.body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self.on_close()
 
 
 def _read_marker(path: Path) -> datetime | None:

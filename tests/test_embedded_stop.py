@@ -1,0 +1,77 @@
+"""``ecourt run`` stopped by TERM (or Ctrl-C) while a request is being handled: the request
+finishes and its answer reaches the client before the process ends (werkzeug's request
+threads are daemon threads, which the end of the process would cut off)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from servicekit.testing import answers_ok, free_port, wait_for
+
+_SCRIPT = textwrap.dedent("""
+    import sys, time
+    from ecourt.embedded import Suite
+
+    suite = Suite(sys.argv[1], scheduler_interval=0)
+    gateway = suite.gateway
+
+    def slow(environ, start_response):
+        if environ["PATH_INFO"] == "/slow":
+            time.sleep(2)
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"done"]
+        return gateway(environ, start_response)
+
+    suite.gateway = slow
+    try:
+        suite.serve("127.0.0.1", int(sys.argv[2]))
+    except KeyboardInterrupt:
+        pass
+""")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_request_in_flight_is_answered_before_the_suite_stops(tmp_path: Path,
+                                                               sig: signal.Signals) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("ECOURT_", "GATEWAY_", "PROMETHEUS_"))
+           and not k.endswith("_DATABASE_URL")}
+    proc = subprocess.Popen([sys.executable, "-c", _SCRIPT, str(tmp_path / "data"), str(port)],
+                            env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: answers_ok(f"{base}/healthz") or proc.poll() is not None,
+                 timeout=120, message="the suite to serve")
+        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+        answer: dict[str, object] = {}
+
+        def ask() -> None:
+            try:
+                resp = requests.get(f"{base}/slow", timeout=30)
+                answer["got"] = (resp.status_code, resp.text)
+            except requests.RequestException as exc:
+                answer["got"] = repr(exc)
+
+        asking = threading.Thread(target=ask)
+        asking.start()
+        time.sleep(0.7)  # the request is being handled
+        proc.send_signal(sig)
+        asking.join(30)
+        assert answer.get("got") == (200, "done"), answer
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
