@@ -61,6 +61,18 @@ def env_float(name: str, default: float, minimum: float | None = None) -> float:
     return value
 
 
+def env_retention(name: str, default: float, floor: float) -> float:
+    """A retention (0: keep for ever). A positive value below ``floor`` is a ConfigError: the
+    rows it prunes are what makes a retry or a redelivery harmless, and pruning them while a
+    retry can still come would let it take effect twice."""
+    value = env_float(name, default, minimum=0)
+    if 0 < value < floor:
+        raise ConfigError(f"{name} must be 0 (keep for ever) or at least {floor:g}, not "
+                          f"{value:g}: a retry or a redelivery could come after its record "
+                          "was pruned, and take effect twice")
+    return value
+
+
 def secret(name: str, default: str) -> str:
     """A secret from ``NAME_FILE`` (a mounted file) or ``NAME``, else the dev default."""
     path = env(f"{name}_FILE")
@@ -69,7 +81,7 @@ def secret(name: str, default: str) -> str:
             return Path(path).read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{name}_FILE={path} cannot be read: {exc}") from None
-    return env(name, default)
+    return env(name, default).strip() or default
 
 
 def data_dir() -> Path:
@@ -127,9 +139,14 @@ class Settings:
             "max_attempts": env_int("ECOURT_MAX_ATTEMPTS", 5, minimum=1),
             "retry_base_seconds": env_float("ECOURT_RETRY_BASE_SECONDS", 1.0, minimum=0),
             "consumer_workers": env_int("ECOURT_CONSUMER_WORKERS", 1, minimum=1),
-            "outbox_retention_days": env_float("ECOURT_OUTBOX_RETENTION_DAYS", 7),
-            "inbox_retention_days": env_float("ECOURT_INBOX_RETENTION_DAYS", 30),
-            "idempotency_key_hours": env_float("ECOURT_IDEMPOTENCY_KEY_HOURS", 24),
+            "outbox_retention_days": env_float("ECOURT_OUTBOX_RETENTION_DAYS", 7, minimum=0),
+            # an event is redelivered within hours (retries wait an hour at most); a day is
+            # the least an inbox may remember it
+            "inbox_retention_days": env_retention("ECOURT_INBOX_RETENTION_DAYS", 30, floor=1),
+            # a key outlives any request that holds it (IN_PROGRESS_FOR, 5 minutes) and a
+            # client's retries: an hour at the least
+            "idempotency_key_hours": env_retention("ECOURT_IDEMPOTENCY_KEY_HOURS", 24,
+                                                   floor=1),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]

@@ -18,6 +18,9 @@ from servicekit.config import ConfigError, Settings
     ("ECOURT_MAX_ATTEMPTS", "five"), ("ECOURT_MAX_ATTEMPTS", "0"),
     ("ECOURT_CONSUMER_WORKERS", "2.5"), ("ECOURT_RETRY_BASE_SECONDS", "soon"),
     ("ECOURT_INBOX_RETENTION_DAYS", "nan"), ("ECOURT_IDEMPOTENCY_KEY_HOURS", "inf"),
+    # below the floor: a retry or a redelivery could outlive the record that makes it harmless
+    ("ECOURT_IDEMPOTENCY_KEY_HOURS", "0.01"), ("ECOURT_INBOX_RETENTION_DAYS", "0.5"),
+    ("ECOURT_OUTBOX_RETENTION_DAYS", "-1"),
 ])
 def test_a_bad_number_is_a_config_error_naming_the_variable(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str, value: str) -> None:
@@ -35,9 +38,22 @@ def test_good_numbers_and_a_secret_file_with_a_newline(monkeypatch: pytest.Monke
     secret = tmp_path / "secret"
     secret.write_text("s3cret\n", encoding="utf-8")
     monkeypatch.setenv("ECOURT_SERVICE_SECRET_FILE", str(secret))
+    monkeypatch.setenv("ECOURT_INBOX_RETENTION_DAYS", "0")  # 0 keeps every row
+    monkeypatch.setenv("ECOURT_IDEMPOTENCY_KEY_HOURS", "2")
     settings = Settings.from_env("identity")
     assert (settings.max_attempts, settings.consumer_workers) == (7, 3)
     assert settings.service_secret == "s3cret"
+    assert settings.retention.inbox is None
+    assert settings.idempotency_key_hours == 2
+
+
+def test_a_secret_given_directly_loses_its_trailing_newline(monkeypatch: pytest.MonkeyPatch,
+                                                            tmp_path: Path) -> None:
+    """``export ECOURT_SERVICE_SECRET="$(cat file)"`` keeps no newline, but an env file or a
+    Secret written with one does: the services and the gateway must agree on the secret."""
+    monkeypatch.setenv("ECOURT_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("ECOURT_SERVICE_SECRET", "s3cret\n")
+    assert Settings.from_env("identity").service_secret == "s3cret"
 
 
 @pytest.mark.parametrize(("argv", "name", "value"), [
