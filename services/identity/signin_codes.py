@@ -6,8 +6,9 @@ only its HMAC is stored. A new code for the same phone and purpose replaces the 
 Requests are throttled per phone (5 an hour, 1 a minute) and per client address (5 an hour)
 whether or not the phone has an account, and the answer is always 202, so nothing tells who
 is registered. For an account the code leaves through the outbox as ``identity.code.issued``
-with the phone and the code *sealed* (Fernet under the service secret): delivery opens them
-and sends the SMS; the broker, the outbox rows and the logs never see either in clear.
+with the phone and the code *sealed* (Fernet under ``ECOURT_SMS_KEY``, ``servicekit.sealed``):
+delivery opens them and sends the SMS; the broker, the outbox rows and the logs never see
+either in clear.
 
 Every wrong, expired, used or unknown code is the same 401 ``invalid-code``, and counts as a
 failed sign-in attempt in the password throttle (``usecases/throttle.py``: per account — the
