@@ -14,7 +14,10 @@ import math
 import os
 import threading
 import time
-from typing import Protocol
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -45,41 +48,117 @@ class SweepRule:
         return True
 
 
-class MemoryRateLimiter:
-    """One process's limiter. Thread-safe; stale windows are swept so memory stays bounded."""
+class _Timed(Protocol):
+    ends: float  # monotonic time the window closes
+
+
+W = TypeVar("W", bound=_Timed)
+
+
+class WindowTable(Generic[W]):
+    """The table an in-memory limiter holds: one window per client, ordered by when it opened
+    (oldest first), walked for closed windows by ``SweepRule`` and never above ``max_windows``.
+
+    Why a cap: between two sweeps (a window apart) nothing else stops a flood of distinct
+    client addresses from growing the table without bound. At the cap a new client makes room
+    by dropping closed windows, oldest opened first. If the oldest is still open — more clients
+    inside one window than the cap — the new client is refused until that window closes and is
+    not held: letting it through uncounted would lift the limit for anyone who varies the
+    address, and dropping an open window would reset a limited client's count. The clients
+    already held keep their windows (a warning at most every 30 s). Subclasses call
+    ``_window_for`` under their lock, with their own module's clock.
+    """
+
+    _SWEEP_ABOVE = 10_000
+
+    def __init__(self, window: float, now: float, max_windows: int) -> None:
+        if max_windows < 1:
+            raise ValueError("max_windows must be >= 1")
+        self.window = window
+        self.max_windows = max_windows
+        self._windows: OrderedDict[str, W] = OrderedDict()
+        self._sweeps = SweepRule(window, now, self._SWEEP_ABOVE)
+        self._full_warned = -math.inf
+
+    def _window_for(self, key: str, now: float, new: Callable[[float], W]) -> W | None:
+        """``key``'s open window: the one held, else one opened at ``now`` as ``new(ends)``;
+        None when a new client finds the table full of open windows (refused for
+        ``_until_room``)."""
+        held = self._windows.get(key)
+        if held is not None and now < held.ends:
+            return held
+        if self._sweeps.due(len(self._windows), now):
+            self._sweep(now)
+        if held is None and not self._make_room(now):
+            self._warn_full(now)
+            return None
+        window = self._windows[key] = new(now + self.window)
+        self._windows.move_to_end(key)
+        return window
+
+    def _until_room(self, now: float) -> float:
+        """How long a refused new client waits: until the oldest window closes."""
+        return max(next(iter(self._windows.values())).ends - now, 0.0)
+
+    def _closed(self, window: W, now: float) -> bool:
+        """Whether a sweep may drop ``window``."""
+        return now >= window.ends
+
+    def _sweep(self, now: float) -> None:
+        for key in [k for k, w in self._windows.items() if self._closed(w, now)]:
+            del self._windows[key]
+
+    def _warn_full(self, now: float) -> None:
+        if now - self._full_warned >= 30.0:
+            self._full_warned = now
+            log.warning("rate limiter holds %d open windows, refusing new clients",
+                        self.max_windows)
+
+    def _make_room(self, now: float) -> bool:
+        """Room for one more window: closed windows go, oldest opened first; False when the
+        table is at ``max_windows`` and its oldest window is still open."""
+        windows = self._windows
+        while len(windows) >= self.max_windows:
+            if now < next(iter(windows.values())).ends:
+                return False
+            windows.popitem(last=False)
+        return True
+
+
+@dataclass(slots=True)
+class _Count:
+    """One client's window in this process."""
+
+    ends: float
+    hits: int = 0
+
+
+class MemoryRateLimiter(WindowTable[_Count]):
+    """One process's limiter. Thread-safe; memory stays bounded: closed windows are swept and
+    at most ``max_windows`` are held (``WindowTable``: a new client facing a table full of
+    open windows is refused, never let through uncounted)."""
 
     #: ``hit`` never waits on I/O (``gateway.edge`` calls such limiters on its event loop)
     inline = True
 
-    _SWEEP_ABOVE = 10_000
-
-    def __init__(self, limit: int, window_seconds: float) -> None:
+    def __init__(self, limit: int, window_seconds: float, *,
+                 max_windows: int = 100_000) -> None:
         if limit < 1 or window_seconds <= 0:
             raise ValueError("limit must be >= 1 and window_seconds > 0")
         self.limit = limit
-        self.window = float(window_seconds)
-        self._windows: dict[str, tuple[float, int]] = {}
         self._lock = threading.Lock()
-        self._sweeps = SweepRule(self.window, time.monotonic(), self._SWEEP_ABOVE)
+        super().__init__(float(window_seconds), time.monotonic(), max_windows)
 
     def hit(self, client_key: str) -> tuple[bool, float]:
         now = time.monotonic()
         with self._lock:
-            self._sweep(now)
-            start, count = self._windows.get(client_key, (now, 0))
-            if now - start >= self.window:
-                start, count = now, 0
-            count += 1
-            self._windows[client_key] = (start, count)
-            if count <= self.limit:
+            window = self._window_for(client_key, now, _Count)
+            if window is None:
+                return False, self._until_room(now)
+            window.hits += 1
+            if window.hits <= self.limit:
                 return True, 0.0
-            return False, max(start + self.window - now, 0.0)
-
-    def _sweep(self, now: float) -> None:
-        if not self._sweeps.due(len(self._windows), now):
-            return
-        for key in [k for k, (start, _) in self._windows.items() if now - start >= self.window]:
-            del self._windows[key]
+            return False, max(window.ends - now, 0.0)
 
 
 # Add ARGV[1] hits to a client's window (opening it for ARGV[2] ms if new) and say where it

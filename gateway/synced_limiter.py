@@ -25,28 +25,26 @@ The hits a failed sync carried stay pending and go to Redis with the first sync 
 through, so the shared counts lose nothing to an outage; the thread then tries once per
 interval, not on every early wake-up.
 
-Memory: one window is held per client. Once 10,000 are held the closed ones (nothing pending)
-are swept, at most once per window (``gateway.ratelimit.SweepRule``, the memory limiter's
-rule), so a stream of new clients does not walk the table on every hit. And at most
-``max_windows`` (100,000) are held: a new client at the cap makes room by dropping closed
-windows, oldest opened first (their unsynced hits go with them, as they would at the client's
-next hit). If the oldest is still open — more clients inside one window than the cap, a flood
-of addresses — the new client is refused until that window closes and is not held; it is
-never let through uncounted, and the clients already held keep their windows (a warning at
-most every 30 s).
+Memory: one window is held per client, in the table the memory limiter holds too
+(``gateway.ratelimit.WindowTable``). Once 10,000 are held the closed ones (nothing pending) are
+swept, at most once per window (``gateway.ratelimit.SweepRule``), so a stream of new clients
+does not walk the table on every hit. And at most ``max_windows`` (100,000) are held: a new
+client at the cap makes room by dropping closed windows, oldest opened first (their unsynced
+hits go with them, as they would at the client's next hit). If the oldest is still open — more
+clients inside one window than the cap, a flood of addresses — the new client is refused until
+that window closes and is not held; it is never let through uncounted, and the clients already
+held keep their windows (a warning at most every 30 s).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 
-from gateway.ratelimit import LUA_ADD_HITS, StoreWarning, SweepRule
+from gateway.ratelimit import LUA_ADD_HITS, StoreWarning, WindowTable
 
 log = logging.getLogger("gateway.ratelimit")
 
@@ -60,12 +58,11 @@ class _Window:
     pending: int = 0  # hits taken here since, not yet added to Redis
 
 
-class SyncedRateLimiter:
+class SyncedRateLimiter(WindowTable[_Window]):
     """The distributed limiter of ``gateway.edge``: no I/O in ``hit`` (see the module)."""
 
     #: ``hit`` never waits on I/O: the asyncio front end may call it on its event loop
     inline = True
-    _SWEEP_ABOVE = 10_000
 
     def __init__(self, redis_url: str, limit: int, window_seconds: float, *,
                  prefix: str = "ecourt:rl:", sync_every: float = 0.1,
@@ -75,21 +72,16 @@ class SyncedRateLimiter:
         if limit < 1 or window_seconds <= 0 or sync_every <= 0 or max_windows < 1:
             raise ValueError("limit and max_windows must be >= 1, "
                              "window_seconds and sync_every > 0")
+        super().__init__(float(window_seconds), time.monotonic(), max_windows)
         self.limit = limit
-        self.window = float(window_seconds)
         self.prefix = prefix
         self.sync_every = sync_every
         self._client = redis.Redis.from_url(redis_url, socket_timeout=socket_timeout,
                                             socket_connect_timeout=socket_timeout)
         self._script = self._client.register_script(LUA_ADD_HITS)
         self._errors = (redis.RedisError, OSError)
-        self.max_windows = max_windows
-        #: ordered by when each window opened, oldest first (a reopened window moves last)
-        self._windows: OrderedDict[str, _Window] = OrderedDict()
-        self._sweeps = SweepRule(self.window, time.monotonic(), self._SWEEP_ABOVE)
         self._lock = threading.Lock()
         self._warn = StoreWarning("rate limiter store unreachable, counting in this process only")
-        self._full_warned = -math.inf
         self._syncer: threading.Thread | None = None
         self._syncer_pid = 0
         self._stopped = threading.Event()
@@ -100,15 +92,9 @@ class SyncedRateLimiter:
     def hit(self, client_key: str) -> tuple[bool, float]:
         now = time.monotonic()
         with self._lock:
-            window = self._windows.get(client_key)
-            if window is None or now >= window.ends:
-                if self._sweeps.due(len(self._windows), now):
-                    self._sweep(now)
-                if window is None and not self._make_room(now):
-                    self._warn_full(now)
-                    return False, max(next(iter(self._windows.values())).ends - now, 0.0)
-                window = self._windows[client_key] = _Window(ends=now + self.window)
-                self._windows.move_to_end(client_key)
+            window = self._window_for(client_key, now, _Window)
+            if window is None:
+                return False, self._until_room(now)
             window.pending += 1
             used = window.known + window.pending
             if window.pending >= self.early and window.known < self.limit:
@@ -188,22 +174,6 @@ class SyncedRateLimiter:
                 self._stopped.wait(self.sync_every)
                 self._wake.clear()
 
-    def _sweep(self, now: float) -> None:
-        for key in [k for k, w in self._windows.items() if now >= w.ends and not w.pending]:
-            del self._windows[key]
-
-    def _warn_full(self, now: float) -> None:
-        if now - self._full_warned >= 30.0:
-            self._full_warned = now
-            log.warning("rate limiter holds %d open windows, refusing new clients",
-                        self.max_windows)
-
-    def _make_room(self, now: float) -> bool:
-        """Room for one more window: closed windows go, oldest opened first; False when the
-        table is at ``max_windows`` and its oldest window is still open (see the module)."""
-        windows = self._windows
-        while len(windows) >= self.max_windows:
-            if now < next(iter(windows.values())).ends:
-                return False
-            windows.popitem(last=False)
-        return True
+    def _closed(self, window: _Window, now: float) -> bool:
+        """A sweep keeps a closed window whose hits have not reached Redis yet."""
+        return now >= window.ends and not window.pending

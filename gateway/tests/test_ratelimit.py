@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from types import SimpleNamespace
 
 import pytest
 from werkzeug.test import Client
@@ -38,6 +39,44 @@ def test_memory_limiter_window():
     time.sleep(0.35)
     assert limiter.hit("a")[0]
 
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The memory limiter's clock, a stand-in the test moves: ``clock[0]`` is now."""
+    now = [1000.0]
+    monkeypatch.setattr(ratelimit, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    return now
+
+
+def test_memory_limiter_holds_at_most_100_000_windows_under_a_flood_of_addresses(clock):
+    limiter = MemoryRateLimiter(limit=600, window_seconds=60)
+    for i in range(100_000):  # 100,000 addresses in 10 s, each window still open
+        clock[0] += 0.0001
+        assert limiter.hit(f"a-{i}") == (True, 0.0)
+    clock[0] += 20.0  # the oldest window closes in 30 s
+    for i in range(1_000):  # more addresses: refused, not held, not let through uncounted
+        allowed, retry = limiter.hit(f"b-{i}")
+        assert not allowed and retry == pytest.approx(30.0, abs=0.01)
+    assert len(limiter._windows) == 100_000 and "b-0" not in limiter._windows
+
+
+def test_memory_limiter_at_its_cap_drops_closed_windows_oldest_first(clock, caplog):
+    limiter = MemoryRateLimiter(limit=1, window_seconds=60, max_windows=3)
+    start = clock[0]
+    for i, key in enumerate(("a", "b", "c")):  # open at start, +10 s, +20 s
+        clock[0] = start + 10 * i
+        assert limiter.hit(key) == (True, 0.0)
+    clock[0] = start + 45
+    with caplog.at_level(logging.WARNING, logger="gateway.ratelimit"):
+        assert limiter.hit("d") == (False, pytest.approx(15.0))  # until a's window closes
+    assert "refusing new clients" in caplog.text
+    assert not limiter.hit("b")[0]  # the clients held keep their windows and counts
+    clock[0] = start + 61  # a's window has closed, b's has not
+    assert limiter.hit("d") == (True, 0.0)
+    assert list(limiter._windows) == ["b", "c", "d"]
+    assert not limiter.hit("d")[0]  # let in at the cap, limited like any other
+    assert limiter.hit("e")[0] is False
 
 def test_gateway_answers_429_with_retry_after(build, upstream, token):
     gw = Client(build({"svc": upstream}, rate_limiter=MemoryRateLimiter(3, 60)))
