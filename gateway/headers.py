@@ -7,8 +7,13 @@ trip is exact for WSGI's header strings (PEP 3333).
 * hop-by-hop headers (RFC 9110 §7.6.1, plus any named in ``Connection``) are removed both ways;
 * ``Host``, ``Expect`` and ``Content-Length`` are the sending side's to set; ``X-Service-Token``
   from a client is dropped (only services may hold one);
-* ``X-Forwarded-Proto/Host/Prefix`` and ``X-Request-ID`` are set by the gateway; the incoming
-  ``X-Forwarded-Proto/Host`` are kept only when forwarded headers are trusted;
+* ``X-Forwarded-Proto/Host/Prefix`` and ``X-Request-ID`` are set by the gateway, one value
+  each. Only when forwarded headers are trusted is the incoming ``X-Forwarded-Proto/Host`` used,
+  and then the value the nearest proxy set: every line of the header read in order as one
+  comma-separated list, its right-most non-blank entry (``nearest_value``), as for the client
+  address below. A proxy appends its value after whatever came to it, so the first value may
+  be the client's own (``X-Forwarded-Proto: https`` sent over plain http). With nothing
+  trusted, or nothing received, the gateway's own scheme and the request's ``Host``;
 * the ``X-Forwarded-For`` a service receives always ends with the client address the gateway
   decided on (``forwarded_chain``; ``routing.client_address`` is its last hop), so a service
   that takes the right-most hop (identity's throttles, the audit trail) sees the client, never
@@ -21,7 +26,7 @@ trip is exact for WSGI's header strings (PEP 3333).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
                         "proxy-connection", "te", "trailer", "trailers", "transfer-encoding",
@@ -78,9 +83,43 @@ def forwarded_chain(received: str, remote: str, trust_forwarded: bool) -> list[s
     return hops
 
 
+def nearest_value(received: str) -> str:
+    """The right-most non-blank entry of a comma-separated header value ("" when none): the
+    one the nearest proxy set. ``received``: every line of the header, joined with "," in
+    order (as a WSGI server joins them)."""
+    for entry in reversed(received.split(",")):
+        entry = entry.strip()
+        if entry:
+            return entry
+    return ""
+
+
+def received_lines(incoming: Raw, name: bytes) -> bytes:
+    """Every ``name`` (lower-case) line of ``incoming``, in order, as one list (RFC 9110 §5.3)."""
+    return b", ".join(v for k, v in incoming if k.lower() == name)
+
+
 def received_forwarded_for(incoming: Raw) -> bytes:
-    """Every ``X-Forwarded-For`` line of ``incoming``, in order, as one list (RFC 9110 §5.3)."""
-    return b", ".join(v for k, v in incoming if k.lower() == b"x-forwarded-for")
+    """Every ``X-Forwarded-For`` line of ``incoming``, in order, as one list."""
+    return received_lines(incoming, b"x-forwarded-for")
+
+
+def forwarded_values(received: Callable[[str], str], *, host: str, remote: str, scheme: str,
+                     prefix: str, trust_forwarded: bool) -> list[tuple[str, str]]:
+    """The ``X-Forwarded-For/Proto/Host/Prefix`` a service receives, whichever tier and front
+    end forwards the request: one function, so a service builds the same links and sees the
+    same client in each. ``received(name)``: every line of the request's header ``name``
+    (lower-case), joined with "," in order ("" when none); ``host``: its ``Host``; ``remote``:
+    the peer; ``scheme``: the gateway's own; ``prefix``: where the service is mounted."""
+    chain = forwarded_chain(received("x-forwarded-for"), remote, trust_forwarded)
+    proto = nearest_value(received("x-forwarded-proto")) if trust_forwarded else ""
+    out = [("X-Forwarded-For", ", ".join(chain)), ("X-Forwarded-Proto", proto or scheme)]
+    forwarded_host = (nearest_value(received("x-forwarded-host")) if trust_forwarded
+                      else "") or host
+    if forwarded_host:
+        out.append(("X-Forwarded-Host", forwarded_host))
+    out.append(("X-Forwarded-Prefix", prefix))
+    return out
 
 
 def forward_raw(incoming: Raw, *, remote: bytes, scheme: bytes, prefix: bytes,
@@ -94,16 +133,15 @@ def forward_raw(incoming: Raw, *, remote: bytes, scheme: bytes, prefix: bytes,
     connection = get(b"connection")
     drop = _REQUEST_DROP_RAW | _tokens(connection) if connection else _REQUEST_DROP_RAW
     out = [(k, v) for k, v in incoming if k.lower() not in drop]
-    received = received_forwarded_for(incoming) if b"x-forwarded-for" in named else b""
-    chain = forwarded_chain(received.decode("latin-1"), remote.decode("latin-1"),
-                            trust_forwarded)
-    out.append((b"X-Forwarded-For", ", ".join(chain).encode("latin-1")))
-    proto = get(b"x-forwarded-proto", b"") if trust_forwarded else b""
-    out.append((b"X-Forwarded-Proto", proto or scheme))
-    host = (get(b"x-forwarded-host", b"") if trust_forwarded else b"") or get(b"host", b"")
-    if host:
-        out.append((b"X-Forwarded-Host", host))
-    out.append((b"X-Forwarded-Prefix", prefix))
+
+    def received(name: str) -> str:
+        key = name.encode("latin-1")
+        return received_lines(incoming, key).decode("latin-1") if key in named else ""
+
+    out.extend(_to_raw(forwarded_values(
+        received, host=get(b"host", b"").decode("latin-1"), remote=remote.decode("latin-1"),
+        scheme=scheme.decode("latin-1"), prefix=prefix.decode("latin-1"),
+        trust_forwarded=trust_forwarded)))
     out.append((b"X-Request-ID", request_id))
     return out
 

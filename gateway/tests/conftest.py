@@ -54,6 +54,7 @@ def make_upstream(name: str = "tiny") -> Flask:
             service_token=request.headers.get("X-Service-Token"),
             forwarded_for=request.headers.get("X-Forwarded-For"),
             forwarded_proto=request.headers.get("X-Forwarded-Proto"),
+            forwarded_host=request.headers.get("X-Forwarded-Host"),
             forwarded_prefix=request.headers.get("X-Forwarded-Prefix"),
             custom=request.headers.get("X-Custom"), secret_hop=request.headers.get("X-Hop"),
             cookie=request.headers.get("Cookie"), remote_port=request.environ.get("REMOTE_PORT"),

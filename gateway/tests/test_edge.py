@@ -177,6 +177,20 @@ def test_trusted_forwarded_lines_are_one_list(front, serve, token):
         assert status == expected, forged
 
 
+def test_trusted_forwarded_proto_and_host_are_the_nearest_proxys(front, serve, token):
+    """A proxy that adds its own ``X-Forwarded-Proto/Host`` lines after the client's: the
+    service receives one value each, the proxy's (the client's first line was passed on)."""
+    live = serve(make_upstream())
+    edge = front({"svc": live.url}, trust_forwarded=True)
+    status, body = _get(edge, "/api/svc/echo", [
+        ("Authorization", f"Bearer {token()}"), ("X-Forwarded-Proto", "https"),
+        ("X-Forwarded-Host", "evil.example"), ("X-Forwarded-Proto", "http"),
+        ("X-Forwarded-Host", "portal.court")])
+    assert status == 200
+    seen = json.loads(body)
+    assert (seen["forwarded_proto"], seen["forwarded_host"]) == ("http", "portal.court")
+
+
 def test_untrusted_forwarded_chain_ends_with_the_peer(front, serve, token):
     """Not trusted: the received lines, in order, then the peer. A forged right-most hop
     stays left of the peer, over HTTP and in process (an in-process service used to get the

@@ -79,3 +79,42 @@ def test_response_rules_agree():
     assert text == [(k.decode(), v.decode()) for k, v in raw]
     assert text == [("Content-Type", "application/json"), ("Set-Cookie", "a=1"),
                     ("Set-Cookie", "b=2")]
+
+
+#: (the request's X-Forwarded-Proto lines, its X-Forwarded-Host lines, trusted?) -> the
+#: X-Forwarded-Proto and X-Forwarded-Host a service receives (the gateway's scheme is http, the
+#: request's Host gw:8080)
+PROTO_HOST = [
+    # trusted: the value the nearest proxy set, the right-most of every line read in order
+    (["https", "http"], ["evil.example", "portal.court"], True, "http", "portal.court"),
+    (["http", "https"], ["portal.court"], True, "https", "portal.court"),
+    (["http, https"], ["evil.example, portal.court"], True, "https", "portal.court"),
+    (["https", " , "], ["portal.court,"], True, "https", "portal.court"),
+    ([" "], [""], True, "http", "gw:8080"),  # nothing usable: the gateway's own
+    ([], [], True, "http", "gw:8080"),
+    # not trusted: whatever came is ignored
+    (["https", "https"], ["evil.example", "portal.court"], False, "http", "gw:8080"),
+]
+
+
+@pytest.mark.parametrize(("protos", "hosts", "trust", "proto", "host"), PROTO_HOST)
+def test_forwarded_proto_and_host_are_the_nearest_proxys(protos, hosts, trust, proto, host):
+    """Several ``X-Forwarded-Proto/Host`` lines (one per proxy): a service receives one value
+    each, the nearest proxy's, in the bytes form (lines as on the wire) and in the ``str`` form
+    (the lines joined with "," by the WSGI server). Only the first line was read, so a client
+    that wrote its own line before our proxy's chose the scheme and host of the links built
+    for it."""
+    lines = [("Host", "gw:8080"), *(("X-Forwarded-Proto", v) for v in protos),
+             *(("X-Forwarded-Host", v) for v in hosts)]
+    raw = forward_raw([(k.encode(), v.encode()) for k, v in lines], remote=b"10.1.2.3",
+                      scheme=b"http", prefix=b"/api/svc", request_id=b"rid-1",
+                      trust_forwarded=trust)
+    assert [v for k, v in raw if k == b"X-Forwarded-Proto"] == [proto.encode()]
+    assert [v for k, v in raw if k == b"X-Forwarded-Host"] == [host.encode()]
+    joined = [("Host", "gw:8080")]  # as WSGI hands them over: one value per name
+    joined += [(name, ",".join(values)) for name, values in
+               (("X-Forwarded-Proto", protos), ("X-Forwarded-Host", hosts)) if values]
+    text = forward_headers(joined, remote="10.1.2.3", scheme="http", prefix="/api/svc",
+                           request_id="rid-1", trust_forwarded=trust)
+    assert [v for k, v in text if k == "X-Forwarded-Proto"] == [proto]
+    assert [v for k, v in text if k == "X-Forwarded-Host"] == [host]
