@@ -2,7 +2,11 @@
 [003 §1.2] (RELIABILITY S3, S6).
 
 A code is 6 random digits (``secrets``), valid 5 minutes, single use, at most 5 wrong tries;
-only its HMAC is stored. A new code for the same phone and purpose replaces the old one.
+only its HMAC is stored. A new sign-in or reset code for the same phone replaces the old one.
+A phone change belongs to its account: the account's new change codes replace its own older
+ones and no one else's, so another account starting a change to the same number cannot
+cancel a pending change (the first to confirm gets the number; the other's confirmation is a
+409 ``phone-taken``, the unique phone column deciding a race).
 Requests are throttled per phone (5 an hour, 1 a minute) and per client address (5 an hour)
 whether or not the phone has an account, and the answer is always 202, so nothing tells who
 is registered. For an account the code leaves through the outbox as ``identity.code.issued``
@@ -31,7 +35,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -54,6 +58,7 @@ RESET_PASSWORD = "reset_password"  # noqa: S105 - a purpose, not a secret
 CHANGE_OLD = "change_phone_old"
 CHANGE_NEW = "change_phone_new"
 PUBLIC_PURPOSES = (LOGIN, RESET_PASSWORD)
+CHANGE_PURPOSES = (CHANGE_OLD, CHANGE_NEW)
 CODE_TTL = timedelta(minutes=5)
 MAX_TRIES = 5
 EVENT = "identity.code.issued"
@@ -68,13 +73,22 @@ def _digest(code_id: str, code: str, pepper: str) -> str:
     return hmac.new(pepper.encode(), message, hashlib.sha256).hexdigest()
 
 
+def _replaced(purpose: str, account_id: str, key: str) -> ColumnElement[bool]:
+    """Which live codes a new one replaces: a sign-in or reset code, the phone's; a phone
+    change's, the account's own alone (another account's change to the same number is no
+    business of this one)."""
+    if purpose in CHANGE_PURPOSES:
+        return SignInCode.account_id == account_id
+    return SignInCode.phone_key == key
+
+
 def _issue(session: Session, *, account_id: str, purpose: str, phone: str, pepper: str,
            now: datetime, target_sealed: str | None = None, send: bool = True) -> None:
-    """Replace any live code of this phone and purpose with a new one, and emit it sealed
-    (with ``send=False`` the code is sent to nobody: it can never be confirmed)."""
+    """Replace the live codes this one supersedes (``_replaced``) with a new one, and emit it
+    sealed (with ``send=False`` the code is sent to nobody: it can never be confirmed)."""
     key = phone_key(phone, pepper)
     session.execute(update(SignInCode).where(
-        SignInCode.phone_key == key, SignInCode.purpose == purpose,
+        _replaced(purpose, account_id, key), SignInCode.purpose == purpose,
         SignInCode.used_at.is_(None)).values(used_at=now))
     code, code_id = new_code(), str(uuid.uuid4())
     expires_at = now + CODE_TTL

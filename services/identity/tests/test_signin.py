@@ -9,16 +9,19 @@ import io
 import json
 import logging
 import re
+import threading
+import time
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from PIL import Image
 from sqlalchemy import delete, select
+from sqlalchemy import text as sql_text
 
 from servicekit.sealed import unseal
 from servicekit.tables import outbox
-from services.identity.models import LoginFailure
+from services.identity.models import Account, LoginFailure
 from services.identity.models_signin import Captcha, QrTicket, SignInCode, SignInRequest
 from services.identity.signin_captcha import CaptchaService
 from services.identity.signin_throttle import phone_key
@@ -46,12 +49,14 @@ def _events(identity: Identity) -> list[dict[str, Any]]:
     return [json.loads(body) for type_, body in rows if type_ == "identity.code.issued"]
 
 
-def _code(identity: Identity, phone: str, purpose: str) -> str:
-    """The code last sent to ``phone`` for ``purpose``, as delivery would open it."""
+def _code(identity: Identity, phone: str, purpose: str, account_id: str | None = None) -> str:
+    """The code last sent to ``phone`` for ``purpose`` (for ``account_id``'s request, when
+    given), as delivery would open it."""
     secret = identity.rt.settings.service_secret
     for event in reversed(_events(identity)):
         data = event["data"]
-        if data["purpose"] == purpose and unseal(data["phone_sealed"], secret) == phone:
+        if data["purpose"] == purpose and unseal(data["phone_sealed"], secret) == phone \
+                and account_id in (None, data["account_id"]):
             return unseal(data["code_sealed"], secret)
     raise AssertionError(f"no {purpose} code sent")
 
@@ -470,6 +475,102 @@ def test_phone_change_to_a_number_taken_before_the_confirmation_is_a_conflict(
     assert late.status_code == 409
     assert ident.call("POST", "/accounts/me/phone-change",
                       json={"new_phone": mobile()}).status_code == 401
+
+
+def _start_change(identity: Identity, person: dict[str, str], account: dict[str, Any],
+                  new_phone: str, ip: str) -> tuple[str, dict[str, str]]:
+    """Sign ``person`` in and start a change to ``new_phone``: their token and both codes."""
+    token = identity.tokens(person["phone"], ip=ip)["access_token"]
+    _forget_requests(identity)  # past the new number's one code a minute
+    resp = identity.call("POST", "/accounts/me/phone-change", json={"new_phone": new_phone},
+                         token=token, ip=ip)
+    assert resp.status_code == 202, resp.get_data(as_text=True)
+    return token, {"old_code": _code(identity, person["phone"], "change_phone_old"),
+                   "new_code": _code(identity, new_phone, "change_phone_new", account["id"])}
+
+
+def test_another_account_s_change_to_the_same_number_does_not_cancel_a_pending_one(
+        ident: Identity) -> None:
+    """B starting a change to A's pending number spent A's code (a new code replaced every
+    live code of that phone), so any signed-in user could stop anyone's change. A pending
+    change is now its account's: both stay pending, the first confirmation takes the number
+    and the other is a clean 409 phone-taken."""
+    a_person, a_account = ident.register()
+    b_person, b_account = ident.register()
+    number = mobile()
+    a_token, a_codes = _start_change(ident, a_person, a_account, number, "10.7.0.1")
+    b_token, b_codes = _start_change(ident, b_person, b_account, number, "10.7.0.2")
+    confirm = "/accounts/me/phone-change/confirm"
+    ok = ident.call("POST", confirm, json=a_codes, token=a_token, ip="10.7.0.1")
+    assert ok.status_code == 200, ok.get_data(as_text=True)
+    assert ok.get_json()["id"] == a_account["id"]
+    late = ident.call("POST", confirm, json=b_codes, token=b_token, ip="10.7.0.2")
+    assert late.status_code == 409, late.get_data(as_text=True)
+    assert late.content_type == "application/problem+json" and _slug(late) == "phone-taken"
+    with ident.rt.db.transaction() as session:
+        owners = session.scalars(select(Account.id).where(Account.phone == number)).all()
+        assert owners == [a_account["id"]]
+        assert session.get(Account, b_account["id"]).phone == b_person["phone"]
+    assert ident.call("POST", confirm, json=a_codes, token=a_token,
+                      ip="10.7.0.1").status_code == 401  # single use still
+
+
+def test_a_new_change_replaces_the_account_s_own_pending_one(ident: Identity) -> None:
+    person, account = ident.register()
+    token, first = _start_change(ident, person, account, mobile(), "10.7.1.1")
+    second_phone = mobile()
+    _, second = _start_change(ident, person, account, second_phone, "10.7.1.1")
+    confirm = "/accounts/me/phone-change/confirm"
+    with ident.rt.db.transaction() as session:
+        live = session.scalars(select(SignInCode).where(
+            SignInCode.account_id == account["id"], SignInCode.used_at.is_(None))).all()
+        assert sorted(row.purpose for row in live) == ["change_phone_new", "change_phone_old"]
+    if first["new_code"] != second["new_code"]:
+        stale = ident.call("POST", confirm, token=token, ip="10.7.1.1",
+                           json={"old_code": second["old_code"], "new_code": first["new_code"]})
+        assert stale.status_code == 401
+    ok = ident.call("POST", confirm, json=second, token=token, ip="10.7.1.1")
+    assert ok.status_code == 200, ok.get_data(as_text=True)
+    assert ok.get_json()["phone_masked"] == second_phone[:3] + "****" + second_phone[-4:]
+
+
+def _wait_until_a_statement_waits_for_a_lock(identity: Identity) -> None:
+    """Bounded: until another PostgreSQL session of this database waits for a lock."""
+    for _ in range(200):
+        with identity.rt.db.transaction() as session:
+            if session.scalar(sql_text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock'")):
+                return
+        time.sleep(0.05)
+    raise AssertionError("the confirmation never waited for the number's row lock")
+
+
+@pytest.mark.parametrize("database_url", [pytest.param("postgres", marks=pytest.mark.real)],
+                         indirect=True)
+def test_a_number_taken_while_a_change_is_confirmed_is_a_clean_409(ident: Identity) -> None:
+    """The confirmation's check cannot see a number another transaction is taking (another
+    account's confirmation in flight): the unique phone index makes it wait and then refuse,
+    a 409 problem, not an IntegrityError's 500. SQLite serialises writers: its check sees."""
+    person, account = ident.register()
+    _, other = ident.register()
+    number = mobile()
+    token, codes = _start_change(ident, person, account, number, "10.7.2.1")
+    answers: list[Any] = []
+    confirming = threading.Thread(target=lambda: answers.append(ident.call(
+        "POST", "/accounts/me/phone-change/confirm", json=codes, token=token, ip="10.7.2.1")))
+    with ident.rt.db.transaction() as other_confirmation:
+        other_confirmation.get(Account, other["id"]).phone = number  # type: ignore[union-attr]
+        other_confirmation.flush()
+        confirming.start()
+        _wait_until_a_statement_waits_for_a_lock(ident)
+    confirming.join(timeout=30)
+    [late] = answers
+    assert late.status_code == 409, late.get_data(as_text=True)
+    assert late.content_type == "application/problem+json" and _slug(late) == "phone-taken"
+    with ident.rt.db.transaction() as session:
+        assert session.scalars(select(Account.id).where(Account.phone == number)).all() == [
+            other["id"]]
 
 
 # --- QR sign-in ---------------------------------------------------------------------------
