@@ -106,3 +106,15 @@ def ensure_staff_of(claims: dict[str, Any], court: str, roles: set[str] | None =
     if roles and not roles.intersection(claims.get("roles") or []):
         audit.note_denied(subject or f"court:{court}")
         raise Problem(403, "forbidden", "your role may not do this")
+
+
+def ensure_judge_or_clerk_of(claims: dict[str, Any], case: Case, subject: str,
+                             detail: str = "only the presiding judge or the clerk of the case "
+                                           "may do this") -> None:
+    """The caller is the case's own presiding judge or clerk (after ``ensure_staff_of``: other
+    staff of the court get 403, the case being no secret to them). The audit trail names
+    ``subject``."""
+    sub = claims.get("sub")
+    if not sub or sub not in (case.judge_account_id, case.clerk_account_id):
+        audit.note_denied(subject)
+        raise Problem(403, "forbidden", detail)

@@ -135,7 +135,11 @@ class Regenerate(MethodView):
     @roles(SPECIALIST, JUDGE, CLERK)
     @blp.response(200, ApplicationSchema)
     def post(self, application_id: str):  # type: ignore[no-untyped-def]
-        """重新生成文书, after a failed generation."""
+        """重新生成文书, after a failed generation.
+
+        Any specialist of the court; a judge or a clerk only for their own case (another
+        judge or clerk of the court gets 403).
+        """
         return _after(handling.regenerate(runtime().db, current_claims(), application_id,
                                           if_match()))
 
@@ -145,7 +149,11 @@ class Publish(MethodView):
     @roles(SPECIALIST, JUDGE, CLERK)
     @blp.response(200, ApplicationSchema)
     def post(self, application_id: str):  # type: ignore[no-untyped-def]
-        """引入: publish the issued certificate to the party's case space."""
+        """引入: publish the issued certificate to the party's case space.
+
+        Any specialist of the court; a judge or a clerk only for their own case (another
+        judge or clerk of the court gets 403).
+        """
         return _after(handling.publish(runtime().db, current_claims(), application_id,
                                        if_match()))
 

@@ -36,7 +36,13 @@ from servicekit.roles import CLERK, JUDGE
 from servicekit.service import Runtime
 from servicekit.uploads import Upload
 from services.matters import events
-from services.matters.access import ensure_staff_of, is_lawyer, is_staff_of, not_found
+from services.matters.access import (
+    ensure_judge_or_clerk_of,
+    ensure_staff_of,
+    is_lawyer,
+    is_staff_of,
+    not_found,
+)
 from services.matters.applications import next_service_number
 from services.matters.cases import load_case
 from services.matters.domain import (
@@ -127,7 +133,7 @@ def bind_directly(db: Database, claims: dict[str, Any], case_id: str,
         if case is None:
             raise not_found()
         ensure_staff_of(claims, case.court, {CLERK}, what="case", subject=f"case:{case.id}")
-        _ensure_judge_or_clerk_of(claims, case, subject=f"case:{case.id}")
+        ensure_judge_or_clerk_of(claims, case, subject=f"case:{case.id}")
         party = _find_party(case, body["party_name"])
         if party is None:
             raise Problem(422, "validation-error", "the request is invalid",
@@ -155,16 +161,6 @@ def bind_directly(db: Database, claims: dict[str, Any], case_id: str,
     return binding, case
 
 
-def _ensure_judge_or_clerk_of(claims: dict[str, Any], case: Case, subject: str) -> None:
-    """The caller is the case's own presiding judge or clerk (after ``ensure_staff_of``: other
-    staff of the court get 403, the case being no secret to them)."""
-    sub = claims.get("sub")
-    if not sub or sub not in (case.judge_account_id, case.clerk_account_id):
-        audit.note_denied(subject)
-        raise Problem(403, "forbidden",
-                      "only the presiding judge or the clerk of the case may do this")
-
-
 def _decide(binding: Binding, claims: dict[str, Any], status: str, reason: str | None,
             now: Any) -> None:
     binding.status = status
@@ -185,7 +181,7 @@ def _deciding(db: Database, claims: dict[str, Any], binding_id: str,
         ensure_staff_of(claims, binding.court, DECIDERS, what="binding request",
                         subject=f"binding:{binding.id}")
         case = load_case(session, binding.case_id)
-        _ensure_judge_or_clerk_of(claims, case, subject=f"binding:{binding.id}")
+        ensure_judge_or_clerk_of(claims, case, subject=f"binding:{binding.id}")
         if if_match is not None and if_match != binding.version:
             raise Problem(412, "stale-version", "the binding request changed since you read it",
                           current_version=binding.version)

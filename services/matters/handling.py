@@ -1,9 +1,18 @@
 """The court handling an application: the specialist's review, the transfer to the presiding
-judge, the judge's decision, regeneration of a failed certificate, and publishing (引入)."""
+judge, the judge's decision, regeneration of a failed certificate, and publishing (引入).
+
+Who publishes and regenerates [000]: the litigation-service specialist works the court's
+middle-office list (中台待办服务, every case of the court) and publishes and regenerates there
+[000 一.4, 一.6]; the presiding judge does so from the back-office list of their own cases
+(网上待办服务, 承办法官) [000 二.2, 二.3], the clerk assisting the panel of that case. So a
+specialist of the court may act on any of its applications, a judge or a clerk only on their
+own case's; another judge or clerk of the court gets 403 (the application is no secret to the
+court's staff), staff of another court 404.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -13,7 +22,7 @@ from servicekit.db import Database, utcnow
 from servicekit.problems import Problem
 from servicekit.roles import CLERK, JUDGE, SPECIALIST
 from services.matters import events
-from services.matters.access import ensure_staff_of
+from services.matters.access import ensure_judge_or_clerk_of, ensure_staff_of
 from services.matters.cases import load_case
 from services.matters.domain import (
     ACCEPTED,
@@ -33,20 +42,38 @@ MIDDLE_OFFICE_ROLES = {SPECIALIST}
 BACK_OFFICE_ROLES = {JUDGE}
 PUBLISHERS = {SPECIALIST, JUDGE, CLERK}
 
+#: a check of the caller's relation to the case, beyond their role (raises a Problem)
+Relation = Callable[[dict[str, Any], Case, str], None]
+
+
+def _publisher_of(claims: dict[str, Any], case: Case, subject: str) -> None:
+    """A specialist of the court, court-wide; a judge or a clerk only for their own case."""
+    if SPECIALIST in (claims.get("roles") or []):
+        return
+    ensure_judge_or_clerk_of(claims, case, subject, detail=(
+        "only a litigation-service specialist, or the presiding judge or the clerk of the "
+        "case, may publish or regenerate its certificate"))
+
 
 @contextmanager
 def _acting(db: Database, claims: dict[str, Any], application_id: str, roles: set[str],
-            if_match: int | None) -> Iterator[tuple[Session, Application, Case]]:
-    """Load the application for an update by its court's staff, checking its version."""
+            if_match: int | None, relation: Relation | None = None,
+            ) -> Iterator[tuple[Session, Application, Case]]:
+    """Load the application for an update by its court's staff (holding one of ``roles``, in
+    the ``relation`` to its case if given), checking its version."""
     with db.transaction() as session:
         app = session.get(Application, application_id, with_for_update=True)
         if app is None:
             raise Problem(404, "not-found", "no such application")
-        ensure_staff_of(claims, app.court, roles, subject=f"application:{app.id}")
+        subject = f"application:{app.id}"
+        ensure_staff_of(claims, app.court, roles, subject=subject)
+        case = load_case(session, app.case_id)
+        if relation is not None:
+            relation(claims, case, subject)
         if if_match is not None and if_match != app.version:
             raise Problem(412, "stale-version", "the application changed since you read it",
                           current_version=app.version)
-        yield session, app, load_case(session, app.case_id)
+        yield session, app, case
         app.version += 1
 
 
@@ -101,7 +128,8 @@ def judge_decides(db: Database, claims: dict[str, Any], application_id: str,
 def regenerate(db: Database, claims: dict[str, Any], application_id: str,
                if_match: int | None) -> Application:
     """重新生成文书: only after a failed generation, so two valid certificates never exist."""
-    with _acting(db, claims, application_id, PUBLISHERS, if_match) as (s, app, case):
+    with _acting(db, claims, application_id, PUBLISHERS, if_match,
+                 _publisher_of) as (s, app, case):
         if app.document_state != DOC_FAILED:
             raise Problem(409, "invalid-state", "only a failed generation can be regenerated",
                           document_state=app.document_state)
@@ -112,7 +140,8 @@ def regenerate(db: Database, claims: dict[str, Any], application_id: str,
 def publish(db: Database, claims: dict[str, Any], application_id: str,
             if_match: int | None) -> Application:
     """引入: make the issued certificate visible in the party's case space."""
-    with _acting(db, claims, application_id, PUBLISHERS, if_match) as (s, app, case):
+    with _acting(db, claims, application_id, PUBLISHERS, if_match,
+                 _publisher_of) as (s, app, case):
         require_status(app.status, (ACCEPTED,), "publish")
         if app.document_state != DOC_ISSUED:
             raise Problem(409, "invalid-state", "the certificate has not been issued yet",

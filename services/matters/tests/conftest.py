@@ -21,7 +21,7 @@ from servicekit.config import Settings
 from servicekit.db import utcnow
 from servicekit.envelope import CloudEvent
 from servicekit.service import Runtime
-from servicekit.tables import outbox
+from servicekit.tables import audit_trail, outbox
 from servicekit.tokens import SigningKey, TokenVerifier
 from services.matters.app import SERVICE
 from services.matters.bindings import EXTRAS_KEY
@@ -61,8 +61,9 @@ class Harness:
         return self.token("lawyer", court=None, sub=sub or self.ids["lawyer"])
 
     def deliver(self, type_: str, data: dict[str, Any]) -> None:
-        event = CloudEvent(type=type_, source="/identity", data=data)
-        if (EVENTS / f"{type_}.json").exists():  # identity writes this contract
+        """Hand ``type_`` to matters' handler as its publisher (the type's first word) sends it."""
+        event = CloudEvent(type=type_, source=f"/{type_.split('.', 1)[0]}", data=data)
+        if (EVENTS / f"{type_}.json").exists():  # the publisher writes this contract
             validate_event(event.to_dict())
         with self.rt.db.transaction() as session:
             self.handlers[type_](session, event)
@@ -101,6 +102,12 @@ class Harness:
                                 content_type="multipart/form-data", data={
                                     "case_number": case_number, "party_name": party_name,
                                     "letter": (io.BytesIO(data), filename, mimetype)})
+
+    def denials(self, subject: str) -> list[Any]:
+        """The audit trail's refusals about ``subject`` (``case:<id>``, ``application:<id>``)."""
+        with self.rt.db.transaction() as session:
+            return list(session.execute(select(audit_trail).where(
+                audit_trail.c.subject == subject, audit_trail.c.outcome == "denied")).all())
 
     def emitted(self, type_: str | None = None) -> list[dict[str, Any]]:
         """Every event in the outbox (in order), each checked against its contract."""

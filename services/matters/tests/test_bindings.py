@@ -9,10 +9,7 @@ import re
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
-
 from servicekit.db import utcnow
-from servicekit.tables import audit_trail
 from services.matters.escalation import escalate_overdue
 from services.matters.tests.conftest import COURT, OTHER_COURT, PDF, Harness
 
@@ -139,12 +136,6 @@ def test_the_clerk_binds_a_verified_lawyer_directly(harness: Harness) -> None:
     assert h.client.get(f"/cases/{case['id']}", headers=h.lawyer(other)).status_code == 200
 
 
-def _denials(h: Harness, subject: str) -> list[Any]:
-    with h.rt.db.transaction() as session:
-        return list(session.execute(select(audit_trail).where(
-            audit_trail.c.subject == subject, audit_trail.c.outcome == "denied")).all())
-
-
 def test_only_the_cases_own_clerk_binds_directly(harness: Harness) -> None:
     """Direct binding asks for the same relation to the case as deciding a request: another
     clerk of the same court gets the 403 an unrelated judge gets on approve (failed before:
@@ -155,7 +146,7 @@ def test_only_the_cases_own_clerk_binds_directly(harness: Harness) -> None:
     stranger = h.token("clerk", sub="clerk-of-another-case")
     refused = h.client.post(f"/cases/{case['id']}/lawyers", headers=stranger, json=body)
     assert refused.status_code == 403, refused.get_json()
-    [denied] = _denials(h, f"case:{case['id']}")
+    [denied] = h.denials(f"case:{case['id']}")
     assert (denied.action, denied.actor) == ("access.denied", "clerk-of-another-case")
     assert h.emitted("matters.binding.approved") == []
     assert h.client.get(f"/cases/{case['id']}", headers=h.lawyer()).status_code == 404
@@ -163,7 +154,7 @@ def test_only_the_cases_own_clerk_binds_directly(harness: Harness) -> None:
     binding = _requested(h, case)
     assert h.client.post(f"/bindings/{binding['id']}/approve",
                          headers=stranger).status_code == 403
-    assert len(_denials(h, f"binding:{binding['id']}")) == 1
+    assert len(h.denials(f"binding:{binding['id']}")) == 1
     # the case's own clerk may: the pending request is approved by it
     resp = h.client.post(f"/cases/{case['id']}/lawyers", headers=h.staff("clerk"), json=body)
     assert resp.status_code == 201 and resp.get_json()["id"] == binding["id"]
@@ -214,10 +205,10 @@ def test_someone_elses_binding_is_a_404_and_a_recorded_denial(harness: Harness) 
     for url in (f"/bindings/{binding['id']}", f"/bindings/{binding['id']}/letter"):
         assert h.client.get(url, headers=other).status_code == 404
     assert h.client.get("/bindings/no-such-binding", headers=other).status_code == 404
-    denied = _denials(h, f"binding:{binding['id']}")
+    denied = h.denials(f"binding:{binding['id']}")
     assert [(d.action, json.loads(d.detail)["status"]) for d in denied] == [
         ("access.denied", 404), ("access.denied", 404)]
-    assert len(_denials(h, "binding:no-such-binding")) == 0
+    assert len(h.denials("binding:no-such-binding")) == 0
 
 
 def test_who_may_decide(harness: Harness) -> None:
