@@ -14,7 +14,7 @@ HTTP forwarding decisions:
   through raw (``decode_content=False``) and streamed both ways in 64 KiB chunks;
 * the headers that cross, both ways, follow ``gateway.headers`` (hop-by-hop removed,
   ``X-Service-Token`` from a client dropped, ``X-Forwarded-*`` and ``X-Request-ID`` set; the
-  ``X-Forwarded-For`` ends with the client address the gateway decided on, in process too);
+  ``X-Forwarded-*`` are ``gateway.headers.forwarded_values``, in process too);
 * the path sent is the decoded path the gateway checked, re-encoded, so what was checked is
   what the service sees; the query string is passed through as received;
 * ``timeout`` is the read timeout (the longest silence between bytes, as in ``requests``, not a
@@ -44,7 +44,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 from werkzeug.wsgi import ClosingIterator, get_input_stream
 
-from gateway.headers import clean_response_headers, forward_headers, forwarded_chain
+from gateway.headers import clean_response_headers, forward_headers, forwarded_values
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +78,31 @@ def prefix_of(environ: Mapping[str, Any], service: str) -> str:
     return str(environ.get("SCRIPT_NAME", "")).rstrip("/") + "/api/" + service
 
 
+def _environ_key(header: str) -> str:
+    return "HTTP_" + header.upper().replace("-", "_")
+
+
+def forwarded_environ(environ: Mapping[str, Any], service: str,
+                      trust_forwarded: bool) -> dict[str, str]:
+    """The ``X-Forwarded-For/Proto/Host/Prefix`` a service receives in process, as environ
+    keys: ``gateway.headers.forwarded_values``, the headers the HTTP tier sends, so a link or
+    an address a service builds from them is the same in both tiers (the environ holds every
+    line of a header joined with ",", as a WSGI server hands them over)."""
+    pairs = forwarded_values(
+        lambda name: str(environ.get(_environ_key(name)) or ""),
+        host=str(environ.get("HTTP_HOST") or ""), remote=str(environ.get("REMOTE_ADDR") or ""),
+        scheme=str(environ.get("wsgi.url_scheme", "http")), prefix=prefix_of(environ, service),
+        trust_forwarded=trust_forwarded)
+    return {_environ_key(name): value for name, value in pairs}
+
+
 class InProcessUpstream:
     """A service's WSGI app called directly, with ``/api/<service>`` moved into SCRIPT_NAME.
 
-    Its ``X-Forwarded-For`` follows the rule of ``gateway.headers.forwarded_chain``, as over
-    HTTP: it ends with the client address the gateway decided on, never with a hop the client
-    wrote (the environ's value is every line the client sent, joined by the WSGI server)."""
+    Its ``X-Forwarded-*`` are the HTTP tier's (``forwarded_environ``): the ``X-Forwarded-For``
+    ends with the client address the gateway decided on, never with a hop the client wrote,
+    and ``X-Forwarded-Proto/Host/Prefix`` are set as over HTTP (they were missing, or the
+    client's own), so a service builds the same absolute links in either tier."""
 
     def __init__(self, name: str, app: WSGIApp) -> None:
         self.name = name
@@ -94,12 +113,12 @@ class InProcessUpstream:
         env = dict(environ)
         env["SCRIPT_NAME"] = prefix_of(environ, self.name)
         env["PATH_INFO"] = rest
-        for key in ("REQUEST_URI", "RAW_URI", "HTTP_X_SERVICE_TOKEN", "werkzeug.request"):
+        # the client's X-Forwarded-Host goes too: ``forwarded_environ`` may set none
+        for key in ("REQUEST_URI", "RAW_URI", "HTTP_X_SERVICE_TOKEN", "werkzeug.request",
+                    "HTTP_X_FORWARDED_HOST"):
             env.pop(key, None)
         env["HTTP_X_REQUEST_ID"] = request_id
-        env["HTTP_X_FORWARDED_FOR"] = ", ".join(forwarded_chain(
-            str(environ.get("HTTP_X_FORWARDED_FOR") or ""), str(environ.get("REMOTE_ADDR") or ""),
-            trust_forwarded))
+        env.update(forwarded_environ(environ, self.name, trust_forwarded))
         return self._call(env)
 
     def _call(self, env: dict[str, Any]) -> UpstreamResponse:

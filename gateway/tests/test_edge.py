@@ -179,16 +179,19 @@ def test_trusted_forwarded_lines_are_one_list(front, serve, token):
 
 def test_trusted_forwarded_proto_and_host_are_the_nearest_proxys(front, serve, token):
     """A proxy that adds its own ``X-Forwarded-Proto/Host`` lines after the client's: the
-    service receives one value each, the proxy's (the client's first line was passed on)."""
+    service receives one value each, the proxy's, over HTTP (the client's first line was passed
+    on) and in process (none was set, or the client's own)."""
     live = serve(make_upstream())
-    edge = front({"svc": live.url}, trust_forwarded=True)
-    status, body = _get(edge, "/api/svc/echo", [
-        ("Authorization", f"Bearer {token()}"), ("X-Forwarded-Proto", "https"),
-        ("X-Forwarded-Host", "evil.example"), ("X-Forwarded-Proto", "http"),
-        ("X-Forwarded-Host", "portal.court")])
-    assert status == 200
-    seen = json.loads(body)
-    assert (seen["forwarded_proto"], seen["forwarded_host"]) == ("http", "portal.court")
+    edge = front({"svc": live.url, "local": make_upstream()}, trust_forwarded=True)
+    for service in ("svc", "local"):
+        status, body = _get(edge, f"/api/{service}/echo", [
+            ("Authorization", f"Bearer {token()}"), ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-Host", "evil.example"), ("X-Forwarded-Proto", "http"),
+            ("X-Forwarded-Host", "portal.court")])
+        assert status == 200, service
+        seen = json.loads(body)
+        assert (seen["forwarded_proto"], seen["forwarded_host"], seen["forwarded_prefix"]) \
+            == ("http", "portal.court", f"/api/{service}"), service
 
 
 def test_untrusted_forwarded_chain_ends_with_the_peer(front, serve, token):

@@ -9,7 +9,7 @@ import pytest
 from werkzeug.test import Client
 
 from gateway.routing import PublicRoutes, client_ip, is_internal, split_api_path
-from gateway.tests.conftest import auth
+from gateway.tests.conftest import auth, make_upstream
 
 GENERATED_ID = re.compile(r"^[a-z2-7]{16}-[0-9a-f]+$")  # see routing.request_id_from
 
@@ -277,3 +277,27 @@ def test_generated_request_ids_are_unique_and_differ_across_forks():
     with ctx.Pool(1) as pool:
         child = pool.apply(request_id_from, ("",))
     assert child[:16] != next(iter(ids))[:16]  # a worker gets its own prefix
+
+
+@pytest.mark.parametrize("trust", [False, True])
+def test_a_service_sees_the_same_forwarded_headers_in_both_tiers(build, serve, upstream, token,
+                                                                  trust):
+    """In process and over HTTP a service receives the same ``X-Forwarded-For/Proto/Host/
+    Prefix`` (``gateway.headers.forwarded_values``), so a link it builds is the same in both
+    tiers: the in-process tier set no Proto, Host or Prefix and passed the client's own."""
+    live = serve(make_upstream())
+    headers = [*auth(token()).items(), ("Host", "gw.court:8080"),
+               ("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-For", "203.0.113.7"),
+               ("X-Forwarded-Proto", "ftp"), ("X-Forwarded-Proto", "https"),
+               ("X-Forwarded-Host", "evil.example"), ("X-Forwarded-Host", "portal.court"),
+               ("X-Forwarded-Prefix", "/forged")]
+    fields = ("forwarded_for", "forwarded_proto", "forwarded_host", "forwarded_prefix")
+    seen = {}
+    for tier, target in (("in process", upstream), ("http", live.url)):
+        gw = Client(build({"svc": target}, trust_forwarded=trust))
+        resp = gw.get("/api/svc/echo", headers=headers, environ_base={"REMOTE_ADDR": "10.1.2.3"})
+        assert resp.status_code == 200, tier
+        seen[tier] = tuple(resp.get_json()[f] for f in fields)
+    expected = (("6.6.6.6, 203.0.113.7", "https", "portal.court", "/api/svc") if trust else
+                ("6.6.6.6, 203.0.113.7, 10.1.2.3", "http", "gw.court:8080", "/api/svc"))
+    assert seen == {"in process": expected, "http": expected}
