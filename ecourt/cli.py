@@ -108,13 +108,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ecourt.embedded import Suite
+    from ecourt.embedded import run
 
-    suite = Suite(args.data_dir)
-    suite.start_workers()
-    print(f"eCourt suite running on http://{args.host}:{args.port}  (docs: /docs)",
-          flush=True)
-    suite.serve(args.host, args.port)
+    # binds the port before anything starts: one in use is a ConfigError (exit 2)
+    run(args.data_dir, args.host, args.port, announce=lambda line: print(line, flush=True))
     return 0
 
 

@@ -25,12 +25,13 @@ from typing import Any
 from flask import Flask
 from kombu import Connection
 from sqlalchemy import select
+from werkzeug.serving import BaseWSGIServer, ThreadedWSGIServer
 
 from ecourt import registry
 from ecourt.runtime import local_verifier, make_runtime
 from gateway.app import create_gateway
 from gateway.ratelimit import MemoryRateLimiter, limits_from_env
-from servicekit.config import DEFAULT_EXCHANGE, Settings
+from servicekit.config import DEFAULT_EXCHANGE, ConfigError, Settings
 from servicekit.consumer import EventConsumer
 from servicekit.db import utcnow
 from servicekit.outbox import mark_unsent, sent_since
@@ -217,16 +218,16 @@ class Suite:
               drain_timeout: float = 20.0) -> None:
         """Serve the gateway until Ctrl-C or TERM; then stop accepting, let the requests in
         flight finish (``drain_timeout`` seconds at most, as gunicorn's graceful timeout),
-        and stop the workers."""
-        from werkzeug.serving import make_server
+        and stop the workers. (``run`` binds the port before the workers start.)"""
+        server = listen(host, port)
+        _term_as_interrupt()
+        self.serve_on(server, drain_timeout)
 
+    def serve_on(self, server: BaseWSGIServer, drain_timeout: float = 20.0) -> None:
+        """``serve`` on a socket ``listen`` has bound."""
         in_flight = _InFlight(self.gateway)
-        server = make_server(host, port, in_flight, threaded=True)
-        log.info("eCourt suite (embedded) serving on http://%s:%s", host, port)
-        if threading.current_thread() is threading.main_thread():
-            # a process manager's TERM stops the suite as Ctrl-C does: werkzeug ends
-            # serve_forever on KeyboardInterrupt, and the workers are stopped below
-            signal.signal(signal.SIGTERM, _interrupt)
+        server.app = in_flight
+        log.info("eCourt suite (embedded) serving on http://%s:%s", server.host, server.port)
         try:
             server.serve_forever()
         finally:
@@ -237,6 +238,63 @@ class Suite:
                 log.warning("%d request(s) still running after %.0f s; stopping anyway",
                             in_flight.count, drain_timeout)
             self.stop()
+
+
+def run(data_dir: Path | str, host: str, port: int,
+        announce: Callable[[str], None] = log.info) -> None:
+    """``ecourt run``: the suite on ``host:port`` until Ctrl-C or TERM.
+
+    The order matters. The port is bound first: one in use (or not ours to bind) is a
+    ``ConfigError`` naming it before anything else has happened — no database touched, no
+    relay started (a relay would have moved the data folder's ``RUN_MARKER``, so the next
+    run would no longer publish again what the last real run left unconsumed). TERM is then
+    made to stop the suite as Ctrl-C does (Python's own SIGINT handler is in place from the
+    start) before the suite is built and its workers started, so a process manager's TERM
+    during a start-up of several seconds stops in order — socket closed, the workers already
+    started stopped, databases disposed — instead of killing the process mid-way.
+    ``announce`` is told the address once the workers run.
+    """
+    server = listen(host, port)
+    _term_as_interrupt()
+    suite: Suite | None = None
+    try:
+        suite = Suite(data_dir)
+        suite.start_workers()
+    except BaseException as exc:
+        server.server_close()
+        if suite is not None:
+            suite.stop()
+        if not isinstance(exc, KeyboardInterrupt):
+            raise
+        log.info("stopped during start-up")
+        return
+    announce(f"eCourt suite running on http://{host}:{server.port}  (docs: /docs)")
+    suite.serve_on(server)
+
+
+def listen(host: str, port: int) -> BaseWSGIServer:
+    """The suite's HTTP server, bound and listening but not yet serving (connections wait in
+    the backlog until ``Suite.serve_on``). A port that cannot be bound is a ``ConfigError``
+    naming it: werkzeug's own server prints two lines and calls ``sys.exit(1)`` instead."""
+    return _Server(host, port, _not_serving)
+
+
+class _Server(ThreadedWSGIServer):
+    """werkzeug's threaded server, whose failure to bind is a ``ConfigError``."""
+
+    def server_bind(self) -> None:
+        try:
+            super().server_bind()
+        except OSError as exc:  # raised as an OSError, werkzeug would print it and exit
+            raise ConfigError(f"cannot listen on {self.host}:{self.port} ({exc.strerror}): "
+                              "stop what uses the port or choose another (--port or "
+                              "ECOURT_PORT)") from None
+
+
+def _not_serving(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    """The server's application until ``serve_on`` gives it the gateway (never called: no
+    request is handled before ``serve_forever``)."""
+    raise RuntimeError("the suite is not serving yet")
 
 
 class _InFlight:
@@ -292,6 +350,14 @@ def _read_marker(path: Path) -> datetime | None:
     except (OSError, ValueError):
         return None
     return when if when.tzinfo is not None else None
+
+
+def _term_as_interrupt() -> None:
+    """A process manager's TERM stops the suite as Ctrl-C does: werkzeug ends serve_forever on
+    KeyboardInterrupt and the workers are stopped after it; during start-up ``run`` stops
+    them. (Only the main thread may set a handler: elsewhere TERM keeps its default.)"""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
 
 
 def _interrupt(_signum: int, _frame: object) -> None:
