@@ -202,14 +202,26 @@ class Suite:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the workers, waiting ``timeout`` seconds in all (not per thread) for them to
-        finish; one that does not is named in the log and left (they are daemon threads)."""
+        finish, then dispose every service's database engine.
+
+        A worker still running then is named in the log and left (they are daemon threads),
+        and no engine is disposed: disposing swaps an engine's pool, so the connection the
+        worker holds would no longer be the engine's (closed only when garbage-collected)
+        and its next transaction would open a fresh pool behind the stop. Not only its own
+        service's engine may be under it — a handler reaches other services' apps in process
+        (``InternalClient``) — so the simplest rule that is right is none at all. The
+        engines close with the process; ``stop`` again once the workers have finished
+        disposes them.
+        """
         self._stop.set()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
         stuck = [thread.name for thread in self._threads if thread.is_alive()]
         if stuck:
-            log.warning("workers still running after %.0f s: %s", timeout, ", ".join(stuck))
+            log.warning("workers still running after %.0f s, databases left open: %s",
+                        timeout, ", ".join(stuck))
+            return
         for rt in self.runtimes.values():
             rt.db.dispose()
 

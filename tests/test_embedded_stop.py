@@ -1,9 +1,12 @@
 """``ecourt run`` stopped by TERM (or Ctrl-C) while a request is being handled: the request
 finishes and its answer reaches the client before the process ends (werkzeug's request
-threads are daemon threads, which the end of the process would cut off)."""
+threads are daemon threads, which the end of the process would cut off). And a worker that
+does not stop in time keeps the databases it may be using: ``Suite.stop`` disposes no engine
+under it."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -15,7 +18,9 @@ from pathlib import Path
 
 import pytest
 import requests
+from sqlalchemy import event, text
 
+from ecourt.embedded import Suite
 from servicekit.testing import answers_ok, free_port, wait_for
 
 _SCRIPT = textwrap.dedent("""
@@ -75,3 +80,36 @@ def test_a_request_in_flight_is_answered_before_the_suite_stops(tmp_path: Path,
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_stop_disposes_no_engine_under_a_worker_still_running(tmp_path: Path,
+                                                                caplog: pytest.LogCaptureFixture
+                                                                ) -> None:
+    suite = Suite(tmp_path / "data", scheduler_interval=0)
+    disposed: list[str] = []
+    for name, rt in suite.runtimes.items():
+        event.listen(rt.db.engine, "engine_disposed",
+                     lambda _engine, name=name: disposed.append(name))
+    inside, release = threading.Event(), threading.Event()
+    done: list[int] = []
+
+    def stuck(_stop: threading.Event) -> None:  # ignores the stop, inside a transaction
+        with suite.runtimes["identity"].db.transaction() as session:
+            inside.set()
+            release.wait(30)
+            done.append(session.scalar(text("SELECT 1")))
+        with suite.runtimes["identity"].db.transaction() as session:
+            done.append(session.scalar(text("SELECT 2")))
+
+    suite._spawn("consumer-stuck", stuck)
+    assert inside.wait(10)
+    with caplog.at_level(logging.WARNING, logger="ecourt.embedded"):
+        suite.stop(timeout=0.2)
+    assert "consumer-stuck" in caplog.text
+    assert disposed == []  # the worker's transaction keeps its engine's pool
+    release.set()
+    [thread] = suite._threads
+    thread.join(10)
+    assert done == [1, 2]
+    suite.stop(timeout=1)  # the workers have finished now: every engine goes
+    assert sorted(disposed) == sorted(suite.runtimes)
