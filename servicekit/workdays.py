@@ -67,5 +67,10 @@ def local_date(moment: datetime) -> date:
     return moment.astimezone(SHANGHAI).date()
 
 
+def start_of_local_day(day: date) -> datetime:
+    """Midnight in Beijing opening ``day``, in UTC (16:00 UTC the day before)."""
+    return datetime.combine(day, time(0), SHANGHAI).astimezone(ZoneInfo("UTC"))
+
+
 def end_of_local_day(day: date) -> datetime:
     return datetime.combine(day, time(23, 59, 59), SHANGHAI)

@@ -4,10 +4,10 @@ court's lists show ("剩余9", "超过24", "中台待办(已受理)") and the es
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from servicekit.problems import Problem
-from servicekit.workdays import add_workdays, local_date
+from servicekit.workdays import add_workdays, local_date, start_of_local_day
 
 EFFECTIVENESS_CERTIFICATE = "effectiveness_certificate"
 #: a lawyer's request to be bound to a party (not an application, but it is numbered, has a
@@ -38,7 +38,8 @@ PENDING, APPROVED, REJECTED = "pending", "approved", "rejected"
 BINDING_STATUS_LABELS = {PENDING: "待审核", APPROVED: "已绑定", REJECTED: "已驳回"}
 BY_REQUEST, BY_CLERK = "request", "clerk"
 
-# the escalation ladder: level reached -> days overdue needed; each level once, one at a time
+# the escalation ladder: level reached -> days overdue needed (``days_overdue``, the N of the
+# list's 超过N); each level once, one at a time
 LADDER = (("handler", 0), ("division_head", 3), ("president", 7))
 
 
@@ -51,13 +52,33 @@ def days_left(deadline: datetime, now: datetime) -> int:
     return (local_date(deadline) - local_date(now)).days
 
 
+def days_overdue(deadline: datetime, now: datetime) -> int:
+    """The N of "超过N": calendar days in Beijing time from the deadline's day to today, at
+    least 1 once the deadline has passed (the same day, later), 0 before it. The one count of
+    days overdue: the list's label, the urging SMS and the escalation ladder all use it, so the
+    division head is urged on the day the list first says 超过3. Court staff read the calendar,
+    not 24-hour periods: the seed's list [000 一.6], read on one day (2022-03-28), shows 超过24
+    for a deadline of 2022-03-04 14:41 and 剩余9 for one of 2022-04-06 17:45."""
+    if now <= deadline:
+        return 0
+    return max(1, -days_left(deadline, now))
+
+
+def overdue_cutoff(days: int, now: datetime) -> datetime:
+    """A query's form of ``days_overdue``: a deadline is past and ``days_overdue`` is at least
+    ``days`` at ``now`` exactly when it is earlier than this moment (UTC). Up to 1 day that is
+    ``now``; N days, the Beijing midnight opening the day N - 1 days before today."""
+    if days <= 1:
+        return now
+    return start_of_local_day(local_date(now) - timedelta(days=days - 1))
+
+
 def remaining_label(deadline: datetime, now: datetime, finished: bool) -> str:
     if finished:
         return ""
-    left = days_left(deadline, now)
     if now > deadline:
-        return f"超过{max(1, -left)}"
-    return f"剩余{left}"
+        return f"超过{days_overdue(deadline, now)}"
+    return f"剩余{days_left(deadline, now)}"
 
 
 def service_number(year: int, court: str, word: str, number: int) -> str:
@@ -72,12 +93,12 @@ def require_status(current: str, allowed: tuple[str, ...], action: str) -> None:
 
 
 def next_escalation(level: int, deadline: datetime, now: datetime) -> str | None:
-    """The ladder step due now, if any: one level past ``level`` once its day has come."""
+    """The ladder step due now, if any: one level past ``level`` once its day has come (days
+    counted as ``days_overdue`` counts them, the label's 超过N)."""
     if now <= deadline or level >= len(LADDER):
         return None
     name, days_needed = LADDER[level]
-    overdue_days = (now - deadline).days
-    return name if overdue_days >= days_needed else None
+    return name if days_overdue(deadline, now) >= days_needed else None
 
 
 def require_binding_status(current: str, allowed: tuple[str, ...], action: str) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
@@ -18,7 +18,14 @@ from sqlalchemy import ColumnElement, and_, func, or_, select
 
 from servicekit.db import Database, utcnow
 from services.matters import events
-from services.matters.domain import COMPLETED, LADDER, PENDING, next_escalation
+from services.matters.domain import (
+    COMPLETED,
+    LADDER,
+    PENDING,
+    days_overdue,
+    next_escalation,
+    overdue_cutoff,
+)
 from services.matters.models import Application, Binding, Case
 
 log = logging.getLogger(__name__)
@@ -35,10 +42,11 @@ def escalate_overdue(db: Database, now: datetime | None = None, batch: int = 200
 
 
 def _due(level: Any, deadline: Any, now: datetime) -> ColumnElement[bool]:
-    """In SQL, what ``next_escalation`` decides: the next rung's day has come. Selecting only
-    these keeps rows waiting for a later rung out of the batch — else a full batch of them
-    (oldest deadlines first) starved the newly overdue ones, whose first urging never went."""
-    return or_(*(and_(level == i, deadline <= now - timedelta(days=days))
+    """In SQL, what ``next_escalation`` decides: the next rung's day has come (in Beijing
+    calendar days, as ``overdue_cutoff`` puts ``days_overdue``). Selecting only these keeps rows
+    waiting for a later rung out of the batch — else a full batch of them (oldest deadlines
+    first) starved the newly overdue ones, whose first urging never went."""
+    return or_(*(and_(level == i, deadline < overdue_cutoff(days, now))
                  for i, (_, days) in enumerate(LADDER)))
 
 
@@ -56,7 +64,7 @@ def _applications(db: Database, now: datetime, batch: int) -> int:
             level = next_escalation(app.escalation_level, app.deadline, now)
             if level is None:
                 continue
-            events.overdue(session, app, case, level, (now - app.deadline).days)
+            events.overdue(session, app, case, level, days_overdue(app.deadline, now))
             app.escalation_level += 1
             moved += 1
     return moved
@@ -77,7 +85,7 @@ def _bindings(db: Database, now: datetime, batch: int) -> int:
             if level is None:
                 continue
             events.binding_overdue(session, binding, case, level,
-                                   (now - binding.deadline).days)
+                                   days_overdue(binding.deadline, now))
             binding.escalation_level += 1
             moved += 1
     return moved

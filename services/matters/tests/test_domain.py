@@ -12,6 +12,10 @@ def beijing(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=SHANGHAI)
 
 
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
 def test_working_days_skip_weekends_and_holidays_and_count_makeup_days() -> None:
     assert not is_workday(beijing("2026-10-01").date())     # National Day
     assert is_workday(beijing("2026-10-10").date())          # a Saturday made a working day
@@ -51,6 +55,57 @@ def test_ladder_climbs_one_level_at_a_time_each_once() -> None:
     assert domain.next_escalation(1, deadline, deadline + timedelta(days=40)) == "division_head"
     assert domain.next_escalation(2, deadline, deadline + timedelta(days=7)) == "president"
     assert domain.next_escalation(3, deadline, deadline + timedelta(days=70)) is None
+
+
+def test_days_overdue_are_beijing_calendar_days_for_the_label_and_the_ladder_alike() -> None:
+    """A deadline at 23:00 Beijing time is one day overdue at 02:00 the next day, and three
+    days overdue — the division head's day — at 02:00 three days on, though only 51 hours
+    have passed (failed before: the rungs counted 24-hour periods, the label calendar days, so
+    the list said 超过3 a day before the division head was urged)."""
+    deadline = beijing("2026-03-02 23:00")
+    for now, days in (("2026-03-02 23:00", 0), ("2026-03-02 23:30", 1),
+                      ("2026-03-03 02:00", 1), ("2026-03-04 23:59:59", 2),
+                      ("2026-03-05 00:00", 3), ("2026-03-05 02:00", 3),
+                      ("2026-03-08 23:59:59", 6), ("2026-03-09 00:00", 7)):
+        assert domain.days_overdue(deadline, beijing(now)) == days, now
+        if days:
+            assert domain.remaining_label(deadline, beijing(now), False) == f"超过{days}"
+    assert domain.next_escalation(0, deadline, beijing("2026-03-03 02:00")) == "handler"
+    assert domain.next_escalation(1, deadline, beijing("2026-03-04 23:59:59")) is None
+    assert domain.next_escalation(1, deadline, beijing("2026-03-05 02:00")) == "division_head"
+    assert domain.next_escalation(2, deadline, beijing("2026-03-08 23:59:59")) is None
+    assert domain.next_escalation(2, deadline, beijing("2026-03-09 00:00")) == "president"
+
+
+def test_deadlines_either_side_of_beijing_midnight_at_16_utc() -> None:
+    """16:00 UTC is midnight in Beijing: a deadline a second before it falls on the earlier
+    day and is a day further overdue than one at 16:00 exactly."""
+    before, at = utc("2026-03-02 15:59:59"), utc("2026-03-02 16:00")
+    now = utc("2026-03-04 16:00")                               # 2026-03-05 00:00 Beijing
+    assert (domain.days_overdue(before, now), domain.days_overdue(at, now)) == (3, 2)
+    assert domain.next_escalation(1, before, now) == "division_head"
+    assert domain.next_escalation(1, at, now) is None
+    assert domain.remaining_label(before, now, False) == "超过3"
+    assert domain.days_overdue(at, utc("2026-03-02 16:00:01")) == 1   # the same Beijing day
+
+
+def test_the_querys_cutoff_says_what_days_overdue_says() -> None:
+    """``overdue_cutoff`` (the scheduler's WHERE clause) and ``days_overdue`` (the label, the
+    SMS, ``next_escalation``) agree at every boundary: either side of Beijing and UTC
+    midnight, for every rung and beyond."""
+    base = utc("2026-03-02 00:00")
+    offsets = [timedelta(hours=h, seconds=s) for h in range(0, 24 * 9, 1) for s in (-1, 0, 1)]
+    deadlines = [base + timedelta(hours=h) for h in (8, 15, 16, 17, 23)]
+    for deadline in deadlines:
+        for offset in offsets:
+            now = deadline + offset
+            for days in range(9):
+                overdue = now > deadline and domain.days_overdue(deadline, now) >= days
+                assert overdue == (deadline < domain.overdue_cutoff(days, now)), (
+                    deadline, now, days)
+            for level, (_, days) in enumerate(domain.LADDER):
+                due = domain.next_escalation(level, deadline, now) is not None
+                assert due == (deadline < domain.overdue_cutoff(days, now)), (deadline, now)
 
 
 def test_actions_follow_the_certificate_state() -> None:

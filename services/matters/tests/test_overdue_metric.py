@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
+from sqlalchemy import select
 
 from servicekit import migrations
 from servicekit.db import Database, utcnow
+from servicekit.tables import outbox
+from servicekit.workdays import SHANGHAI
 from services.matters.app import SERVICE
+from services.matters.domain import remaining_label
 from services.matters.escalation import OverdueCollector, escalate_overdue
 from services.matters.models import Application, Case
 
@@ -21,7 +26,10 @@ def _db(tmp_path: Path) -> Database:
     return Database(url)
 
 
-def _application(db: Database, deadline_delta: timedelta, status: str = "submitted") -> None:
+def _application(db: Database, deadline_delta: timedelta, status: str = "submitted", *,
+                 deadline: datetime | None = None, level: int = 0) -> None:
+    """An application of a new case, due ``deadline_delta`` from now (or at ``deadline``),
+    urged ``level`` times."""
     now = utcnow()
     with db.transaction() as s:
         case = Case(id=str(uuid.uuid4()), case_number=f"(2021)粤01民初{uuid.uuid4().int % 9999}号",
@@ -34,9 +42,9 @@ def _application(db: Database, deadline_delta: timedelta, status: str = "submitt
                           service_number=f"(2026)粤01文书第{uuid.uuid4().int % 99999}号",
                           applicant_account_id="a", applicant_name="甲", reason="r", use="u",
                           materials="[]", channel="电子诉讼", status=status,
-                          stage="middle_office", deadline=now + deadline_delta,
+                          stage="middle_office", deadline=deadline or now + deadline_delta,
                           submitted_at=now - timedelta(days=10), document_state="none",
-                          escalation_level=0, version=1))
+                          escalation_level=level, version=1))
 
 
 def test_overdue_gauge_counts_unfinished_applications_past_their_deadline(tmp_path: Path) -> None:
@@ -81,3 +89,26 @@ def test_rows_waiting_for_a_later_rung_do_not_starve_newly_overdue_ones(tmp_path
         from sqlalchemy import select
         levels = sorted(s.scalars(select(Application.escalation_level)).all())
     assert levels == [1, 1, 1]
+
+
+def test_the_scheduler_urges_the_division_head_on_the_day_the_list_says_3(
+        tmp_path: Path) -> None:
+    """A deadline of 23:00 Beijing time, urged once: the division head is urged from the
+    midnight the list turns to 超过3 (49 hours after the deadline), not 72 hours after it, and
+    the SMS says 3 days (failed before: nothing moved at 02:00 three days on, and the SMS would
+    have said 2 days while the list said 超过3)."""
+    def beijing(text: str) -> datetime:
+        return datetime.fromisoformat(text).replace(tzinfo=SHANGHAI)
+
+    db = _db(tmp_path)
+    deadline = beijing("2026-03-02 23:00")
+    _application(db, timedelta(0), deadline=deadline, level=1)
+    assert remaining_label(deadline, beijing("2026-03-04 23:59:59"), False) == "超过2"
+    assert escalate_overdue(db, beijing("2026-03-04 23:59:59")) == 0
+    assert remaining_label(deadline, beijing("2026-03-05 02:00"), False) == "超过3"
+    assert escalate_overdue(db, beijing("2026-03-05 02:00")) == 1
+    with db.transaction() as s:
+        [body] = s.scalars(select(outbox.c.body).where(
+            outbox.c.type == "matters.application.overdue")).all()
+    data = json.loads(body)["data"]
+    assert (data["level"], data["days_overdue"]) == ("division_head", 3)
