@@ -32,14 +32,18 @@ socket, so the socket gets read and write timeouts (two heartbeat intervals: a l
 sends something within one). The heartbeats notice the silence while consuming; after any
 error the connection is dropped without the close handshake (the broker requeues what was
 not acked) and the consumer connects again. Only a clean stop closes politely, so that the
-last acks reach the broker; on a dead line that costs a read timeout per step (channel, then
-connection) — unless it died in the middle of a frame: py-amqp retries a timed-out read there.
+last acks reach the broker, and for at most ``CLOSE_WITHIN`` seconds: on a dead line each step
+of the close (channel, then connection) would wait a read timeout (two minutes in all with the
+default heartbeat, longer than Kubernetes' 30 s grace; for ever had it died in the middle of a
+frame, where py-amqp retries a timed-out read), so the socket is then shut down and dropped.
+Nothing is lost by that: what was not acked comes back to the queue.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import threading
 import time
 import zlib
@@ -86,6 +90,9 @@ _READ_EVERY = 1.0
 OUTAGE_BACKOFF = (0.25, 5.0)
 #: how long one read or write on the broker's socket may block when heartbeats are off
 _SOCKET_TIMEOUT = 30.0
+#: how long a stop may spend closing the broker connection politely (the deployments' grace
+#: periods count on it, tests/test_deploy_files.py)
+CLOSE_WITHIN = 3.0
 
 
 class _HandlerFailed(Exception):
@@ -126,6 +133,40 @@ class _InFlight:
 def _outage(exc: BaseException) -> bool:
     """The database is away (wait for it), as against a failure of the event's own."""
     return database_unreachable(exc) and not statement_failed(exc)
+
+
+def _socket_of(conn: Connection) -> socket.socket | None:
+    """The connection's socket (py-amqp's), if it is open; the in-memory transport has none."""
+    if not conn.connected:  # asking for ``conn.connection`` would connect again
+        return None
+    return getattr(getattr(conn.connection, "transport", None), "sock", None)
+
+
+def _shut(sock: socket.socket) -> None:
+    """End any read or write blocked on ``sock``, whichever thread waits in it."""
+    with contextlib.suppress(OSError):  # closed meanwhile: nothing is blocked on it
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def close_within(conn: Connection, seconds: float) -> None:
+    """Close ``conn`` politely, but for at most about ``seconds``: past them its socket is shut
+    down, which ends the wait for the broker's Close-OK however py-amqp waits for it (one
+    bound for the whole close, however many steps it takes), and the connection is dropped."""
+    sock = _socket_of(conn)
+    timer = threading.Timer(seconds, _shut, (sock,)) if sock is not None else None
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
+    try:
+        conn.release()
+    except Exception as exc:  # the line is gone: drop it, as after any error
+        log.warning("consumer: closing the broker connection failed (%s); dropped",
+                    exc.__class__.__name__)
+        with contextlib.suppress(Exception):
+            conn.collect()
+    finally:
+        if timer is not None:
+            timer.cancel()
 
 
 def attempt_of(headers: Mapping[str, Any]) -> int:
@@ -203,9 +244,9 @@ class EventConsumer:
             with contextlib.suppress(Exception):
                 conn.collect()
             raise
-        # a clean stop: close politely so that the last acks reach the broker (bounded by
-        # the read timeout, should the line have died just now)
-        conn.release()
+        # a clean stop: close politely so that the last acks reach the broker, within bounds
+        # (the line may have died just now)
+        close_within(conn, CLOSE_WITHIN)
 
     def _socket_timeouts(self) -> dict[str, float]:
         """py-amqp's ``read_timeout`` and ``write_timeout``: without them its socket blocks

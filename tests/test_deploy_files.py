@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import inspect
 import json
 import re
 import shlex
@@ -1048,3 +1049,60 @@ def test_k8s_sms_key_goes_only_to_the_processes_that_seal_or_open(
         var = next(v for v in container["env"] if v["name"] == "ECOURT_SMS_KEY")
         assert var["valueFrom"]["secretKeyRef"] == {"name": SMS_KEY_SECRET_K8S,
                                                     "key": "ECOURT_SMS_KEY"}, name
+
+
+# ------------------------------------------------------------------------------------------------
+# Stopping: the grace before the kill covers an orderly stop
+# ------------------------------------------------------------------------------------------------
+
+#: what Docker and Kubernetes wait after TERM before they kill, when the file says nothing
+DEFAULT_GRACE = {"compose": 10.0, "k8s": 30.0}
+#: the work in hand when TERM comes: the batch's transactions, the outbox rows' update
+BATCH_IN_HAND = 10.0
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(us|ms|s|m|h)")
+_UNIT_SECONDS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _seconds(duration: str) -> float:
+    """A compose duration (``1m30s``) in seconds."""
+    return sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(duration))
+
+
+def orderly_stop_seconds(command: str) -> float:
+    """The longest a relay or a consumer may take, once told to stop, before it exits: the
+    batch in hand, then for a consumer its broker close (``consumer.CLOSE_WITHIN``; on a dead
+    line it waited two read timeouts, two minutes with the default heartbeat), for a relay the
+    publish under way (connected within the publisher's connect timeout, confirmed within its
+    confirm timeout) and the publisher's close (a second). The notifier (``consume notifier``,
+    a pika consumer) is held to the consumer's bound: its message in hand (an SMS call and a
+    wait between tries, five seconds each at most) fits the batch's allowance; its close is
+    pika's own, not ``CLOSE_WITHIN``."""
+    from servicekit.consumer import CLOSE_WITHIN
+    from servicekit.publishers import PikaPublisher
+
+    if command == "consume":
+        return BATCH_IN_HAND + CLOSE_WITHIN
+    given = inspect.signature(PikaPublisher).parameters
+    return (BATCH_IN_HAND + given["connect_timeout"].default + given["confirm_timeout"].default
+            + 1.0)
+
+
+def test_relays_and_consumers_are_given_the_time_to_stop_in_order(
+        services: dict[str, dict[str, Any]], k8s_docs: list[tuple[str, dict[str, Any]]]) -> None:
+    """Killed before, a consumer's last acks never reach the broker (the batch is handled
+    again), a relay's last published rows are published again: both harmless, but a rollout
+    or a ``docker compose stop`` would do it every time."""
+    checked: list[tuple[str, float, float]] = []
+    for name, svc in ecourt_services(services).items():
+        if svc["command"][0] in ("relay", "consume"):
+            grace = _seconds(svc.get("stop_grace_period") or "") or DEFAULT_GRACE["compose"]
+            checked.append((f"compose {name}", grace, orderly_stop_seconds(svc["command"][0])))
+    for name, deployment in _by_kind(k8s_docs, "Deployment").items():
+        command = _containers(deployment)[0]["args"][0]
+        if command in ("relay", "consume"):
+            grace = deployment["spec"]["template"]["spec"].get(
+                "terminationGracePeriodSeconds", DEFAULT_GRACE["k8s"])
+            checked.append((f"k8s {name}", float(grace), orderly_stop_seconds(command)))
+    assert len(checked) == 2 * (2 * len(SERVICES) + 1), "every relay and consumer, both files"
+    short = [(where, grace, needed) for where, grace, needed in checked if grace < needed]
+    assert short == [], "grace period (s) shorter than an orderly stop (s)"

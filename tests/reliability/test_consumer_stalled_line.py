@@ -67,11 +67,31 @@ def _publish(producer, vhost: str, exchange: str, n: int) -> list[str]:  # type:
 
 
 def _consumer(consumer_db, sub: Subscription, proxy: FreezingProxy, vhost: str,  # type: ignore[no-untyped-def]
-              exchange: str) -> CountingConsumer:
+              exchange: str, heartbeat: int = HEARTBEAT) -> CountingConsumer:
     url = f"amqp://guest:guest@127.0.0.1:{proxy.port}/{vhost.rsplit('/', 1)[1]}"
     return CountingConsumer(sub.service, consumer_db, {TYPE: record_notification},
                             broker_url=url, exchange=exchange, subscription=sub,
-                            heartbeat=HEARTBEAT)
+                            heartbeat=heartbeat)
+
+
+def _consuming(make_dbs, vhost: str, exchange: str, workers: Workers, name: str,  # type: ignore[no-untyped-def]
+               n: int, heartbeat: int = HEARTBEAT):
+    """A consumer behind a ``FreezingProxy``, started, that has handled ``n`` events:
+    (producer, consumer_db, sub, ids, proxy, consumer)."""
+    producer, consumer_db = make_dbs("producer", "consumer")
+    sub = Subscription(unique(name), (TYPE,))
+    declare_subscriptions(vhost, exchange, sub)
+    ids = _publish(producer, vhost, exchange, n)
+    proxy = FreezingProxy("127.0.0.1", 5672)
+    consumer = _consumer(consumer_db, sub, proxy, vhost, exchange, heartbeat)
+    workers.start("consumer", consumer.run)
+    try:
+        wait_for(lambda: len(inbox_ids(consumer_db, sub.service)) >= len(ids), timeout=30,
+                 message="the first events handled")
+    except BaseException:
+        proxy.close()
+        raise
+    return producer, consumer_db, sub, ids, proxy, consumer
 
 
 def test_a_line_that_goes_silent_while_the_consumer_declares_is_given_up(
@@ -111,17 +131,9 @@ def test_a_line_that_goes_silent_under_a_running_consumer_is_dropped_not_closed(
     """The heartbeats notice the silence; the consumer must then drop the connection rather
     than wait for the broker to confirm a graceful close, connect again and handle every event
     once. A stop on a silent line ends too."""
-    producer, consumer_db = make_dbs("producer", "consumer")
-    sub = Subscription(unique("rel_stall_run"), (TYPE,))
-    declare_subscriptions(vhost, exchange, sub)
-    ids = _publish(producer, vhost, exchange, 100)
-    proxy = FreezingProxy("127.0.0.1", 5672)
-    consumer = _consumer(consumer_db, sub, proxy, vhost, exchange)
+    producer, consumer_db, sub, ids, proxy, consumer = _consuming(
+        make_dbs, vhost, exchange, workers, "rel_stall_run", 100)
     try:
-        workers.start("consumer", consumer.run)
-        wait_for(lambda: len(inbox_ids(consumer_db, sub.service)) >= len(ids), timeout=30,
-                 message="the first events handled")
-
         proxy.freeze()
         frozen_at = time.monotonic()
         ids += _publish(producer, vhost, exchange, 100)  # waiting in the queue meanwhile
@@ -142,3 +154,24 @@ def test_a_line_that_goes_silent_under_a_running_consumer_is_dropped_not_closed(
     finally:
         proxy.close()
     print(f"reconnected {reconnected_in:.1f}s after the freeze; stopped in {stopped_in:.1f}s")
+
+
+def test_a_stop_on_a_silent_line_ends_well_within_the_grace_period(
+        make_dbs, vhost, exchange, workers: Workers) -> None:  # type: ignore[no-untyped-def]
+    """With the default heartbeat (30 s: reads time out after 60 s) the polite close on a dead
+    line waited a read timeout per step, two minutes in all, well past Kubernetes' 30 s grace
+    before the kill. A stop now gives the close ``consumer.CLOSE_WITHIN`` seconds, then drops
+    the line; every event handled before is handled once."""
+    _producer, consumer_db, sub, ids, proxy, _ = _consuming(
+        make_dbs, vhost, exchange, workers, "rel_stall_stop", 20, heartbeat=30)
+    try:
+        proxy.freeze()
+        stopping = time.monotonic()
+        assert workers.stop(timeout=15) == [], "the stop outlasted the grace period"
+        stopped_in = time.monotonic() - stopping
+        assert proxy.connections() == 1  # it stopped, rather than connect again
+    finally:
+        proxy.close()
+    assert stopped_in < 15
+    assert sorted(inbox_ids(consumer_db, sub.service)) == sorted(ids)
+    print(f"stopped in {stopped_in:.1f}s on a silent line")
