@@ -14,24 +14,23 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from flask import Flask
 from kombu import Connection
 from sqlalchemy import select
-from werkzeug.serving import BaseWSGIServer, ThreadedWSGIServer
+from werkzeug.serving import BaseWSGIServer
 
 from ecourt import registry
+from ecourt.embedded_server import InFlight, listen, term_as_interrupt
 from ecourt.runtime import local_verifier, make_runtime
 from gateway.app import create_gateway
 from gateway.ratelimit import MemoryRateLimiter, limits_from_env
-from servicekit.config import DEFAULT_EXCHANGE, ConfigError, Settings
+from servicekit.config import DEFAULT_EXCHANGE, Settings
 from servicekit.consumer import EventConsumer
 from servicekit.db import utcnow
 from servicekit.outbox import mark_unsent, sent_since
@@ -232,12 +231,12 @@ class Suite:
         flight finish (``drain_timeout`` seconds at most, as gunicorn's graceful timeout),
         and stop the workers. (``run`` binds the port before the workers start.)"""
         server = listen(host, port)
-        _term_as_interrupt()
+        term_as_interrupt()
         self.serve_on(server, drain_timeout)
 
     def serve_on(self, server: BaseWSGIServer, drain_timeout: float = 20.0) -> None:
         """``serve`` on a socket ``listen`` has bound."""
-        in_flight = _InFlight(self.gateway)
+        in_flight = InFlight(self.gateway)
         server.app = in_flight
         log.info("eCourt suite (embedded) serving on http://%s:%s", server.host, server.port)
         try:
@@ -267,7 +266,7 @@ def run(data_dir: Path | str, host: str, port: int,
     ``announce`` is told the address once the workers run.
     """
     server = listen(host, port)
-    _term_as_interrupt()
+    term_as_interrupt()
     suite: Suite | None = None
     try:
         suite = Suite(data_dir)
@@ -284,93 +283,9 @@ def run(data_dir: Path | str, host: str, port: int,
     suite.serve_on(server)
 
 
-def listen(host: str, port: int) -> BaseWSGIServer:
-    """The suite's HTTP server, bound and listening but not yet serving (connections wait in
-    the backlog until ``Suite.serve_on``). A port that cannot be bound is a ``ConfigError``
-    naming it: werkzeug's own server prints two lines and calls ``sys.exit(1)`` instead."""
-    return _Server(host, port, _not_serving)
-
-
-class _Server(ThreadedWSGIServer):
-    """werkzeug's threaded server, whose failure to bind is a ``ConfigError``."""
-
-    def server_bind(self) -> None:
-        try:
-            super().server_bind()
-        except OSError as exc:  # raised as an OSError, werkzeug would print it and exit
-            raise ConfigError(f"cannot listen on {self.host}:{self.port} ({exc.strerror}): "
-                              "stop what uses the port or choose another (--port or "
-                              "ECOURT_PORT)") from None
-
-
-def _not_serving(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-    """The server's application until ``serve_on`` gives it the gateway (never called: no
-    request is handled before ``serve_forever``)."""
-    raise RuntimeError("the suite is not serving yet")
-
-
-class _InFlight:
-    """WSGI middleware counting the requests being handled (until their answer is sent)."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.count = 0
-        self._done = threading.Condition()
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        with self._done:
-            self.count += 1
-        try:
-            body = self.app(environ, start_response)
-        except BaseException:
-            self._finished()
-            raise
-        return _Closing(body, self._finished)
-
-    def _finished(self) -> None:
-        with self._done:
-            self.count -= 1
-            self._done.notify_all()
-
-    def drained(self, timeout: float) -> bool:
-        with self._done:
-            return self._done.wait_for(lambda: self.count <= 0, timeout)
-
-
-class _Closing:
-    """An answer's body that reports when the server has closed it (sent or abandoned)."""
-
-    def __init__(self, body: Iterable[bytes], on_close: Callable[[], None]) -> None:
-        self.body = body
-        self.on_close = on_close
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self.body)
-
-    def close(self) -> None:
-        try:
-            close = getattr(self.body, "close", None)
-            if close is not None:
-                close()
-        finally:
-            self.on_close()
-
-
 def _read_marker(path: Path) -> datetime | None:
     try:
         when = datetime.fromisoformat(path.read_text(encoding="utf-8").strip())
     except (OSError, ValueError):
         return None
     return when if when.tzinfo is not None else None
-
-
-def _term_as_interrupt() -> None:
-    """A process manager's TERM stops the suite as Ctrl-C does: werkzeug ends serve_forever on
-    KeyboardInterrupt and the workers are stopped after it; during start-up ``run`` stops
-    them. (Only the main thread may set a handler: elsewhere TERM keeps its default.)"""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _interrupt)
-
-
-def _interrupt(_signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt
