@@ -44,6 +44,11 @@ EVENTS_CONSUMED = Counter("events_consumed_total",
                           "Events taken off a queue, by outcome "
                           "(handled, duplicate, ignored, retried, dead_lettered, malformed)",
                           ["service", "type", "outcome"])
+WORKDAY_CALENDAR_UNCOVERED = Counter(
+    "workday_calendar_uncovered_days_total",
+    "Days looked up in a year with no public-holiday data (servicekit.workdays.COVERED_YEARS): "
+    "counted Monday to Friday, so deadlines across that year's holidays come out early",
+    ["year"])
 
 #: the gateway's front end (``gateway.edge``), set by each worker's sweeper once a second and
 #: summed over the live workers: how close they are to ``worker_connections`` and to
