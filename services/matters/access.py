@@ -110,11 +110,12 @@ def ensure_staff_of(claims: dict[str, Any], court: str, roles: set[str] | None =
 
 def ensure_judge_or_clerk_of(claims: dict[str, Any], case: Case, subject: str,
                              detail: str = "only the presiding judge or the clerk of the case "
-                                           "may do this") -> None:
+                                           "may do this", clerk: bool = True) -> None:
     """The caller is the case's own presiding judge or clerk (after ``ensure_staff_of``: other
     staff of the court get 403, the case being no secret to them). The audit trail names
-    ``subject``."""
+    ``subject``. ``clerk=False``: the presiding judge alone (the judge's decision)."""
     sub = claims.get("sub")
-    if not sub or sub not in (case.judge_account_id, case.clerk_account_id):
+    own = (case.judge_account_id, case.clerk_account_id) if clerk else (case.judge_account_id,)
+    if not sub or sub not in own:
         audit.note_denied(subject)
         raise Problem(403, "forbidden", detail)

@@ -125,7 +125,10 @@ class JudgeDecision(MethodView):
     @blp.arguments(JudgeDecisionSchema)
     @blp.response(200, ApplicationSchema)
     def post(self, body: dict[str, Any], application_id: str):  # type: ignore[no-untyped-def]
-        """The presiding judge's decision with the effective date; requests the certificate."""
+        """The presiding judge's decision with the effective date; requests the certificate.
+
+        The case's own presiding judge only (another judge of the court gets 403).
+        """
         return _after(handling.judge_decides(runtime().db, current_claims(), application_id,
                                              body, if_match()))
 

@@ -55,6 +55,13 @@ def _publisher_of(claims: dict[str, Any], case: Case, subject: str) -> None:
         "case, may publish or regenerate its certificate"))
 
 
+def _presiding_judge_of(claims: dict[str, Any], case: Case, subject: str) -> None:
+    """The case's own presiding judge decides in the back office [000 二]; the clerk assists
+    the panel and does not decide, another judge of the court gets 403."""
+    ensure_judge_or_clerk_of(claims, case, subject, clerk=False,
+                             detail="only the presiding judge of the case decides")
+
+
 @contextmanager
 def _acting(db: Database, claims: dict[str, Any], application_id: str, roles: set[str],
             if_match: int | None, relation: Relation | None = None,
@@ -111,10 +118,9 @@ def judge_decides(db: Database, claims: dict[str, Any], application_id: str,
                   body: dict[str, Any], if_match: int | None) -> Application:
     """The presiding judge records opinion, result, handler, date and the effective date;
     saving requests the certificate (and updates the case's effective date)."""
-    with _acting(db, claims, application_id, BACK_OFFICE_ROLES, if_match) as (s, app, case):
+    with _acting(db, claims, application_id, BACK_OFFICE_ROLES, if_match,
+                 _presiding_judge_of) as (s, app, case):
         require_status(app.status, (BACK_OFFICE,), "decide")
-        if case.judge_account_id != claims["sub"]:
-            raise Problem(403, "forbidden", "only the presiding judge of the case decides")
         app.judge_opinion = body["opinion"]
         app.judge_result_note = body["result_note"]
         app.judge_handler = body["handler_name"]

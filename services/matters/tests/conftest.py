@@ -28,6 +28,7 @@ from services.matters.bindings import EXTRAS_KEY
 
 COURT, COURT_NAME = "粤01", "广州市中级人民法院"
 OTHER_COURT = "粤02"
+APPLY = {"kind": "effectiveness_certificate", "reason": "办理强制执行", "use": "向执行法院提交"}
 PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
 
 
@@ -92,6 +93,18 @@ class Harness:
                         {"name": "黄添强", "role": "defendant", "account_id": None}]})
         assert resp.status_code == 201, resp.get_json()
         return resp.get_json()
+
+    def reviewed(self, review: dict[str, Any]) -> dict[str, Any]:
+        """An application for an effectiveness certificate in a new case, which a specialist
+        then reviewed with ``review`` (``{"issuable": True}``, ``{"needs_judge": True}``)."""
+        case = self.case()
+        app = self.client.post(f"/cases/{case['id']}/applications", headers=self.party(),
+                               json=APPLY)
+        assert app.status_code == 201, app.get_json()
+        done = self.client.post(f"/applications/{app.get_json()['id']}/review",
+                                headers=self.token("specialist"), json=review)
+        assert done.status_code == 200, done.get_json()
+        return done.get_json()
 
     def ask(self, case_number: str, party_name: str = "黄添强",
             headers: dict[str, str] | None = None, data: bytes = PDF,

@@ -14,18 +14,10 @@ import pytest
 from servicekit.db import utcnow
 from services.matters.tests.conftest import COURT, OTHER_COURT, Harness
 
-APPLY = {"kind": "effectiveness_certificate", "reason": "办理强制执行", "use": "向执行法院提交"}
-
 
 def _reviewed(h: Harness) -> dict[str, Any]:
     """An application the specialist found issuable: its certificate is being generated."""
-    case = h.case()
-    app = h.client.post(f"/cases/{case['id']}/applications", headers=h.party(), json=APPLY)
-    assert app.status_code == 201, app.get_json()
-    reviewed = h.client.post(f"/applications/{app.get_json()['id']}/review",
-                             headers=h.token("specialist"), json={"issuable": True})
-    assert reviewed.status_code == 200, reviewed.get_json()
-    return reviewed.get_json()
+    return h.reviewed({"issuable": True})
 
 
 def _request_id(h: Harness) -> str:
