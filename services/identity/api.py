@@ -77,9 +77,14 @@ class Accounts(MethodView):
     @public
     @blp.arguments(RegisterIndividualSchema)
     @blp.response(201, AccountSchema)
+    @blp.alt_response(429, description="too many refused registrations from this address "
+                      "(5 in 15 minutes); see Retry-After")
     def post(self, body: dict[str, str]) -> dict[str, object]:
-        """Register an individual (real name, ID-card number, mobile, password)."""
-        return account_view(usecases.register_individual(runtime().db, **body))
+        """Register an individual (real name, ID-card number, mobile, password).
+
+        A refusal for a taken phone or ID number counts against the client address."""
+        return account_view(usecases.register_individual(runtime().db, **body,
+                                                         client_ip=client_ip()))
 
 
 @blp.route("/accounts/me")

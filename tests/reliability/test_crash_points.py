@@ -38,6 +38,7 @@ from tests.reliability.helpers import (
 pytestmark = pytest.mark.real
 
 REGISTERED = "identity.account.registered"
+CLIENT = "127.0.0.1"  # the address a registration is counted against
 
 
 class Crash(Exception):
@@ -86,14 +87,14 @@ def test_crash_just_before_commit_leaves_neither_record_nor_event(identity_url) 
         event.listen(db.sessions, "before_commit", crash)
         try:
             with pytest.raises(Crash):
-                usecases.register_individual(db, **body)
+                usecases.register_individual(db, **body, client_ip=CLIENT)
         finally:
             event.remove(db.sessions, "before_commit", crash)
         assert _accounts(db) == 0, "zombie record: saved without its event"
         assert _outbox_rows(db) == 0, "ghost event: its state change was rolled back"
 
         # nothing half-written blocks the retry
-        account = usecases.register_individual(db, **body)
+        account = usecases.register_individual(db, **body, client_ip=CLIENT)
         assert _accounts(db) == 1 and _outbox_rows(db) == 1
         with db.transaction() as s:
             row = s.execute(select(outbox)).one()
@@ -107,7 +108,7 @@ def test_crash_after_commit_before_publish_is_published_by_a_later_relay(
     sub = Subscription("rel_points", (REGISTERED,))
     declare_subscriptions(vhost, exchange, sub)
     db = Database(identity_url)
-    account = usecases.register_individual(db, **person())
+    account = usecases.register_individual(db, **person(), client_ip=CLIENT)
     db.dispose()  # the process dies: committed, never published
 
     restarted = Database(identity_url)
@@ -155,7 +156,7 @@ def test_crash_after_confirm_republishes_and_the_inbox_absorbs_it(
     first = PikaPublisher(vhost, exchange, confirm_timeout=5)
     second = PikaPublisher(vhost, exchange, confirm_timeout=5)
     try:
-        usecases.register_individual(db, **person())
+        usecases.register_individual(db, **person(), client_ip=CLIENT)
         crashing = CrashAfterConfirm(first)
         with pytest.raises(Crash):
             Relay("identity", db, crashing).run_once()

@@ -1,15 +1,19 @@
 """Registering an individual: validation answers 422 with field errors and writes nothing; a
-duplicate is a 409 naming the field; the response shows ID number and phone masked."""
+duplicate is a 409 naming the field, and 5 of them from one client address in 15 minutes make
+its next registrations a 429; the response shows ID number and phone masked."""
 
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
 from servicekit.tables import idempotency_keys, outbox
-from services.identity.models import Account
+from services.identity.models import Account, LoginFailure
 from services.identity.tests.conftest import Identity
 from tests.factories import individual
 
@@ -110,3 +114,80 @@ def test_idempotent_registration_replays_the_first_answer(identity: Identity) ->
     with identity.rt.db.transaction() as s:
         stored = s.scalars(select(idempotency_keys.c.body)).one()
     assert person["phone"].encode() not in stored and person["id_number"].encode() not in stored
+
+
+# --- refusals of taken numbers are throttled per client address (RELIABILITY S3, S6) -------
+
+def _register(identity: Identity, ip: str, **overrides: str) -> Any:
+    return identity.call("POST", "/accounts", json=individual(**overrides), ip=ip)
+
+
+def _refused(identity: Identity, taken: dict[str, str], times: int, ip: str) -> None:
+    """``times`` registrations of ``taken``'s phone or ID number (in turn) from ``ip``."""
+    for i in range(times):
+        field = ("phone", "id_number")[i % 2]
+        resp = _register(identity, ip, **{field: taken[field]})
+        assert resp.status_code == 409, resp.get_data(as_text=True)
+
+
+def _assert_throttled(resp: Any) -> None:
+    assert resp.status_code == 429, resp.get_data(as_text=True)
+    assert resp.content_type == "application/problem+json"
+    assert resp.get_json()["type"].endswith("/too-many-attempts")
+    assert 0 < int(resp.headers["Retry-After"]) <= 900
+
+
+def test_five_refusals_of_taken_numbers_throttle_the_address_until_the_window_passes(
+        identity: Identity) -> None:
+    """A 409 tells whether a phone or ID number is registered, and anyone could ask without
+    limit. Now the sixth registration from an address after 5 such refusals is a 429, a free
+    number's too, and writes nothing; another address is not affected."""
+    taken, _ = identity.register()
+    _refused(identity, taken, 5, ip="203.0.113.7")
+    before = _counts(identity)
+    _assert_throttled(_register(identity, "203.0.113.7", phone=taken["phone"]))
+    _assert_throttled(_register(identity, "203.0.113.7"))
+    assert _counts(identity) == before
+    assert _register(identity, "203.0.113.8").status_code == 201
+    with identity.rt.db.transaction() as s:  # the window (15 minutes) passes
+        for row in s.scalars(select(LoginFailure)):
+            row.failed_at -= timedelta(minutes=16)
+    assert _register(identity, "203.0.113.7").status_code == 201
+
+
+def test_successful_registrations_do_not_count(identity: Identity) -> None:
+    for _ in range(6):
+        assert _register(identity, "203.0.113.9").status_code == 201
+    taken, _ = identity.register()
+    _refused(identity, taken, 5, ip="203.0.113.9")
+    _assert_throttled(_register(identity, "203.0.113.9"))
+
+
+def test_the_address_is_the_one_the_gateway_forwards(identity: Identity) -> None:
+    """Behind the gateway every request comes from its address: the client is the right-most
+    X-Forwarded-For hop, which the gateway appended (a client can forge those to its left)."""
+    identity.rt.extras["trust_forwarded"] = True
+    taken, _ = identity.register()
+    for i in range(5):
+        resp = identity.call("POST", "/accounts", ip="10.0.0.2",
+                             json=individual(phone=taken["phone"]),
+                             headers={"X-Forwarded-For": f"192.0.2.{i}, 198.51.100.4"})
+        assert resp.status_code == 409
+    forged = identity.call("POST", "/accounts", ip="10.0.0.2", json=individual(),
+                           headers={"X-Forwarded-For": "192.0.2.99, 198.51.100.4"})
+    _assert_throttled(forged)
+    other = identity.call("POST", "/accounts", ip="10.0.0.2", json=individual(),
+                          headers={"X-Forwarded-For": "198.51.100.5"})
+    assert other.status_code == 201, other.get_data(as_text=True)
+
+
+def test_a_parallel_burst_of_taken_numbers_gets_no_more_than_five_answers(
+        identity: Identity) -> None:
+    taken, _ = identity.register()
+
+    def ask(_: int) -> int:
+        return _register(identity, "203.0.113.10", phone=taken["phone"]).status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        codes = list(pool.map(ask, range(12)))
+    assert codes.count(409) == 5 and codes.count(429) == 7

@@ -2,7 +2,8 @@
 
 * ``accounts`` registering individuals, reading accounts
 * ``sessions`` password sign-in, refresh-token rotation, sign-out
-* ``throttle`` password-attempt throttling (per account and per client address)
+* ``throttle`` password-attempt throttling (per account and per client address), and refused
+               registrations per client address
 * ``staff``    court staff: created by their court's administrator, listed, found, disabled
 """
 

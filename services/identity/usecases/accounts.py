@@ -15,6 +15,7 @@ from servicekit.outbox import emit
 from servicekit.problems import Problem
 from services.identity.domain import ACTIVE, INDIVIDUAL
 from services.identity.models import Account
+from services.identity.usecases import throttle
 
 SOURCE = "/identity"
 hasher = PasswordHasher()  # argon2id with the library's current defaults
@@ -52,20 +53,36 @@ def conflict_on_race(exc: IntegrityError) -> Problem:
 
 
 def register_individual(db: Database, name: str, id_number: str, phone: str,
-                        password: str) -> Account:
+                        password: str, *, client_ip: str) -> Account:
+    """Register an individual; a taken phone or ID number is a 409 naming the field (the
+    registering person must know), throttled per client address so the 409s cannot look up
+    who is registered without limit.
+
+    The transaction first reserves an attempt against the address (``throttle.REGISTRATION``,
+    under its per-key lock, so a parallel burst cannot slip past the limit): a registration
+    that succeeds drops it with the account's insert, a refused one commits it as a failure
+    before its 409 is raised. After 5 refusals in 15 minutes every registration from the
+    address is a 429 until the window passes. (A refusal by the unique key, when two
+    registrations of one number race past the check, rolls back and is not counted: a race
+    is no way to look numbers up.)"""
     id_number = id_number.upper()
     password_hash = hasher.hash(password)  # slow: outside the transaction
     try:
         with db.transaction() as session:
+            reserved = throttle.reserve(session, [(throttle.REGISTRATION, client_ip)],
+                                        what="refused registrations")
             problem = duplicate(session, phone=phone, id_number=id_number)
-            if problem is not None:
-                raise problem
-            account = Account(id=str(uuid.uuid4()), kind=INDIVIDUAL, name=name,
-                              id_number=id_number, phone=phone, password_hash=password_hash,
-                              roles="party", status=ACTIVE, created_at=utcnow())
-            registered(session, account)
+            if problem is None:
+                account = Account(id=str(uuid.uuid4()), kind=INDIVIDUAL, name=name,
+                                  id_number=id_number, phone=phone,
+                                  password_hash=password_hash, roles="party", status=ACTIVE,
+                                  created_at=utcnow())
+                registered(session, account)
+                throttle.succeeded(session, reserved, [])
     except IntegrityError as exc:
         raise conflict_on_race(exc) from exc
+    if problem is not None:
+        raise problem  # after the commit, which keeps the refusal counted
     return account
 
 

@@ -6,7 +6,11 @@ Two counters, each ``MAX_FAILURES`` per ``FAILURE_WINDOW`` (a sliding window):
   and by ID number count together), else by an HMAC of the username (so an unknown username
   is throttled exactly like a known one and throttling tells nothing about who is
   registered, while no unknown ID number is stored in clear);
-* per client address.
+* per client address;
+
+and one for registration (``REGISTRATION``, per client address): a registration refused
+because the phone or ID number is taken counts as a failure, so the 409s cannot be used to
+look up who is registered without limit (``usecases/accounts.register_individual``).
 
 An attempt is *reserved* before the password is checked: a row is written for each counter
 in a short transaction that first takes a per-key lock (PostgreSQL advisory lock; SQLite's
@@ -32,6 +36,7 @@ from services.identity.models import LoginFailure
 
 ACCOUNT = "account"
 IP = "ip"
+REGISTRATION = "register"
 
 Key = tuple[str, str]
 
@@ -50,9 +55,10 @@ def _lock(session: Session, keys: list[Key]) -> None:
         session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
 
 
-def reserve(session: Session, keys: list[Key], now: datetime | None = None) -> list[int]:
-    """Refuse with 429 when a counter is full; else write one pending failure per counter
-    and return their row ids (to release on success)."""
+def reserve(session: Session, keys: list[Key], now: datetime | None = None, *,
+            what: str = "failed sign-in attempts") -> list[int]:
+    """Refuse with 429 (its detail naming ``what`` failed) when a counter is full; else write
+    one pending failure per counter and return their row ids (to release on success)."""
     now = now or utcnow()
     _lock(session, keys)
     session.execute(delete(LoginFailure).where(LoginFailure.failed_at <= now - FAILURE_WINDOW))
@@ -67,7 +73,7 @@ def reserve(session: Session, keys: list[Key], now: datetime | None = None) -> l
     if waits:
         seconds = max(waits)
         raise Problem(429, "too-many-attempts",
-                      f"too many failed sign-in attempts; try again in {seconds} seconds",
+                      f"too many {what}; try again in {seconds} seconds",
                       headers={"Retry-After": str(seconds)}, retry_after=seconds,
                       limit=MAX_FAILURES, window_seconds=int(FAILURE_WINDOW.total_seconds()))
     rows = [LoginFailure(scope=scope, key=key, failed_at=now) for scope, key in keys]
