@@ -6,7 +6,7 @@ import os
 
 from flask import Flask
 
-from servicekit import migrations
+from servicekit import migrations, workdays
 from servicekit.clients import InternalClient
 from servicekit.config import Settings
 from servicekit.db import Database
@@ -29,6 +29,8 @@ def local_verifier() -> TokenVerifier:
 def make_runtime(definition: ServiceDefinition, settings: Settings,
                  verifier: TokenVerifier | None,
                  apps: dict[str, Flask] | None = None, migrate: bool = True) -> Runtime:
+    if settings.workday_calendar is not None:  # the process's calendar, read at its start
+        workdays.use(settings.workday_calendar)
     if migrate:
         migrations.upgrade(definition.migrations, settings.database_url)
     db = Database(settings.database_url)

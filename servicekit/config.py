@@ -10,15 +10,21 @@ manifest and one laptop run all configure a service the same way:
 * ``ECOURT_SERVICE_SECRET``     shared secret for service-to-service internal calls
   (or ``ECOURT_SERVICE_SECRET_FILE``, a mounted secret file)
 * ``ECOURT_MAX_ATTEMPTS``       handler attempts before an event goes to the dead-letter queue
+* ``ECOURT_WORKDAY_CALENDAR_FILE``  a JSON file of the State Council's holiday arrangements
+  for years the ``chinese-calendar`` package does not know (or gets wrong); see
+  ``servicekit/workdays.py``
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 from servicekit.retention import Retention
 
@@ -73,15 +79,98 @@ def env_retention(name: str, default: float, floor: float) -> float:
     return value
 
 
+def read_file(name: str, path: str) -> str:
+    """The text of the file the setting ``name`` points at; one that cannot be read (missing,
+    not UTF-8) is a ConfigError naming the setting."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{name}={path} cannot be read: {exc}") from None
+
+
 def secret(name: str, default: str) -> str:
     """A secret from ``NAME_FILE`` (a mounted file) or ``NAME``, else the dev default."""
     path = env(f"{name}_FILE")
     if path:
-        try:
-            return Path(path).read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{name}_FILE={path} cannot be read: {exc}") from None
+        return read_file(f"{name}_FILE", path).strip()
     return env(name, default).strip() or default
+
+
+WORKDAY_CALENDAR_FILE = "ECOURT_WORKDAY_CALENDAR_FILE"
+_YEAR = re.compile(r"^\d{4}$")
+
+
+class CalendarYear(NamedTuple):
+    """One year of the State Council's holiday arrangement: the days off (weekend days among
+    them or not) and the weekend days worked instead (调休, make-up working days)."""
+
+    holidays: frozenset[date]
+    workdays: frozenset[date]
+
+
+def workday_calendar(name: str = WORKDAY_CALENDAR_FILE) -> dict[int, CalendarYear] | None:
+    """The court administrator's years from the JSON file ``name`` points at, None when it is
+    not set. Read and checked whole at a process's start, so a mistake stops the process with
+    a ConfigError naming the setting instead of moving deadlines quietly."""
+    path = env(name).strip()
+    if not path:
+        return None
+    text = read_file(name, path)
+    try:
+        return calendar_years(json.loads(text))
+    except ValueError as exc:  # json.JSONDecodeError is one
+        raise ConfigError(f"{name}={path}: {exc}") from None
+
+
+def calendar_years(data: object) -> dict[int, CalendarYear]:
+    """``{"2027": {"holidays": ["2027-01-01", ...], "workdays": ["2027-02-06", ...]}}`` as
+    CalendarYears; ValueError says what is wrong. Each date lies in the year it is listed
+    under, no date is both off and worked, a make-up working day is a Saturday or a Sunday
+    (a weekday is worked anyway: listing one is a slip), and a year has a day off (a year
+    listed with none would count as covered while knowing nothing)."""
+    if not isinstance(data, dict):
+        raise ValueError("must be a JSON object of years, e.g. {\"2027\": {\"holidays\": "
+                         "[...], \"workdays\": [...]}}")
+    return {_year(key): _calendar_year(_year(key), value) for key, value in data.items()}
+
+
+def _year(key: str) -> int:
+    if not _YEAR.match(key):
+        raise ValueError(f"{key!r} is not a year (four digits, e.g. \"2027\")")
+    return int(key)
+
+
+def _calendar_year(year: int, value: object) -> CalendarYear:
+    if not isinstance(value, dict) or set(value) != {"holidays", "workdays"}:
+        raise ValueError(f"{year} must be an object with exactly \"holidays\" and "
+                         "\"workdays\", lists of dates")
+    holidays = _dates(year, "holidays", value["holidays"])
+    workdays = _dates(year, "workdays", value["workdays"])
+    if not holidays:
+        raise ValueError(f"{year} lists no holidays")
+    if both := sorted(holidays & workdays):
+        raise ValueError(f"{year}: {both[0]} is listed both as a holiday and as a workday")
+    if weekdays := sorted(day for day in workdays if day.weekday() < 5):
+        raise ValueError(f"{year}: workday {weekdays[0]} is a weekday; the workdays are the "
+                         "Saturdays and Sundays worked instead of a holiday")
+    return CalendarYear(holidays, workdays)
+
+
+def _dates(year: int, key: str, values: object) -> frozenset[date]:
+    if not isinstance(values, list):
+        raise ValueError(f"{year}.{key} must be a list of dates (\"YYYY-MM-DD\")")
+    days = set()
+    for value in values:
+        try:
+            day = date.fromisoformat(value) if isinstance(value, str) else None
+        except ValueError:
+            day = None
+        if day is None or len(value) != 10:
+            raise ValueError(f"{year}.{key}: {value!r} is not a date (\"YYYY-MM-DD\")")
+        if day.year != year:
+            raise ValueError(f"{year}.{key}: {value} is not in {year}")
+        days.add(day)
+    return frozenset(days)
 
 
 def data_dir() -> Path:
@@ -116,6 +205,9 @@ class Settings:
     inbox_retention_days: float = 30.0
     #: hours an Idempotency-Key and its stored answer are kept (0: forever)
     idempotency_key_hours: float = 24.0
+    #: the administrator's holiday years (``ECOURT_WORKDAY_CALENDAR_FILE``); None: no file,
+    #: the ``chinese-calendar`` package's years alone (servicekit.workdays)
+    workday_calendar: dict[int, CalendarYear] | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -147,6 +239,7 @@ class Settings:
             # client's retries: an hour at the least
             "idempotency_key_hours": env_retention("ECOURT_IDEMPOTENCY_KEY_HOURS", 24,
                                                    floor=1),
+            "workday_calendar": workday_calendar(),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]

@@ -46,9 +46,15 @@ EVENTS_CONSUMED = Counter("events_consumed_total",
                           ["service", "type", "outcome"])
 WORKDAY_CALENDAR_UNCOVERED = Counter(
     "workday_calendar_uncovered_days_total",
-    "Days looked up in a year with no public-holiday data (servicekit.workdays.COVERED_YEARS): "
-    "counted Monday to Friday, so deadlines across that year's holidays come out early",
-    ["year"])
+    "Days looked up in a year with no public-holiday data (neither the chinese-calendar "
+    "package nor ECOURT_WORKDAY_CALENDAR_FILE has it): counted Monday to Friday, so deadlines "
+    "across that year's holidays come out early", ["year"])
+#: set by a process given ECOURT_WORKDAY_CALENDAR_FILE (servicekit.workdays.use); the lowest
+#: of the live workers, so one left on an older calendar shows
+WORKDAY_CALENDAR_LAST_YEAR = Gauge(
+    "workday_calendar_last_year",
+    "The last year of the working-day calendar's unbroken run of years with holiday data "
+    "(chinese-calendar and ECOURT_WORKDAY_CALENDAR_FILE)", multiprocess_mode="livemin")
 
 #: the gateway's front end (``gateway.edge``), set by each worker's sweeper once a second and
 #: summed over the live workers: how close they are to ``worker_connections`` and to

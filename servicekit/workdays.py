@@ -1,70 +1,111 @@
 """Working days of mainland China: weekends and public holidays off, make-up days on.
 
-Service-level deadlines count working days. The holiday data is the State Council's annual
-notice (国务院办公厅关于某年部分节假日安排的通知), kept as data (``HOLIDAYS``,
-``MAKEUP_WORKDAYS`` — the 调休 weekend days worked — and ``COVERED_YEARS``); add each year when
-it is published, usually in November.
+Service-level deadlines count working days. The days off and the weekend days worked instead
+(调休) are the State Council's annual notice (国务院办公厅关于某年部分节假日安排的通知), published
+each November for the next year. They are data, never code:
 
-A day in a year not in ``COVERED_YEARS`` is counted plain Monday–Friday: its public holidays
-are working days and its make-up days are off, so a deadline across them comes out early. That
-is still an answer (a request never fails over it), but never a silent one: the first such day
-of each year logs a WARNING naming the year, once per process, and every such day counts in
-``workday_calendar_uncovered_days_total{year}`` (alert on it being above 0). Times are
-converted to Asia/Shanghai before counting, since a court's day is Beijing time.
+* the ``chinese-calendar`` package (pinned in constraints.txt) knows every year from 2004 to
+  the year before its release (1.11.0: 2026);
+* the court's administrator adds a year the package does not know yet, or corrects one, in
+  the JSON file ``ECOURT_WORKDAY_CALENDAR_FILE`` names (``servicekit.config.calendar_years``
+  checks it)::
+
+      {"2027": {"holidays": ["2027-01-01", ...], "workdays": ["2027-02-06", ...]}}
+
+  A year in the file replaces the package's for that year, whole. The file is read when a
+  process starts (``ecourt.runtime.make_runtime``: ``ecourt run``, ``serve``, ``relay``,
+  ``consume``, ``scheduler``); when the notice is out the administrator edits it (in
+  Kubernetes the ``workday-calendar`` ConfigMap, in docker-compose
+  ``deploy/workday-calendar.json``) and restarts the processes — no release.
+
+A day in a year neither knows is counted plain Monday–Friday: its public holidays are working
+days and its make-up days are off, so a deadline across them comes out early. That is still an
+answer (a request never fails over it), but never a silent one: the first such day of each
+year logs a WARNING naming the year, once per process, and every such day counts in
+``workday_calendar_uncovered_days_total{year}``. A process given the file also sets
+``workday_calendar_last_year`` (the last year of the unbroken run of covered years), so the
+alert (deploy/prometheus/alerts.yml) comes in November, before any deadline reaches the year.
+Times are converted to Asia/Shanghai before counting, since a court's day is Beijing time.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from servicekit.metrics import WORKDAY_CALENDAR_UNCOVERED
+import chinese_calendar
+
+from servicekit.config import CalendarYear
+from servicekit.metrics import WORKDAY_CALENDAR_LAST_YEAR, WORKDAY_CALENDAR_UNCOVERED
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 log = logging.getLogger(__name__)
 
 
-def _span(start: str, days: int) -> set[date]:
-    first = date.fromisoformat(start)
-    return {first + timedelta(days=i) for i in range(days)}
+@dataclass(frozen=True)
+class Calendar:
+    """The days off and the days worked of every covered year, as one process counts them."""
+
+    holidays: frozenset[date]
+    workdays: frozenset[date]
+    years: frozenset[int]
+
+    @property
+    def last_year(self) -> int:
+        """The last year up to which every year is covered (a year added past a gap does not
+        count: the gap would be counted Monday to Friday first)."""
+        year = min(self.years)
+        while year + 1 in self.years:
+            year += 1
+        return year
 
 
-HOLIDAYS: set[date] = set().union(
-    # 2022
-    _span("2022-01-01", 3), _span("2022-01-31", 7), _span("2022-04-03", 3),
-    _span("2022-04-30", 5), _span("2022-06-03", 3), _span("2022-09-10", 3),
-    _span("2022-10-01", 7),
-    # 2023 (New Year's Day holiday from 2022-12-31)
-    _span("2022-12-31", 3), _span("2023-01-21", 7), _span("2023-04-05", 1),
-    _span("2023-04-29", 5), _span("2023-06-22", 3), _span("2023-09-29", 8),
-    # 2024
-    _span("2024-01-01", 1), _span("2024-02-10", 8), _span("2024-04-04", 3),
-    _span("2024-05-01", 5), _span("2024-06-10", 1), _span("2024-09-15", 3),
-    _span("2024-10-01", 7),
-    # 2025
-    _span("2025-01-01", 1), _span("2025-01-28", 8), _span("2025-04-04", 3),
-    _span("2025-05-01", 5), _span("2025-05-31", 3), _span("2025-10-01", 8),
-    # 2026
-    _span("2026-01-01", 3), _span("2026-02-15", 9), _span("2026-04-04", 3),
-    _span("2026-05-01", 5), _span("2026-06-19", 3), _span("2026-09-25", 3),
-    _span("2026-10-01", 7),
-)
-MAKEUP_WORKDAYS: set[date] = {date.fromisoformat(d) for d in (
-    "2022-01-29", "2022-01-30", "2022-04-02", "2022-04-24", "2022-05-07", "2022-10-08",
-    "2022-10-09",
-    "2023-01-28", "2023-01-29", "2023-04-23", "2023-05-06", "2023-06-25", "2023-10-07",
-    "2023-10-08",
-    "2024-02-04", "2024-02-18", "2024-04-07", "2024-04-28", "2024-05-11", "2024-09-14",
-    "2024-09-29", "2024-10-12",
-    "2025-01-26", "2025-02-08", "2025-04-27", "2025-09-28", "2025-10-11",
-    "2026-01-04", "2026-02-14", "2026-02-28", "2026-05-09", "2026-09-20", "2026-10-10",
-)}
+def library_years() -> dict[int, CalendarYear]:
+    """The ``chinese-calendar`` package's years, each date under its own year."""
+    holidays: dict[int, set[date]] = {}
+    workdays: dict[int, set[date]] = {}
+    for days, source in ((holidays, chinese_calendar.holidays),
+                         (workdays, chinese_calendar.workdays)):
+        for day in source:
+            days.setdefault(day.year, set()).add(day)
+    return {year: CalendarYear(frozenset(days), frozenset(workdays.get(year, ())))
+            for year, days in holidays.items()}
 
 
-#: the years whose notice is in the lists above; any other year counts Monday–Friday
-COVERED_YEARS = frozenset({2022, 2023, 2024, 2025, 2026})
+def build(overrides: Mapping[int, CalendarYear]) -> Calendar:
+    """The package's years with ``overrides`` (the administrator's) in place of or beside
+    them."""
+    years = {**library_years(), **overrides}
+    return Calendar(holidays=frozenset().union(*(y.holidays for y in years.values())),
+                    workdays=frozenset().union(*(y.workdays for y in years.values())),
+                    years=frozenset(years))
+
+
+_calendar = build({})
+
+
+def use(overrides: Mapping[int, CalendarYear]) -> Calendar:
+    """Count with the package's years and ``overrides`` from now on, in the whole process (a
+    process's services share it); at start, from the file (``make_runtime``)."""
+    global _calendar
+    calendar = build(overrides)
+    if calendar != _calendar:
+        log.info("working-day calendar: %s-%s, of which %s from the administrator's file",
+                 min(calendar.years), calendar.last_year,
+                 ", ".join(map(str, sorted(overrides))) or "none")
+    _calendar = calendar
+    WORKDAY_CALENDAR_LAST_YEAR.set(calendar.last_year)
+    return calendar
+
+
+def covered_years() -> frozenset[int]:
+    """The years with holiday data; any other year counts Monday–Friday."""
+    return _calendar.years
+
 
 _warned_years: set[int] = set()
 _warned_lock = threading.Lock()
@@ -80,15 +121,17 @@ def _note_uncovered(year: int) -> None:
         _warned_years.add(year)
     log.warning("no public-holiday data for %s: its days are counted Monday to Friday, so "
                 "deadlines across its holidays come out early; add the State Council's %s "
-                "notice to servicekit/workdays.py", year, year)
+                "notice to the file ECOURT_WORKDAY_CALENDAR_FILE names and restart (README, "
+                "Working days)", year, year)
 
 
 def is_workday(day: date) -> bool:
-    if day.year not in COVERED_YEARS:
+    calendar = _calendar
+    if day.year not in calendar.years:
         _note_uncovered(day.year)
-    if day in MAKEUP_WORKDAYS:
+    if day in calendar.workdays:
         return True
-    return day.weekday() < 5 and day not in HOLIDAYS
+    return day.weekday() < 5 and day not in calendar.holidays
 
 
 def add_workdays(start: datetime, days: int) -> datetime:

@@ -59,6 +59,7 @@ def test_a_secret_given_directly_loses_its_trailing_newline(monkeypatch: pytest.
 @pytest.mark.parametrize(("argv", "name", "value"), [
     (["migrate", "identity"], "ECOURT_MAX_ATTEMPTS", "five"),
     (["migrate", "identity"], "ECOURT_SERVICE_SECRET_FILE", "/nonexistent/secret"),
+    (["migrate", "matters"], "ECOURT_WORKDAY_CALENDAR_FILE", "/nonexistent/calendar.json"),
     (["run"], "ECOURT_PORT", "eighty"),
 ])
 def test_the_cli_says_which_setting_is_wrong_and_exits_2(tmp_path: Path, argv: list[str],
