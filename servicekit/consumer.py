@@ -47,7 +47,7 @@ import socket
 import threading
 import time
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_all
 from datetime import UTC, datetime
@@ -148,25 +148,34 @@ def _shut(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RDWR)
 
 
-def close_within(conn: Connection, seconds: float) -> None:
-    """Close ``conn`` politely, but for at most about ``seconds``: past them its socket is shut
-    down, which ends the wait for the broker's Close-OK however py-amqp waits for it (one
-    bound for the whole close, however many steps it takes), and the connection is dropped."""
-    sock = _socket_of(conn)
+@contextlib.contextmanager
+def shut_after(sock: socket.socket | None, seconds: float) -> Iterator[None]:
+    """Shut ``sock`` down should the block last longer than ``seconds``, which ends whatever
+    read, write or poll on it the block waits in (one bound, however many steps the block
+    takes); no socket, no bound. Used by every close of a broker connection that may be dead."""
     timer = threading.Timer(seconds, _shut, (sock,)) if sock is not None else None
     if timer is not None:
         timer.daemon = True
         timer.start()
     try:
-        conn.release()
-    except Exception as exc:  # the line is gone: drop it, as after any error
-        log.warning("consumer: closing the broker connection failed (%s); dropped",
-                    exc.__class__.__name__)
-        with contextlib.suppress(Exception):
-            conn.collect()
+        yield
     finally:
         if timer is not None:
             timer.cancel()
+
+
+def close_within(conn: Connection, seconds: float) -> None:
+    """Close ``conn`` politely, but for at most about ``seconds``: past them its socket is shut
+    down, which ends the wait for the broker's Close-OK however py-amqp waits for it, and the
+    connection is dropped."""
+    with shut_after(_socket_of(conn), seconds):
+        try:
+            conn.release()
+        except Exception as exc:  # the line is gone: drop it, as after any error
+            log.warning("consumer: closing the broker connection failed (%s); dropped",
+                        exc.__class__.__name__)
+            with contextlib.suppress(Exception):
+                conn.collect()
 
 
 def attempt_of(headers: Mapping[str, Any]) -> int:

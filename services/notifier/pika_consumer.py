@@ -16,17 +16,26 @@ where a verification code has expired long before anyone replays it.
   ``transient``): up to ``PROVIDER_PATIENCE`` seconds per message, then the message is given
   back (counted), so a gateway down for hours still ends in the dead-letter queue, not in a
   loop. A gateway that refuses the message itself (another 4xx) is given back at once.
+
+A line that goes silent (a proxy that stops forwarding and keeps the connection open) is
+noticed by pika's heartbeat check, while consuming and during those waits in place alike; the
+connection is then given up and made again. A stop closes politely for at most
+``servicekit.consumer.CLOSE_WITHIN`` seconds, then drops the line: on a dead one pika would
+wait for its heartbeat check, over a minute with the 30 s heartbeat, past the grace period
+before the kill.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 
 import pika
 from sqlalchemy import insert, select
 
 from servicekit import context, metrics
+from servicekit.consumer import CLOSE_WITHIN, shut_after
 from servicekit.db import Database, database_unreachable, statement_failed, utcnow
 from servicekit.envelope import CloudEvent, MalformedEvent
 from servicekit.tables import inbox
@@ -41,13 +50,37 @@ PROVIDER_PATIENCE = 120.0
 RETRY_BACKOFF = (0.25, 5.0)
 
 
+def _socket_of(connection: pika.BlockingConnection) -> socket.socket | None:
+    """pika's socket, which it gives no public way to (the connection's SelectConnection, its
+    transport); None once closed (or should a pika release move it: the stop test says so)."""
+    transport = getattr(getattr(connection, "_impl", None), "_transport", None)
+    return getattr(transport, "_sock", None)
+
+
+def _close_within(connection: pika.BlockingConnection, seconds: float) -> None:
+    """Close ``connection`` politely (the consumer cancelled, the prefetched messages given
+    back, Close/Close-OK), but for at most about ``seconds``: on a dead line pika waits for the
+    broker's answers until its heartbeat check gives the line up (35 to 70 s with a 30 s
+    heartbeat), past the deployments' grace periods. Its socket is then shut down and the
+    connection dropped; the broker gives back what was not acked."""
+    if not connection.is_open:  # given up already (heartbeats, a broker's close)
+        return
+    with shut_after(_socket_of(connection), seconds):
+        try:
+            connection.close()
+        except pika.exceptions.AMQPError as exc:
+            log.warning("notifier: closing the broker connection failed (%s); dropped",
+                        exc.__class__.__name__)
+
+
 class PikaSmsConsumer:
     def __init__(self, db: Database, provider: SmsProvider, *, broker_url: str, queue: str,
-                 secret: str, max_attempts: int = 5, prefetch: int = 50) -> None:
+                 secret: str, max_attempts: int = 5, prefetch: int = 50,
+                 heartbeat: int = 30) -> None:
         self.db = db
         self.provider = provider
         self.params = pika.URLParameters(broker_url.replace("pyamqp://", "amqp://"))
-        self.params.heartbeat = 30
+        self.params.heartbeat = heartbeat
         self.queue = queue
         self.secret = secret
         self.max_attempts = max_attempts
@@ -80,10 +113,8 @@ class PikaSmsConsumer:
                 if method is None:
                     continue
                 self._on_message(channel, method, props, body)
-            channel.cancel()
         finally:
-            if connection.is_open:
-                connection.close()
+            _close_within(connection, CLOSE_WITHIN)
 
     def _on_message(self, channel, method, props, body: bytes) -> None:  # type: ignore[no-untyped-def]
         try:

@@ -211,6 +211,38 @@ class MutingProxy(TcpProxy):
         return [client] if self.replies_muted.is_set() else [client, upstream]
 
 
+class FreezingProxy(TcpProxy):
+    """A TcpProxy whose ``freeze()`` silences the connections open now: they stay open, and
+    nothing is forwarded on them either way ever again; connections made later pass."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self._frozen: set[socket.socket] = set()
+        super().__init__(target_host, target_port)
+
+    def freeze(self) -> None:
+        with self._lock:
+            self._frozen.update(client for client, _ in self._pairs)
+
+    def connections(self) -> int:
+        """Connections accepted so far."""
+        with self._lock:
+            return len(self._pairs)
+
+    def _holding(self, client: socket.socket) -> bool:
+        return super()._holding(client) or client in self._frozen
+
+
+def stopped_on_a_silent_line(proxy: FreezingProxy, workers: Workers, grace: float = 15.0) -> float:
+    """Freeze the lines open through ``proxy``, then stop ``workers``, as TERM does: the seconds
+    the stop took, which must end within ``grace`` (the kill, else) without connecting again."""
+    proxy.freeze()
+    stopping = time.monotonic()
+    assert workers.stop(timeout=grace) == [], "the stop outlasted the grace period"
+    stopped_in = time.monotonic() - stopping
+    assert proxy.connections() == 1  # it stopped, rather than connect again
+    return stopped_in
+
+
 # -- background threads ---------------------------------------------------------------------
 class Workers:
     """Threads that run ``target(stop)``; ``stop()`` ends them and reports any that hang."""

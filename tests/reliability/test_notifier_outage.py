@@ -3,7 +3,12 @@ moment, as in a PostgreSQL restart: the SMS requests in flight wait and are sent
 back, each once, and none ends in the dead-letter queue (requeued at once, each used up its
 attempts in milliseconds). A gateway that refuses a message gives it back at once; a code
 past its expiry is not sent at all. Real broker, real PostgreSQL (behind a TCP proxy that
-cuts, for the database's outage)."""
+cuts, for the database's outage).
+
+R6 for the notifier: its AMQP line goes silent (a proxy that stops forwarding and keeps the
+connection open). pika's heartbeats notice it while the notifier consumes and while an SMS waits
+for the gateway in place (``connection.sleep``); it connects again, each SMS is sent once. A
+stop on such a line ends well within the deployments' grace periods."""
 
 from __future__ import annotations
 
@@ -26,11 +31,13 @@ from services.notifier.models import SmsMessage
 from services.notifier.pika_consumer import PikaSmsConsumer
 from services.notifier.providers import SmsSendError
 from tests.reliability.helpers import (
+    FreezingProxy,
     Workers,
     databases,
     declare_subscriptions,
     publish_events,
     queue_depth,
+    stopped_on_a_silent_line,
 )
 
 pytestmark = pytest.mark.real
@@ -129,12 +136,17 @@ def _statuses(db: Database) -> dict[str, str]:
         return dict(s.execute(select(SmsMessage.event_id, SmsMessage.status)).all())
 
 
-def _run_notifier(notifier_url, vhost, exchange, workers, provider, events):  # type: ignore[no-untyped-def]
+def _run_notifier(notifier_url, vhost, exchange, workers, provider, events,  # type: ignore[no-untyped-def]
+                  proxy: FreezingProxy | None = None, heartbeat: int = 30):
+    """A notifier started (behind ``proxy`` if given) and ``events`` published to it straight
+    (not through the proxy): (its database, its subscription)."""
     sub = registry.subscription("notifier", unique("n") + ".")
     declare_subscriptions(vhost, exchange, sub)
     db = Database(notifier_url)
-    consumer = PikaSmsConsumer(db, provider, broker_url=vhost, queue=sub.queue, secret=SECRET,
-                               max_attempts=3)
+    url = vhost if proxy is None else \
+        f"amqp://guest:guest@127.0.0.1:{proxy.port}/{vhost.rsplit('/', 1)[1]}"
+    consumer = PikaSmsConsumer(db, provider, broker_url=url, queue=sub.queue, secret=SECRET,
+                               max_attempts=3, heartbeat=heartbeat)
     workers.start("notifier", consumer.run)
     wait_for(consumer.ready.is_set, message="the notifier")
     publisher = PikaPublisher(vhost, exchange)
@@ -192,3 +204,94 @@ def test_a_code_past_its_expiry_is_recorded_and_not_sent(
     finally:
         assert workers.stop() == []
         db.dispose()
+
+
+# -- R6: a silent AMQP line ------------------------------------------------------------------
+#: the tests' heartbeat (seconds); pika checks for the broker's every heartbeat + 5 seconds and
+#: gives the line up at the first check that finds nothing received since the one before (the
+#: second after the freeze, at worst)
+HEARTBEAT = 1
+NOTICED_WITHIN = 3 * (HEARTBEAT + 5)
+
+
+def test_a_stop_on_a_silent_line_ends_well_within_the_grace_period(
+        notifier_url: str, vhost, exchange, workers: Workers) -> None:  # type: ignore[no-untyped-def]
+    """``ecourt consume notifier`` stops on TERM by setting its stop event. With the default
+    heartbeat (30 s) pika's polite close on a dead line waited for answers that never came
+    until its heartbeat check gave the line up (70 s here), past compose's 30 s and
+    Kubernetes' 60 s before the kill; it now gives up after ``CLOSE_WITHIN`` seconds."""
+    provider = Recorder()
+    events = [_request(n) for n in range(5)]
+    proxy = FreezingProxy("127.0.0.1", 5672)
+    db = None
+    try:
+        db, sub = _run_notifier(notifier_url, vhost, exchange, workers, provider, events, proxy)
+        wait_for(lambda: _recorded(db) == 5, timeout=30, message="every SMS sent")
+        stopped_in = stopped_on_a_silent_line(proxy, workers)
+    finally:
+        proxy.close()
+        if db is not None:
+            db.dispose()
+    assert sorted(provider.sent) == sorted(e.id for e in events)  # once each
+    print(f"stopped in {stopped_in:.1f}s on a silent line")
+
+
+def test_a_line_that_goes_silent_under_the_notifier_is_given_up_and_it_connects_again(
+        notifier_url: str, vhost, exchange, workers: Workers) -> None:  # type: ignore[no-untyped-def]
+    provider = Recorder()
+    first = [_request(n) for n in range(5)]
+    proxy = FreezingProxy("127.0.0.1", 5672)
+    try:
+        db, sub = _run_notifier(notifier_url, vhost, exchange, workers, provider, first, proxy,
+                                heartbeat=HEARTBEAT)
+        wait_for(lambda: _recorded(db) == 5, timeout=30, message="the first SMS sent")
+        proxy.freeze()
+        frozen_at = time.monotonic()
+        rest = [_request(n) for n in range(5, 10)]
+        publisher = PikaPublisher(vhost, exchange)
+        try:
+            publish_events(publisher, "topic", "delivery.sms.requested", rest)
+        finally:
+            publisher.close()
+        wait_for(lambda: proxy.connections() >= 2, timeout=NOTICED_WITHIN,
+                 message="the notifier to give the silent line up and connect again")
+        reconnected_in = time.monotonic() - frozen_at
+        wait_for(lambda: len(provider.sent) >= 10, timeout=30,
+                 message="every SMS on the new connection")
+        assert sorted(provider.sent) == sorted(e.id for e in first + rest)  # once each
+        assert queue_depth(vhost, sub.dlq) == 0
+        assert workers.stop() == []
+        db.dispose()
+    finally:
+        proxy.close()
+    print(f"connected again {reconnected_in:.1f}s after the freeze")
+
+
+def test_a_line_that_goes_silent_while_an_sms_waits_for_the_gateway_is_given_up(
+        notifier_url: str, vhost, exchange, workers: Workers, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The wait in place for the gateway (up to ``PROVIDER_PATIENCE``, two minutes) keeps
+    pika's heartbeats going, so a line that dies meanwhile is noticed there too, not only two
+    minutes later; the SMS is sent once, on the new connection, once the gateway is back."""
+    monkeypatch.setattr(pika_consumer, "RETRY_BACKOFF", (0.05, 0.2))
+    provider = FlakyGateway(up_at=float("inf"))
+    event = _request(1)
+    proxy = FreezingProxy("127.0.0.1", 5672)
+    try:
+        db, sub = _run_notifier(notifier_url, vhost, exchange, workers, provider, [event], proxy,
+                                heartbeat=HEARTBEAT)
+        wait_for(lambda: provider.calls >= 2, timeout=30, message="the SMS waiting for the gateway")
+        proxy.freeze()
+        frozen_at = time.monotonic()
+        wait_for(lambda: proxy.connections() >= 2, timeout=NOTICED_WITHIN,
+                 message="the notifier to give the silent line up and connect again")
+        reconnected_in = time.monotonic() - frozen_at
+        provider.up_at = 0.0
+        wait_for(lambda: provider.sent == [event.id], timeout=30,
+                 message="the SMS sent on the new connection")
+        assert queue_depth(vhost, sub.dlq) == 0
+        assert workers.stop() == []
+        assert provider.sent == [event.id]
+        db.dispose()
+    finally:
+        proxy.close()
+    print(f"connected again {reconnected_in:.1f}s after the freeze")
