@@ -1106,3 +1106,67 @@ def test_relays_and_consumers_are_given_the_time_to_stop_in_order(
     assert len(checked) == 2 * (2 * len(SERVICES) + 1), "every relay and consumer, both files"
     short = [(where, grace, needed) for where, grace, needed in checked if grace < needed]
     assert short == [], "grace period (s) shorter than an orderly stop (s)"
+
+
+# ------------------------------------------------------------------------------------------------
+# The working-day calendar (servicekit/workdays.py): the administrator's file reaches the
+# processes that count deadlines
+# ------------------------------------------------------------------------------------------------
+
+#: the services whose code counts working days (checked against the code below) and their
+#: processes that do: not the relays (they publish) nor the migrations
+CALENDAR_SERVICES = ("identity", "matters")
+CALENDAR_PROCESSES = {"identity-api", "identity-consumer", "matters-api", "matters-consumer",
+                      "matters-scheduler"}
+CALENDAR_JSON = DEPLOY / "workday-calendar.json"
+
+
+def test_the_services_that_count_working_days_are_the_calendar_s() -> None:
+    users = {path.relative_to(ROOT / "services").parts[0]
+             for path in (ROOT / "services").rglob("*.py")
+             if "tests" not in path.parts
+             and "servicekit.workdays import" in path.read_text(encoding="utf-8")}
+    assert users == set(CALENDAR_SERVICES)
+    assert {name.rsplit("-", 1)[0] for name in CALENDAR_PROCESSES} == users
+
+
+def test_the_shipped_calendars_are_empty_and_valid(
+        k8s_docs: list[tuple[str, dict[str, Any]]]) -> None:
+    """As shipped, the package's years alone; no year is invented in the repository."""
+    from servicekit.config import calendar_years
+
+    configmap = _by_kind(k8s_docs, "ConfigMap")["workday-calendar"]
+    for text in (CALENDAR_JSON.read_text(encoding="utf-8"),
+                 configmap["data"]["workday-calendar.json"]):
+        assert calendar_years(json.loads(text)) == {}
+
+
+def test_compose_gives_the_calendar_to_the_processes_that_count_deadlines(
+        services: dict[str, dict[str, Any]]) -> None:
+    given = set()
+    for name, svc in ecourt_services(services).items():
+        path = svc.get("environment", {}).get("ECOURT_WORKDAY_CALENDAR_FILE")
+        if path is None:
+            continue
+        given.add(name)
+        assert f"./{CALENDAR_JSON.relative_to(ROOT)}:{path}:ro" in svc.get("volumes", []), name
+    assert given == CALENDAR_PROCESSES
+
+
+def test_k8s_gives_the_calendar_to_the_processes_that_count_deadlines(
+        k8s_docs: list[tuple[str, dict[str, Any]]]) -> None:
+    given = set()
+    for name, deployment in _by_kind(k8s_docs, "Deployment").items():
+        pod = deployment["spec"]["template"]["spec"]
+        for container in _containers(deployment, init=True):
+            path = next((var["value"] for var in container.get("env", [])
+                         if var["name"] == "ECOURT_WORKDAY_CALENDAR_FILE"), None)
+            if path is None:
+                continue
+            given.add(name)
+            volumes = {v["name"]: v for v in pod["volumes"]}
+            mounts = [m for m in container["volumeMounts"]
+                      if "configMap" in volumes[m["name"]]
+                      and volumes[m["name"]]["configMap"]["name"] == "workday-calendar"]
+            assert [f"{m['mountPath']}/workday-calendar.json" for m in mounts] == [path], name
+    assert given == CALENDAR_PROCESSES
