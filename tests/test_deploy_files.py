@@ -17,6 +17,7 @@ import json
 import re
 import shlex
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -675,6 +676,112 @@ def test_alert_rules_parse_name_exported_metrics_and_are_loaded(
         services["prometheus"]["volumes"]
 
 
+Series = dict[str, list[tuple[dict[str, str], float]]]
+
+
+def evaluate(node: Any, series: Series, at: datetime) -> Any:
+    """The value of an alert's expression at ``at`` (UTC), over ``series``: a small evaluator
+    of the PromQL the working-day alerts use (selectors, numbers, year(), month(), scalar(),
+    sum by, comparisons and and/or with their label matching, as Prometheus does them), so
+    an expression that parses but can never fire (a labelled vector compared with year()'s
+    unlabelled one matches nothing) fails here. A vector is a list of (labels, value)."""
+    import promql_parser as pp
+
+    if isinstance(node, pp.VectorSelector):
+        return [({**labels, "__name__": node.name}, value)
+                for labels, value in series.get(node.name, [])]
+    if isinstance(node, pp.NumberLiteral):
+        return node.val
+    if isinstance(node, pp.ParenExpr):
+        return evaluate(node.expr, series, at)
+    if isinstance(node, pp.Call):
+        return _call(node.func.name, [evaluate(arg, series, at) for arg in node.args], at)
+    if isinstance(node, pp.AggregateExpr) and str(node.op) == "sum":
+        sums: dict[tuple[tuple[str, str], ...], float] = {}
+        for labels, value in evaluate(node.expr, series, at):
+            key = tuple((name, labels.get(name, "")) for name in node.modifier.labels)
+            sums[key] = sums.get(key, 0.0) + value
+        return [(dict(key), value) for key, value in sums.items()]
+    if isinstance(node, pp.BinaryExpr):
+        return _binary(str(node.op), evaluate(node.lhs, series, at),
+                       evaluate(node.rhs, series, at), node.modifier)
+    raise NotImplementedError(type(node).__name__)
+
+
+def _call(name: str, args: list[Any], at: datetime) -> Any:
+    if name in ("year", "month") and not args:
+        return [({}, float(at.year if name == "year" else at.month))]
+    if name == "scalar":
+        return args[0][0][1] if len(args[0]) == 1 else float("nan")
+    raise NotImplementedError(name)
+
+
+_COMPARE = {"<": float.__lt__, ">": float.__gt__, "<=": float.__le__, ">=": float.__ge__,
+            "==": float.__eq__, "!=": float.__ne__}
+
+
+def _binary(op: str, lhs: Any, rhs: Any, modifier: Any) -> Any:
+    matching = modifier.matching if modifier is not None else None
+
+    def key(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
+        if matching is not None and str(matching.type).endswith("Include"):
+            return tuple((name, labels.get(name, "")) for name in sorted(matching.labels))
+        return tuple(sorted((k, v) for k, v in labels.items() if k != "__name__"))
+
+    if op in ("and", "or"):
+        right = {key(labels) for labels, _ in rhs}
+        if op == "and":
+            return [(labels, value) for labels, value in lhs if key(labels) in right]
+        left = {key(labels) for labels, _ in lhs}
+        return lhs + [(labels, value) for labels, value in rhs if key(labels) not in left]
+    compare = _COMPARE[op]
+    if isinstance(rhs, float) and isinstance(lhs, list):
+        return [(labels, value) for labels, value in lhs if compare(float(value), rhs)]
+    if isinstance(lhs, float) and isinstance(rhs, list):
+        return [(labels, value) for labels, value in rhs if compare(lhs, float(value))]
+    right_values = {key(labels): value for labels, value in rhs}
+    return [(labels, value) for labels, value in lhs
+            if key(labels) in right_values and compare(float(value), right_values[key(labels)])]
+
+
+def _rule(name: str) -> dict[str, Any]:
+    return next(rule for group in yaml.safe_load(ALERTS.read_text(encoding="utf-8"))["groups"]
+                for rule in group["rules"] if rule["alert"] == name)
+
+
+@pytest.mark.parametrize(("at", "last_year", "fires"), [
+    ("2026-10-31T23:00", 2026, False),   # October: the notice is not out yet
+    ("2026-11-01T00:00", 2026, True),    # from November, while the calendar ends this year
+    ("2026-12-03T12:00", 2026, True),
+    ("2026-12-03T12:00", 2027, False),   # next year added
+    ("2027-01-05T12:00", 2026, True),    # already in a year with no data
+    ("2027-06-01T12:00", 2027, False),
+])
+def test_the_calendar_running_out_alert_fires_in_november(at: str, last_year: int,
+                                                           fires: bool) -> None:
+    import promql_parser
+
+    expr = promql_parser.parse(_rule("EcourtWorkdayCalendarRunningOut")["expr"])
+    labels = {"service": "matters", "process": "api", "instance": "matters-api:8000"}
+    series: Series = {"workday_calendar_last_year": [(labels, float(last_year))]}
+    result = evaluate(expr, series, datetime.fromisoformat(at))
+    assert bool(result) is fires, result
+    if fires:
+        assert [value for _, value in result] == [last_year]   # the summary's {{ $value }}
+
+
+def test_the_calendar_uncovered_alert_fires_on_any_day_counted_without_data() -> None:
+    import promql_parser
+
+    expr = promql_parser.parse(_rule("EcourtWorkdayCalendarUncovered")["expr"])
+    at = datetime(2026, 12, 3, 12)
+    assert evaluate(expr, {}, at) == []
+    series: Series = {"workday_calendar_uncovered_days_total": [
+        ({"year": "2027", "service": "matters", "process": "api"}, 9.0),
+        ({"year": "2027", "service": "identity", "process": "api"}, 0.0)]}
+    assert evaluate(expr, series, at) == [({"year": "2027"}, 9.0)]
+
+
 # ------------------------------------------------------------------------------------------------
 # Dockerfile
 # ------------------------------------------------------------------------------------------------
@@ -1075,8 +1182,8 @@ def orderly_stop_seconds(command: str) -> float:
     publish under way (connected within the publisher's connect timeout, confirmed within its
     confirm timeout) and the publisher's close (a second). The notifier (``consume notifier``,
     a pika consumer) is held to the consumer's bound: its message in hand (an SMS call and a
-    wait between tries, five seconds each at most) fits the batch's allowance; its close is
-    pika's own, not ``CLOSE_WITHIN``."""
+    wait between tries, five seconds each at most) fits the batch's allowance, and its close
+    is bounded by ``CLOSE_WITHIN`` too (``services.notifier.pika_consumer``)."""
     from servicekit.consumer import CLOSE_WITHIN
     from servicekit.publishers import PikaPublisher
 
