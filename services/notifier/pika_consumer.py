@@ -125,6 +125,10 @@ class PikaSmsConsumer:
             return
         try:
             outcome = self._handle_patiently(event)
+        except pika.exceptions.AMQPError:
+            # the line was lost while the message waited in place (``connection.sleep``): not
+            # a failed send, and nothing to reject it on; the broker gives it back
+            raise
         except Exception as exc:
             deliveries = int((props.headers or {}).get("x-delivery-count", 0)) + 1
             requeue = deliveries < self.max_attempts
