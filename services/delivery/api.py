@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from flask.views import MethodView
 from flask_smorest import Blueprint
+from flask_smorest.pagination import PaginationParameters
 
 from servicekit.access import current_claims, roles
+from servicekit.paging import paginated
 from servicekit.service import runtime
 from services.delivery import usecases
 from services.delivery.models import Notification
@@ -18,9 +20,14 @@ blp = Blueprint("delivery", __name__, description="The portal inbox")
 class Inbox(MethodView):
     @roles()
     @blp.response(200, InboxSchema)
-    def get(self) -> dict[str, object]:
-        """My notifications, newest first, and how many are unread."""
-        items, unread = usecases.inbox_of(runtime().db, current_claims()["sub"])
+    @paginated(blp)
+    def get(self, pagination_parameters: PaginationParameters) -> dict[str, object]:
+        """My notifications, newest first, and how many are unread.
+
+        A page at a time (``X-Pagination``); ``unread`` counts all of them.
+        """
+        items, unread = usecases.inbox_of(runtime().db, current_claims()["sub"],
+                                          pagination_parameters)
         return {"unread": unread, "items": items}
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import uuid
 
+from flask_smorest.pagination import PaginationParameters
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from servicekit import audit
 from servicekit.db import Database, utcnow
 from servicekit.outbox import emit
+from servicekit.paging import page_of
 from servicekit.problems import Problem
 from servicekit.sealed import seal
 from services.delivery.models import Notification
@@ -46,11 +48,14 @@ def request_secret_sms(session: Session, *, account_id: str, phone_sealed: str, 
     emit(session, "delivery.sms.requested", data, source=SOURCE, subject=account_id)
 
 
-def inbox_of(db: Database, account_id: str) -> tuple[list[Notification], int]:
+def inbox_of(db: Database, account_id: str,
+             page: PaginationParameters) -> tuple[list[Notification], int]:
+    """One page of the account's notifications, newest first, and how many of all of them
+    are unread."""
     with db.transaction() as session:
-        items = list(session.scalars(select(Notification)
-                                     .where(Notification.account_id == account_id)
-                                     .order_by(Notification.created_at.desc()).limit(200)))
+        query = (select(Notification).where(Notification.account_id == account_id)
+                 .order_by(Notification.created_at.desc(), Notification.id.desc()))
+        items = list(page_of(session, query, page).scalars())
         unread = session.scalar(select(func.count()).select_from(Notification).where(
             Notification.account_id == account_id, Notification.read_at.is_(None))) or 0
     return items, unread

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import ColumnElement, and_, or_, true
+
 from servicekit import audit
 from servicekit.problems import Problem
 from servicekit.roles import LAWYER, STAFF_ROLES
@@ -71,6 +73,23 @@ def sees_application(claims: dict[str, Any], app: Application, case: Case) -> bo
         return True
     party = party_of_application(app, case)
     return party is not None and party in {p.id for p in acting_parties(claims, case)}
+
+
+def applications_seen(claims: dict[str, Any], case: Case) -> ColumnElement[bool]:
+    """``sees_application`` as a WHERE clause over ``case``'s applications, so a list is paged
+    and counted in SQL under the same rule (a row without ``party_id`` belongs to the first
+    party whose account applied, as ``party_of_application`` says)."""
+    if is_staff_of(claims, case.court):
+        return true()
+    acting = {p.id for p in acting_parties(claims, case)}
+    first_party: dict[str, str] = {}
+    for p in case.parties:
+        if p.account_id:
+            first_party.setdefault(p.account_id, p.id)
+    accounts = [account for account, party in first_party.items() if party in acting]
+    return or_(Application.party_id.in_(acting),
+               and_(Application.party_id.is_(None),
+                    Application.applicant_account_id.in_(accounts)))
 
 
 def not_found(what: str = "case") -> Problem:

@@ -7,8 +7,10 @@ from typing import Any
 from flask import Response, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
+from flask_smorest.pagination import PaginationParameters
 
 from servicekit.access import current_claims, roles
+from servicekit.paging import paginated
 from servicekit.problems import Problem
 from servicekit.roles import CLERK, COURT_ADMIN, JUDGE, LAWYER, PARTY, REGISTRY_REVIEWER, SPECIALIST
 from servicekit.service import runtime
@@ -62,9 +64,14 @@ class Cases(MethodView):
 
     @roles(*SIGNED_IN)
     @blp.response(200, CaseSchema(many=True))
-    def get(self) -> list[dict[str, Any]]:
-        """My cases (a party), or my court's cases (staff)."""
-        return [case_view(c) for c in cases.list_cases(runtime().db, current_claims())]
+    @paginated(blp)
+    def get(self, pagination_parameters: PaginationParameters) -> list[dict[str, Any]]:
+        """My cases (a party), or my court's cases (staff).
+
+        Newest first, a page at a time (``X-Pagination``).
+        """
+        return [case_view(c) for c in cases.list_cases(runtime().db, current_claims(),
+                                                       pagination_parameters)]
 
 
 @blp.route("/cases/<case_id>")
@@ -87,11 +94,16 @@ class CaseApplications(MethodView):
 
     @roles(*SIGNED_IN)
     @blp.response(200, ApplicationSchema(many=True))
-    def get(self, case_id: str) -> list[dict[str, Any]]:
-        """The case's applications: all (staff) or my own (a party)."""
-        db, claims = runtime().db, current_claims()
-        case = cases.get_case(db, claims, case_id)
-        return [_app_view(a, case) for a in applications.of_case(db, claims, case_id)]
+    @paginated(blp)
+    def get(self, case_id: str,
+            pagination_parameters: PaginationParameters) -> list[dict[str, Any]]:
+        """The case's applications: all (staff) or my own (a party).
+
+        Oldest first, a page at a time (``X-Pagination``).
+        """
+        case, found = applications.of_case(runtime().db, current_claims(), case_id,
+                                           pagination_parameters)
+        return [_app_view(a, case) for a in found]
 
 
 @blp.route("/applications/<application_id>")
@@ -166,16 +178,24 @@ class Todo(MethodView):
     @roles(*COURT_STAFF)
     @blp.arguments(TodoArgsSchema, location="query")
     @blp.response(200, TodoSchema)
-    @blp.doc(responses={"200": {
+    @blp.doc(responses={200: {
         "description": "the to-do list: JSON, or CSV with format=csv or Accept: text/csv",
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Todo"}},
                     "text/csv": {"schema": {"type": "string"}}}}})
-    def get(self, args: dict[str, Any]):  # type: ignore[no-untyped-def]
-        """中台待办 / 网上待办: the court's to-do list, filtered; ``format=csv`` exports it."""
+    @paginated(blp)
+    def get(self, args: dict[str, Any],  # type: ignore[no-untyped-def]
+            pagination_parameters: PaginationParameters):
+        """中台待办 / 网上待办: the court's to-do list, filtered; ``format=csv`` exports it.
+
+        The nearest deadline first, a page at a time (``X-Pagination``); the CSV export is
+        the same page. ``total``: every row the filters match, on all pages.
+        """
+        page = pagination_parameters
         rows = [todo_row(a, c) for a, c in applications.todo(runtime().db, current_claims(),
-                                                             args)]
+                                                             args, page)]
         wants_csv = args.get("format") == "csv" or request.accept_mimetypes.best == "text/csv"
         if wants_csv:
-            return Response(todo_csv(rows), content_type="text/csv; charset=utf-8",
+            return Response(todo_csv(rows, first=page.first_item + 1),
+                            content_type="text/csv; charset=utf-8",
                             headers={"Content-Disposition": 'attachment; filename="todo.csv"'})
-        return {"items": rows, "total": len(rows)}
+        return {"items": rows, "total": page.item_count}

@@ -7,22 +7,24 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from flask_smorest.pagination import PaginationParameters
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from servicekit import audit
 from servicekit.db import Database, utcnow
+from servicekit.paging import page_of
 from servicekit.problems import Problem
 from servicekit.workdays import local_date
 from services.matters import events
 from services.matters.access import (
     acting_parties,
+    applications_seen,
     ensure_sees_application,
     ensure_sees_case,
     is_staff_of,
     not_found,
-    sees_application,
 )
 from services.matters.cases import load_case
 from services.matters.domain import (
@@ -113,19 +115,22 @@ def get(db: Database, claims: dict[str, Any], application_id: str) -> tuple[Appl
         return app, case  # type: ignore[return-value]
 
 
-def of_case(db: Database, claims: dict[str, Any], case_id: str) -> list[Application]:
+def of_case(db: Database, claims: dict[str, Any], case_id: str,
+            page: PaginationParameters) -> tuple[Case, list[Application]]:
     """Staff see every application of their court's case; a party sees their own party's, a
-    bound lawyer those of the parties they represent."""
+    bound lawyer those of the parties they represent. One page, oldest first, with the case."""
     with db.transaction() as session:
         case = ensure_sees_case(claims, session.get(Case, case_id))
-        query = select(Application).where(Application.case_id == case.id)
-        found = session.scalars(query.order_by(Application.submitted_at))
-        return [a for a in found if sees_application(claims, a, case)]
+        query = (select(Application).where(Application.case_id == case.id,
+                                           applications_seen(claims, case))
+                 .order_by(Application.submitted_at, Application.id))
+        return case, list(page_of(session, query, page).scalars())
 
 
-def todo(db: Database, claims: dict[str, Any], args: dict[str, Any]) -> list[tuple[Application,
-                                                                                     Case]]:
-    """The court's to-do list (middle office) or a judge's back-office list, filtered."""
+def todo(db: Database, claims: dict[str, Any], args: dict[str, Any],
+         page: PaginationParameters) -> list[tuple[Application, Case]]:
+    """The court's to-do list (middle office) or a judge's back-office list, filtered: one
+    page, the nearest deadline first."""
     court = claims.get("court") or ""
     if not is_staff_of(claims, court):
         raise Problem(403, "forbidden", "court staff only")
@@ -152,5 +157,5 @@ def todo(db: Database, claims: dict[str, Any], args: dict[str, Any]) -> list[tup
             now = utcnow()
             query = query.where((Application.deadline < now) if args["overdue"]
                                 else (Application.deadline >= now))
-        rows = session.execute(query.order_by(Application.deadline).limit(1000)).all()
+        rows = page_of(session, query.order_by(Application.deadline, Application.id), page)
         return [(a, c) for a, c in rows]

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from flask_smorest.pagination import PaginationParameters
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -31,6 +32,7 @@ from servicekit import audit
 from servicekit.blobs import BlobMissing, BlobStore, LocalBlobStore
 from servicekit.config import data_dir
 from servicekit.db import Database, utcnow
+from servicekit.paging import page_of
 from servicekit.problems import Problem
 from servicekit.roles import CLERK, JUDGE
 from servicekit.service import Runtime
@@ -233,10 +235,10 @@ def letter(db: Database, blobs: BlobStore, claims: dict[str, Any],
         raise Problem(503, "blob-missing", "the letter is temporarily unavailable") from exc
 
 
-def listing(db: Database, claims: dict[str, Any],
-            args: dict[str, Any]) -> list[tuple[Binding, Case]]:
+def listing(db: Database, claims: dict[str, Any], args: dict[str, Any],
+            page: PaginationParameters) -> list[tuple[Binding, Case]]:
     """Staff: their court's binding requests (the to-do is ``status=pending``), oldest
-    deadline first. A lawyer: their own requests."""
+    deadline first. A lawyer: their own requests. One page."""
     court = claims.get("court") or ""
     with db.transaction() as session:
         query = select(Binding, Case).join(Case, Case.id == Binding.case_id)
@@ -248,5 +250,5 @@ def listing(db: Database, claims: dict[str, Any],
             raise Problem(403, "forbidden", "court staff and lawyers only")
         if args.get("status"):
             query = query.where(Binding.status == args["status"])
-        rows = session.execute(query.order_by(Binding.deadline).limit(1000)).all()
+        rows = page_of(session, query.order_by(Binding.deadline, Binding.id), page)
         return [(b, c) for b, c in rows]

@@ -8,8 +8,10 @@ from typing import Any
 from flask import Response
 from flask.views import MethodView
 from flask_smorest import Blueprint
+from flask_smorest.pagination import PaginationParameters
 
 from servicekit.access import current_claims, roles
+from servicekit.paging import paginated
 from servicekit.roles import CLERK, JUDGE, LAWYER
 from servicekit.service import runtime
 from servicekit.uploads import SIGNATURES, read_upload
@@ -54,13 +56,19 @@ class Bindings(MethodView):
     @roles(LAWYER, *COURT_STAFF)
     @blp.arguments(BindingArgsSchema, location="query")
     @blp.response(200, BindingListSchema)
-    def get(self, args: dict[str, Any]) -> dict[str, Any]:
+    @paginated(blp)
+    def get(self, args: dict[str, Any],
+            pagination_parameters: PaginationParameters) -> dict[str, Any]:
         """Staff: the court's binding requests (``status=pending`` is the to-do, with the
-        remaining days). A lawyer: their own requests."""
-        claims = current_claims()
-        rows = [binding_view(b, c, claims) for b, c in bindings.listing(runtime().db, claims,
-                                                                        args)]
-        return {"items": rows, "total": len(rows)}
+        remaining days). A lawyer: their own requests.
+
+        The oldest deadline first, a page at a time (``X-Pagination``); ``total``: every
+        request on all pages.
+        """
+        claims, page = current_claims(), pagination_parameters
+        rows = [binding_view(b, c, claims)
+                for b, c in bindings.listing(runtime().db, claims, args, page)]
+        return {"items": rows, "total": page.item_count}
 
 
 @blp.route("/bindings/<binding_id>")
@@ -128,7 +136,14 @@ class Lawyers(MethodView):
     @roles(*COURT_STAFF)
     @blp.arguments(LawyerArgsSchema, location="query")
     @blp.response(200, LawyerListSchema)
-    def get(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Verified lawyers, by name, law firm or licence number (the clerk's 律 list)."""
-        found = lawyers.search(runtime().db, current_claims(), args.get("q"))
-        return {"items": found, "total": len(found)}
+    @paginated(blp)
+    def get(self, args: dict[str, Any],
+            pagination_parameters: PaginationParameters) -> dict[str, Any]:
+        """Verified lawyers, by name, law firm or licence number (the clerk's 律 list).
+
+        In name order, a page at a time (``X-Pagination``); ``total``: every match on all
+        pages.
+        """
+        page = pagination_parameters
+        found = lawyers.search(runtime().db, current_claims(), args.get("q"), page)
+        return {"items": found, "total": page.item_count}

@@ -6,10 +6,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from flask_smorest.pagination import PaginationParameters
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from servicekit.db import Database, utcnow
+from servicekit.paging import page_of
 from servicekit.problems import Problem
 from services.matters.access import ensure_sees_case, ensure_staff_of, is_lawyer, is_staff_of
 from services.matters.domain import APPROVED, CASE_NUMBER
@@ -45,11 +47,11 @@ def get_case(db: Database, claims: dict[str, Any], case_id: str) -> Case:
         return ensure_sees_case(claims, session.get(Case, case_id))
 
 
-def list_cases(db: Database, claims: dict[str, Any]) -> list[Case]:
+def list_cases(db: Database, claims: dict[str, Any], page: PaginationParameters) -> list[Case]:
     """A party's own cases, plus a lawyer's cases through approved bindings; a staff member's
-    court's cases."""
+    court's cases. One page, newest first, the total counted under the same rule."""
     with db.transaction() as session:
-        query = select(Case).order_by(Case.created_at.desc()).limit(500)
+        query = select(Case).order_by(Case.created_at.desc(), Case.id)
         court = claims.get("court")
         if court and is_staff_of(claims, court):
             query = query.where(Case.court == court)
@@ -60,7 +62,7 @@ def list_cases(db: Database, claims: dict[str, Any]) -> list[Case]:
                 mine = mine.union(select(Binding.case_id).where(
                     Binding.lawyer_account_id == sub, Binding.status == APPROVED))
             query = query.where(Case.id.in_(mine))
-        return list(session.scalars(query).unique())
+        return list(page_of(session, query, page).scalars())
 
 
 def load_case(session: Session, case_id: str) -> Case:

@@ -6,11 +6,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from flask_smorest.pagination import PaginationParameters
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from servicekit.db import Database
 from servicekit.envelope import CloudEvent
+from servicekit.paging import page_of
 from servicekit.problems import Problem
 from services.matters.access import is_staff_of
 from services.matters.models import Lawyer
@@ -31,17 +33,18 @@ def on_lawyer_verified(session: Session, event: CloudEvent) -> None:
     lawyer.law_firm, lawyer.verified_at = data["law_firm"], verified_at
 
 
-def search(db: Database, claims: dict[str, Any], q: str | None) -> list[Lawyer]:
-    """Court staff search verified lawyers by name, law firm or licence number."""
+def search(db: Database, claims: dict[str, Any], q: str | None,
+           page: PaginationParameters) -> list[Lawyer]:
+    """Court staff search verified lawyers by name, law firm or licence number: one page."""
     if not is_staff_of(claims, claims.get("court") or ""):
         raise Problem(403, "forbidden", "court staff only")
     with db.transaction() as session:
-        query = select(Lawyer).order_by(Lawyer.name).limit(50)
+        query = select(Lawyer).order_by(Lawyer.name, Lawyer.account_id)
         if q:
             like = f"%{q}%"
             query = query.where(or_(Lawyer.name.like(like), Lawyer.law_firm.like(like),
                                     Lawyer.license_no.like(like)))
-        return list(session.scalars(query))
+        return list(page_of(session, query, page).scalars())
 
 
 def verified(session: Session, account_id: str) -> Lawyer | None:

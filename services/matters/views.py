@@ -125,11 +125,12 @@ CSV_COLUMNS = (("序号", None), ("诉讼服务申请事项名称", "title"), ("
                ("状态", "status_label"), ("申请日期", "submitted_local"))
 
 
-def todo_csv(rows: list[dict[str, Any]]) -> str:
-    """The to-do list as CSV, with a BOM so spreadsheet programs read the Chinese right."""
+def todo_csv(rows: list[dict[str, Any]], first: int = 1) -> str:
+    """The to-do list as CSV, with a BOM so spreadsheet programs read the Chinese right; the
+    序号 numbers on from ``first`` (a later page's first row)."""
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow([title for title, _ in CSV_COLUMNS])
-    for number, row in enumerate(rows, start=1):
+    for number, row in enumerate(rows, start=first):
         writer.writerow([number if key is None else row[key] for _, key in CSV_COLUMNS])
     return "\ufeff" + out.getvalue()

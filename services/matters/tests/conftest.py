@@ -80,7 +80,7 @@ class Harness:
         return sub
 
     def case(self, court: str = COURT, judge: str | None = None,
-             clerk: str | None = None) -> dict[str, Any]:
+             clerk: str | None = None, plaintiff: str | None = None) -> dict[str, Any]:
         number = f"(2021){court}民初{uuid.uuid4().int % 99999 + 1}号"
         resp = self.client.post("/cases", headers=self.token("specialist", court=court), json={
             "case_number": number, "court": court, "court_name": COURT_NAME,
@@ -89,7 +89,7 @@ class Harness:
             "clerk_account_id": clerk or self.ids["clerk"],
             "effective_date": "2021-07-01",
             "parties": [{"name": "周俊雄", "role": "plaintiff",
-                         "account_id": self.ids["plaintiff"]},
+                         "account_id": plaintiff or self.ids["plaintiff"]},
                         {"name": "黄添强", "role": "defendant", "account_id": None}]})
         assert resp.status_code == 201, resp.get_json()
         return resp.get_json()

@@ -1,0 +1,111 @@
+"""The portal inbox comes a page at a time, newest first (flask-smorest's pagination: ``page``,
+``page_size`` up to 100, the ``X-Pagination`` header); ``unread`` still counts all of the
+account's unread notifications. It stopped silently at the newest 200."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from ecourt.runtime import make_runtime
+from servicekit.config import Settings
+from servicekit.service import Runtime
+from servicekit.testing import pg_databases
+from servicekit.tokens import SigningKey, TokenVerifier
+from services.delivery.app import SERVICE
+from services.delivery.models import Notification
+
+ME, SOMEONE = str(uuid.uuid4()), str(uuid.uuid4())
+T0 = datetime(2026, 3, 2, 1, tzinfo=UTC)
+
+
+class Inbox:
+    def __init__(self, rt: Runtime, key: SigningKey) -> None:
+        self.rt, self.key = rt, key
+        self.client: FlaskClient = SERVICE.build_app(rt).test_client()  # type: ignore[misc]
+
+    def add(self, account_id: str, count: int, read: int = 0,
+            at: datetime | None = None) -> list[str]:
+        """``count`` notifications a minute apart from ``at`` (the first ``read`` of them
+        read); all at ``at`` when it is given, so they tie."""
+        ids = []
+        with self.rt.db.transaction() as session:
+            for n in range(count):
+                note = Notification(
+                    id=str(uuid.uuid4()), account_id=account_id, category="application",
+                    title=f"通知{n}", body="正文", source_event_id=str(uuid.uuid4()),
+                    created_at=at or T0 + timedelta(minutes=n),
+                    read_at=T0 if n < read else None)
+                session.add(note)
+                ids.append(note.id)
+        return ids
+
+    def get(self, account_id: str, **query: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        token = self.key.sign({"sub": account_id, "roles": ["party"]}, ttl=900)
+        resp = self.client.get("/inbox", headers={"Authorization": f"Bearer {token}"},
+                               query_string=query)
+        assert resp.status_code == 200, resp.get_json()
+        return resp.get_json(), json.loads(resp.headers["X-Pagination"])
+
+
+def _inbox(url: str) -> Iterator[Inbox]:
+    key = SigningKey.generate()
+    rt = make_runtime(SERVICE, Settings.from_env("delivery", database_url=url),
+                      TokenVerifier(lambda: {"keys": [key.jwk()]}))
+    try:
+        yield Inbox(rt, key)
+    finally:
+        rt.db.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.real)])
+def inbox(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Inbox]:
+    if request.param == "sqlite":
+        yield from _inbox(f"sqlite:///{tmp_path}/delivery.db")
+        return
+    with pg_databases(["delivery"]) as urls:
+        yield from _inbox(urls["delivery"])
+
+
+def test_the_inbox_comes_a_page_at_a_time_with_every_unread_counted(inbox: Inbox) -> None:
+    """Failed before: all of them in one answer (up to 200), no X-Pagination."""
+    mine = inbox.add(ME, 25, read=7)
+    inbox.add(SOMEONE, 4)
+    body, meta = inbox.get(ME)
+    assert [n["id"] for n in body["items"]] == mine[::-1][:10]  # newest first
+    assert body["unread"] == 18
+    assert meta == {"total": 25, "total_pages": 3, "first_page": 1, "last_page": 3, "page": 1,
+                    "next_page": 2}
+    body, meta = inbox.get(ME, page=3)
+    assert [n["id"] for n in body["items"]] == mine[::-1][20:]
+    assert (body["unread"], meta["page"], meta["previous_page"]) == (18, 3, 2)
+    assert "next_page" not in meta
+    body, meta = inbox.get(ME, page=4)
+    assert (body["items"], body["unread"], meta["total"], meta["last_page"]) == ([], 18, 25, 3)
+    assert inbox.get(SOMEONE)[1]["total"] == 4
+
+
+def test_notifications_of_the_same_instant_never_repeat_or_vanish_across_pages(
+        inbox: Inbox) -> None:
+    """Ties on created_at (one event telling an account several things) are ordered by id,
+    newest first, the same way on every page."""
+    tied = inbox.add(ME, 12, at=T0)
+    pages = [inbox.get(ME, page=n, page_size=5)[0]["items"] for n in (1, 2, 3)]
+    assert [n["id"] for page in pages for n in page] == sorted(tied, reverse=True)
+
+
+@pytest.mark.parametrize("query", [{"page_size": 101}, {"page": 0}])
+def test_a_page_out_of_bounds_is_a_422_problem(inbox: Inbox, query: dict[str, Any]) -> None:
+    token = inbox.key.sign({"sub": ME, "roles": ["party"]}, ttl=900)
+    resp = inbox.client.get("/inbox", headers={"Authorization": f"Bearer {token}"},
+                            query_string=query)
+    assert resp.status_code == 422
+    assert resp.content_type == "application/problem+json"
+    assert set(resp.get_json()["errors"]["query"]) == set(query)
