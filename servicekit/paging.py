@@ -41,6 +41,10 @@ def page_of(session: Session, query: Select[Any],
     """The page of ``query`` that ``params`` asks for (LIMIT/OFFSET), having counted all of
     its rows into ``params.item_count`` for the ``X-Pagination`` header. A page past the end
     is empty; its header still gives the total and the last page."""
-    counted = select(func.count()).select_from(query.order_by(None).subquery())
-    params.item_count = session.scalar(counted) or 0
+    params.item_count = count_of(session, query)
     return session.execute(query.limit(params.page_size).offset(params.first_item))
+
+
+def count_of(session: Session, query: Select[Any]) -> int:
+    """How many rows ``query`` gives (COUNT over it, its ORDER BY dropped)."""
+    return session.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0

@@ -78,7 +78,7 @@ def test_direct_branch_issue_publish_download_and_verify(suite: Suite,
     row = next(r for r in todo["items"] if r["application_id"] == app["id"])
     assert row["title"] == "周俊雄/生效证明" and row["parties_label"] == "原告:周俊雄;被告:黄添强"
     assert row["channel"] == "电子诉讼" and row["status_label"] == "中台待办"
-    csv = http.get("/api/matters/todo?format=csv", headers=bearer(gz.token("specialist")))
+    csv = http.get("/api/matters/todo/export", headers=bearer(gz.token("specialist")))
     assert csv.content_type.startswith("text/csv") and app["service_number"] in csv.get_data(
         as_text=True)
 

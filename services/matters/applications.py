@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from flask_smorest.pagination import PaginationParameters
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from servicekit import audit
 from servicekit.db import Database, utcnow
-from servicekit.paging import page_of
+from servicekit.paging import count_of, page_of
 from servicekit.problems import Problem
 from servicekit.workdays import local_date
 from services.matters import events
@@ -131,31 +132,76 @@ def todo(db: Database, claims: dict[str, Any], args: dict[str, Any],
          page: PaginationParameters) -> list[tuple[Application, Case]]:
     """The court's to-do list (middle office) or a judge's back-office list, filtered: one
     page, the nearest deadline first."""
+    query = _todo_query(claims, args)
+    with db.transaction() as session:
+        return [(a, c) for a, c in page_of(session, query, page)]
+
+
+#: the most rows one export of the to-do list gives; a list the filters leave longer is
+#: refused (422 export-too-large) before a byte is sent, so one click cannot hold a database
+#: connection and a worker for minutes: the staff narrow the filters (status, channel, q ...)
+MAX_EXPORT_ROWS = 50_000
+#: rows read from the database at a time while an export streams
+EXPORT_CHUNK = 500
+
+
+def todo_export(db: Database, claims: dict[str, Any],
+                args: dict[str, Any]) -> Iterator[tuple[Application, Case]]:
+    """导出: every row of the to-do list the filters select (the list's access rules and
+    order), for streaming. Counted first: more than ``MAX_EXPORT_ROWS`` raises a 422 problem
+    here, before the caller sends anything; then read ``EXPORT_CHUNK`` rows at a time, in the
+    one transaction that counted them, which stays open until the iterator is exhausted or
+    closed (the WSGI server closes it when the client goes away)."""
+    rows = _export_rows(db, _todo_query(claims, args))
+    next(rows)  # the count: raises the 422 now, not halfway through the download
+    return cast(Iterator[tuple[Application, Case]], rows)  # no None after the first
+
+
+def _export_rows(db: Database,
+                 query: Select[Any]) -> Iterator[tuple[Application, Case] | None]:
+    """Yields None once the rows are counted and within the bound, then the rows. On
+    PostgreSQL the count and the rows share one snapshot (REPEATABLE READ), so the export
+    holds exactly the rows it counted."""
+    with db.transaction() as session:
+        if db.is_postgres:
+            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        total = count_of(session, query)
+        if total > MAX_EXPORT_ROWS:
+            raise Problem(422, "export-too-large",
+                          f"the filters select {total} rows; an export gives at most "
+                          f"{MAX_EXPORT_ROWS}: narrow the filters and export again",
+                          total=total, limit=MAX_EXPORT_ROWS)
+        yield None
+        yield from session.execute(query.execution_options(yield_per=EXPORT_CHUNK))
+
+
+def _todo_query(claims: dict[str, Any], args: dict[str, Any]) -> Select[Any]:
+    """The to-do list's rows as a query, the nearest deadline first (then the id, so a page
+    boundary never repeats or skips a row): the caller's court only, a judge's back office
+    only their own cases, then the filters. Court staff only (403)."""
     court = claims.get("court") or ""
     if not is_staff_of(claims, court):
         raise Problem(403, "forbidden", "court staff only")
     stage = args.get("stage") or MIDDLE_OFFICE
-    with db.transaction() as session:
-        query = (select(Application, Case).join(Case, Case.id == Application.case_id)
-                 .where(Application.court == court, Application.stage == stage))
-        if stage == BACK and "judge" in (claims.get("roles") or []):
-            query = query.where(Case.judge_account_id == claims["sub"])
-        if args.get("status"):
-            query = query.where(Application.status == args["status"])
-        elif not args.get("include_completed"):
-            query = query.where(Application.status != COMPLETED)
-        if args.get("kind"):
-            query = query.where(Application.kind == args["kind"])
-        if args.get("channel"):
-            query = query.where(Application.channel == args["channel"])
-        if args.get("q"):
-            like = f"%{args['q']}%"
-            query = query.where(Case.case_number.like(like)
-                                | Application.service_number.like(like)
-                                | Application.applicant_name.like(like))
-        if args.get("overdue") is not None:
-            now = utcnow()
-            query = query.where((Application.deadline < now) if args["overdue"]
-                                else (Application.deadline >= now))
-        rows = page_of(session, query.order_by(Application.deadline, Application.id), page)
-        return [(a, c) for a, c in rows]
+    query = (select(Application, Case).join(Case, Case.id == Application.case_id)
+             .where(Application.court == court, Application.stage == stage))
+    if stage == BACK and "judge" in (claims.get("roles") or []):
+        query = query.where(Case.judge_account_id == claims["sub"])
+    if args.get("status"):
+        query = query.where(Application.status == args["status"])
+    elif not args.get("include_completed"):
+        query = query.where(Application.status != COMPLETED)
+    if args.get("kind"):
+        query = query.where(Application.kind == args["kind"])
+    if args.get("channel"):
+        query = query.where(Application.channel == args["channel"])
+    if args.get("q"):
+        like = f"%{args['q']}%"
+        query = query.where(Case.case_number.like(like)
+                            | Application.service_number.like(like)
+                            | Application.applicant_name.like(like))
+    if args.get("overdue") is not None:
+        now = utcnow()
+        query = query.where((Application.deadline < now) if args["overdue"]
+                            else (Application.deadline >= now))
+    return query.order_by(Application.deadline, Application.id)

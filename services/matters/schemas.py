@@ -111,6 +111,8 @@ class ApplicationSchema(Schema):
 
 
 class TodoArgsSchema(Schema):
+    """The to-do list's filters (查询 / 高级检索), the same for the list and its export."""
+
     stage = fields.String(validate=validate.OneOf(["middle_office", "back_office"]))
     status = fields.String(validate=validate.OneOf(list(STATUS_LABELS)))
     kind = fields.String(validate=validate.OneOf([EFFECTIVENESS_CERTIFICATE]))
@@ -118,7 +120,6 @@ class TodoArgsSchema(Schema):
     q = fields.String(validate=validate.Length(max=100))
     overdue = fields.Boolean()
     include_completed = fields.Boolean()
-    format = fields.String(validate=validate.OneOf(["json", "csv"]))
 
 
 class TodoRowSchema(Schema):

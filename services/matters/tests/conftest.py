@@ -132,11 +132,12 @@ class Harness:
         return [e for e in events if type_ is None or e["type"] == type_]
 
 
-@pytest.fixture
-def harness(tmp_path: Path) -> Iterator[Harness]:
+def harness_on(database_url: str, tmp_path: Path) -> Iterator[Harness]:
+    """A harness on the database at ``database_url`` (SQLite by default, PostgreSQL for the
+    tests of what only PostgreSQL does)."""
     key = SigningKey.generate()
     verifier = TokenVerifier(lambda: {"keys": [key.jwk()]})
-    settings = Settings.from_env("matters", database_url=f"sqlite:///{tmp_path}/m.db")
+    settings = Settings.from_env("matters", database_url=database_url)
     rt = make_runtime(SERVICE, settings, verifier)
     rt.extras[EXTRAS_KEY] = LocalBlobStore(tmp_path / "blobs")
     app = SERVICE.build_app(rt)  # type: ignore[misc]
@@ -148,3 +149,8 @@ def harness(tmp_path: Path) -> Iterator[Harness]:
         yield h
     finally:
         rt.db.dispose()
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[Harness]:
+    yield from harness_on(f"sqlite:///{tmp_path}/m.db", tmp_path)

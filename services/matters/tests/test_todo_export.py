@@ -1,0 +1,146 @@
+"""导出 on the to-do list (``GET /todo/export``) gives the list as filtered: every row the
+filters select, not one page, numbered 序号 1..N, under the list's access rules, streamed and
+read in chunks; past ``MAX_EXPORT_ROWS`` it is a problem+json before any CSV. It exported
+only the page asked for (``/todo?format=csv``), so a court with more than ten pending items
+exported ten."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+from sqlalchemy.orm import ORMExecuteState
+
+from ecourt.contracts import OPENAPI
+from servicekit.testing import pg_databases
+from services.matters import applications
+from services.matters.tests.conftest import APPLY, OTHER_COURT, Harness, harness_on
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.real)])
+def on_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
+    """The harness on SQLite, and on PostgreSQL (its own snapshot and server-side cursor)."""
+    if request.param == "sqlite":
+        yield from harness_on(f"sqlite:///{tmp_path}/m.db", tmp_path)
+        return
+    with pg_databases(["matters"]) as urls:
+        yield from harness_on(urls["matters"], tmp_path)
+
+
+def _applied(h: Harness, count: int, case: dict[str, Any] | None = None) -> list[str]:
+    """``count`` applications by the plaintiff in ``case`` (a new one if none): their ids."""
+    url = f"/cases/{(case or h.case())['id']}/applications"
+    made = [h.client.post(url, headers=h.party(), json=APPLY) for _ in range(count)]
+    assert all(r.status_code == 201 for r in made)
+    return [r.get_json()["id"] for r in made]
+
+
+def _export(h: Harness, headers: dict[str, str], **query: Any) -> list[list[str]]:
+    """The exported rows (without the header line), after checking it is a CSV download."""
+    resp = h.client.get("/todo/export", headers=headers, query_string=query)
+    assert resp.status_code == 200, resp.get_json()
+    assert resp.content_type == "text/csv; charset=utf-8"
+    assert resp.headers["Content-Disposition"] == 'attachment; filename="todo.csv"'
+    text = resp.get_data(as_text=True)
+    assert text.startswith("\ufeff序号,")
+    return list(csv.reader(io.StringIO(text.lstrip("\ufeff"))))[1:]
+
+
+def _listed(h: Harness, headers: dict[str, str], **query: Any) -> list[dict[str, Any]]:
+    """Every row of the JSON list, page after page."""
+    rows: list[dict[str, Any]] = []
+    page: int | None = 1
+    while page is not None:
+        resp = h.client.get("/todo", headers=headers,
+                            query_string={**query, "page": page, "page_size": 5})
+        rows += resp.get_json()["items"]
+        page = json.loads(resp.headers["X-Pagination"]).get("next_page")
+    return rows
+
+
+def test_the_export_gives_every_row_the_filters_select_numbered_from_1(on_db: Harness) -> None:
+    """Failed before: no /todo/export, and ``format=csv`` gave the one page asked for."""
+    h = on_db
+    _applied(h, 9)
+    other_case = h.case()
+    _applied(h, 4, other_case)
+    staff = h.token("specialist")
+    listed = _listed(h, staff)
+    assert len(listed) == 13
+    rows = _export(h, staff, page=2, page_size=5)  # page parameters do not apply
+    assert [r[0] for r in rows] == [str(n) for n in range(1, 14)]
+    assert [r[2] for r in rows] == [x["service_number"] for x in listed]  # the list's order
+    narrowed = _export(h, staff, q=other_case["case_number"])
+    assert [r[0] for r in narrowed] == ["1", "2", "3", "4"]
+    assert {r[3] for r in narrowed} == {other_case["case_number"]}
+    assert _export(h, staff, status="completed") == []
+
+
+def test_the_export_streams_and_reads_its_rows_in_chunks(harness: Harness) -> None:
+    h = harness
+    _applied(h, 3)
+    seen: list[Any] = []
+
+    @event.listens_for(h.rt.db.sessions, "do_orm_execute")
+    def _rows_query(state: ORMExecuteState) -> None:
+        seen.append(state.execution_options.get("yield_per"))
+
+    resp = h.client.get("/todo/export", headers=h.token("specialist"), buffered=False)
+    assert resp.status_code == 200
+    assert resp.is_streamed
+    assert len(list(csv.reader(io.StringIO(resp.get_data(as_text=True))))) == 4
+    assert applications.EXPORT_CHUNK in seen  # read yield_per, never fetchall
+
+
+def test_no_one_exports_rows_of_a_court_or_a_case_not_theirs(harness: Harness) -> None:
+    """A party or a lawyer gets 403; another court's staff export their own court's rows
+    only; in the back office a judge exports only their own cases'."""
+    h = harness
+    _applied(h, 12)
+    for headers in (h.party(), h.lawyer()):
+        resp = h.client.get("/todo/export", headers=headers)
+        assert resp.status_code == 403
+        assert resp.content_type == "application/problem+json"
+    assert _export(h, h.token("specialist", court=OTHER_COURT)) == []
+    theirs = _applied(h, 2, h.case(court=OTHER_COURT))
+    assert len(theirs) == 2
+    assert len(_export(h, h.token("specialist", court=OTHER_COURT))) == 2
+    assert len(_export(h, h.token("specialist"))) == 12
+    h.reviewed({"needs_judge": True})  # in a case of the harness's judge
+    assert len(_export(h, h.staff("judge"), stage="back_office")) == 1
+    assert _export(h, h.token("judge"), stage="back_office") == []
+
+
+def test_more_rows_than_the_bound_is_a_problem_before_any_csv(
+        harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    h = harness
+    monkeypatch.setattr(applications, "MAX_EXPORT_ROWS", 5)
+    case = h.case()
+    _applied(h, 6, case)
+    resp = h.client.get("/todo/export", headers=h.token("specialist"), buffered=False)
+    assert resp.status_code == 422
+    assert resp.content_type == "application/problem+json"
+    problem = json.loads(resp.get_data())  # JSON from the first byte: no BOM, no CSV header
+    assert problem["type"].endswith("/export-too-large")
+    assert (problem["total"], problem["limit"]) == (6, 5)
+    assert "narrow" in problem["detail"]
+    smaller = h.case()  # writing again: the refused export let its transaction go
+    _applied(h, 2, smaller)
+    assert len(_export(h, h.token("specialist"), q=smaller["case_number"])) == 2
+
+
+def test_the_contract_gives_the_export_the_list_s_filters_and_no_page() -> None:
+    spec = json.loads((OPENAPI / "matters.json").read_text(encoding="utf-8"))
+    listing, export = spec["paths"]["/todo"]["get"], spec["paths"]["/todo/export"]["get"]
+    names = {p["name"] for p in export["parameters"]}
+    assert names == {p["name"] for p in listing["parameters"]} - {"page", "page_size"}
+    assert "format" not in names
+    assert set(export["responses"]["200"]["content"]) == {"text/csv"}
+    assert set(export["responses"]["422"]["content"]) == {"application/problem+json"}
+    assert set(listing["responses"]["200"]["content"]) == {"application/json"}
