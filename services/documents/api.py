@@ -7,9 +7,11 @@ from typing import Any
 from flask import Response, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
+from flask_smorest.pagination import PaginationParameters
 
 from servicekit import roles as r
 from servicekit.access import current_claims, roles
+from servicekit.paging import paginated
 from servicekit.service import runtime
 from services.documents import usecases
 from services.documents.config import documents_of
@@ -63,10 +65,15 @@ class Documents(MethodView):
     @roles(*STAFF)
     @blp.arguments(DocumentQuerySchema, location="query")
     @blp.response(200, DocumentListSchema)
-    def get(self, query: dict[str, str]) -> dict[str, Any]:
-        """The documents of an application of my court (staff), newest first."""
+    @paginated(blp)
+    def get(self, query: dict[str, str],
+            pagination_parameters: PaginationParameters) -> dict[str, Any]:
+        """The documents of an application of my court (staff), newest first.
+
+        A page at a time (``X-Pagination``): every reissue leaves a revoked document behind.
+        """
         docs = usecases.documents_of_application(runtime().db, current_claims(),
-                                                 query["application_id"])
+                                                 query["application_id"], pagination_parameters)
         return {"items": [_view(d) for d in docs]}
 
 

@@ -12,11 +12,13 @@ import json
 import logging
 from typing import Any
 
+from flask_smorest.pagination import PaginationParameters
 from sqlalchemy import select
 
 from servicekit import audit
 from servicekit.blobs import BlobMissing, BlobStore
 from servicekit.db import Database, utcnow
+from servicekit.paging import page_of
 from servicekit.problems import Problem
 from servicekit.roles import STAFF_ROLES
 from services.documents import codes
@@ -97,17 +99,19 @@ def document_pdf(db: Database, blobs: BlobStore, claims: dict[str, Any],
                       "the document's file is unavailable; the court has been alerted") from None
 
 
-def documents_of_application(db: Database, claims: dict[str, Any],
-                             application_id: str) -> list[Document]:
-    """Staff: every document of an application of their court (valid and revoked)."""
+def documents_of_application(db: Database, claims: dict[str, Any], application_id: str,
+                             page: PaginationParameters) -> list[Document]:
+    """Staff: the documents of an application of their court (valid and revoked), one page,
+    newest first; documents issued in the same instant by id, so none repeats or vanishes
+    across a page boundary."""
     court = str(claims.get("court") or "")
     if not is_staff_of(claims, court):
         raise Problem(403, "forbidden", "court staff only")
+    query = (select(Document).where(Document.application_id == application_id,
+                                    Document.court == court)
+             .order_by(Document.issued_at.desc(), Document.id.desc()))
     with db.transaction() as session:
-        return list(session.scalars(
-            select(Document).where(Document.application_id == application_id,
-                                   Document.court == court)
-            .order_by(Document.issued_at.desc())))
+        return list(page_of(session, query, page).scalars())
 
 
 def document_view(doc: Document, verify_url: str) -> dict[str, Any]:
