@@ -42,6 +42,10 @@ def page_of(session: Session, query: Select[Any],
     its rows into ``params.item_count`` for the ``X-Pagination`` header. A page past the end
     is empty; its header still gives the total and the last page."""
     params.item_count = count_of(session, query)
+    if params.first_item >= params.item_count:
+        # past the end: nothing to read, and no OFFSET the database cannot hold (a page number
+        # of twenty digits overflows a bigint: a 500 instead of an empty page)
+        return session.execute(query.limit(0))
     return session.execute(query.limit(params.page_size).offset(params.first_item))
 
 
