@@ -194,12 +194,16 @@ class PhoneChange(MethodView):
     @blp.arguments(PhoneChangeSchema)
     @blp.response(202, CodeAcceptedSchema)
     @blp.alt_response(409, description="the new phone is the account's own, or it has none")
-    @blp.alt_response(429, description="too many codes")
+    @blp.alt_response(429, description="too many changes started by this account (3 an "
+                                       "hour, 1 a minute), or codes for its phone or from "
+                                       "this address")
     def post(self, body: dict[str, str]) -> dict[str, int]:
         """Start a change of phone: a code goes to the old phone and one to the new.
 
         A number another account uses gets the same answer; its code is sent to nobody, so
-        the change cannot be confirmed."""
+        the change cannot be confirmed. Starts never use the new number's allowance of
+        sign-in and reset codes; past 10 change codes an hour to one number, whoever asks,
+        a start is answered alike and its new-phone code is sent to nobody."""
         return {"expires_in": signin_codes.start_phone_change(
             runtime().db, current_claims()["sub"], body["new_phone"], client_ip=client_ip(),
             pepper=_pepper())}

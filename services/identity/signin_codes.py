@@ -9,10 +9,17 @@ cancel a pending change (the first to confirm gets the number; the other's confi
 409 ``phone-taken``, the unique phone column deciding a race).
 Requests are throttled per phone (5 an hour, 1 a minute) and per client address (5 an hour)
 whether or not the phone has an account, and the answer is always 202, so nothing tells who
-is registered. For an account the code leaves through the outbox as ``identity.code.issued``
-with the phone and the code *sealed* (Fernet under ``ECOURT_SMS_KEY``, ``servicekit.sealed``):
-delivery opens them and sends the SMS; the broker, the outbox rows and the logs never see
-either in clear.
+is registered. A phone change is throttled per account (3 an hour, 1 a minute, whatever the
+numbers), its own phone and the client address, never by the number it names: anyone signed
+in can name anyone's number, and starts counted against it would let them stop its owner
+signing in or resetting by SMS, and other accounts' changes to it, for up to an hour. It
+is kept from a flood by a quiet cap instead (10 change codes an hour, whoever asks): past it
+the start is answered alike and its code goes to nobody, as a taken number's always does, so
+the cap tells nothing either (``signin_throttle``).
+
+For an account the code leaves through the outbox as ``identity.code.issued`` with the phone
+and the code *sealed* (Fernet under ``ECOURT_SMS_KEY``, ``servicekit.sealed``): delivery opens
+them and sends the SMS; the broker, the outbox rows and the logs never see either in clear.
 
 Every wrong, expired, used or unknown code is the same 401 ``invalid-code``, and counts as a
 failed sign-in attempt in the password throttle (``usecases/throttle.py``: per account — the
@@ -47,7 +54,15 @@ from servicekit.tokens import SigningKey
 from services.identity import domain
 from services.identity.models import Account
 from services.identity.models_signin import SignInCode
-from services.identity.signin_throttle import SMS_IP, SMS_PHONE, admit, phone_key
+from services.identity.signin_throttle import (
+    CHANGE_TARGET,
+    PHONE_CHANGE,
+    SMS_IP,
+    SMS_PHONE,
+    admit,
+    allows,
+    phone_key,
+)
 from services.identity.usecases import sessions, throttle
 from services.identity.usecases.accounts import SOURCE, hasher
 
@@ -231,6 +246,16 @@ def reset_password(db: Database, phone: str, code: str, new_password: str, *,
         "sessions_ended": ended})
 
 
+def _admit_change(session: Session, account: Account, new_phone: str, *, client_ip: str,
+                  pepper: str, now: datetime) -> bool:
+    """Throttle a start (429) by the account, its own phone and the client address, and
+    say whether the new number's quiet cap lets its code go out. Nothing here depends on
+    whether the new number is taken, nor counts against its sign-in and reset allowance."""
+    admit(session, [(PHONE_CHANGE, account.id), (SMS_PHONE, phone_key(account.phone, pepper)),
+                    (SMS_IP, client_ip)], now)
+    return allows(session, (CHANGE_TARGET, phone_key(new_phone, pepper)), now)
+
+
 def start_phone_change(db: Database, account_id: str, new_phone: str, *, client_ip: str,
                        pepper: str) -> int:
     """``POST /accounts/me/phone-change``: one code to the old phone, one to the new.
@@ -247,14 +272,14 @@ def start_phone_change(db: Database, account_id: str, new_phone: str, *, client_
             raise Problem(409, "no-phone", "this account has no phone to change")
         if new_phone == account.phone:
             raise Problem(409, "phone-unchanged", "this is already the account's phone")
-        admit(session, [(SMS_PHONE, phone_key(account.phone, pepper)),
-                        (SMS_PHONE, phone_key(new_phone, pepper)), (SMS_IP, client_ip)], now)
+        capped = not _admit_change(session, account, new_phone, client_ip=client_ip,
+                                   pepper=pepper, now=now)
         taken = session.scalar(select(Account.id).where(Account.phone == new_phone))
         _issue(session, account_id=account.id, purpose=CHANGE_OLD, phone=account.phone,
                pepper=pepper, now=now)
         _issue(session, account_id=account.id, purpose=CHANGE_NEW, phone=new_phone,
                pepper=pepper, now=now, target_sealed=seal(new_phone, pepper),
-               send=taken is None)
+               send=taken is None and not capped)
     log.info("phone change started", extra={"account_id": account_id, "client_ip": client_ip})
     return int(CODE_TTL.total_seconds())
 

@@ -25,14 +25,22 @@ from services.identity.usecases.throttle import _lock
 
 SMS_PHONE = "sms_phone"
 SMS_IP = "sms_ip"
+#: phone changes started, per account: whatever the numbers, so they need not count against
+#: the number named (anyone can name anyone's)
+PHONE_CHANGE = "phone_change"
+#: new-phone codes sent to a number (HMAC), by whoever: a quiet cap (``allows``)
+CHANGE_TARGET = "change_target"
 QR_IP = "qr_ip"
 CAPTCHA_IP = "captcha_ip"
 
 HOUR = timedelta(hours=1)
+MINUTE = timedelta(seconds=60)
 #: (requests allowed, window) per scope; every rule of the scope must allow the request
 LIMITS: dict[str, tuple[tuple[int, timedelta], ...]] = {
-    SMS_PHONE: ((5, HOUR), (1, timedelta(seconds=60))),
+    SMS_PHONE: ((5, HOUR), (1, MINUTE)),
     SMS_IP: ((5, HOUR),),
+    PHONE_CHANGE: ((3, HOUR), (1, MINUTE)),
+    CHANGE_TARGET: ((10, HOUR),),
     QR_IP: ((30, timedelta(minutes=10)),),
     CAPTCHA_IP: ((60, timedelta(minutes=10)),),
 }
@@ -46,26 +54,46 @@ def phone_key(phone: str, pepper: str) -> str:
     return hmac.new(pepper.encode(), b"phone:" + phone.encode(), hashlib.sha256).hexdigest()
 
 
+def _wait(session: Session, key: Key, now: datetime) -> int | None:
+    """Seconds until the key's limits allow one more request, or None when they do now."""
+    scope, name = key
+    times = session.scalars(select(SignInRequest.requested_at).where(
+        SignInRequest.scope == scope, SignInRequest.key == name,
+        SignInRequest.requested_at > now - LONGEST)).all()
+    waits = [wait for limit, window in LIMITS[scope]
+             if (wait := retry_after(times, now, limit=limit, window=window)) is not None]
+    return max(waits, default=None)
+
+
+def _count(session: Session, keys: list[Key], now: datetime) -> None:
+    session.add_all([SignInRequest(scope=scope, key=key, requested_at=now)
+                     for scope, key in keys])
+    session.flush()
+
+
 def admit(session: Session, keys: list[Key], now: datetime | None = None) -> None:
     """Refuse with 429 (and ``Retry-After``) when any limit of any key is reached; else count
     this request against every key."""
     now = now or utcnow()
     _lock(session, keys)
     session.execute(delete(SignInRequest).where(SignInRequest.requested_at <= now - LONGEST))
-    waits: list[int] = []
-    for scope, key in keys:
-        times = session.scalars(select(SignInRequest.requested_at).where(
-            SignInRequest.scope == scope, SignInRequest.key == key,
-            SignInRequest.requested_at > now - LONGEST)).all()
-        for limit, window in LIMITS[scope]:
-            wait = retry_after(times, now, limit=limit, window=window)
-            if wait is not None:
-                waits.append(wait)
+    waits = [wait for key in keys if (wait := _wait(session, key, now)) is not None]
     if waits:
         seconds = max(waits)
         raise Problem(429, "too-many-requests",
                       f"too many requests; try again in {seconds} seconds",
                       headers={"Retry-After": str(seconds)}, retry_after=seconds)
-    session.add_all([SignInRequest(scope=scope, key=key, requested_at=now)
-                     for scope, key in keys])
-    session.flush()
+    _count(session, keys, now)
+
+
+def allows(session: Session, key: Key, now: datetime | None = None) -> bool:
+    """Whether the key's limits allow one more, counting it when they do. Never refuses: for
+    what a request quietly goes without past the limit (an SMS to a number the requester
+    names), so that the answer cannot depend on that number. Call it after ``admit`` in the
+    same transaction (its lock comes last: no lock-order cycle)."""
+    now = now or utcnow()
+    _lock(session, [key])
+    if _wait(session, key, now) is not None:
+        return False
+    _count(session, [key], now)
+    return True

@@ -11,7 +11,7 @@ import logging
 import re
 import threading
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -21,6 +21,7 @@ from sqlalchemy import text as sql_text
 
 from servicekit.sealed import unseal
 from servicekit.tables import outbox
+from services.identity import signin_codes
 from services.identity.models import Account, LoginFailure
 from services.identity.models_signin import Captcha, QrTicket, SignInCode, SignInRequest
 from services.identity.signin_captcha import CaptchaService
@@ -447,15 +448,15 @@ def test_phone_change_does_not_tell_whether_a_number_is_taken(ident: Identity) -
 def test_phone_change_is_throttled_before_anything_is_looked_up(ident: Identity) -> None:
     person, _ = ident.register()
     token = ident.tokens(person["phone"])["access_token"]
-    registered = [ident.register()[0]["phone"] for _ in range(3)]
+    registered = [ident.register()[0]["phone"] for _ in range(2)]
     answers = []
-    for i, phone in enumerate([mobile(), registered[0], mobile(), registered[1], mobile()]):
-        _age(ident, SignInRequest, 61, "requested_at")  # past the old phone's 1 a minute
+    for i, phone in enumerate([mobile(), registered[0], mobile()]):
+        _age(ident, SignInRequest, 61, "requested_at")  # past the account's 1 a minute
         answers.append(ident.call("POST", "/accounts/me/phone-change",
                                   json={"new_phone": phone}, token=token, ip=f"10.4.0.{i}"))
-    assert [a.status_code for a in answers] == [202] * 5
+    assert [a.status_code for a in answers] == [202] * 3
     _age(ident, SignInRequest, 61, "requested_at")
-    for phone in (registered[2], mobile()):  # the sixth in the hour: taken or not, 429
+    for phone in (registered[1], mobile()):  # the fourth in the hour: taken or not, 429
         resp = ident.call("POST", "/accounts/me/phone-change", json={"new_phone": phone},
                           token=token, ip="10.4.1.1")
         assert resp.status_code == 429 and "Retry-After" in resp.headers
@@ -481,7 +482,7 @@ def _start_change(identity: Identity, person: dict[str, str], account: dict[str,
                   new_phone: str, ip: str) -> tuple[str, dict[str, str]]:
     """Sign ``person`` in and start a change to ``new_phone``: their token and both codes."""
     token = identity.tokens(person["phone"], ip=ip)["access_token"]
-    _forget_requests(identity)  # past the new number's one code a minute
+    _forget_requests(identity)  # past the account's one start a minute
     resp = identity.call("POST", "/accounts/me/phone-change", json={"new_phone": new_phone},
                          token=token, ip=ip)
     assert resp.status_code == 202, resp.get_data(as_text=True)
@@ -571,6 +572,154 @@ def test_a_number_taken_while_a_change_is_confirmed_is_a_clean_409(ident: Identi
     with ident.rt.db.transaction() as session:
         assert session.scalars(select(Account.id).where(Account.phone == number)).all() == [
             other["id"]]
+
+
+# --- what a phone change counts against ----------------------------------------------------
+
+class _Clock:
+    """signin_codes' clock, moved by hand: the throttling windows and the codes' lifetimes
+    follow it, so Retry-After is exact and two runs at the same moment answer alike."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def tick(self, seconds: int = 61) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
+    fake = _Clock()
+    monkeypatch.setattr(signin_codes, "utcnow", fake)
+    return fake
+
+
+def _change(identity: Identity, token: str, new_phone: str, ip: str) -> Any:
+    return identity.call("POST", "/accounts/me/phone-change", json={"new_phone": new_phone},
+                         token=token, ip=ip)
+
+
+def _signed_in(identity: Identity) -> tuple[dict[str, str], dict[str, Any], str]:
+    """A new account, and an access token for it."""
+    person, account = identity.register()
+    return person, account, identity.tokens(person["phone"])["access_token"]
+
+
+def _sent(identity: Identity, phone: str, purpose: str = "change_phone_new") -> int:
+    secret = identity.rt.settings.service_secret
+    return sum(1 for e in _events(identity) if e["data"]["purpose"] == purpose
+               and unseal(e["data"]["phone_sealed"], secret) == phone)
+
+
+def test_changes_started_to_a_number_leave_its_owner_s_sign_in_and_reset_alone(
+        ident: Identity, clock: _Clock) -> None:
+    """B's starts of a change to A's number spent that number's allowance of codes (1 a
+    minute, 5 an hour, shared with sign-in and reset): A could not sign in by SMS or reset
+    the password for up to an hour. A start now counts against the account that makes it,
+    its own phone and its address, never the number it names."""
+    a_person, _, _ = _signed_in(ident)
+    b_person, _, b_token = _signed_in(ident)
+    assert _change(ident, b_token, a_person["phone"], "10.11.0.0").status_code == 202
+    assert _request(ident, a_person["phone"], ip="10.11.1.0").status_code == 202  # same minute
+    starts = []
+    for i in range(1, 6):
+        clock.tick()
+        starts.append(_change(ident, b_token, a_person["phone"], f"10.11.0.{i}").status_code)
+    assert 429 in starts  # B has used up its own allowance...
+    clock.tick()
+    assert _request(ident, a_person["phone"], ip="10.11.1.1").status_code == 202  # ...not A's
+    code = _code(ident, a_person["phone"], "login")
+    signed_in = ident.call("POST", "/tokens/sms", ip="10.11.1.1",
+                           json={"phone": a_person["phone"], "code": code})
+    assert signed_in.status_code == 201, signed_in.get_data(as_text=True)
+    clock.tick()
+    assert _request(ident, a_person["phone"], "reset_password", ip="10.11.1.2").status_code == 202
+    reset = ident.call("POST", "/password-resets", ip="10.11.1.2", json={
+        "phone": a_person["phone"], "code": _code(ident, a_person["phone"], "reset_password"),
+        "new_password": "a-brand-new-secret"})
+    assert reset.status_code == 204, reset.get_data(as_text=True)
+
+
+def test_an_account_starts_at_most_three_phone_changes_an_hour_whatever_the_numbers(
+        ident: Identity, clock: _Clock) -> None:
+    _, _, token = _signed_in(ident)
+    for i in range(3):
+        assert _change(ident, token, mobile(), f"10.12.0.{i}").status_code == 202
+        if i == 0:
+            soon = _change(ident, token, mobile(), "10.12.1.0")  # one a minute
+            assert soon.status_code == 429 and soon.headers["Retry-After"] == "60"
+        clock.tick()
+    fourth = _change(ident, token, mobile(), "10.12.2.0")
+    assert fourth.status_code == 429, fourth.get_data(as_text=True)
+    assert fourth.content_type == "application/problem+json"
+    assert _slug(fourth) == "too-many-requests"
+    assert fourth.headers["Retry-After"] == "3417"  # the first start's hour: 3600 - 3 * 61
+    assert fourth.get_json()["retry_after"] == 3417
+    clock.tick(3417)
+    assert _change(ident, token, mobile(), "10.12.2.1").status_code == 202
+
+
+def test_changes_started_by_one_account_leave_another_s_change_to_the_number_alone(
+        ident: Identity, clock: _Clock) -> None:
+    """B's starts to a number spent its allowance, and C's change to it was refused (429)
+    for up to an hour."""
+    number = mobile()
+    _, _, b_token = _signed_in(ident)
+    c_person, c_account, c_token = _signed_in(ident)
+    for i in range(3):
+        clock.tick()
+        assert _change(ident, b_token, number, f"10.13.0.{i}").status_code == 202
+    started = _change(ident, c_token, number, "10.13.1.0")  # the same minute as B's last
+    assert started.status_code == 202, started.get_data(as_text=True)
+    codes = {"old_code": _code(ident, c_person["phone"], "change_phone_old"),
+             "new_code": _code(ident, number, "change_phone_new", c_account["id"])}
+    ok = ident.call("POST", "/accounts/me/phone-change/confirm", json=codes, token=c_token,
+                    ip="10.13.1.0")
+    assert ok.status_code == 200, ok.get_data(as_text=True)
+    assert ok.get_json()["id"] == c_account["id"]
+
+
+_Answer = tuple[int, str | None, str | None, dict[str, Any]]
+
+
+def _starts(identity: Identity, clock: _Clock,
+            targets: dict[str, str]) -> dict[str, list[_Answer]]:
+    """Four accounts per target start changes to it, minute after minute, each from its own
+    address and once more within the minute: every answer (status, type, Retry-After and
+    body but its request id) per target, the targets' turns taken at the same moments."""
+    starters = {target: [_signed_in(identity)[2] for _ in range(4)] for target in targets}
+    answers: dict[str, list[_Answer]] = {target: [] for target in targets}
+    for minute in range(5):
+        for target, net in targets.items():
+            for n, token in enumerate(starters[target]):
+                for again in range(2):
+                    resp = _change(identity, token, target, f"{net}.{n}.{minute * 2 + again}")
+                    body = {k: v for k, v in resp.get_json().items() if k != "request_id"}
+                    answers[target].append((resp.status_code, resp.content_type,
+                                            resp.headers.get("Retry-After"), body))
+        clock.tick()
+    return answers
+
+
+def test_a_taken_and_a_free_number_get_the_same_answers_under_the_same_limits(
+        ident: Identity, clock: _Clock) -> None:
+    """Whether a number is registered must not show in what a starter gets: the same
+    statuses, bodies and waits, every limit included. A free number gets at most 10 change
+    codes an hour, whoever asks; past that the start is answered alike and its code goes to
+    nobody, as a taken number's always does."""
+    taken, free = ident.register()[0]["phone"], mobile()
+    answers = _starts(ident, clock, {taken: "10.14", free: "10.15"})
+    assert answers[taken] == answers[free]
+    statuses = [status for status, *_ in answers[free]]
+    assert statuses.count(202) == 12 and statuses.count(429) == 28  # 4 accounts, 3 each
+    assert _sent(ident, free) == 10 and _sent(ident, taken) == 0
+    clock.tick(3600)
+    _, _, token = _signed_in(ident)
+    assert _change(ident, token, free, "10.15.9.9").status_code == 202
+    assert _sent(ident, free) == 11
 
 
 # --- QR sign-in ---------------------------------------------------------------------------
