@@ -18,12 +18,14 @@ from __future__ import annotations
 import logging
 import uuid
 
+from flask_smorest.pagination import PaginationParameters
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from servicekit import audit
 from servicekit.db import Database, utcnow
 from servicekit.outbox import emit
+from servicekit.paging import page_of
 from servicekit.problems import Problem
 from servicekit.roles import LAWYER
 from servicekit.service import Runtime
@@ -161,25 +163,27 @@ def apply_offline(rt: Runtime, caller: Caller, *, court: str, license_no: str, l
     return row
 
 
-def mine(db: Database, caller: Caller) -> list[LawyerVerification]:
+def mine(db: Database, caller: Caller, page: PaginationParameters) -> list[LawyerVerification]:
+    """One page of the caller's own verification applications, newest first."""
+    query = (select(LawyerVerification).where(LawyerVerification.account_id == caller.account_id)
+             .order_by(LawyerVerification.submitted_at.desc(), LawyerVerification.id))
     with db.transaction() as session:
-        return list(session.scalars(select(LawyerVerification).where(
-            LawyerVerification.account_id == caller.account_id)
-            .order_by(LawyerVerification.submitted_at.desc(), LawyerVerification.id)).all())
+        return list(page_of(session, query, page).scalars())
 
 
-def reviews(db: Database, caller: Caller, status: str) -> list[tuple[LawyerVerification, str]]:
-    """Offline applications to the reviewer's court, with the applicant's name."""
+def reviews(db: Database, caller: Caller, status: str,
+            page: PaginationParameters) -> list[tuple[LawyerVerification, str]]:
+    """One page of the offline applications to the reviewer's court, oldest first, with the
+    applicant's name."""
     court = reviewer_court(caller)
+    query = (select(LawyerVerification, Account.name)
+             .join(Account, Account.id == LawyerVerification.account_id)
+             .where(LawyerVerification.court == court,
+                    LawyerVerification.method == rules.OFFLINE,
+                    LawyerVerification.status == status)
+             .order_by(LawyerVerification.submitted_at, LawyerVerification.id))
     with db.transaction() as session:
-        rows = session.execute(select(LawyerVerification, Account.name)
-                               .join(Account, Account.id == LawyerVerification.account_id)
-                               .where(LawyerVerification.court == court,
-                                      LawyerVerification.method == rules.OFFLINE,
-                                      LawyerVerification.status == status)
-                               .order_by(LawyerVerification.submitted_at,
-                                         LawyerVerification.id)).all()
-    return [(row, name) for row, name in rows]
+        return [(row, name) for row, name in page_of(session, query, page)]
 
 
 def _of_court(session: Session, caller: Caller, verification_id: str,

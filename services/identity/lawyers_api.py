@@ -8,9 +8,11 @@ from typing import Any
 from flask import Response, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
+from flask_smorest.pagination import PaginationParameters
 from marshmallow import Schema, ValidationError, fields, validate
 
 from servicekit.access import roles
+from servicekit.paging import paginated
 from servicekit.problems import Problem
 from servicekit.roles import PARTY
 from servicekit.service import runtime
@@ -136,9 +138,14 @@ class Verifications(MethodView):
 class MyVerifications(MethodView):
     @roles()
     @blp.response(200, VerificationListSchema)
-    def get(self) -> dict[str, Any]:
-        """The signed-in individual's verification applications and their status."""
-        return {"items": [view(r) for r in lawyers.mine(runtime().db, caller())]}
+    @paginated(blp)
+    def get(self, pagination_parameters: PaginationParameters) -> dict[str, Any]:
+        """The signed-in individual's verification applications and their status.
+
+        Newest first, a page at a time (``X-Pagination``).
+        """
+        found = lawyers.mine(runtime().db, caller(), pagination_parameters)
+        return {"items": [view(r) for r in found]}
 
 
 @blp.route("/lawyer-verifications/reviews")
@@ -146,9 +153,14 @@ class VerificationReviews(MethodView):
     @roles(*REVIEWERS)
     @blp.arguments(LawyerReviewQuerySchema, location="query")
     @blp.response(200, VerificationListSchema)
-    def get(self, query: dict[str, str]) -> dict[str, Any]:
-        """Offline applications to the reviewer's court, by status, oldest first."""
-        items = lawyers.reviews(runtime().db, caller(), query["status"])
+    @paginated(blp)
+    def get(self, query: dict[str, str],
+            pagination_parameters: PaginationParameters) -> dict[str, Any]:
+        """Offline applications to the reviewer's court, by status, oldest first.
+
+        A page at a time (``X-Pagination``).
+        """
+        items = lawyers.reviews(runtime().db, caller(), query["status"], pagination_parameters)
         return {"items": [view(row, name) for row, name in items]}
 
 

@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from flask_smorest.pagination import PaginationParameters
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -24,6 +25,7 @@ from servicekit.blobs import LocalBlobStore
 from servicekit.config import data_dir
 from servicekit.db import Database, utcnow
 from servicekit.outbox import emit
+from servicekit.paging import page_of
 from servicekit.problems import Problem
 from servicekit.roles import COURT_ADMIN, REGISTRY_REVIEWER
 from servicekit.service import Runtime
@@ -129,11 +131,12 @@ def register(rt: Runtime, caller: Caller, *, name: str, uscc: str, legal_represe
     return org
 
 
-def mine(db: Database, caller: Caller) -> list[Organization]:
+def mine(db: Database, caller: Caller, page: PaginationParameters) -> list[Organization]:
+    """One page of the organizations the caller registered, newest first."""
+    query = (select(Organization).where(Organization.applicant_account_id == caller.account_id)
+             .order_by(Organization.submitted_at.desc(), Organization.id))
     with db.transaction() as session:
-        return list(session.scalars(select(Organization).where(
-            Organization.applicant_account_id == caller.account_id)
-            .order_by(Organization.submitted_at.desc(), Organization.id)).all())
+        return list(page_of(session, query, page).scalars())
 
 
 def reviewer_court(caller: Caller) -> str:
@@ -142,12 +145,15 @@ def reviewer_court(caller: Caller) -> str:
     return caller.court
 
 
-def reviews(db: Database, caller: Caller, status: str) -> list[Organization]:
+def reviews(db: Database, caller: Caller, status: str,
+            page: PaginationParameters) -> list[Organization]:
+    """One page of the registrations for the reviewer's court, the soonest deadline first."""
     court = reviewer_court(caller)
+    query = (select(Organization).where(Organization.court == court,
+                                        Organization.status == status)
+             .order_by(Organization.review_deadline, Organization.id))
     with db.transaction() as session:
-        return list(session.scalars(select(Organization).where(
-            Organization.court == court, Organization.status == status)
-            .order_by(Organization.review_deadline, Organization.id)).all())
+        return list(page_of(session, query, page).scalars())
 
 
 def visible(db: Database, caller: Caller, org_id: str) -> Organization:

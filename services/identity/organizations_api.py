@@ -12,10 +12,12 @@ from typing import Any
 from flask import Response, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
+from flask_smorest.pagination import PaginationParameters
 from marshmallow import Schema, fields, validate
 
 from servicekit.access import current_claims, roles
 from servicekit.db import utcnow
+from servicekit.paging import paginated
 from servicekit.roles import COURT_ADMIN, PARTY, REGISTRY_REVIEWER
 from servicekit.service import runtime
 from servicekit.uploads import read_upload
@@ -132,9 +134,14 @@ class Organizations(MethodView):
 class MyOrganizations(MethodView):
     @roles()
     @blp.response(200, OrganizationListSchema)
-    def get(self) -> dict[str, Any]:
-        """The organizations the signed-in individual registered, with their review status."""
-        return {"items": [view(o) for o in organizations.mine(runtime().db, caller())]}
+    @paginated(blp)
+    def get(self, pagination_parameters: PaginationParameters) -> dict[str, Any]:
+        """The organizations the signed-in individual registered, with their review status.
+
+        Newest first, a page at a time (``X-Pagination``).
+        """
+        found = organizations.mine(runtime().db, caller(), pagination_parameters)
+        return {"items": [view(o) for o in found]}
 
 
 @blp.route("/organizations/reviews")
@@ -142,9 +149,15 @@ class OrganizationReviews(MethodView):
     @roles(*REVIEWERS)
     @blp.arguments(ReviewQuerySchema, location="query")
     @blp.response(200, OrganizationListSchema)
-    def get(self, query: dict[str, str]) -> dict[str, Any]:
-        """Registrations for the reviewer's court, by status, soonest deadline first."""
-        items = organizations.reviews(runtime().db, caller(), query["status"])
+    @paginated(blp)
+    def get(self, query: dict[str, str],
+            pagination_parameters: PaginationParameters) -> dict[str, Any]:
+        """Registrations for the reviewer's court, by status, soonest deadline first.
+
+        A page at a time (``X-Pagination``).
+        """
+        items = organizations.reviews(runtime().db, caller(), query["status"],
+                                      pagination_parameters)
         return {"items": [view(o) for o in items]}
 
 
