@@ -18,6 +18,7 @@ from typing import Any
 import marshmallow as ma
 from flask import Flask, g, jsonify, request
 from flask_smorest import Api, Blueprint
+from flask_smorest.pagination import PaginationMetadataSchema
 from flask_smorest.utils import prepare_response
 from prometheus_client import CollectorRegistry
 from werkzeug.exceptions import HTTPException
@@ -80,6 +81,17 @@ class ProblemApi(Api):
                                    "schema": ProblemSchema}
         prepare_response(default, self.spec, PROBLEM_JSON)
         self.spec.components.response(self.DEFAULT_ERROR_RESPONSE_NAME, default, lazy=True)
+
+    def _register_pagination_header(self) -> None:
+        # flask-smorest sends X-Pagination as a JSON object but documents it with a bare
+        # object schema, which OpenAPI 3 reads as the "simple" style (``k,v,k,v``): the spec
+        # said something the services never send (found by schemathesis). A header whose value
+        # is JSON is documented with ``content`` (OpenAPI 3.0 §4.7.21: one media type).
+        self.spec.components.header("PAGINATION", {
+            "description": "Paging: a JSON object (total, total_pages, first_page, "
+                           "last_page, page, previous_page, next_page)",
+            "content": {"application/json": {"schema": PaginationMetadataSchema}},
+        }, lazy=True)
 
     def handle_http_exception(self, error: HTTPException) -> Response:  # type: ignore[override]
         data = getattr(error, "data", None) or {}
