@@ -177,6 +177,7 @@ def test_the_contract_documents_the_paging_of_every_list() -> None:
         assert (sizes["page_size"]["default"], sizes["page_size"]["maximum"]) == (10, 100), path
         assert "page" in sizes, path
         assert "X-Pagination" in operation["responses"]["200"]["headers"], path
-    header = spec["components"]["headers"]["PAGINATION"]["schema"]["$ref"].rsplit("/", 1)[1]
+    pagination = spec["components"]["headers"]["PAGINATION"]["content"]["application/json"]
+    header = pagination["schema"]["$ref"].rsplit("/", 1)[1]
     assert {"total", "total_pages", "next_page"} <= set(
         spec["components"]["schemas"][header]["properties"])
