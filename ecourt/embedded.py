@@ -245,9 +245,15 @@ class Suite:
             server.server_close()
             # werkzeug's request threads are daemon threads: the process would end under a
             # request that is still being handled (its answer lost, maybe after its commit)
-            if not in_flight.drained(drain_timeout):
-                log.warning("%d request(s) still running after %.0f s; stopping anyway",
-                            in_flight.count, drain_timeout)
+            try:
+                if not in_flight.drained(drain_timeout):
+                    log.warning("%d request(s) still running after %.0f s; stopping anyway",
+                                in_flight.count, drain_timeout)
+            except KeyboardInterrupt:
+                # a second Ctrl-C or TERM means "now": skip the wait, never the stop (the
+                # relays and consumers end in order, the databases are disposed)
+                log.warning("interrupted again: stopping with %d request(s) still running",
+                            in_flight.count)
             self.stop()
 
 

@@ -6,6 +6,7 @@ under it."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -29,10 +30,17 @@ _SCRIPT = textwrap.dedent("""
 
     suite = Suite(sys.argv[1], scheduler_interval=0)
     gateway = suite.gateway
+    stop = suite.stop
+
+    def stop_and_say():
+        stop()
+        print("SUITE STOPPED", flush=True)
+
+    suite.stop = stop_and_say
 
     def slow(environ, start_response):
         if environ["PATH_INFO"] == "/slow":
-            time.sleep(2)
+            time.sleep(float(sys.argv[3]))
             start_response("200 OK", [("Content-Type", "text/plain")])
             return [b"done"]
         return gateway(environ, start_response)
@@ -48,18 +56,8 @@ _SCRIPT = textwrap.dedent("""
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_request_in_flight_is_answered_before_the_suite_stops(tmp_path: Path,
                                                                sig: signal.Signals) -> None:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("ECOURT_", "GATEWAY_", "PROMETHEUS_"))
-           and not k.endswith("_DATABASE_URL")}
-    proc = subprocess.Popen([sys.executable, "-c", _SCRIPT, str(tmp_path / "data"), str(port)],
-                            env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+    proc, base = _serving(tmp_path, slow_seconds=2)
     try:
-        wait_for(lambda: answers_ok(f"{base}/healthz") or proc.poll() is not None,
-                 timeout=120, message="the suite to serve")
-        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
         answer: dict[str, object] = {}
 
         def ask() -> None:
@@ -80,6 +78,51 @@ def test_a_request_in_flight_is_answered_before_the_suite_stops(tmp_path: Path,
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _serving(tmp_path: Path, slow_seconds: float) -> tuple[subprocess.Popen[bytes], str]:
+    """The suite serving in a process of its own, its ``/slow`` taking ``slow_seconds``."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("ECOURT_", "GATEWAY_", "PROMETHEUS_"))
+           and not k.endswith("_DATABASE_URL")}
+    proc = subprocess.Popen([sys.executable, "-c", _SCRIPT, str(tmp_path / "data"), str(port),
+                             str(slow_seconds)],
+                            env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    wait_for(lambda: answers_ok(f"{base}/healthz") or proc.poll() is not None,
+             timeout=120, message="the suite to serve")
+    if proc.poll() is not None:
+        proc.kill()
+        raise AssertionError(proc.stdout.read().decode() if proc.stdout else "")
+    return proc, base
+
+
+def test_a_second_term_during_the_drain_skips_the_wait_but_not_the_stop(tmp_path: Path) -> None:
+    """The first TERM waits for the request in flight (up to 20 s); a second one means "now":
+    the process ends at once, and still stops the suite in order (relays and consumers ended,
+    databases disposed) instead of dying in the middle of the drain."""
+    proc, base = _serving(tmp_path, slow_seconds=60)
+    try:
+        threading.Thread(target=lambda: _ask_quietly(f"{base}/slow"), daemon=True).start()
+        time.sleep(0.7)  # the request is being handled
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(1.0)  # draining: the request has ~59 s to go
+        assert proc.poll() is None, "the first TERM must wait for the request in flight"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+        output = proc.stdout.read().decode() if proc.stdout else ""
+        assert "SUITE STOPPED" in output, output
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _ask_quietly(url: str) -> None:
+    with contextlib.suppress(requests.RequestException):
+        requests.get(url, timeout=90)
 
 
 def test_stop_disposes_no_engine_under_a_worker_still_running(tmp_path: Path,
