@@ -14,9 +14,10 @@ each November for the next year. They are data, never code:
 
   A year in the file replaces the package's for that year, whole. The file is read when a
   process starts (``ecourt.runtime.make_runtime``: ``ecourt run``, ``serve``, ``relay``,
-  ``consume``, ``scheduler``); when the notice is out the administrator edits it (in
-  Kubernetes the ``workday-calendar`` ConfigMap, in docker-compose
-  ``deploy/workday-calendar.json``) and restarts the processes — no release.
+  ``consume``, ``scheduler``); when the notice is out the administrator edits
+  ``deploy/calendar/workday-calendar.json``, from which Kubernetes' ``workday-calendar``
+  ConfigMap is generated and which docker-compose mounts, and the processes restart — no
+  release.
 
 A day in a year neither knows is counted plain Monday–Friday: its public holidays are working
 days and its make-up days are off, so a deadline across them comes out early. That is still an

@@ -925,7 +925,11 @@ def test_kustomization_lists_every_manifest(k8s_docs: list[tuple[str, dict[str, 
     assert kustomization["kind"] == "Kustomization"
     listed = kustomization["resources"]
     on_disk = sorted(p.name for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
-    assert sorted(listed) == on_disk
+    assert sorted(r for r in listed if r.endswith(".yaml")) == on_disk
+    # the other resources are kustomizations of their own (the calendar's generated ConfigMap)
+    folders = [r for r in listed if not r.endswith(".yaml")]
+    assert folders == ["../calendar"]
+    assert all((K8S / f / "kustomization.yaml").is_file() for f in folders)
     assert kustomization["namespace"] == "ecourt"
     assert [i["name"] for i in kustomization["images"]] == ["ecourt"]
     namespaces = _by_kind(k8s_docs, "Namespace")
@@ -1225,7 +1229,8 @@ def test_relays_and_consumers_are_given_the_time_to_stop_in_order(
 CALENDAR_SERVICES = ("identity", "matters")
 CALENDAR_PROCESSES = {"identity-api", "identity-consumer", "matters-api", "matters-consumer",
                       "matters-scheduler"}
-CALENDAR_JSON = DEPLOY / "workday-calendar.json"
+CALENDAR_DIR = DEPLOY / "calendar"
+CALENDAR_JSON = CALENDAR_DIR / "workday-calendar.json"
 
 
 def test_the_services_that_count_working_days_are_the_calendar_s() -> None:
@@ -1237,15 +1242,26 @@ def test_the_services_that_count_working_days_are_the_calendar_s() -> None:
     assert {name.rsplit("-", 1)[0] for name in CALENDAR_PROCESSES} == users
 
 
-def test_the_shipped_calendars_are_empty_and_valid(
-        k8s_docs: list[tuple[str, dict[str, Any]]]) -> None:
+def test_the_shipped_calendar_is_empty_and_valid() -> None:
     """As shipped, the package's years alone; no year is invented in the repository."""
     from servicekit.config import calendar_years
 
-    configmap = _by_kind(k8s_docs, "ConfigMap")["workday-calendar"]
-    for text in (CALENDAR_JSON.read_text(encoding="utf-8"),
-                 configmap["data"]["workday-calendar.json"]):
-        assert calendar_years(json.loads(text)) == {}
+    assert calendar_years(json.loads(CALENDAR_JSON.read_text(encoding="utf-8"))) == {}
+
+
+def test_k8s_generates_the_calendar_configmap_from_the_file_compose_mounts(
+        k8s_docs: list[tuple[str, dict[str, Any]]]) -> None:
+    """One file for both deployments, and no hand-written copy of it: kustomize's generator
+    names the ConfigMap after its content, so an edited calendar rolls the pods that read it
+    on the next ``kubectl apply -k`` (a fixed name would leave them on the old file, and a
+    ConfigMap edited in the cluster would be set back by the next apply)."""
+    kustomization = yaml.safe_load((CALENDAR_DIR / "kustomization.yaml").read_text())
+    generators = {g["name"]: g for g in kustomization["configMapGenerator"]}
+    assert list(generators) == ["workday-calendar"]
+    assert generators["workday-calendar"]["files"] == [CALENDAR_JSON.name]
+    assert not generators["workday-calendar"].get("options", {}).get(
+        "disableNameSuffixHash"), "the content hash in the name is what rolls the pods"
+    assert "workday-calendar" not in _by_kind(k8s_docs, "ConfigMap"), "a second copy"
 
 
 def test_compose_gives_the_calendar_to_the_processes_that_count_deadlines(
