@@ -10,11 +10,13 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from argon2 import PasswordHasher
 from sqlalchemy import func, select
 
 from servicekit.tables import idempotency_keys, outbox
 from services.identity.models import Account, LoginFailure
 from services.identity.tests.conftest import Identity
+from services.identity.usecases import accounts
 from tests.factories import individual
 
 
@@ -153,6 +155,34 @@ def test_five_refusals_of_taken_numbers_throttle_the_address_until_the_window_pa
         for row in s.scalars(select(LoginFailure)):
             row.failed_at -= timedelta(minutes=16)
     assert _register(identity, "203.0.113.7").status_code == 201
+
+
+class _CountingHasher(PasswordHasher):
+    """The registration's argon2 hasher, counting its hashes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hashes = 0
+
+    def hash(self, password: str | bytes, *, salt: bytes | None = None) -> str:
+        self.hashes += 1
+        return super().hash(password, salt=salt)
+
+
+def test_a_throttled_registration_costs_no_password_hash(
+        identity: Identity, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The password was hashed (argon2: slow on purpose) before the transaction that found
+    the address over its limit: every 429 still cost a hash. Now a read-only look at the
+    counter refuses first."""
+    taken, _ = identity.register()
+    _refused(identity, taken, 5, ip="203.0.113.11")
+    hasher = _CountingHasher()
+    monkeypatch.setattr(accounts, "hasher", hasher)
+    _assert_throttled(_register(identity, "203.0.113.11"))
+    _assert_throttled(_register(identity, "203.0.113.11", phone=taken["phone"]))
+    assert hasher.hashes == 0
+    assert _register(identity, "203.0.113.12").status_code == 201  # another address: hashed
+    assert hasher.hashes == 1
 
 
 def test_successful_registrations_do_not_count(identity: Identity) -> None:

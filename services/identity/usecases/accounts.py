@@ -18,6 +18,7 @@ from services.identity.models import Account
 from services.identity.usecases import throttle
 
 SOURCE = "/identity"
+_REFUSED = "refused registrations"
 hasher = PasswordHasher()  # argon2id with the library's current defaults
 #: verified against when the username is unknown, so a miss costs as long as a wrong password
 DUMMY_HASH = hasher.hash("not-a-password-of-anyone")
@@ -62,15 +63,18 @@ def register_individual(db: Database, name: str, id_number: str, phone: str,
     under its per-key lock, so a parallel burst cannot slip past the limit): a registration
     that succeeds drops it with the account's insert, a refused one commits it as a failure
     before its 409 is raised. After 5 refusals in 15 minutes every registration from the
-    address is a 429 until the window passes. (A refusal by the unique key, when two
-    registrations of one number race past the check, rolls back and is not counted: a race
-    is no way to look numbers up.)"""
+    address is a 429 until the window passes; a read-only look at the counter answers it
+    before the password is hashed, so a throttled address costs no argon2 hash. (A refusal
+    by the unique key, when two registrations of one number race past the check, rolls back
+    and is not counted: a race is no way to look numbers up.)"""
     id_number = id_number.upper()
-    password_hash = hasher.hash(password)  # slow: outside the transaction
+    with db.sessions() as session:  # read only and rolled back: no commit, nothing written
+        throttle.check(session, [(throttle.REGISTRATION, client_ip)], what=_REFUSED)
+    password_hash = hasher.hash(password)  # slow (argon2): outside the transaction
     try:
         with db.transaction() as session:
             reserved = throttle.reserve(session, [(throttle.REGISTRATION, client_ip)],
-                                        what="refused registrations")
+                                        what=_REFUSED)
             problem = duplicate(session, phone=phone, id_number=id_number)
             if problem is None:
                 account = Account(id=str(uuid.uuid4()), kind=INDIVIDUAL, name=name,

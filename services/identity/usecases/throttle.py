@@ -55,13 +55,8 @@ def _lock(session: Session, keys: list[Key]) -> None:
         session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
 
 
-def reserve(session: Session, keys: list[Key], now: datetime | None = None, *,
-            what: str = "failed sign-in attempts") -> list[int]:
-    """Refuse with 429 (its detail naming ``what`` failed) when a counter is full; else write
-    one pending failure per counter and return their row ids (to release on success)."""
-    now = now or utcnow()
-    _lock(session, keys)
-    session.execute(delete(LoginFailure).where(LoginFailure.failed_at <= now - FAILURE_WINDOW))
+def _refusal(session: Session, keys: list[Key], now: datetime, what: str) -> Problem | None:
+    """The 429 to answer when a counter of ``keys`` is full at ``now``, else None."""
     waits = []
     for scope, key in keys:
         times = session.scalars(select(LoginFailure.failed_at).where(
@@ -70,12 +65,32 @@ def reserve(session: Session, keys: list[Key], now: datetime | None = None, *,
         wait = retry_after(times, now)
         if wait is not None:
             waits.append(wait)
-    if waits:
-        seconds = max(waits)
-        raise Problem(429, "too-many-attempts",
-                      f"too many {what}; try again in {seconds} seconds",
-                      headers={"Retry-After": str(seconds)}, retry_after=seconds,
-                      limit=MAX_FAILURES, window_seconds=int(FAILURE_WINDOW.total_seconds()))
+    if not waits:
+        return None
+    seconds = max(waits)
+    return Problem(429, "too-many-attempts", f"too many {what}; try again in {seconds} seconds",
+                   headers={"Retry-After": str(seconds)}, retry_after=seconds,
+                   limit=MAX_FAILURES, window_seconds=int(FAILURE_WINDOW.total_seconds()))
+
+
+def check(session: Session, keys: list[Key], now: datetime | None = None, *,
+          what: str = "failed sign-in attempts") -> None:
+    """Refuse with 429 when a counter is already full, writing and locking nothing: a cheap
+    look before slow work (an argon2 hash) that ``reserve`` would refuse anyway. Not a
+    reservation: only ``reserve``, under its lock, keeps a parallel burst within the limit."""
+    problem = _refusal(session, keys, now or utcnow(), what)
+    if problem is not None:
+        raise problem
+
+
+def reserve(session: Session, keys: list[Key], now: datetime | None = None, *,
+            what: str = "failed sign-in attempts") -> list[int]:
+    """Refuse with 429 (its detail naming ``what`` failed) when a counter is full; else write
+    one pending failure per counter and return their row ids (to release on success)."""
+    now = now or utcnow()
+    _lock(session, keys)
+    session.execute(delete(LoginFailure).where(LoginFailure.failed_at <= now - FAILURE_WINDOW))
+    check(session, keys, now, what=what)
     rows = [LoginFailure(scope=scope, key=key, failed_at=now) for scope, key in keys]
     session.add_all(rows)
     session.flush()
