@@ -6,6 +6,10 @@ the formatted traceback and stack, and in the ``extra`` fields (strings, numbers
 inside dicts, lists and tuples), as a last line of defence behind code that never logs them in
 the first place. A traceback is where they hide best: a driver's error quotes the values it
 refused.
+
+The same masking (``scrub``, ``scrub_value``) serves the outbox: ``servicekit.outbox.emit``
+masks the strings of every event's data before it is written, so there is one implementation
+of what an ID number or a mobile looks like and how it is masked.
 """
 
 from __future__ import annotations
@@ -15,14 +19,22 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
 from servicekit import context
 
-_ID_NUMBER = re.compile(r"(?<!\d)(\d{3})\d{11}(\d{3}[\dXx])(?!\d)")
-_MOBILE = re.compile(r"(?<!\d)(1[3-9]\d)\d{4}(\d{4})(?!\d)")
+#: one pass over the text, first match wins at each position: a UUID is left as it is (its
+#: 12-hex-digit last group can hold 11 decimal digits in a row: masking them would corrupt an
+#: id, never hide a number), then an 18-character ID number (the last may be X), then a mobile,
+#: with or without the country code 86. A run of digits longer than the number is not one.
+_PERSONAL = re.compile(
+    r"(?P<uuid>(?<![0-9A-Fa-f])[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}"
+    r"(?![0-9A-Fa-f]))"
+    r"|(?<!\d)(?P<id_number>\d{17}[\dXx])(?!\d)"
+    r"|(?<!\d)(?P<country>\+?86)?(?P<mobile>1[3-9]\d{9})(?!\d)")
 
 
 class Throttled:
@@ -62,10 +74,18 @@ def mask_phone(value: str) -> str:
     return value[:3] + "****" + value[-4:] if len(value) >= 11 else "***"
 
 
+def _mask(match: re.Match[str]) -> str:
+    if match["id_number"]:
+        return mask_id_number(match["id_number"])
+    if match["mobile"]:
+        return (match["country"] or "") + mask_phone(match["mobile"])
+    return match[0]  # a UUID
+
+
 def scrub(text: str) -> str:
-    """Mask ID numbers and mobiles anywhere in free text."""
-    text = _ID_NUMBER.sub(lambda m: m.group(1) + "*" * 11 + m.group(2)[-4:], text)
-    return _MOBILE.sub(lambda m: m.group(1) + "****" + m.group(2), text)
+    """Mask ID numbers (``440***********1234``) and mobiles (``138****5678``) anywhere in free
+    text; UUIDs and digit runs of other lengths are left as they are."""
+    return _PERSONAL.sub(_mask, text)
 
 
 #: a record's own attributes; any other is an ``extra`` field
@@ -75,19 +95,29 @@ _RECORD_FIELDS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dic
 _PLAIN = logging.Formatter()
 
 
-def _scrub_value(value: Any) -> Any:
-    """``value`` with ID numbers and mobiles masked in its strings, at any depth; a number
-    that reads as one becomes its masked text. Containers are copied, never changed."""
+def _never(_key: Any) -> bool:
+    return False
+
+
+def scrub_value(value: Any, *, numbers: bool = True,
+                opaque: Callable[[Any], bool] = _never) -> Any:
+    """``value`` with ID numbers and mobiles masked in its strings, at any depth. With
+    ``numbers``, a number that reads as one becomes its masked text (a log line; an event
+    keeps its numbers, whose type its contract fixes). A dict's value under a key for which
+    ``opaque`` is true is kept as it is (ciphertext, a digest). Containers are copied, never
+    changed."""
     if isinstance(value, str):
         return scrub(value)
-    if isinstance(value, int) and not isinstance(value, bool):
+    if numbers and isinstance(value, int) and not isinstance(value, bool):
         text = str(value)
         masked = scrub(text)
         return value if masked == text else masked
     if isinstance(value, dict):
-        return {_scrub_value(k): _scrub_value(v) for k, v in value.items()}
+        return {scrub_value(k, numbers=numbers, opaque=opaque):
+                v if opaque(k) else scrub_value(v, numbers=numbers, opaque=opaque)
+                for k, v in value.items()}
     if type(value) in (list, tuple):  # not a named tuple: its type takes other arguments
-        return type(value)(_scrub_value(v) for v in value)
+        return type(value)(scrub_value(v, numbers=numbers, opaque=opaque) for v in value)
     return value
 
 
@@ -113,7 +143,7 @@ class _ContextFilter(logging.Filter):
             record.stack_info = scrub(record.stack_info)
         for key, value in list(record.__dict__.items()):
             if key not in _RECORD_FIELDS:
-                setattr(record, key, _scrub_value(value))
+                setattr(record, key, scrub_value(value))
         return True
 
 

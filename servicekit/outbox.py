@@ -2,6 +2,14 @@
 
 ``emit`` adds the event to the *caller's* session: it commits with the state change or not at
 all, so there is no ghost event (sent but rolled back) and no zombie record (saved, never sent).
+
+``emit`` also masks every ID number and mobile in the strings of the event's data
+(``servicekit.logs.scrub_value``: ``440***********1234``, ``138****5678``), at any depth, before
+the event is built (RELIABILITY S6, DESIGN: never in an event in clear). Events carry text that
+people typed — a rejection reason, a name, an SMS text built from them — and masking here, once,
+means no event type and no future field can forget it. The only values kept byte for byte are
+those under an opaque key (``is_opaque``): sealed ciphertext and digests, where a run of digits
+is noise and changing it would break the value. UUIDs are left alone by ``scrub`` itself.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from sqlalchemy.orm import Session
 from servicekit import context
 from servicekit.db import WROTE, utcnow
 from servicekit.envelope import CloudEvent
+from servicekit.logs import scrub_value
 from servicekit.publishers import TOPIC
 from servicekit.tables import outbox
 
@@ -108,9 +117,19 @@ def _drop_on_checkin(_dbapi_conn: Any, record: Any) -> None:
     record.info.pop(QUEUED, None)
 
 
+def is_opaque(key: object) -> bool:
+    """Whether a data field holds an opaque value that must travel exactly as it is: sealed
+    ciphertext (``*_sealed``: Fernet's base64 can hold a run of 11 digits) or a digest
+    (``sha256``, ``*_sha256``). Every other string of an event's data is masked."""
+    return isinstance(key, str) and (key.endswith("_sealed") or key == "sha256"
+                                     or key.endswith("_sha256"))
+
+
 def emit(session: Session, type_: str, data: dict[str, Any], *, source: str,
          subject: str | None = None) -> CloudEvent:
-    """Record an event for publication to the topic exchange, in the caller's transaction."""
+    """Record an event for publication to the topic exchange, in the caller's transaction,
+    its data's ID numbers and mobiles masked (opaque fields, numbers and booleans as given)."""
+    data = scrub_value(data, numbers=False, opaque=is_opaque)
     event_ = CloudEvent(type=type_, source=source, data=data, subject=subject,
                         correlationid=context.correlation_id(),
                         causationid=context.causation_id())
