@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 
@@ -35,6 +35,16 @@ def wait_for(predicate: Callable[[], T], timeout: float = 15.0, interval: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message}")
         time.sleep(interval)
+
+
+def problem_of(resp: Any, status: int, slug: str) -> dict[str, Any]:
+    """The problem+json body of a test client's ``resp``, after checking it is the problem
+    ``slug`` (its ``type``'s last segment) with ``status``."""
+    assert resp.status_code == status, resp.get_json()
+    assert resp.content_type == "application/problem+json", resp.content_type
+    body: dict[str, Any] = resp.get_json()
+    assert body["type"].endswith(f"/{slug}"), body
+    return body
 
 
 def answers_ok(url: str, timeout: float = 2.0) -> bool:

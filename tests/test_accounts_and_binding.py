@@ -149,8 +149,10 @@ def test_binding_approved_by_the_clerk_and_one_rejected(suite: Suite, court: Cou
     for role in ("judge", "clerk"):
         wait_for(lambda r=role: sms_for(suite, court.id(r), "binding_requested"),
                  message=f"the {role}'s SMS")
-    approved = http.post(f"/api/matters/bindings/{binding['id']}/approve",
-                         headers=bearer(court.token("clerk")))
+    path = f"/api/matters/bindings/{binding['id']}"
+    etag = http.get(path, headers=bearer(court.token("clerk"))).headers["ETag"]
+    approved = http.post(f"{path}/approve",
+                         headers={**bearer(court.token("clerk")), "If-Match": etag})
     assert approved.status_code == 200, approved.get_data(as_text=True)
     wait_for(lambda: sms_for(suite, lawyer_id, "binding_approved"), message="lawyer told")
     wait_for(lambda: sms_for(suite, party_id, "binding_approved_party"), message="party told")
@@ -162,8 +164,11 @@ def test_binding_approved_by_the_clerk_and_one_rejected(suite: Suite, court: Cou
         "case_number": case_number, "party_name": "黄添强",
         "letter": file(PDF, "委托书.pdf", "application/pdf")})
     assert asked.status_code == 201, asked.get_data(as_text=True)
-    rejected = http.post(f"/api/matters/bindings/{asked.get_json()['id']}/reject",
-                         headers=bearer(court.token("judge")), json={"reason": "委托书未签字"})
+    path = f"/api/matters/bindings/{asked.get_json()['id']}"
+    etag = http.get(path, headers=bearer(court.token("judge"))).headers["ETag"]
+    rejected = http.post(f"{path}/reject", headers={**bearer(court.token("judge")),
+                                                    "If-Match": etag},
+                         json={"reason": "委托书未签字"})
     assert rejected.status_code == 200, rejected.get_data(as_text=True)
     [sms] = wait_for(lambda: sms_for(suite, other_id, "binding_rejected"), message="told")
     assert "委托书未签字" in sms.text

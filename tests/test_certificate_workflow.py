@@ -38,7 +38,9 @@ def wait_document(http: Client, token: str, app_id: str, state: str) -> dict[str
 
 def act(http: Client, token: str, app_id: str, action: str, body: dict[str, Any] | None = None,
         status: int = 200) -> dict[str, Any]:
-    resp = http.post(f"/api/matters/applications/{app_id}/{action}", headers=bearer(token),
+    path = f"/api/matters/applications/{app_id}"
+    etag = http.get(path, headers=bearer(token)).headers["ETag"]  # as a client: read, then act
+    resp = http.post(f"{path}/{action}", headers={**bearer(token), "If-Match": etag},
                      json=body or {})
     assert resp.status_code == status, resp.get_data(as_text=True)
     return resp.get_json()

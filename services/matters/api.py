@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, request
+from flask import Response
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from flask_smorest.pagination import PaginationParameters
 
 from servicekit.access import current_claims, roles
 from servicekit.paging import paginated
-from servicekit.problems import PROBLEM_JSON, Problem
+from servicekit.problems import PROBLEM_JSON
 from servicekit.roles import CLERK, COURT_ADMIN, JUDGE, LAWYER, PARTY, REGISTRY_REVIEWER, SPECIALIST
 from servicekit.service import runtime
+from servicekit.versions import Precondition, documented, etag_header
 from services.matters import applications, cases, handling
 from services.matters.access import is_staff_of
 from services.matters.schemas import (
@@ -34,19 +35,10 @@ COURT_STAFF = (SPECIALIST, JUDGE, CLERK, COURT_ADMIN, "division_head", "presiden
 SIGNED_IN = (PARTY, LAWYER, *COURT_STAFF)
 
 
-def if_match() -> int | None:
-    """The version a client read (``If-Match: "3"``); a stale one gets 412."""
-    raw = request.headers.get("If-Match")
-    if raw is None:
-        return None
-    try:
-        return int(raw.strip().removeprefix("W/").strip('"'))
-    except ValueError as exc:
-        raise Problem(400, "invalid-if-match", 'If-Match must be an ETag such as "3"') from exc
-
-
 def with_etag(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
-    return body, 200, {"ETag": f'"{body["version"]}"'}
+    """An application or binding with its version as the ETag (``"3"``), which an update
+    sends back in If-Match (``servicekit.versions``)."""
+    return body, 200, etag_header(str(body["version"]))
 
 
 def _app_view(app: Any, case: Any) -> dict[str, Any]:
@@ -123,17 +115,19 @@ def _after(app: Any):  # type: ignore[no-untyped-def]
 @blp.route("/applications/<application_id>/review")
 class Review(MethodView):
     @roles(SPECIALIST)
+    @documented(blp, "application")
     @blp.arguments(ReviewSchema)
     @blp.response(200, ApplicationSchema)
     def post(self, body: dict[str, Any], application_id: str):  # type: ignore[no-untyped-def]
         """自行办理: issue the certificate, or transfer to the presiding judge."""
         return _after(handling.review(runtime().db, current_claims(), application_id, body,
-                                      if_match()))
+                                      Precondition.of_request()))
 
 
 @blp.route("/applications/<application_id>/judge-decision")
 class JudgeDecision(MethodView):
     @roles(JUDGE)
+    @documented(blp, "application")
     @blp.arguments(JudgeDecisionSchema)
     @blp.response(200, ApplicationSchema)
     def post(self, body: dict[str, Any], application_id: str):  # type: ignore[no-untyped-def]
@@ -142,12 +136,13 @@ class JudgeDecision(MethodView):
         The case's own presiding judge only (another judge of the court gets 403).
         """
         return _after(handling.judge_decides(runtime().db, current_claims(), application_id,
-                                             body, if_match()))
+                                             body, Precondition.of_request()))
 
 
 @blp.route("/applications/<application_id>/regenerate")
 class Regenerate(MethodView):
     @roles(SPECIALIST, JUDGE, CLERK)
+    @documented(blp, "application")
     @blp.response(200, ApplicationSchema)
     def post(self, application_id: str):  # type: ignore[no-untyped-def]
         """重新生成文书, after a failed generation.
@@ -156,12 +151,13 @@ class Regenerate(MethodView):
         judge or clerk of the court gets 403).
         """
         return _after(handling.regenerate(runtime().db, current_claims(), application_id,
-                                          if_match()))
+                                          Precondition.of_request()))
 
 
 @blp.route("/applications/<application_id>/publish")
 class Publish(MethodView):
     @roles(SPECIALIST, JUDGE, CLERK)
+    @documented(blp, "application")
     @blp.response(200, ApplicationSchema)
     def post(self, application_id: str):  # type: ignore[no-untyped-def]
         """引入: publish the issued certificate to the party's case space.
@@ -170,7 +166,7 @@ class Publish(MethodView):
         judge or clerk of the court gets 403).
         """
         return _after(handling.publish(runtime().db, current_claims(), application_id,
-                                       if_match()))
+                                       Precondition.of_request()))
 
 
 @blp.route("/todo")

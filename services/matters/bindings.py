@@ -37,6 +37,7 @@ from servicekit.problems import Problem
 from servicekit.roles import CLERK, JUDGE
 from servicekit.service import Runtime
 from servicekit.uploads import Upload
+from servicekit.versions import Precondition
 from services.matters import events
 from services.matters.access import (
     ensure_judge_or_clerk_of,
@@ -175,7 +176,7 @@ def _decide(binding: Binding, claims: dict[str, Any], status: str, reason: str |
 
 @contextmanager
 def _deciding(db: Database, claims: dict[str, Any], binding_id: str,
-              if_match: int | None) -> Iterator[tuple[Session, Binding, Case]]:
+              if_match: Precondition) -> Iterator[tuple[Session, Binding, Case]]:
     with db.transaction() as session:
         binding = session.get(Binding, binding_id, with_for_update=True)
         if binding is None:
@@ -184,15 +185,13 @@ def _deciding(db: Database, claims: dict[str, Any], binding_id: str,
                         subject=f"binding:{binding.id}")
         case = load_case(session, binding.case_id)
         ensure_judge_or_clerk_of(claims, case, subject=f"binding:{binding.id}")
-        if if_match is not None and if_match != binding.version:
-            raise Problem(412, "stale-version", "the binding request changed since you read it",
-                          current_version=binding.version)
+        if_match.decide(str(binding.version), "binding request")
         require_binding_status(binding.status, (PENDING,), "decide")
         yield session, binding, case
 
 
 def approve(db: Database, claims: dict[str, Any], binding_id: str,
-            if_match: int | None) -> tuple[Binding, Case]:
+            if_match: Precondition) -> tuple[Binding, Case]:
     with _deciding(db, claims, binding_id, if_match) as (session, binding, case):
         _decide(binding, claims, APPROVED, None, utcnow())
         events.binding_approved(session, binding, case)
@@ -200,7 +199,7 @@ def approve(db: Database, claims: dict[str, Any], binding_id: str,
 
 
 def reject(db: Database, claims: dict[str, Any], binding_id: str, reason: str,
-           if_match: int | None) -> tuple[Binding, Case]:
+           if_match: Precondition) -> tuple[Binding, Case]:
     with _deciding(db, claims, binding_id, if_match) as (session, binding, case):
         _decide(binding, claims, REJECTED, reason, utcnow())
         events.binding_rejected(session, binding, case)

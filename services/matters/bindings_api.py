@@ -15,8 +15,9 @@ from servicekit.paging import paginated
 from servicekit.roles import CLERK, JUDGE, LAWYER
 from servicekit.service import runtime
 from servicekit.uploads import SIGNATURES, read_upload
+from servicekit.versions import Precondition, documented
 from services.matters import bindings, lawyers
-from services.matters.api import COURT_STAFF, if_match
+from services.matters.api import COURT_STAFF, with_etag
 from services.matters.schemas import (
     BindingArgsSchema,
     BindingListSchema,
@@ -34,8 +35,8 @@ blp = Blueprint("matters-bindings", __name__, url_prefix="",
 
 
 def _out(found: tuple[Any, Any], status: int = 200):  # type: ignore[no-untyped-def]
-    body = binding_view(*found, current_claims())
-    return body, status, {"ETag": f'"{body["version"]}"'}
+    body, _, headers = with_etag(binding_view(*found, current_claims()))
+    return body, status, headers
 
 
 @blp.route("/bindings")
@@ -104,21 +105,24 @@ class BindingLetter(MethodView):
 @blp.route("/bindings/<binding_id>/approve")
 class Approve(MethodView):
     @roles(JUDGE, CLERK)
+    @documented(blp, "binding request")
     @blp.response(200, BindingSchema)
     def post(self, binding_id: str):  # type: ignore[no-untyped-def]
         """The case's presiding judge or clerk approves: the lawyer now sees the case."""
-        return _out(bindings.approve(runtime().db, current_claims(), binding_id, if_match()))
+        return _out(bindings.approve(runtime().db, current_claims(), binding_id,
+                                     Precondition.of_request()))
 
 
 @blp.route("/bindings/<binding_id>/reject")
 class Reject(MethodView):
     @roles(JUDGE, CLERK)
+    @documented(blp, "binding request")
     @blp.arguments(RejectSchema)
     @blp.response(200, BindingSchema)
     def post(self, body: dict[str, Any], binding_id: str):  # type: ignore[no-untyped-def]
         """The case's presiding judge or clerk rejects, with the reason the lawyer is told."""
         return _out(bindings.reject(runtime().db, current_claims(), binding_id,
-                                    body["reason"], if_match()))
+                                    body["reason"], Precondition.of_request()))
 
 
 @blp.route("/cases/<case_id>/lawyers")

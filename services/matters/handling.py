@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from servicekit.db import Database, utcnow
 from servicekit.problems import Problem
 from servicekit.roles import CLERK, JUDGE, SPECIALIST
+from servicekit.versions import Precondition
 from services.matters import events
 from services.matters.access import ensure_judge_or_clerk_of, ensure_staff_of
 from services.matters.cases import load_case
@@ -64,10 +65,11 @@ def _presiding_judge_of(claims: dict[str, Any], case: Case, subject: str) -> Non
 
 @contextmanager
 def _acting(db: Database, claims: dict[str, Any], application_id: str, roles: set[str],
-            if_match: int | None, relation: Relation | None = None,
+            if_match: Precondition, relation: Relation | None = None,
             ) -> Iterator[tuple[Session, Application, Case]]:
     """Load the application for an update by its court's staff (holding one of ``roles``, in
-    the ``relation`` to its case if given), checking its version."""
+    the ``relation`` to its case if given), checking its version: only once the caller may
+    act on it, so a stranger's 403/404 comes first (428 without If-Match, 412 if stale)."""
     with db.transaction() as session:
         app = session.get(Application, application_id, with_for_update=True)
         if app is None:
@@ -77,9 +79,7 @@ def _acting(db: Database, claims: dict[str, Any], application_id: str, roles: se
         case = load_case(session, app.case_id)
         if relation is not None:
             relation(claims, case, subject)
-        if if_match is not None and if_match != app.version:
-            raise Problem(412, "stale-version", "the application changed since you read it",
-                          current_version=app.version)
+        if_match.decide(str(app.version), "application")
         yield session, app, case
         app.version += 1
 
@@ -94,7 +94,7 @@ def _generate(session: Session, app: Application, case: Case) -> None:
 
 
 def review(db: Database, claims: dict[str, Any], application_id: str, body: dict[str, Any],
-           if_match: int | None) -> Application:
+           if_match: Precondition) -> Application:
     """The specialist's 自行办理: issue ("是") or transfer to the back-office judge."""
     with _acting(db, claims, application_id, MIDDLE_OFFICE_ROLES, if_match) as (s, app, case):
         require_status(app.status, (SUBMITTED,), "review")
@@ -115,7 +115,7 @@ def review(db: Database, claims: dict[str, Any], application_id: str, body: dict
 
 
 def judge_decides(db: Database, claims: dict[str, Any], application_id: str,
-                  body: dict[str, Any], if_match: int | None) -> Application:
+                  body: dict[str, Any], if_match: Precondition) -> Application:
     """The presiding judge records opinion, result, handler, date and the effective date;
     saving requests the certificate (and updates the case's effective date)."""
     with _acting(db, claims, application_id, BACK_OFFICE_ROLES, if_match,
@@ -132,7 +132,7 @@ def judge_decides(db: Database, claims: dict[str, Any], application_id: str,
 
 
 def regenerate(db: Database, claims: dict[str, Any], application_id: str,
-               if_match: int | None) -> Application:
+               if_match: Precondition) -> Application:
     """重新生成文书: only after a failed generation, so two valid certificates never exist."""
     with _acting(db, claims, application_id, PUBLISHERS, if_match,
                  _publisher_of) as (s, app, case):
@@ -144,7 +144,7 @@ def regenerate(db: Database, claims: dict[str, Any], application_id: str,
 
 
 def publish(db: Database, claims: dict[str, Any], application_id: str,
-            if_match: int | None) -> Application:
+            if_match: Precondition) -> Application:
     """引入: make the issued certificate visible in the party's case space."""
     with _acting(db, claims, application_id, PUBLISHERS, if_match,
                  _publisher_of) as (s, app, case):

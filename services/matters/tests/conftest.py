@@ -22,6 +22,7 @@ from servicekit.db import utcnow
 from servicekit.envelope import CloudEvent
 from servicekit.service import Runtime
 from servicekit.tables import audit_trail, outbox
+from servicekit.testing import pg_databases
 from servicekit.tokens import SigningKey, TokenVerifier
 from services.matters.app import SERVICE
 from services.matters.bindings import EXTRAS_KEY
@@ -60,6 +61,13 @@ class Harness:
 
     def lawyer(self, sub: str | None = None) -> dict[str, str]:
         return self.token("lawyer", court=None, sub=sub or self.ids["lawyer"])
+
+    def if_match(self, path: str) -> dict[str, str]:
+        """The If-Match a client sends on an update: the ETag of the application or binding
+        at ``path`` as just read (by a specialist of the court, who reads all of them)."""
+        resp = self.client.get(path, headers=self.token("specialist"))
+        assert resp.status_code == 200, resp.get_json()
+        return {"If-Match": resp.headers["ETag"]}
 
     def deliver(self, type_: str, data: dict[str, Any]) -> None:
         """Hand ``type_`` to matters' handler as its publisher (the type's first word) sends it."""
@@ -101,8 +109,9 @@ class Harness:
         app = self.client.post(f"/cases/{case['id']}/applications", headers=self.party(),
                                json=APPLY)
         assert app.status_code == 201, app.get_json()
-        done = self.client.post(f"/applications/{app.get_json()['id']}/review",
-                                headers=self.token("specialist"), json=review)
+        path = f"/applications/{app.get_json()['id']}"
+        done = self.client.post(f"{path}/review", json=review,
+                                headers={**self.token("specialist"), **self.if_match(path)})
         assert done.status_code == 200, done.get_json()
         return done.get_json()
 
@@ -154,3 +163,14 @@ def harness_on(database_url: str, tmp_path: Path) -> Iterator[Harness]:
 @pytest.fixture
 def harness(tmp_path: Path) -> Iterator[Harness]:
     yield from harness_on(f"sqlite:///{tmp_path}/m.db", tmp_path)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.real)])
+def on_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
+    """The harness on SQLite, and on PostgreSQL (for what only PostgreSQL does: its
+    snapshots, server-side cursors and row locks)."""
+    if request.param == "sqlite":
+        yield from harness_on(f"sqlite:///{tmp_path}/m.db", tmp_path)
+        return
+    with pg_databases(["matters"]) as urls:
+        yield from harness_on(urls["matters"], tmp_path)

@@ -48,12 +48,13 @@ def test_requested_then_approved_the_lawyer_sees_the_case_and_applies_for_the_pa
     assert h.client.post(f"/cases/{case['id']}/applications", headers=h.lawyer(),
                          json=APPLY).status_code == 404
 
-    approved = h.client.post(f"/bindings/{binding['id']}/approve", headers=h.staff("judge"))
+    approved = h.client.post(f"/bindings/{binding['id']}/approve", headers={
+        **h.staff("judge"), **h.if_match(f"/bindings/{binding['id']}")})
     assert approved.status_code == 200 and approved.get_json()["status"] == "approved"
     [event] = h.emitted("matters.binding.approved")
     assert event["data"]["party_account_id"] is None and event["data"]["method"] == "request"
-    assert h.client.post(f"/bindings/{binding['id']}/approve",
-                         headers=h.staff("judge")).status_code == 409
+    assert h.client.post(f"/bindings/{binding['id']}/approve", headers={
+        **h.staff("judge"), **h.if_match(f"/bindings/{binding['id']}")}).status_code == 409
 
     assert h.client.get(f"/cases/{case['id']}", headers=h.lawyer()).status_code == 200
     assert case["id"] in [c["id"] for c in h.client.get("/cases", headers=h.lawyer()).get_json()]
@@ -83,7 +84,8 @@ def test_requested_then_approved_the_lawyer_sees_the_case_and_applies_for_the_pa
         row = s.get(Application, app["id"])
         assert row is not None and row.submitted_by_account_id == h.ids["lawyer"]
         row.status, row.document_state, row.document_id = "accepted", "issued", "doc-1"
-    done = h.client.post(f"/applications/{app['id']}/publish", headers=h.staff("clerk"))
+    done = h.client.post(f"/applications/{app['id']}/publish", headers={
+        **h.staff("clerk"), **h.if_match(f"/applications/{app['id']}")})
     assert done.status_code == 200, done.get_json()
     [completed] = h.emitted("matters.application.completed")
     assert h.ids["lawyer"] in completed["data"]["viewer_account_ids"]
@@ -95,9 +97,10 @@ def test_rejected_with_a_reason_the_lawyer_still_gets_404(harness: Harness) -> N
     h = harness
     case = h.case()
     binding = _requested(h, case)
-    assert h.client.post(f"/bindings/{binding['id']}/reject", headers=h.staff("clerk"),
+    clerk = {**h.staff("clerk"), **h.if_match(f"/bindings/{binding['id']}")}
+    assert h.client.post(f"/bindings/{binding['id']}/reject", headers=clerk,
                          json={}).status_code == 422  # the reason is required
-    resp = h.client.post(f"/bindings/{binding['id']}/reject", headers=h.staff("clerk"),
+    resp = h.client.post(f"/bindings/{binding['id']}/reject", headers=clerk,
                          json={"reason": "授权委托书未加盖律所公章"})
     assert resp.status_code == 200 and resp.get_json()["status_label"] == "已驳回"
     [event] = h.emitted("matters.binding.rejected")
@@ -177,8 +180,9 @@ def test_a_pending_or_rejected_request_tells_the_lawyer_nothing_of_the_case(
     assert _case_in(h.client.get(f"/bindings/{pending['id']}",
                                  headers=h.lawyer()).get_json()) == (None, None)
     rejected = _requested(h, other)
-    h.client.post(f"/bindings/{rejected['id']}/reject", headers=h.staff("clerk"),
-                  json={"reason": "授权委托书未加盖律所公章"})
+    assert h.client.post(f"/bindings/{rejected['id']}/reject", headers={
+        **h.staff("clerk"), **h.if_match(f"/bindings/{rejected['id']}")},
+        json={"reason": "授权委托书未加盖律所公章"}).status_code == 200
     assert _case_in(h.client.get(f"/bindings/{rejected['id']}",
                                  headers=h.lawyer()).get_json()) == (None, None)
     mine = h.client.get("/bindings", headers=h.lawyer()).get_json()["items"]
@@ -190,7 +194,8 @@ def test_a_pending_or_rejected_request_tells_the_lawyer_nothing_of_the_case(
         assert seen["case_id"] in (case["id"], other["id"])
         assert seen["parties_label"] == "原告:周俊雄;被告:黄添强"
     # approved: the lawyer sees the case, so the reply names it
-    approved = h.client.post(f"/bindings/{pending['id']}/approve", headers=h.staff("judge"))
+    approved = h.client.post(f"/bindings/{pending['id']}/approve", headers={
+        **h.staff("judge"), **h.if_match(f"/bindings/{pending['id']}")})
     assert approved.status_code == 200
     assert _case_in(h.client.get(f"/bindings/{pending['id']}", headers=h.lawyer()).get_json()) \
         == (case["id"], "原告:周俊雄;被告:黄添强")
@@ -222,7 +227,8 @@ def test_who_may_decide(harness: Harness) -> None:
     assert h.client.get(f"/bindings/{binding['id']}",
                         headers=h.token("judge", court=OTHER_COURT)).status_code == 404
     assert h.client.post(url, headers=h.token("judge")).status_code == 403  # not this case's
-    assert h.client.post(url, headers=h.staff("judge"),
+    assert h.client.post(url, headers={**h.staff("judge"),
+                                       **h.if_match(f"/bindings/{binding['id']}")},
                          json={}).status_code == 200
 
 
@@ -283,7 +289,8 @@ def test_an_overdue_binding_climbs_the_ladder_one_level_at_a_time(harness: Harne
     # a decided request is no longer urged
     other = h.case()
     late = _requested(h, other)
-    h.client.post(f"/bindings/{late['id']}/approve", headers=h.staff("clerk"))
+    assert h.client.post(f"/bindings/{late['id']}/approve", headers={
+        **h.staff("clerk"), **h.if_match(f"/bindings/{late['id']}")}).status_code == 200
     assert escalate_overdue(h.rt.db, utcnow() + timedelta(days=40)) == 0
 
 

@@ -18,7 +18,9 @@ def _transferred(h: Harness) -> dict[str, Any]:
 
 
 def _decide(h: Harness, app: dict[str, Any], headers: dict[str, str]):  # type: ignore[no-untyped-def]
-    return h.client.post(f"/applications/{app['id']}/judge-decision", headers=headers,
+    """Decide as a client does: with the If-Match of the application as just read."""
+    path = f"/applications/{app['id']}"
+    return h.client.post(f"{path}/judge-decision", headers={**headers, **h.if_match(path)},
                          json=DECISION)
 
 

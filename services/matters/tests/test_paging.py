@@ -88,8 +88,8 @@ def test_a_party_pages_through_their_own_cases_only(harness: Harness) -> None:
 def _bound_lawyer(h: Harness, case: dict[str, Any]) -> None:
     """The harness's lawyer, bound to the defendant (黄添强) and approved by the judge."""
     binding = h.ask(case["case_number"]).get_json()
-    assert h.client.post(f"/bindings/{binding['id']}/approve",
-                         headers=h.staff("judge")).status_code == 200
+    assert h.client.post(f"/bindings/{binding['id']}/approve", headers={
+        **h.staff("judge"), **h.if_match(f"/bindings/{binding['id']}")}).status_code == 200
 
 
 def test_a_case_s_applications_are_paged_under_the_access_rule(harness: Harness) -> None:

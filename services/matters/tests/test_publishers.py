@@ -92,7 +92,8 @@ def test_the_cases_own_judge_or_clerk_and_any_specialist_may(harness: Harness, a
     app = ACTIONS[action](h)
     headers = {"the case's judge": h.staff("judge"), "the case's clerk": h.staff("clerk"),
                "any specialist": h.token("specialist")}[who]
-    resp = h.client.post(f"/applications/{app['id']}/{action}", headers=headers)
+    resp = h.client.post(f"/applications/{app['id']}/{action}",
+                         headers={**headers, **h.if_match(f"/applications/{app['id']}")})
     assert resp.status_code == 200, resp.get_json()
     shown, done = DONE[action]
     assert shown(resp.get_json()) == done

@@ -9,8 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,19 +16,8 @@ from sqlalchemy import event
 from sqlalchemy.orm import ORMExecuteState
 
 from ecourt.contracts import OPENAPI
-from servicekit.testing import pg_databases
 from services.matters import applications
-from services.matters.tests.conftest import APPLY, OTHER_COURT, Harness, harness_on
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.real)])
-def on_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
-    """The harness on SQLite, and on PostgreSQL (its own snapshot and server-side cursor)."""
-    if request.param == "sqlite":
-        yield from harness_on(f"sqlite:///{tmp_path}/m.db", tmp_path)
-        return
-    with pg_databases(["matters"]) as urls:
-        yield from harness_on(urls["matters"], tmp_path)
+from services.matters.tests.conftest import APPLY, OTHER_COURT, Harness
 
 
 def _applied(h: Harness, count: int, case: dict[str, Any] | None = None) -> list[str]:
