@@ -46,6 +46,16 @@ def phone_field(**kwargs: object) -> fields.String:
         "description": "mainland mobile number", "pattern": MOBILE_PATTERN}, **kwargs)
 
 
+def captcha_id_field(when: str) -> fields.String:
+    """The id of a captcha from ``POST /captchas``, sent with what it protects."""
+    return fields.String(load_default=None, validate=validate.Length(max=36),
+                         metadata={"description": f"from POST /captchas; {when}"})
+
+
+def captcha_answer_field() -> fields.String:
+    return fields.String(load_default=None, load_only=True, validate=validate.Length(max=10))
+
+
 def _check_court(value: str) -> None:
     if not court_code_valid(value):
         raise ValidationError("not a court code (such as 粤01)")
@@ -93,10 +103,8 @@ class LoginSchema(Schema):
                              metadata={"description": "phone or ID number"})
     password = fields.String(required=True, load_only=True,
                              validate=validate.Length(min=1, max=128))
-    captcha_id = fields.String(load_default=None, validate=validate.Length(max=36), metadata={
-        "description": "from POST /captchas; required after a failed attempt"})
-    captcha_answer = fields.String(load_default=None, load_only=True,
-                                   validate=validate.Length(max=10))
+    captcha_id = captcha_id_field("required after a failed attempt")
+    captcha_answer = captcha_answer_field()
 
 
 class RefreshSchema(Schema):

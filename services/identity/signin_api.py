@@ -21,7 +21,14 @@ from servicekit.idempotency import answer_not_stored
 from servicekit.service import runtime
 from services.identity import signin_captcha, signin_codes, signin_qr
 from services.identity.api import NO_STORE, _signing_key, _tokens, account_view, client_ip
-from services.identity.schemas import AccountSchema, FullMatch, TokenSchema, phone_field
+from services.identity.schemas import (
+    AccountSchema,
+    FullMatch,
+    TokenSchema,
+    captcha_answer_field,
+    captcha_id_field,
+    phone_field,
+)
 
 blp = Blueprint("identity_signin", __name__,
                 description="Captchas, SMS codes, QR sign-in, password reset, phone change")
@@ -41,6 +48,10 @@ class CodeRequestSchema(Schema):
     phone = phone_field()
     purpose = fields.String(required=True,
                             validate=validate.OneOf(signin_codes.PUBLIC_PURPOSES))
+    captcha_id = captcha_id_field(
+        "required when the service always asks for one (production), and after a code was "
+        "asked for from this address or for this phone in the last hour")
+    captcha_answer = captcha_answer_field()
 
 
 class CodeAcceptedSchema(Schema):
@@ -94,7 +105,7 @@ class Captchas(MethodView):
     @blp.response(201, CaptchaSchema)
     @blp.alt_response(429, description="too many captchas from this address")
     def post(self):  # type: ignore[no-untyped-def]
-        """A new image captcha (2 minutes, single use) for password sign-in."""
+        """A new image captcha (2 minutes, single use) for password sign-in and SMS codes."""
         rt = runtime()
         captcha_id, png, ttl = signin_captcha.create(
             rt.db, signin_captcha.service_of(rt), client_ip=client_ip(), pepper=_pepper())
@@ -107,13 +118,26 @@ class SmsCodes(MethodView):
     @public
     @blp.arguments(CodeRequestSchema)
     @blp.response(202, CodeAcceptedSchema)
-    @blp.alt_response(429, description="too many codes for this phone or address")
+    @blp.alt_response(400, description="captcha-required: solve one (POST /captchas) and "
+                                       "send captcha_id and captcha_answer")
+    @blp.alt_response(401, description="captcha-invalid: the captcha is wrong, expired or "
+                                       "already used")
+    @blp.alt_response(429, description="too many codes for this phone from this address (1 a "
+                                       "minute, 5 an hour) or from this address (5 an hour)")
     def post(self, body: dict[str, str]) -> dict[str, int]:
         """Send a 6-digit code (5 minutes) by SMS when the phone has an account. Always 202,
-        whether or not it has one."""
+        whether or not it has one.
+
+        An image captcha comes first when the service always asks for one (production), and
+        after a code was asked for from this address or for this phone in the last hour; a
+        refused captcha spends and sends nothing. One phone gets at most 10 codes an hour
+        from all addresses together: past that the answer is the same 202 and nothing is
+        sent."""
+        rt = runtime()
+        signin_captcha.guard_sms_code(rt, body["phone"], client_ip(), body.get("captcha_id"),
+                                      body.get("captcha_answer"))
         return {"expires_in": signin_codes.request_code(
-            runtime().db, body["phone"], body["purpose"], client_ip=client_ip(),
-            pepper=_pepper())}
+            rt.db, body["phone"], body["purpose"], client_ip=client_ip(), pepper=_pepper())}
 
 
 @blp.route("/tokens/sms")

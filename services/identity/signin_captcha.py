@@ -1,4 +1,4 @@
-"""Image captchas (图形验证码) for password sign-in [003 §1.2].
+"""Image captchas (图形验证码) for password sign-in and SMS codes [003 §1.2].
 
 ``POST /captchas`` draws 5 characters from an alphabet without look-alikes (no 0/O, 1/I/L,
 2/Z, 5/S, 8/B) with Pillow — each glyph rotated and jittered, over noise lines and dots — and
@@ -8,7 +8,9 @@ check deletes it, right or wrong.
 Password sign-in requires one once the username or the client address has a failed (or
 in-flight) attempt in the current throttle window, and always when
 ``IDENTITY_REQUIRE_CAPTCHA=1`` (production deploys set it; the embedded default is off so a
-first-run ``curl`` works). ``IDENTITY_CAPTCHA_AFTER_FAILURE=0`` turns the after-failure rule
+first-run ``curl`` works). ``POST /sms-codes`` requires one the same way, always under that
+setting, else once a code was asked for from the client address or for the phone in the hour
+(``guard_sms_code``). ``IDENTITY_CAPTCHA_AFTER_FAILURE=0`` turns both after-activity rules
 off (never in production). Tests fix the text with ``CaptchaService(alphabet="A")`` in
 ``rt.extras["captcha_service"]``; answers never leave the service.
 """
@@ -24,6 +26,7 @@ import random
 import secrets
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from datetime import timedelta
 
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
@@ -33,7 +36,7 @@ from sqlalchemy.orm import Session
 from servicekit.db import Database, utcnow
 from servicekit.problems import Problem
 from servicekit.service import Runtime
-from services.identity import domain, organizations
+from services.identity import domain, organizations, signin_codes
 from services.identity.models import Account, LoginFailure
 from services.identity.models_signin import Captcha
 from services.identity.signin_throttle import CAPTCHA_IP, admit
@@ -162,20 +165,41 @@ def _has_recent_failure(session: Session, username: str, client_ip: str, pepper:
     return bool(rows)
 
 
-def guard_password_login(rt: Runtime, username: str, client_ip: str,
-                         captcha_id: str | None, answer: str | None) -> None:
-    """Before a password is checked: a captcha given is always checked (and used up); none
-    given is refused with 400 ``captcha-required`` when the policy asks for one."""
-    pepper = rt.settings.service_secret
+def guard(rt: Runtime, captcha_id: str | None, answer: str | None, *,
+          recently: Callable[[Session], bool], send_with: str) -> None:
+    """Before what a captcha protects: a captcha given is always checked (and used up); none
+    given is refused with 400 ``captcha-required`` when ``IDENTITY_REQUIRE_CAPTCHA=1`` or,
+    unless ``after_failure`` is off, ``recently`` (read in its own transaction) says so.
+    Either refusal comes before anything else is read, counted or sent."""
     if captcha_id or answer:
-        check(rt.db, captcha_id or "", answer or "", pepper=pepper)
+        check(rt.db, captcha_id or "", answer or "", pepper=rt.settings.service_secret)
         return
     required = always_required(rt)
     if not required and after_failure(rt):
         with rt.db.transaction() as session:
-            required = _has_recent_failure(session, domain.normalize_username(username),
-                                           client_ip, pepper)
+            required = recently(session)
     if required:
         raise Problem(400, "captcha-required",
                       "solve a captcha (POST /captchas) and send captcha_id and "
-                      "captcha_answer with the password")
+                      f"captcha_answer with the {send_with}")
+
+
+def guard_password_login(rt: Runtime, username: str, client_ip: str,
+                         captcha_id: str | None, answer: str | None) -> None:
+    """A captcha before a password is checked: always in production, else after a failed
+    attempt on the username's account or from the address (``_has_recent_failure``)."""
+    pepper = rt.settings.service_secret
+    guard(rt, captcha_id, answer, send_with="password",
+          recently=lambda session: _has_recent_failure(
+              session, domain.normalize_username(username), client_ip, pepper))
+
+
+def guard_sms_code(rt: Runtime, phone: str, client_ip: str, captcha_id: str | None,
+                   answer: str | None) -> None:
+    """A captcha before an SMS code is sent (图形验证码, then 获取短信验证码): always in
+    production, else once a code was asked for from the address or for the phone in the hour
+    (``signin_codes.asked_recently``): the first code from a fresh address needs none."""
+    pepper = rt.settings.service_secret
+    guard(rt, captcha_id, answer, send_with="phone",
+          recently=lambda session: signin_codes.asked_recently(
+              session, phone, client_ip=client_ip, pepper=pepper))

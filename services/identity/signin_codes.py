@@ -7,10 +7,19 @@ A phone change belongs to its account: the account's new change codes replace it
 ones and no one else's, so another account starting a change to the same number cannot
 cancel a pending change (the first to confirm gets the number; the other's confirmation is a
 409 ``phone-taken``, the unique phone column deciding a race).
-Requests are throttled per phone (5 an hour, 1 a minute) and per client address (5 an hour)
-whether or not the phone has an account, and the answer is always 202, so nothing tells who
-is registered. A phone change is throttled per account (3 an hour, 1 a minute, whatever the
-numbers), its own phone and the client address, never by the number it names: anyone signed
+Sign-in and reset codes are throttled per phone *and requesting address* (5 an hour, 1 a
+minute) and per client address (5 an hour), whether or not the phone has an account, and the
+answer is always 202, so nothing tells who is registered. The phone's allowance is not shared
+with strangers: anyone may ask for codes to anyone's number, and a shared one let them stop
+its owner signing in or resetting by SMS for up to an hour. A number is kept from a flood
+from many addresses by a quiet cap instead (10 codes an hour, whoever asks): past it the
+request is answered alike (202) and nothing is sent or replaced. A captcha comes first when
+``IDENTITY_REQUIRE_CAPTCHA=1`` (production) and after a code was asked for from the address
+or for the phone in the hour (``asked_recently``; ``signin_captcha.guard_sms_code``), so a
+flood from many addresses costs a captcha per code.
+
+A phone change is throttled per account (3 an hour, 1 a minute, whatever the numbers), its
+own phone from the client address and the address, never by the number it names: anyone signed
 in can name anyone's number, and starts counted against it would let them stop its owner
 signing in or resetting by SMS, and other accounts' changes to it, for up to an hour. It
 is kept from a flood by a quiet cap instead (10 change codes an hour, whoever asks): past it
@@ -58,10 +67,15 @@ from services.identity.signin_throttle import (
     CHANGE_TARGET,
     PHONE_CHANGE,
     SMS_IP,
-    SMS_PHONE,
+    SMS_PHONE_IP,
+    SMS_TARGET,
+    Key,
     admit,
     allows,
+    limited,
+    phone_address_key,
     phone_key,
+    seen,
 )
 from services.identity.usecases import sessions, throttle
 from services.identity.usecases.accounts import SOURCE, hasher
@@ -120,15 +134,34 @@ def _issue(session: Session, *, account_id: str, purpose: str, phone: str, peppe
          source=SOURCE, subject=account_id)
 
 
+def _sms_keys(phone: str, client_ip: str, pepper: str) -> list[Key]:
+    """What asking for a code to ``phone`` from ``client_ip`` counts against (429 past it):
+    the phone's allowance from this address, and the address's."""
+    return [(SMS_PHONE_IP, phone_address_key(phone, client_ip, pepper)), (SMS_IP, client_ip)]
+
+
+def asked_recently(session: Session, phone: str, *, client_ip: str, pepper: str) -> bool:
+    """Whether the next code for ``phone`` from ``client_ip`` needs a captcha
+    (``signin_captcha.guard_sms_code``): a code was asked for from this address, or for this
+    phone from any, within the hour the throttles count — unless the request is over a limit
+    already: then it answers 429 at once, and a captcha would only be spent to be told to
+    wait. Counted alike for taken and free numbers."""
+    now = utcnow()
+    return not limited(session, _sms_keys(phone, client_ip, pepper), now) and seen(
+        session, [(SMS_IP, client_ip), (SMS_TARGET, phone_key(phone, pepper))], now)
+
+
 def request_code(db: Database, phone: str, purpose: str, *, client_ip: str,
                  pepper: str) -> int:
-    """Send a login or password-reset code when the phone has an active account; throttled
-    either way. Returns the code lifetime in seconds."""
+    """Send a login or password-reset code when the phone has an active account and its
+    quiet cap allows; throttled (429) by the phone from this address and by the address,
+    counted either way. Returns the code lifetime in seconds."""
     now = utcnow()
     with db.transaction() as session:
-        admit(session, [(SMS_PHONE, phone_key(phone, pepper)), (SMS_IP, client_ip)], now)
+        admit(session, _sms_keys(phone, client_ip, pepper), now)
+        capped = not allows(session, (SMS_TARGET, phone_key(phone, pepper)), now)
         account = session.scalars(select(Account).where(Account.phone == phone)).first()
-        if account is not None and account.status == domain.ACTIVE:
+        if account is not None and account.status == domain.ACTIVE and not capped:
             _issue(session, account_id=account.id, purpose=purpose, phone=phone,
                    pepper=pepper, now=now)
     log.info("sms code requested", extra={
@@ -251,8 +284,8 @@ def _admit_change(session: Session, account: Account, new_phone: str, *, client_
     """Throttle a start (429) by the account, its own phone and the client address, and
     say whether the new number's quiet cap lets its code go out. Nothing here depends on
     whether the new number is taken, nor counts against its sign-in and reset allowance."""
-    admit(session, [(PHONE_CHANGE, account.id), (SMS_PHONE, phone_key(account.phone, pepper)),
-                    (SMS_IP, client_ip)], now)
+    admit(session, [(PHONE_CHANGE, account.id), *_sms_keys(account.phone, client_ip, pepper)],
+          now)
     return allows(session, (CHANGE_TARGET, phone_key(new_phone, pepper)), now)
 
 

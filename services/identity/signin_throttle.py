@@ -1,5 +1,13 @@
-"""Throttling requests that cost something (an SMS, a QR ticket, a captcha) per phone and per
-client address, in the database so every worker agrees (RELIABILITY S3).
+"""Throttling requests that cost something (an SMS, a QR ticket, a captcha) per client
+address, per phone asked for from an address, per account, in the database so every worker
+agrees (RELIABILITY S3).
+
+A limit anyone can reach for someone else's number must not stop its owner: so a number's
+allowance of sign-in and reset codes is counted per requesting address (``SMS_PHONE_IP``),
+and what a number receives from all addresses together is bounded by a *quiet* cap
+(``SMS_TARGET``, ``CHANGE_TARGET``; ``allows``): past it the request is answered alike and
+nothing is sent, so the cap neither refuses the owner nor tells whether the number has an
+account.
 
 The password throttle (``usecases/throttle.py``) counts *failures* in a 15-minute window; here
 every *accepted* request counts, in windows of up to an hour, so the rows live in their own
@@ -23,7 +31,11 @@ from services.identity.domain import retry_after
 from services.identity.models_signin import SignInRequest
 from services.identity.usecases.throttle import _lock
 
-SMS_PHONE = "sms_phone"
+#: sign-in and reset codes asked for a phone from one client address (``phone_address_key``):
+#: what a stranger asks for someone's number spends the stranger's allowance, not the owner's
+SMS_PHONE_IP = "sms_phone_ip"
+#: sign-in and reset codes sent to a number (HMAC), from every address: a quiet cap (``allows``)
+SMS_TARGET = "sms_target"
 SMS_IP = "sms_ip"
 #: phone changes started, per account: whatever the numbers, so they need not count against
 #: the number named (anyone can name anyone's)
@@ -37,7 +49,8 @@ HOUR = timedelta(hours=1)
 MINUTE = timedelta(seconds=60)
 #: (requests allowed, window) per scope; every rule of the scope must allow the request
 LIMITS: dict[str, tuple[tuple[int, timedelta], ...]] = {
-    SMS_PHONE: ((5, HOUR), (1, MINUTE)),
+    SMS_PHONE_IP: ((5, HOUR), (1, MINUTE)),
+    SMS_TARGET: ((10, HOUR),),
     SMS_IP: ((5, HOUR),),
     PHONE_CHANGE: ((3, HOUR), (1, MINUTE)),
     CHANGE_TARGET: ((10, HOUR),),
@@ -52,6 +65,12 @@ Key = tuple[str, str]
 def phone_key(phone: str, pepper: str) -> str:
     """How a phone is named in throttling and code rows: an HMAC, never the number."""
     return hmac.new(pepper.encode(), b"phone:" + phone.encode(), hashlib.sha256).hexdigest()
+
+
+def phone_address_key(phone: str, client_ip: str, pepper: str) -> str:
+    """A phone as asked for from one client address, for ``SMS_PHONE_IP``: an HMAC too."""
+    message = b"phone-address:" + phone.encode() + b"|" + client_ip.encode()
+    return hmac.new(pepper.encode(), message, hashlib.sha256).hexdigest()
 
 
 def _wait(session: Session, key: Key, now: datetime) -> int | None:
@@ -97,3 +116,18 @@ def allows(session: Session, key: Key, now: datetime | None = None) -> bool:
         return False
     _count(session, [key], now)
     return True
+
+
+def limited(session: Session, keys: list[Key], now: datetime | None = None) -> bool:
+    """Whether ``admit`` would refuse these keys now; reads only (no lock, nothing counted)."""
+    now = now or utcnow()
+    return any(_wait(session, key, now) is not None for key in keys)
+
+
+def seen(session: Session, keys: list[Key], now: datetime | None = None) -> bool:
+    """Whether any of the keys has a request counted within its scope's longest window."""
+    now = now or utcnow()
+    return any(session.scalar(select(SignInRequest.id).where(
+        SignInRequest.scope == scope, SignInRequest.key == name,
+        SignInRequest.requested_at > now - max(window for _, window in LIMITS[scope]))
+        .limit(1)) is not None for scope, name in keys)

@@ -69,8 +69,13 @@ def _forget_requests(identity: Identity) -> None:
 
 
 def _request(identity: Identity, phone: str, purpose: str = "login",
-             ip: str = "127.0.0.1") -> Any:
-    return identity.call("POST", "/sms-codes", json={"phone": phone, "purpose": purpose}, ip=ip)
+             ip: str = "127.0.0.1", captcha: bool | dict[str, str] = False) -> Any:
+    """Ask for a code from ``ip``; with ``captcha``, a solved one (from that address), or
+    the one given."""
+    if captcha is True:
+        captcha = _captcha(identity, ip=ip)
+    return identity.call("POST", "/sms-codes", ip=ip,
+                         json={"phone": phone, "purpose": purpose, **(captcha or {})})
 
 
 def _age(identity: Identity, model: Any, seconds: int, column: str = "expires_at") -> None:
@@ -105,8 +110,8 @@ def _login(identity: Identity, username: str, password: str = PASSWORD, ip: str 
                          json={"username": username, "password": password, **captcha})
 
 
-def _captcha(identity: Identity, answer: str = ANSWER) -> dict[str, str]:
-    captcha_id = identity.call("POST", "/captchas").get_json()["captcha_id"]
+def _captcha(identity: Identity, answer: str = ANSWER, ip: str = "127.0.0.1") -> dict[str, str]:
+    captcha_id = identity.call("POST", "/captchas", ip=ip).get_json()["captcha_id"]
     return {"captcha_id": captcha_id, "captcha_answer": answer}
 
 
@@ -320,27 +325,27 @@ def test_wrong_phone_change_codes_are_throttled(ident: Identity) -> None:
     assert resp.status_code == 429 and _slug(resp) == "too-many-attempts"
 
 
-def test_codes_are_throttled_per_phone(ident: Identity) -> None:
+def test_codes_are_throttled_per_phone_and_address(ident: Identity) -> None:
     person, _ = ident.register()
     assert _request(ident, person["phone"], ip="10.1.0.1").status_code == 202
-    soon = _request(ident, person["phone"], ip="10.1.0.2")  # within 60 s
+    soon = _request(ident, person["phone"], ip="10.1.0.1", captcha=True)  # within 60 s
     assert soon.status_code == 429 and 0 < int(soon.headers["Retry-After"]) <= 60
-    for i in range(4):  # five an hour
+    for _ in range(4):  # five an hour
         _age(ident, SignInRequest, 61, "requested_at")
-        assert _request(ident, person["phone"], ip=f"10.1.1.{i}").status_code == 202
+        assert _request(ident, person["phone"], ip="10.1.0.1", captcha=True).status_code == 202
     _age(ident, SignInRequest, 61, "requested_at")
-    sixth = _request(ident, person["phone"], ip="10.1.2.1")
+    sixth = _request(ident, person["phone"], ip="10.1.0.1", captcha=True)
     assert sixth.status_code == 429 and int(sixth.headers["Retry-After"]) > 60
     # an unknown phone is throttled the same way: throttling tells nothing
     stranger = mobile()
     assert _request(ident, stranger, ip="10.1.3.1").status_code == 202
-    assert _request(ident, stranger, ip="10.1.3.2").status_code == 429
+    assert _request(ident, stranger, ip="10.1.3.1", captcha=True).status_code == 429
 
 
 def test_codes_are_throttled_per_client_address(ident: Identity) -> None:
     for _ in range(5):
-        assert _request(ident, mobile(), ip="10.2.0.1").status_code == 202
-    resp = _request(ident, mobile(), ip="10.2.0.1")
+        assert _request(ident, mobile(), ip="10.2.0.1", captcha=True).status_code == 202
+    resp = _request(ident, mobile(), ip="10.2.0.1", captcha=True)
     assert resp.status_code == 429 and "Retry-After" in resp.headers
     assert _request(ident, mobile(), ip="10.2.0.2").status_code == 202
 
@@ -630,13 +635,15 @@ def test_changes_started_to_a_number_leave_its_owner_s_sign_in_and_reset_alone(
         starts.append(_change(ident, b_token, a_person["phone"], f"10.11.0.{i}").status_code)
     assert 429 in starts  # B has used up its own allowance...
     clock.tick()
-    assert _request(ident, a_person["phone"], ip="10.11.1.1").status_code == 202  # ...not A's
+    assert _request(ident, a_person["phone"], ip="10.11.1.1",
+                    captcha=True).status_code == 202  # ...not A's
     code = _code(ident, a_person["phone"], "login")
     signed_in = ident.call("POST", "/tokens/sms", ip="10.11.1.1",
                            json={"phone": a_person["phone"], "code": code})
     assert signed_in.status_code == 201, signed_in.get_data(as_text=True)
     clock.tick()
-    assert _request(ident, a_person["phone"], "reset_password", ip="10.11.1.2").status_code == 202
+    assert _request(ident, a_person["phone"], "reset_password", ip="10.11.1.2",
+                    captcha=True).status_code == 202
     reset = ident.call("POST", "/password-resets", ip="10.11.1.2", json={
         "phone": a_person["phone"], "code": _code(ident, a_person["phone"], "reset_password"),
         "new_password": "a-brand-new-secret"})
@@ -685,6 +692,12 @@ def test_changes_started_by_one_account_leave_another_s_change_to_the_number_alo
 _Answer = tuple[int, str | None, str | None, dict[str, Any]]
 
 
+def _answer(resp: Any) -> _Answer:
+    """All an answer tells: status, type, Retry-After and body but its request id."""
+    body = {k: v for k, v in resp.get_json().items() if k != "request_id"}
+    return resp.status_code, resp.content_type, resp.headers.get("Retry-After"), body
+
+
 def _starts(identity: Identity, clock: _Clock,
             targets: dict[str, str]) -> dict[str, list[_Answer]]:
     """Four accounts per target start changes to it, minute after minute, each from its own
@@ -696,10 +709,8 @@ def _starts(identity: Identity, clock: _Clock,
         for target, net in targets.items():
             for n, token in enumerate(starters[target]):
                 for again in range(2):
-                    resp = _change(identity, token, target, f"{net}.{n}.{minute * 2 + again}")
-                    body = {k: v for k, v in resp.get_json().items() if k != "request_id"}
-                    answers[target].append((resp.status_code, resp.content_type,
-                                            resp.headers.get("Retry-After"), body))
+                    answers[target].append(_answer(_change(
+                        identity, token, target, f"{net}.{n}.{minute * 2 + again}")))
         clock.tick()
     return answers
 
@@ -720,6 +731,138 @@ def test_a_taken_and_a_free_number_get_the_same_answers_under_the_same_limits(
     _, _, token = _signed_in(ident)
     assert _change(ident, token, free, "10.15.9.9").status_code == 202
     assert _sent(ident, free) == 11
+
+
+# --- who spends a number's sign-in and reset codes -----------------------------------------
+
+def test_a_stranger_s_requests_leave_the_owner_s_codes_alone(
+        ident: Identity, clock: _Clock) -> None:
+    """Anyone could ask for codes to anyone's number, and the number's allowance (1 a minute,
+    5 an hour) was shared: one request blocked its owner's SMS sign-in and reset for a
+    minute, five for an hour. The allowance is now per number and requesting address."""
+    owner, account = ident.register()
+    for _ in range(5):  # the stranger's hour's worth, from address A
+        assert _request(ident, owner["phone"], ip="10.16.0.1", captcha=True).status_code == 202
+        clock.tick()
+    assert _request(ident, owner["phone"], ip="10.16.0.1", captcha=True).status_code == 429
+    sent = _sent(ident, owner["phone"], "login")
+    asked = _request(ident, owner["phone"], ip="10.16.1.1", captcha=True)  # the owner, B
+    assert asked.status_code == 202, asked.get_data(as_text=True)
+    assert _sent(ident, owner["phone"], "login") == sent + 1
+    signed_in = ident.call("POST", "/tokens/sms", ip="10.16.1.1", json={
+        "phone": owner["phone"], "code": _code(ident, owner["phone"], "login")})
+    assert signed_in.status_code == 201, signed_in.get_data(as_text=True)
+    clock.tick()
+    assert _request(ident, owner["phone"], "reset_password", ip="10.16.1.1",
+                    captcha=True).status_code == 202
+    assert _sent(ident, owner["phone"], "reset_password") == 1
+    assert _events(ident)[-1]["data"]["account_id"] == account["id"]
+
+
+def test_a_number_gets_at_most_ten_codes_an_hour_whoever_asks(
+        ident: Identity, clock: _Clock) -> None:
+    """Counted per address, a number could be flooded from many: past 10 codes an hour from
+    all addresses together the request is answered alike and nothing is sent (nor is the
+    live code replaced)."""
+    owner, _ = ident.register()
+    answers = [_request(ident, owner["phone"], ip=f"10.17.0.{n}", captcha=True)
+               for n in range(12)]
+    assert [a.status_code for a in answers] == [202] * 12
+    assert {json.dumps(a.get_json()) for a in answers} == {'{"expires_in": 300}'}
+    assert _sent(ident, owner["phone"], "login") == 10
+    tenth = _code(ident, owner["phone"], "login")
+    signed_in = ident.call("POST", "/tokens/sms", ip="10.17.1.0",
+                           json={"phone": owner["phone"], "code": tenth})
+    assert signed_in.status_code == 201, signed_in.get_data(as_text=True)
+    clock.tick(3600)  # the hour passes: codes go out again
+    assert _request(ident, owner["phone"], ip="10.17.1.1", captcha=True).status_code == 202
+    assert _sent(ident, owner["phone"], "login") == 11
+
+
+def test_a_captcha_comes_before_an_sms_code_in_production(
+        ident: Identity, monkeypatch: pytest.MonkeyPatch) -> None:
+    """IDENTITY_REQUIRE_CAPTCHA=1 (production) asked for a captcha before a password only;
+    a code could be asked for without one. A refused captcha spends and sends nothing."""
+    monkeypatch.setenv("IDENTITY_REQUIRE_CAPTCHA", "1")
+    person, _ = ident.register()
+    missing = _request(ident, person["phone"], ip="10.18.0.1")  # even the first
+    assert missing.status_code == 400 and _slug(missing) == "captcha-required"
+    assert missing.content_type == "application/problem+json"
+    for captcha in (_captcha(ident, "BBBBB", ip="10.18.0.1"),
+                    {"captcha_id": "nope", "captcha_answer": ANSWER}):
+        wrong = _request(ident, person["phone"], ip="10.18.0.1", captcha=captcha)
+        assert wrong.status_code == 401 and _slug(wrong) == "captcha-invalid"
+    with ident.rt.db.transaction() as session:  # nothing spent (but the captchas' own)...
+        assert session.scalars(select(SignInRequest.scope)).all() == ["captcha_ip"]
+    assert _events(ident) == []  # ...nor sent
+    captcha = _captcha(ident, ANSWER.lower(), ip="10.18.0.1")
+    ok = _request(ident, person["phone"], ip="10.18.0.1", captcha=captcha)  # the same minute
+    assert ok.status_code == 202, ok.get_data(as_text=True)
+    assert _sent(ident, person["phone"], "login") == 1
+    _forget_requests(ident)
+    reused = _request(ident, person["phone"], ip="10.18.0.1", captcha=captcha)
+    assert reused.status_code == 401 and _slug(reused) == "captcha-invalid"
+
+
+def test_a_captcha_comes_after_codes_asked_from_the_address_or_for_the_phone(
+        ident: Identity, clock: _Clock) -> None:
+    """Without the setting, as for passwords: the first code from a fresh address for a
+    fresh number needs no captcha; once a code was asked for from the address, or for the
+    number from any address, in the hour, the next needs one, so a flood from many
+    addresses costs a captcha per code."""
+    phone, other = ident.register()[0]["phone"], mobile()
+    assert _request(ident, phone, ip="10.19.0.1").status_code == 202
+    clock.tick()
+    for number, ip in ((other, "10.19.0.1"), (phone, "10.19.0.2")):  # the address; the phone
+        asked = _request(ident, number, ip=ip)
+        assert asked.status_code == 400 and _slug(asked) == "captcha-required", (number, ip)
+    assert _request(ident, other, ip="10.19.0.2", captcha=True).status_code == 202
+    assert _request(ident, mobile(), ip="10.19.0.3").status_code == 202  # fresh: none
+    soon = _request(ident, phone, ip="10.19.0.1")  # within the minute: 429, no captcha first
+    assert _request(ident, phone, ip="10.19.0.1", captcha=True).status_code == 202
+    soon = _request(ident, phone, ip="10.19.0.1")
+    assert soon.status_code == 429 and _slug(soon) == "too-many-requests"
+    clock.tick(3600)  # the hour passes
+    assert _request(ident, phone, ip="10.19.0.1").status_code == 202
+    ident.rt.extras["captcha_after_failure"] = False  # IDENTITY_CAPTCHA_AFTER_FAILURE=0
+    clock.tick()
+    assert _request(ident, phone, ip="10.19.0.1").status_code == 202
+
+
+def _codes_asked(identity: Identity, clock: _Clock,
+                 targets: dict[str, str]) -> dict[str, list[_Answer]]:
+    """Three addresses per target ask for codes to it, minute after minute: without a
+    captcha, with a wrong one, with a right one, and again within the minute; every answer
+    (status, type, Retry-After and body but its request id) per target, the targets' turns
+    taken at the same moments."""
+    answers: dict[str, list[_Answer]] = {target: [] for target in targets}
+    for _ in range(6):
+        for target, net in targets.items():
+            for n in range(3):
+                ip = f"{net}.{n}.1"
+                for captcha in (False, _captcha(identity, "BBBBB", ip=ip), True, True):
+                    answers[target].append(_answer(_request(identity, target, ip=ip,
+                                                            captcha=captcha)))
+        clock.tick()
+    return answers
+
+
+def test_a_taken_and_a_free_number_get_the_same_code_answers_under_every_rule(
+        ident: Identity, clock: _Clock) -> None:
+    """Whether a number has an account must not show in what asking for its codes answers:
+    the captcha's demands and refusals, each allowance (per number and address, per
+    address) and the quiet cap of 10 codes an hour alike."""
+    taken, free = ident.register()[0]["phone"], mobile()
+    answers = _codes_asked(ident, clock, {taken: "10.20", free: "10.21"})
+    assert answers[taken] == answers[free]
+    statuses = [status for status, *_ in answers[free]]
+    assert statuses.count(202) == 15  # 3 addresses, 5 an hour each
+    # every ask without one wants a captcha but the very first, and those in the sixth
+    # minute: the address's allowance for the number is spent, so they are 429 at once
+    assert statuses.count(400) == 3 * 5 - 1
+    assert statuses.count(401) == 3 * 6  # every wrong captcha refused
+    assert statuses.count(429) == 3 * 6 * 4 - 15 - 14 - 18
+    assert _sent(ident, taken, "login") == 10 and _sent(ident, free, "login") == 0
 
 
 # --- QR sign-in ---------------------------------------------------------------------------
