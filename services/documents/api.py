@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, request
+from flask import Response
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from flask_smorest.pagination import PaginationParameters
@@ -13,6 +13,7 @@ from servicekit import roles as r
 from servicekit.access import current_claims, roles
 from servicekit.paging import paginated
 from servicekit.service import runtime
+from servicekit.versions import Precondition, documented, etag_header
 from services.documents import usecases
 from services.documents.config import documents_of
 from services.documents.models import Document, Seal
@@ -35,19 +36,25 @@ def _view(doc: Document) -> dict[str, Any]:
 
 
 def _with_etag(seal: Seal, status: int = 200) -> tuple[Seal, int, dict[str, str]]:
-    return seal, status, {"ETag": f'"{usecases.seal_etag(seal)}"'}
+    return seal, status, etag_header(usecases.seal_etag(seal))
 
 
 @blp.route("/seals")
 class Seals(MethodView):
     @roles(r.COURT_ADMIN)
+    @documented(blp, "seal", create=True)
     @blp.arguments(SealSchema)
     @blp.response(200, SealSchema)
     @blp.alt_response(201, schema=SealSchema, description="registered for the first time")
     def post(self, body: dict[str, str]) -> tuple[Seal, int, dict[str, str]]:
-        """Register (or replace) my court's special-purpose seal; `If-Match` guards a replace."""
+        """Register (or replace) my court's special-purpose seal.
+
+        The first registration needs no precondition (`If-None-Match: *`: create only, 412 if
+        a seal exists); a replace needs the seal's `ETag` in `If-Match` (428 without it, 412
+        if the seal changed since it was read).
+        """
         seal, created = usecases.upsert_seal(runtime().db, current_claims(), body,
-                                             request.if_match)
+                                             Precondition.of_request())
         return _with_etag(seal, 201 if created else 200)
 
 

@@ -21,6 +21,7 @@ from servicekit.db import Database, utcnow
 from servicekit.paging import page_of
 from servicekit.problems import Problem
 from servicekit.roles import STAFF_ROLES
+from servicekit.versions import Precondition
 from services.documents import codes
 from services.documents.models import Document, Seal
 
@@ -45,16 +46,18 @@ def seal_etag(seal: Seal) -> str:
 
 
 def upsert_seal(db: Database, claims: dict[str, Any], body: dict[str, str],
-                if_match: Any = None) -> tuple[Seal, bool]:
-    """Register or replace a court's seal; (seal, created). Only that court's admin may."""
+                precondition: Precondition) -> tuple[Seal, bool]:
+    """Register or replace a court's seal; (seal, created). Only that court's admin may.
+
+    The first seal needs no precondition (``If-None-Match: *`` makes it create-only); replacing
+    one needs the If-Match of the seal as read (428 without it, 412 if it changed meanwhile),
+    so two admins never overwrite each other (``servicekit.versions``)."""
     court = body["court"]
     if claims.get("court") != court:
         raise Problem(403, "forbidden", "you may register the seal of your own court only")
     with db.transaction() as session:
         seal = session.get(Seal, court, with_for_update=True)
-        if if_match and (seal is None or not if_match.contains(seal_etag(seal))):
-            raise Problem(412, "precondition-failed",
-                          "the seal changed since you read it: read it again")
+        precondition.decide(None if seal is None else seal_etag(seal), "seal")
         created = seal is None
         if seal is None:
             seal = Seal(court=court, version=0)
