@@ -15,7 +15,7 @@ from servicekit.problems import PROBLEM_JSON
 from servicekit.roles import CLERK, COURT_ADMIN, JUDGE, LAWYER, PARTY, REGISTRY_REVIEWER, SPECIALIST
 from servicekit.service import runtime
 from servicekit.versions import Precondition, documented, etag_header
-from services.matters import applications, cases, handling
+from services.matters import applications, case_staff, cases, handling
 from services.matters.access import is_staff_of
 from services.matters.schemas import (
     ApplicationSchema,
@@ -33,6 +33,7 @@ blp = Blueprint("matters", __name__, description="Cases and applications in the 
 CASE_SYSTEM = (COURT_ADMIN, REGISTRY_REVIEWER, SPECIALIST, JUDGE, CLERK)
 COURT_STAFF = (SPECIALIST, JUDGE, CLERK, COURT_ADMIN, "division_head", "president")
 SIGNED_IN = (PARTY, LAWYER, *COURT_STAFF)
+PROBLEM_CONTENT = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
 
 
 def with_etag(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
@@ -50,9 +51,27 @@ class Cases(MethodView):
     @roles(*CASE_SYSTEM)
     @blp.arguments(RegisterCaseSchema)
     @blp.response(201, CaseSchema)
+    @blp.doc(responses={  # string keys: they replace the kit's generic 422 and 503
+        "422": {"description": "the body is invalid (validation-error), or the judge or clerk "
+                               "it names is not an active judge / clerk of the case's court "
+                               "(unknown-staff; errors.json names the field): nothing "
+                               "registered", "content": PROBLEM_CONTENT},
+        "503": {"description": "identity could not be asked whether the judge and clerk exist "
+                               "(service-unavailable), or the database is out of reach: "
+                               "nothing registered; retry after Retry-After, with the same "
+                               "Idempotency-Key", "content": PROBLEM_CONTENT,
+                "headers": {"Retry-After": {"description": "seconds to wait before trying "
+                                                           "again",
+                                            "schema": {"type": "integer", "minimum": 1}}}}})
     def post(self, body: dict[str, Any]) -> dict[str, Any]:
-        """A case arrives from the court's trial system (court staff)."""
-        return case_view(cases.register_case(runtime().db, current_claims(), body))
+        """A case arrives from the court's trial system (court staff).
+
+        Its presiding judge must be an active judge, its clerk (when named) an active clerk,
+        of the case's court, as identity knows them; the department is not compared.
+        """
+        rt = runtime()
+        return case_view(cases.register_case(rt.db, current_claims(), body,
+                                             case_staff.directory(rt)))
 
     @roles(*SIGNED_IN)
     @blp.response(200, CaseSchema(many=True))

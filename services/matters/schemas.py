@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import Schema, fields, pre_load, validate
+from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
 
 from services.matters.domain import (
     BINDING_STATUS_LABELS,
@@ -38,6 +38,15 @@ class RegisterCaseSchema(Schema):
     judgment = fields.Nested(JudgmentSchema, load_default=None)
     parties = fields.List(fields.Nested(PartyInSchema), required=True,
                           validate=validate.Length(min=1, max=50))
+
+    @validates_schema
+    def clerk_is_another_person(self, data: dict[str, Any], **_: Any) -> None:
+        """The clerk is the second person reminders reach (DOMAIN: the clerk assists the
+        judge and gets the SMS too): naming the judge again would leave them alone."""
+        clerk = data.get("clerk_account_id")
+        if clerk and clerk == data.get("judge_account_id"):
+            raise ValidationError("the clerk must be another person than the presiding judge",
+                                  field_name="clerk_account_id")
 
 
 class PartySchema(Schema):

@@ -26,11 +26,29 @@ from servicekit.testing import pg_databases
 from servicekit.tokens import SigningKey, TokenVerifier
 from services.matters.app import SERVICE
 from services.matters.bindings import EXTRAS_KEY
+from services.matters.case_staff import EXTRAS_KEY as EXTRAS_KEY_STAFF
 
 COURT, COURT_NAME = "粤01", "广州市中级人民法院"
 OTHER_COURT = "粤02"
 APPLY = {"kind": "effectiveness_certificate", "reason": "办理强制执行", "use": "向执行法院提交"}
 PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
+
+
+@dataclass
+class StaffBook:
+    """A stand-in for identity's staff directory (``case_staff.StaffDirectory``) in the tests
+    about something else than the check: the staff the harness made up, by court and role.
+    The check itself is tested against a real in-process identity (test_case_staff.py)."""
+
+    members: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+
+    def add(self, court: str, role: str) -> str:
+        account_id = str(uuid.uuid4())
+        self.members.setdefault((court, role), set()).add(account_id)
+        return account_id
+
+    def active_staff(self, court: str, role: str) -> set[str]:
+        return set(self.members.get((court, role), set()))
 
 
 @dataclass
@@ -40,6 +58,17 @@ class Harness:
     key: SigningKey
     handlers: dict[str, Callable[..., None]]
     ids: dict[str, str] = field(default_factory=dict)
+    book: StaffBook = field(default_factory=StaffBook)
+
+    def staff_id(self, role: str, court: str = COURT) -> str:
+        """The harness's ``role`` (judge, clerk) of ``court``: ``ids[role]`` in ``COURT``, one
+        made on first use in another court."""
+        if court == COURT:
+            return self.ids[role]
+        key = f"{role}@{court}"
+        if key not in self.ids:
+            self.ids[key] = self.book.add(court, role)
+        return self.ids[key]
 
     def claims(self, *roles: str, court: str | None = COURT,
                sub: str | None = None) -> dict[str, Any]:
@@ -93,8 +122,8 @@ class Harness:
         resp = self.client.post("/cases", headers=self.token("specialist", court=court), json={
             "case_number": number, "court": court, "court_name": COURT_NAME,
             "cause": "买卖合同纠纷", "department": "民一庭",
-            "judge_account_id": judge or self.ids["judge"],
-            "clerk_account_id": clerk or self.ids["clerk"],
+            "judge_account_id": judge or self.staff_id("judge", court),
+            "clerk_account_id": clerk or self.staff_id("clerk", court),
             "effective_date": "2021-07-01",
             "parties": [{"name": "周俊雄", "role": "plaintiff",
                          "account_id": plaintiff or self.ids["plaintiff"]},
@@ -152,7 +181,9 @@ def harness_on(database_url: str, tmp_path: Path) -> Iterator[Harness]:
     app = SERVICE.build_app(rt)  # type: ignore[misc]
     handlers = dict(SERVICE.handlers(rt))
     h = Harness(rt, app.test_client(), key, handlers)
-    h.ids.update({r: str(uuid.uuid4()) for r in ("judge", "clerk", "plaintiff", "stranger")})
+    rt.extras[EXTRAS_KEY_STAFF] = h.book
+    h.ids.update({r: h.book.add(COURT, r) for r in ("judge", "clerk")})
+    h.ids.update({r: str(uuid.uuid4()) for r in ("plaintiff", "stranger")})
     h.ids["lawyer"] = h.verify_lawyer()
     try:
         yield h

@@ -1,0 +1,206 @@
+"""POST /cases asks identity (a real one, in-process, on the same kind of database) whether the
+judge and clerk a case names are active staff of its court with those roles: a wrong one is
+422 unknown-staff, an identity that cannot answer is 503, and either way nothing is written.
+
+On SQLite and (marked ``real``) PostgreSQL."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import func, select
+
+from ecourt.runtime import make_runtime
+from servicekit.clients import InternalClient
+from servicekit.config import Settings
+from servicekit.service import Runtime
+from servicekit.tables import audit_trail, idempotency_keys, outbox
+from servicekit.testing import pg_databases, problem_of
+from services.identity.app import SERVICE as IDENTITY
+from services.identity.usecases import staff
+from services.matters.case_staff import EXTRAS_KEY
+from services.matters.models import Case
+from services.matters.tests.conftest import COURT, COURT_NAME, OTHER_COURT, Harness, harness_on
+from tests.factories import individual, mobile
+
+PASSWORD = "correct-horse-battery"
+
+
+@dataclass
+class Checked:
+    """The matters harness whose staff directory is a real identity, with its staff."""
+
+    h: Harness
+    identity: Runtime
+    identity_app: Flask
+    ids: dict[str, str]
+
+    def use_identity(self, client: InternalClient) -> None:
+        self.h.rt.clients = client
+
+    def in_process(self, secret: str | None = None) -> InternalClient:
+        return InternalClient(secret or self.h.rt.settings.service_secret,
+                              {"identity": self.identity_app})
+
+    def body(self, **overrides: Any) -> dict[str, Any]:
+        return {"case_number": f"(2021){COURT}民初{uuid.uuid4().int % 99999 + 1}号",
+                "court": COURT, "court_name": COURT_NAME, "cause": "买卖合同纠纷",
+                "department": "民一庭", "judge_account_id": self.ids["judge"],
+                "clerk_account_id": self.ids["clerk"],
+                "parties": [{"name": "周俊雄", "role": "plaintiff",
+                             "account_id": self.ids["party"]}], **overrides}
+
+    def register(self, body: dict[str, Any], key: str | None = None):  # type: ignore[no-untyped-def]
+        headers = self.h.token("specialist", sub=self.ids["specialist"])  # one principal
+        if key:
+            headers["Idempotency-Key"] = key
+        return self.h.client.post("/cases", json=body, headers=headers)
+
+    def written(self) -> tuple[int, int, int]:
+        """Cases, outbox rows and audit entries matters holds."""
+        with self.h.rt.db.transaction() as s:
+            return tuple(s.scalar(select(func.count()).select_from(t)) or 0  # type: ignore[return-value]
+                         for t in (Case.__table__, outbox, audit_trail))
+
+
+def _staff(identity: Runtime, court: str, role: str, department: str = "民一庭") -> str:
+    return staff.create_staff(identity.db, caller_court=court, name=f"{role}-{court}",
+                              phone=mobile(), password=PASSWORD, roles=[role],
+                              department=department).id
+
+
+def _checked(url: str, identity_url: str, tmp_path: Path) -> Iterator[Checked]:
+    identity = make_runtime(IDENTITY, Settings.from_env("identity", database_url=identity_url),
+                            verifier=None)
+    identity_app = IDENTITY.build_app(identity)  # type: ignore[misc]
+    admins: dict[str, str] = {}
+    for court in (COURT, OTHER_COURT):
+        admins[court] = staff.create_admin(identity.db, court=court, court_name=f"{court}法院",
+                                           name="管理员", phone=mobile(), password=PASSWORD).id
+    ids = {"judge": _staff(identity, COURT, "judge"), "clerk": _staff(identity, COURT, "clerk"),
+           "other_judge": _staff(identity, COURT, "judge", department="民二庭"),
+           "judge_elsewhere": _staff(identity, OTHER_COURT, "judge"),
+           "admin": admins[COURT], "specialist": _staff(identity, COURT, "specialist")}
+    person = identity_app.test_client().post("/accounts", json=individual())
+    assert person.status_code == 201, person.get_json()
+    ids["party"] = person.get_json()["id"]
+    try:
+        for h in harness_on(url, tmp_path):
+            del h.rt.extras[EXTRAS_KEY]  # the directory is identity, through rt.clients
+            checked = Checked(h, identity, identity_app, ids)
+            checked.use_identity(checked.in_process())
+            yield checked
+    finally:
+        identity.db.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.real)])
+def checked(request: pytest.FixtureRequest, tmp_path: Path,
+            monkeypatch: pytest.MonkeyPatch) -> Iterator[Checked]:
+    monkeypatch.setenv("ECOURT_DATA_DIR", str(tmp_path))  # identity's signing key
+    if request.param == "sqlite":
+        yield from _checked(f"sqlite:///{tmp_path}/m.db", f"sqlite:///{tmp_path}/i.db", tmp_path)
+        return
+    with pg_databases(["matters", "identity"]) as urls:
+        yield from _checked(urls["matters"], urls["identity"], tmp_path)
+
+
+def test_a_case_naming_active_staff_of_its_court_is_registered(checked: Checked) -> None:
+    resp = checked.register(checked.body())
+    assert resp.status_code == 201, resp.get_json()
+    # no clerk named; a judge of another division of the court (departments are not compared)
+    alone = checked.register(checked.body(clerk_account_id=None,
+                                          judge_account_id=checked.ids["other_judge"]))
+    assert alone.status_code == 201, alone.get_json()
+    assert checked.written()[0] == 2
+
+
+def _refusals(c: Checked) -> list[tuple[str, dict[str, Any]]]:
+    return [("judge_account_id", {"judge_account_id": str(uuid.uuid4())}),  # unknown id
+            ("clerk_account_id", {"clerk_account_id": c.ids["party"]}),  # a party's account
+            ("judge_account_id", {"judge_account_id": c.ids["judge_elsewhere"]}),
+            ("clerk_account_id", {"clerk_account_id": c.ids["other_judge"]}),  # not a clerk
+            ("judge_account_id", {"judge_account_id": c.ids["clerk"],  # not a judge
+                                  "clerk_account_id": None}),
+            ("judge_account_id", {"judge_account_id": c.ids["admin"]})]
+
+
+def test_a_judge_or_clerk_identity_does_not_know_is_refused_and_nothing_written(
+        checked: Checked) -> None:
+    before = checked.written()
+    for field, overrides in _refusals(checked):
+        body = checked.body(**overrides)
+        resp = checked.register(body, key=str(uuid.uuid4()))
+        problem = problem_of(resp, 422, "unknown-staff")
+        assert list(problem["errors"]["json"]) == [field], (overrides, problem)
+        assert body[field] not in resp.get_data(as_text=True)  # no account id echoed
+        assert checked.written() == before, overrides
+    both = checked.register(checked.body(judge_account_id="typo", clerk_account_id="stale"))
+    assert set(problem_of(both, 422, "unknown-staff")["errors"]["json"]) == {
+        "judge_account_id", "clerk_account_id"}
+    assert checked.written() == before
+
+
+def test_a_disabled_judge_is_refused(checked: Checked) -> None:
+    before = checked.written()
+    staff.set_status(checked.identity.db, caller_court=COURT, caller_id=checked.ids["admin"],
+                     account_id=checked.ids["judge"], active=False)
+    resp = checked.register(checked.body())
+    assert problem_of(resp, 422, "unknown-staff")["errors"]["json"].keys() == {
+        "judge_account_id"}
+    assert checked.written() == before
+    staff.set_status(checked.identity.db, caller_court=COURT, caller_id=checked.ids["admin"],
+                     account_id=checked.ids["judge"], active=True)
+    assert checked.register(checked.body()).status_code == 201
+
+
+def test_the_judge_named_again_as_clerk_is_refused(checked: Checked) -> None:
+    before = checked.written()
+    resp = checked.register(checked.body(clerk_account_id=checked.ids["judge"]))
+    assert "clerk_account_id" in problem_of(resp, 422, "validation-error")["errors"]["json"]
+    assert checked.written() == before
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])  # nobody listens once it is closed
+
+
+def test_an_unreachable_identity_is_a_503_and_the_same_key_succeeds_later(
+        checked: Checked, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_UPSTREAM_IDENTITY", f"http://127.0.0.1:{_closed_port()}")
+    checked.use_identity(InternalClient(checked.h.rt.settings.service_secret, timeout=1.0))
+    before = checked.written()
+    body, key = checked.body(), str(uuid.uuid4())
+    down = checked.register(body, key=key)
+    problem_of(down, 503, "service-unavailable")
+    assert down.headers["Retry-After"] == "5"
+    assert checked.written() == before
+    with checked.h.rt.db.transaction() as s:  # the key was released, not kept as the answer
+        assert s.scalar(select(func.count()).select_from(idempotency_keys).where(
+            idempotency_keys.c.key == key)) == 0
+    assert problem_of(checked.register(body, key=key), 503, "service-unavailable")
+
+    checked.use_identity(checked.in_process())  # identity is back
+    again = checked.register(body, key=key)
+    assert again.status_code == 201, again.get_json()
+    assert "Idempotent-Replayed" not in again.headers
+    replayed = checked.register(body, key=key)
+    assert replayed.headers["Idempotent-Replayed"] == "true"
+    assert replayed.get_json()["id"] == again.get_json()["id"]
+    assert checked.written()[0] == before[0] + 1
+
+
+def test_an_identity_answering_an_error_is_a_503(checked: Checked) -> None:
+    checked.use_identity(checked.in_process(secret="not-the-service-secret"))  # identity: 403
+    before = checked.written()
+    problem_of(checked.register(checked.body()), 503, "service-unavailable")
+    assert checked.written() == before
