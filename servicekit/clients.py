@@ -45,7 +45,16 @@ class InternalClient:
                                    timeout=self.timeout)
             except requests.RequestException as exc:
                 raise ServiceUnavailable(f"{service}: {exc.__class__.__name__}") from exc
-            status, body = r.status_code, (r.json() if r.content else None)
+            status, body = r.status_code, _json_of(r)
         if status != 200 or not isinstance(body, dict):
             raise ServiceUnavailable(f"{service} answered {status} for {path}")
         return body
+
+
+def _json_of(resp: requests.Response) -> Any:
+    """The answer's JSON, or None when it is empty or not JSON (a proxy's HTML error page):
+    the caller then gets ``ServiceUnavailable``, not a decoding error."""
+    try:
+        return resp.json() if resp.content else None
+    except ValueError:
+        return None

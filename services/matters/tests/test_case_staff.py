@@ -7,9 +7,11 @@ On SQLite and (marked ``real``) PostgreSQL."""
 from __future__ import annotations
 
 import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -204,3 +206,35 @@ def test_an_identity_answering_an_error_is_a_503(checked: Checked) -> None:
     before = checked.written()
     problem_of(checked.register(checked.body()), 503, "service-unavailable")
     assert checked.written() == before
+
+
+class _ProxyErrorPage(BaseHTTPRequestHandler):
+    """What a proxy in front of a stopped identity answers: an HTML error page."""
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server hook's name
+        page = b"<html><body>502 Bad Gateway</body></html>"
+        self.send_response(502)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(page)))
+        self.end_headers()
+        self.wfile.write(page)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+def test_an_html_error_page_instead_of_identity_is_a_503_not_a_500(
+        checked: Checked, monkeypatch: pytest.MonkeyPatch) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ProxyErrorPage)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("GATEWAY_UPSTREAM_IDENTITY",
+                           f"http://127.0.0.1:{server.server_address[1]}")
+        checked.use_identity(InternalClient(checked.h.rt.settings.service_secret, timeout=1.0))
+        before = checked.written()
+        problem_of(checked.register(checked.body()), 503, "service-unavailable")
+        assert checked.written() == before
+    finally:
+        server.shutdown()
+        server.server_close()
