@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy import ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from servicekit import audit
@@ -48,6 +48,9 @@ class Organization(Base):
     reviewed_at: Mapped[datetime | None] = mapped_column()
     reviewer_account_id: Mapped[str | None] = mapped_column(String(36))
     reason: Mapped[str | None] = mapped_column(String(500))
+    #: 1 when registered, +1 on every change (approved, rejected): the ETag ``"<version>"``
+    #: a reviewer's If-Match must name (servicekit.versions)
+    version: Mapped[int] = mapped_column(Integer, default=1)
 
 
 class LawyerVerification(Base):
@@ -74,6 +77,9 @@ class LawyerVerification(Base):
     reviewed_at: Mapped[datetime | None] = mapped_column()
     reviewer_account_id: Mapped[str | None] = mapped_column(String(36))
     reason: Mapped[str | None] = mapped_column(String(500))
+    #: 1 when submitted, +1 on every change (approved, rejected): the ETag ``"<version>"``
+    #: a reviewer's If-Match must name (servicekit.versions)
+    version: Mapped[int] = mapped_column(Integer, default=1)
 
 
 audit.track(Organization, "organization", values=("court", "status", "uscc_check_failed",
