@@ -55,7 +55,9 @@ class Court:
             "court": self.code, "court_name": self.name, "seal_name": f"{self.name}诉讼服务专用章"})
         assert resp.status_code in (200, 201), resp.get_data(as_text=True)
 
-    def case(self, parties: list[tuple[str, str, str | None]], effective: str | None) -> str:
+    def case_body(self, parties: list[tuple[str, str, str | None]],
+                  effective: str | None = None) -> dict[str, Any]:
+        """What the trial system sends for a new case of this court's judge and clerk."""
         body: dict[str, Any] = {
             "case_number": f"(2021){self.code}民初{unique('n')[-6:].translate(DIGITS)}号",
             "court": self.code, "court_name": self.name, "cause": "买卖合同纠纷",
@@ -65,6 +67,10 @@ class Court:
             "parties": [{"name": n, "role": r, "account_id": a} for n, r, a in parties]}
         if effective:
             body["effective_date"] = effective
+        return body
+
+    def case(self, parties: list[tuple[str, str, str | None]], effective: str | None) -> str:
+        body = self.case_body(parties, effective)
         resp = self.http.post("/api/matters/cases", headers=bearer(self.token("specialist")),
                               json=body)
         assert resp.status_code == 201, resp.get_data(as_text=True)
