@@ -57,8 +57,10 @@ def test_legal_person_from_registration_through_approval_to_sign_in(
     assert licence.status_code == 200 and licence.content_type.startswith("image/png")
     assert http.post(f"/api/identity/organizations/{org['id']}/approve",
                      headers=bearer(applicant)).status_code == 403  # a party cannot review
+    etag = http.get(f"/api/identity/organizations/{org['id']}",
+                    headers=bearer(reviewer)).headers["ETag"]
     approved = http.post(f"/api/identity/organizations/{org['id']}/approve",
-                         headers=bearer(reviewer))
+                         headers={**bearer(reviewer), "If-Match": etag})
     assert approved.status_code == 200, approved.get_data(as_text=True)
     [sms] = wait_for(lambda: sms_for(suite, applicant_id, "organization_approved"),
                      message="the applicant's SMS")
@@ -77,8 +79,10 @@ def test_organization_rejected_with_a_reason_is_told(suite: Suite, court: Court)
         "court": court.code, "password": "org-password-123",
         "licence": file(PNG, "licence.png", "image/png")})
     org_id = resp.get_json()["id"]
+    reviewer = bearer(court.token("registry_reviewer"))
+    etag = http.get(f"/api/identity/organizations/{org_id}", headers=reviewer).headers["ETag"]
     rejected = http.post(f"/api/identity/organizations/{org_id}/reject",
-                         headers=bearer(court.token("registry_reviewer")),
+                         headers={**reviewer, "If-Match": etag},
                          json={"reason": "营业执照不清晰"})
     assert rejected.status_code == 200
     [sms] = wait_for(lambda: sms_for(suite, applicant_id, "organization_rejected"),
@@ -116,8 +120,10 @@ def _offline_lawyer(suite: Suite, court: Court) -> tuple[str, str]:
     pending = http.get("/api/identity/lawyer-verifications/reviews?status=pending",
                        headers=bearer(reviewer)).get_json()["items"]
     assert verification["id"] in {v["id"] for v in pending}
+    etag = http.get(f"/api/identity/lawyer-verifications/{verification['id']}",
+                    headers=bearer(reviewer)).headers["ETag"]
     approved = http.post(f"/api/identity/lawyer-verifications/{verification['id']}/approve",
-                         headers=bearer(reviewer))
+                         headers={**bearer(reviewer), "If-Match": etag})
     assert approved.status_code == 200, approved.get_data(as_text=True)
     wait_for(lambda: sms_for(suite, account_id, "lawyer_verified"), message="the lawyer's SMS")
     return account_id, login(http, body["phone"], body["password"])

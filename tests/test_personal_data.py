@@ -112,8 +112,8 @@ def _ok(resp: Any, *codes: int) -> dict[str, Any]:
 
 
 def _if_match(http: Client, url: str, token: str) -> dict[str, str]:
-    """The caller's token and the ETag of the resource as just read (matters' update routes
-    ask for If-Match)."""
+    """The caller's token and the ETag of the resource as just read (update and review
+    routes ask for If-Match)."""
     read = http.get(url, headers=bearer(token))
     assert read.status_code == 200, read.get_data(as_text=True)
     return {**bearer(token), "If-Match": read.headers["ETag"]}
@@ -150,7 +150,8 @@ def test_numbers_typed_into_free_text_are_masked_in_logs_events_sms_and_inbox(
         "name": "广州虚构科技有限公司", "uscc": uscc(), "legal_representative": "吴经理",
         "court": court.code, "password": "org-password-123",
         "licence": _file(PNG, "licence.png", "image/png")}), 201)
-    _ok(http.post(f"/api/identity/organizations/{org['id']}/reject", headers=bearer(reviewer),
+    org_url = f"/api/identity/organizations/{org['id']}"
+    _ok(http.post(f"{org_url}/reject", headers=_if_match(http, org_url, reviewer),
                   json={"reason": typed}))
 
     # a lawyer's offline verification (the law firm typed with a mobile in it), rejected
@@ -167,8 +168,9 @@ def test_numbers_typed_into_free_text_are_masked_in_logs_events_sms_and_inbox(
     wait_for(lambda: _sms_of(suite, court.id("registry_reviewer"),
                              "lawyer_verification_requested", "李四"),
              message="the reviewer's SMS")
-    _ok(http.post(f"/api/identity/lawyer-verifications/{applied['id']}/reject",
-                  headers=bearer(reviewer), json={"reason": typed}))
+    verification_url = f"/api/identity/lawyer-verifications/{applied['id']}"
+    _ok(http.post(f"{verification_url}/reject",
+                  headers=_if_match(http, verification_url, reviewer), json={"reason": typed}))
 
     # a binding request, rejected by the judge with the reason
     verified = individual(name="王律师")

@@ -30,6 +30,7 @@ from servicekit.problems import Problem
 from servicekit.roles import LAWYER
 from servicekit.service import Runtime
 from servicekit.uploads import Upload
+from servicekit.versions import Precondition
 from services.identity import organizations_domain as rules
 from services.identity.adapters.face import FaceVerifier, face_verifier_from_env
 from services.identity.adapters.lawyer_registry import (
@@ -46,6 +47,7 @@ from services.identity.organizations import (
     invalid,
     known_court,
     reviewer_court,
+    shown_to,
 )
 from services.identity.usecases.accounts import SOURCE
 
@@ -210,15 +212,30 @@ def file_of(rt: Runtime, caller: Caller, verification_id: str,
     return blob_store(rt).get(sha), ctype
 
 
-def decide(db: Database, caller: Caller, verification_id: str, *, approve: bool,
-           reason: str | None = None) -> LawyerVerification:
+def visible(db: Database, caller: Caller, verification_id: str) -> LawyerVerification:
+    """The application, for its applicant or (offline) its court's reviewers; 404 for anyone
+    else, as for an organization (another court's staff learn nothing, not even that it
+    exists)."""
+    with db.transaction() as session:
+        row = session.get(LawyerVerification, verification_id)
+    return shown_to(caller, row, row.account_id if row else None, "lawyer_verification")
+
+
+def decide(db: Database, caller: Caller, verification_id: str, if_match: Precondition, *,
+           approve: bool, reason: str | None = None) -> LawyerVerification:
+    """Approve (the account becomes a lawyer) or reject an offline application, once.
+
+    If-Match is checked after the court's 403/404, before anything changes: a second
+    reviewer acting on the version they read before the first decided gets 412."""
     with db.transaction() as session:
         row = _of_court(session, caller, verification_id, lock=True)
+        if_match.decide(str(row.version), "lawyer verification")
         if row.status != rules.PENDING:
             raise Problem(409, "already-reviewed", f"this application was already {row.status}")
         account = session.get(Account, row.account_id, with_for_update=True)
         assert account is not None  # noqa: S101 - foreign key
         row.reviewed_at, row.reviewer_account_id = utcnow(), caller.account_id
+        row.version += 1
         if approve:
             row.status = rules.VERIFIED
             if LAWYER not in account.role_list:

@@ -17,10 +17,11 @@ from servicekit.problems import Problem
 from servicekit.roles import PARTY
 from servicekit.service import runtime
 from servicekit.uploads import read_upload
+from servicekit.versions import Precondition, documented
 from services.identity import lawyers
 from services.identity import organizations_domain as rules
 from services.identity.models_orgs import LawyerVerification
-from services.identity.organizations_api import REVIEWERS, RejectSchema, caller
+from services.identity.organizations_api import REVIEWERS, RejectSchema, caller, with_etag
 from services.identity.schemas import court_field
 
 blp = Blueprint("lawyers", __name__, description="Lawyer verification (律师认证)")
@@ -60,6 +61,8 @@ class VerificationSchema(Schema):
     files = fields.Dict(allow_none=True)
     submitted_at = fields.DateTime()
     reviewed_at = fields.DateTime(allow_none=True)
+    version = fields.Integer(metadata={"description": "1 when submitted, +1 on each change; "
+                                                      "the ETag is its quoted value"})
 
 
 class VerificationListSchema(Schema):
@@ -81,7 +84,8 @@ def view(row: LawyerVerification, name: str | None = None) -> dict[str, Any]:
                   "id_card": {"filename": row.id_card_filename,
                               "content_type": row.id_card_content_type}}
         if row.method == rules.OFFLINE else None,
-        "submitted_at": row.submitted_at, "reviewed_at": row.reviewed_at}
+        "submitted_at": row.submitted_at, "reviewed_at": row.reviewed_at,
+        "version": row.version}
     if name is not None:
         out["name"] = name
     return out
@@ -164,6 +168,16 @@ class VerificationReviews(MethodView):
         return {"items": [view(row, name) for row, name in items]}
 
 
+@blp.route("/lawyer-verifications/<verification_id>")
+class OneVerification(MethodView):
+    @roles()
+    @blp.response(200, VerificationSchema)
+    def get(self, verification_id: str):  # type: ignore[no-untyped-def]
+        """One application, for its applicant or (offline) its court's reviewers, with its
+        version as the ETag that approve and reject take in If-Match."""
+        return with_etag(view(lawyers.visible(runtime().db, caller(), verification_id)))
+
+
 @blp.route("/lawyer-verifications/<verification_id>/files/<which>")
 class VerificationFile(MethodView):
     @roles(*REVIEWERS)
@@ -180,18 +194,25 @@ class VerificationFile(MethodView):
 @blp.route("/lawyer-verifications/<verification_id>/approve")
 class ApproveVerification(MethodView):
     @roles(*REVIEWERS)
+    @documented(blp, "lawyer verification")
     @blp.response(200, VerificationSchema)
-    def post(self, verification_id: str) -> dict[str, Any]:
-        """Approve after seeing the originals in person: the account becomes a lawyer."""
-        return view(lawyers.decide(runtime().db, caller(), verification_id, approve=True))
+    def post(self, verification_id: str):  # type: ignore[no-untyped-def]
+        """Approve after seeing the originals in person: the account becomes a lawyer.
+
+        If-Match: the ETag of ``GET /lawyer-verifications/{verification_id}`` (or
+        ``"<version>"`` from the review list)."""
+        return with_etag(view(lawyers.decide(runtime().db, caller(), verification_id,
+                                             Precondition.of_request(), approve=True)))
 
 
 @blp.route("/lawyer-verifications/<verification_id>/reject")
 class RejectVerification(MethodView):
     @roles(*REVIEWERS)
+    @documented(blp, "lawyer verification")
     @blp.arguments(RejectSchema)
     @blp.response(200, VerificationSchema)
-    def post(self, body: dict[str, str], verification_id: str) -> dict[str, Any]:
-        """Reject, with the reason the applicant will be told."""
-        return view(lawyers.decide(runtime().db, caller(), verification_id, approve=False,
-                                   reason=body["reason"]))
+    def post(self, body: dict[str, str], verification_id: str):  # type: ignore[no-untyped-def]
+        """Reject, with the reason the applicant will be told. If-Match as for approve."""
+        return with_etag(view(lawyers.decide(runtime().db, caller(), verification_id,
+                                             Precondition.of_request(), approve=False,
+                                             reason=body["reason"])))

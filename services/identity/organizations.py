@@ -14,6 +14,7 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from flask_smorest.pagination import PaginationParameters
 from sqlalchemy import select
@@ -30,10 +31,11 @@ from servicekit.problems import Problem
 from servicekit.roles import COURT_ADMIN, REGISTRY_REVIEWER
 from servicekit.service import Runtime
 from servicekit.uploads import Upload
+from servicekit.versions import Precondition
 from services.identity import domain
 from services.identity import organizations_domain as rules
 from services.identity.models import Account, Court
-from services.identity.models_orgs import Organization
+from services.identity.models_orgs import LawyerVerification, Organization
 from services.identity.usecases.accounts import SOURCE, hasher
 
 log = logging.getLogger(__name__)
@@ -156,17 +158,25 @@ def reviews(db: Database, caller: Caller, status: str,
         return list(page_of(session, query, page).scalars())
 
 
+Reviewed = TypeVar("Reviewed", Organization, LawyerVerification)
+
+
+def shown_to(caller: Caller, row: Reviewed | None, owner: str | None, kind: str) -> Reviewed:
+    """``row`` (an organization or a lawyer verification) if ``caller`` is its ``owner`` (the
+    account that submitted it) or a reviewer of its court; a 404 for anyone else (another
+    court's staff learn nothing, not even that it exists), noted in the audit trail."""
+    if row is None or not (owner == caller.account_id or caller.reviews_for(row.court)):
+        if row is not None:
+            audit.note_denied(f"{kind}:{row.id}")
+        raise Problem(404, "not-found", f"no such {kind.replace('_', ' ')}")
+    return row
+
+
 def visible(db: Database, caller: Caller, org_id: str) -> Organization:
-    """The organization, for its registrant or its court's reviewers; 404 for anyone else
-    (another court's staff learn nothing, not even that it exists)."""
+    """The organization, for its registrant or its court's reviewers (``shown_to``)."""
     with db.transaction() as session:
         org = session.get(Organization, org_id)
-    if org is None or not (org.applicant_account_id == caller.account_id
-                           or caller.reviews_for(org.court)):
-        if org is not None:
-            audit.note_denied(f"organization:{org.id}")
-        raise Problem(404, "not-found", "no such organization")
-    return org
+    return shown_to(caller, org, org.applicant_account_id if org else None, "organization")
 
 
 def licence(rt: Runtime, caller: Caller, org_id: str) -> tuple[Organization, bytes]:
@@ -174,9 +184,13 @@ def licence(rt: Runtime, caller: Caller, org_id: str) -> tuple[Organization, byt
     return org, blob_store(rt).get(org.licence_sha256)
 
 
-def decide(db: Database, caller: Caller, org_id: str, *, approve: bool,
-           reason: str | None = None) -> Organization:
-    """Approve (the organization can sign in from now on) or reject, once."""
+def decide(db: Database, caller: Caller, org_id: str, if_match: Precondition, *,
+           approve: bool, reason: str | None = None) -> Organization:
+    """Approve (the organization can sign in from now on) or reject, once.
+
+    The version the reviewer read (If-Match) is checked only once they may review it, so
+    another court's staff get the 404 of a missing registration, never a 428; a second
+    reviewer acting on what they read before the first decided gets 412, not the change."""
     court = reviewer_court(caller)
     with db.transaction() as session:
         org = session.get(Organization, org_id, with_for_update=True)
@@ -184,6 +198,7 @@ def decide(db: Database, caller: Caller, org_id: str, *, approve: bool,
             if org is not None:
                 audit.note_denied(f"organization:{org.id}")
             raise Problem(404, "not-found", "no such organization in your court")
+        if_match.decide(str(org.version), "registration")
         if org.status != rules.PENDING:
             raise Problem(409, "already-reviewed", f"this registration was already {org.status}")
         account = session.get(Account, org.id)
@@ -192,6 +207,7 @@ def decide(db: Database, caller: Caller, org_id: str, *, approve: bool,
         org.status = rules.APPROVED if approve else rules.REJECTED
         org.reviewed_at, org.reviewer_account_id = utcnow(), caller.account_id
         org.reason = reason
+        org.version += 1
         account.status = domain.ACTIVE if approve else rules.REJECTED
         data = {"organization_id": org.id, "court": org.court, "court_name": court_name,
                 "applicant_account_id": org.applicant_account_id, "name": org.name}

@@ -21,6 +21,7 @@ from servicekit.paging import paginated
 from servicekit.roles import COURT_ADMIN, PARTY, REGISTRY_REVIEWER
 from servicekit.service import runtime
 from servicekit.uploads import read_upload
+from servicekit.versions import Precondition, documented, etag_header
 from services.identity import organizations
 from services.identity import organizations_domain as rules
 from services.identity.models_orgs import Organization
@@ -78,6 +79,8 @@ class OrganizationSchema(Schema):
     remaining_days = fields.Integer(metadata={"description": "negative when overdue"})
     remaining_label = fields.String(metadata={"description": "剩余N天 or 超过N天"})
     reviewed_at = fields.DateTime(allow_none=True)
+    version = fields.Integer(metadata={"description": "1 when registered, +1 on each change; "
+                                                      "the ETag is its quoted value"})
 
 
 class OrganizationListSchema(Schema):
@@ -109,7 +112,14 @@ def view(org: Organization) -> dict[str, Any]:
             "licence": {"filename": org.licence_filename,
                         "content_type": org.licence_content_type, "size": org.licence_size},
             "submitted_at": org.submitted_at, "review_deadline": org.review_deadline,
-            "remaining_days": days, "remaining_label": label, "reviewed_at": org.reviewed_at}
+            "remaining_days": days, "remaining_label": label, "reviewed_at": org.reviewed_at,
+            "version": org.version}
+
+
+def with_etag(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """A registration or lawyer verification with its version as the ETag (``"3"``), which a
+    reviewer's approve or reject sends back in If-Match (``servicekit.versions``)."""
+    return body, 200, etag_header(str(body["version"]))
 
 
 @blp.route("/organizations")
@@ -165,9 +175,10 @@ class OrganizationReviews(MethodView):
 class OrganizationDetail(MethodView):
     @roles()
     @blp.response(200, OrganizationSchema)
-    def get(self, org_id: str) -> dict[str, Any]:
-        """One registration, for its registrant or its court's reviewers."""
-        return view(organizations.visible(runtime().db, caller(), org_id))
+    def get(self, org_id: str):  # type: ignore[no-untyped-def]
+        """One registration, for its registrant or its court's reviewers, with its version as
+        the ETag that approve and reject take in If-Match."""
+        return with_etag(view(organizations.visible(runtime().db, caller(), org_id)))
 
 
 @blp.route("/organizations/<org_id>/licence")
@@ -186,18 +197,27 @@ class OrganizationLicence(MethodView):
 @blp.route("/organizations/<org_id>/approve")
 class ApproveOrganization(MethodView):
     @roles(*REVIEWERS)
+    @documented(blp, "registration")
     @blp.response(200, OrganizationSchema)
-    def post(self, org_id: str) -> dict[str, Any]:
-        """Approve the registration: the organization can sign in with its USCC."""
-        return view(organizations.decide(runtime().db, caller(), org_id, approve=True))
+    def post(self, org_id: str):  # type: ignore[no-untyped-def]
+        """Approve the registration: the organization can sign in with its USCC.
+
+        If-Match: the ETag of ``GET /organizations/{org_id}`` (or ``"<version>"`` from the
+        review list)."""
+        return with_etag(view(organizations.decide(runtime().db, caller(), org_id,
+                                                   Precondition.of_request(), approve=True)))
 
 
 @blp.route("/organizations/<org_id>/reject")
 class RejectOrganization(MethodView):
     @roles(*REVIEWERS)
+    @documented(blp, "registration")
     @blp.arguments(RejectSchema)
     @blp.response(200, OrganizationSchema)
-    def post(self, body: dict[str, str], org_id: str) -> dict[str, Any]:
-        """Reject the registration, with the reason the registrant will be told."""
-        return view(organizations.decide(runtime().db, caller(), org_id, approve=False,
-                                         reason=body["reason"]))
+    def post(self, body: dict[str, str], org_id: str):  # type: ignore[no-untyped-def]
+        """Reject the registration, with the reason the registrant will be told.
+
+        If-Match as for approve."""
+        return with_etag(view(organizations.decide(runtime().db, caller(), org_id,
+                                                   Precondition.of_request(), approve=False,
+                                                   reason=body["reason"])))

@@ -15,6 +15,7 @@ from servicekit.tables import outbox
 from services.identity.adapters.face import DEV_DETAIL, DevFaceVerifier, FaceResult
 from services.identity.adapters.lawyer_registry import FileLawyerRegistry
 from services.identity.tests.conftest import Identity
+from services.identity.tests.test_organizations import read_etag
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 PDF = b"%PDF-1.7\n" + b"0" * 64
@@ -145,7 +146,9 @@ def test_offline_is_approved_by_that_courts_staff(identity: Identity,
                          token=setup["token"]).status_code == 403
 
     done = identity.call("POST", f"/lawyer-verifications/{applied['id']}/approve",
-                         token=setup["reviewer"])
+                         token=setup["reviewer"],
+                         headers=read_etag(identity, f"/lawyer-verifications/{applied['id']}",
+                                           setup["reviewer"]))
     assert done.status_code == 200 and done.get_json()["status"] == "verified"
     assert _claims(identity, setup["person"]["phone"])["roles"] == ["party", "lawyer"]
     [asked] = _events(identity, "identity.lawyer.verification_requested")
@@ -159,7 +162,9 @@ def test_offline_is_approved_by_that_courts_staff(identity: Identity,
 def test_offline_rejected_with_a_reason(identity: Identity, setup: dict[str, Any]) -> None:
     applied = offline(identity, setup["token"]).get_json()
     resp = identity.call("POST", f"/lawyer-verifications/{applied['id']}/reject",
-                         json={"reason": "执业证原件与扫描件不符"}, token=setup["admin"])
+                         json={"reason": "执业证原件与扫描件不符"}, token=setup["admin"],
+                         headers=read_etag(identity, f"/lawyer-verifications/{applied['id']}",
+                                           setup["admin"]))
     assert resp.status_code == 200 and resp.get_json()["status"] == "rejected"
     [event] = _events(identity, "identity.lawyer.rejected")
     validate_event(event)

@@ -47,6 +47,14 @@ def setup(identity: Identity) -> dict[str, Any]:
             "reviewer": identity.tokens(reviewer["phone"])["access_token"]}
 
 
+def read_etag(identity: Identity, path: str, token: str) -> dict[str, str]:
+    """``If-Match`` with the ETag of ``path`` as ``token``'s holder just read it: what a
+    reviewer's client sends with approve or reject."""
+    resp = identity.call("GET", path, token=token)
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    return {"If-Match": resp.headers["ETag"]}
+
+
 def _events(identity: Identity) -> list[dict[str, Any]]:
     with identity.rt.db.transaction() as s:
         return [json.loads(b) for b in s.scalars(select(outbox.c.body)).all()]
@@ -97,9 +105,11 @@ def test_registration_review_and_sign_in_with_the_uscc(identity: Identity,
     assert scan.status_code == 200 and scan.mimetype == "image/png" and scan.data == PNG
 
     approved = identity.call("POST", f"/organizations/{org['id']}/approve",
-                             token=setup["reviewer"])
+                             token=setup["reviewer"], headers={"If-Match": detail.headers["ETag"]})
     assert approved.status_code == 200 and approved.get_json()["status"] == "approved"
-    again = identity.call("POST", f"/organizations/{org['id']}/approve", token=setup["admin"])
+    again = identity.call("POST", f"/organizations/{org['id']}/approve", token=setup["admin"],
+                          headers=read_etag(identity, f"/organizations/{org['id']}",
+                                            setup["admin"]))
     assert again.status_code == 409
 
     tokens = identity.tokens(VALID_USCC)
@@ -198,7 +208,9 @@ def test_reject_with_a_reason(identity: Identity, setup: dict[str, Any]) -> None
                               token=setup["reviewer"])
     assert no_reason.status_code == 422
     resp = identity.call("POST", f"/organizations/{org['id']}/reject",
-                         json={"reason": "营业执照扫描件不清晰"}, token=setup["reviewer"])
+                         json={"reason": "营业执照扫描件不清晰"}, token=setup["reviewer"],
+                         headers=read_etag(identity, f"/organizations/{org['id']}",
+                                           setup["reviewer"]))
     assert resp.status_code == 200
     assert resp.get_json()["status"] == "rejected"
     assert resp.get_json()["reason"] == "营业执照扫描件不清晰"
@@ -247,7 +259,11 @@ def test_a_judge_of_the_court_cannot_review(identity: Identity, setup: dict[str,
 
 def test_no_id_number_or_phone_in_any_event(identity: Identity, setup: dict[str, Any]) -> None:
     org = register_org(identity, setup["token"]).get_json()
-    identity.call("POST", f"/organizations/{org['id']}/approve", token=setup["reviewer"])
+    approved = identity.call("POST", f"/organizations/{org['id']}/approve",
+                             token=setup["reviewer"],
+                             headers=read_etag(identity, f"/organizations/{org['id']}",
+                                               setup["reviewer"]))
+    assert approved.status_code == 200, approved.get_json()
     with identity.rt.db.transaction() as s:
         bodies = s.scalars(select(outbox.c.body)).all()
     for body in bodies:
