@@ -3,6 +3,7 @@ a verified lawyer, a case, and helpers to read (and contract-check) what matters
 
 from __future__ import annotations
 
+import itertools
 import json
 import uuid
 from collections.abc import Callable, Iterator
@@ -32,6 +33,16 @@ COURT, COURT_NAME = "粤01", "广州市中级人民法院"
 OTHER_COURT = "粤02"
 APPLY = {"kind": "effectiveness_certificate", "reason": "办理强制执行", "use": "向执行法院提交"}
 PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
+
+
+#: a distinct case number per call in this process (each test has its own database): numbers
+#: drawn at random collided now and then when a test made a dozen cases
+_CASE_SERIALS = itertools.count(uuid.uuid4().int % 500_000 + 1)
+
+
+def case_number(court: str) -> str:
+    """A fresh, well-formed case number of ``court`` (``domain.CASE_NUMBER``)."""
+    return f"(2021){court}民初{next(_CASE_SERIALS)}号"
 
 
 @dataclass
@@ -118,7 +129,7 @@ class Harness:
 
     def case(self, court: str = COURT, judge: str | None = None,
              clerk: str | None = None, plaintiff: str | None = None) -> dict[str, Any]:
-        number = f"(2021){court}民初{uuid.uuid4().int % 99999 + 1}号"
+        number = case_number(court)
         resp = self.client.post("/cases", headers=self.token("specialist", court=court), json={
             "case_number": number, "court": court, "court_name": COURT_NAME,
             "cause": "买卖合同纠纷", "department": "民一庭",

@@ -29,7 +29,14 @@ from services.identity.app import SERVICE as IDENTITY
 from services.identity.usecases import staff
 from services.matters.case_staff import EXTRAS_KEY
 from services.matters.models import Case
-from services.matters.tests.conftest import COURT, COURT_NAME, OTHER_COURT, Harness, harness_on
+from services.matters.tests.conftest import (
+    COURT,
+    COURT_NAME,
+    OTHER_COURT,
+    Harness,
+    case_number,
+    harness_on,
+)
 from tests.factories import individual, mobile
 
 PASSWORD = "correct-horse-battery"
@@ -52,7 +59,7 @@ class Checked:
                               {"identity": self.identity_app})
 
     def body(self, **overrides: Any) -> dict[str, Any]:
-        return {"case_number": f"(2021){COURT}民初{uuid.uuid4().int % 99999 + 1}号",
+        return {"case_number": case_number(COURT),
                 "court": COURT, "court_name": COURT_NAME, "cause": "买卖合同纠纷",
                 "department": "民一庭", "judge_account_id": self.ids["judge"],
                 "clerk_account_id": self.ids["clerk"],
