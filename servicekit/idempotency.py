@@ -9,6 +9,13 @@ committed a change when it failed (a database that went away between the change 
 read of the answer, say): a retry would then apply it twice, so the key is kept and a retry
 is told the outcome is unknown (``409 request-outcome-unknown``).
 
+A refusal (a 4xx answer) that committed nothing releases the key too: nothing happened that a
+retry could repeat, and the client that mends its request — adds the If-Match it forgot,
+names an existing judge, fixes a field — sends it again with the same key and has it run,
+instead of being handed the old refusal for a day (or told ``422 idempotency-key-reused`` for
+the mended body). A 4xx that did commit a change (a failed attempt counted, say) is kept and
+replayed like any answer.
+
 A process that dies mid-request leaves the key reserved rather than risk applying the request
 twice: its view may have committed before the answer was stored. Once the reservation is older
 than any request can run (``IN_PROGRESS_FOR``), a retry is told so plainly (``409
@@ -138,15 +145,15 @@ class IdempotencyStore:
     def finish(self, key: str, principal: str, response: Response,
                changed: bool = False) -> None:
         """Keep the answer. ``changed``: the request committed a change of state (see
-        ``servicekit.db.writes_committed``), which a server error must not release."""
+        ``servicekit.db.writes_committed``), which a server error must not release; a server
+        error or a refusal that changed nothing releases the key."""
         with self.db.transaction() as session:
             where = (keys.c.key == key) & (keys.c.principal == principal)
+            if response.status_code >= 400 and not changed:
+                session.execute(delete(keys).where(where))
+                return
             if response.status_code >= 500:
-                if changed:
-                    session.execute(update(keys).where(where).values(
-                        status=FAILED_AFTER_CHANGE))
-                else:
-                    session.execute(delete(keys).where(where))
+                session.execute(update(keys).where(where).values(status=FAILED_AFTER_CHANGE))
                 return
             stored = {h: response.headers[h] for h in _STORED_HEADERS if h in response.headers}
             session.execute(update(keys).where(where).values(

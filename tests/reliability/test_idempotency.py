@@ -216,3 +216,65 @@ def test_a_server_error_after_a_committed_change_keeps_the_key(suite: Suite) -> 
     assert http.post("/changes/before", headers=key).status_code == 500
     assert http.post("/changes/before", headers=key).status_code == 500  # ran again
     assert _changes(suite) == before + 1
+
+
+def _spec_with_refusals(name: str, ran: list[str]):  # type: ignore[no-untyped-def]
+    """A service whose one route refuses with a 422 problem, having first committed an event
+    (``after``) or having changed nothing (``before``); ``ran`` records each time it runs."""
+    from flask import current_app
+    from flask.views import MethodView
+    from flask_smorest import Blueprint
+
+    from servicekit.access import public
+    from servicekit.outbox import emit
+    from servicekit.problems import Problem
+    from servicekit.web import ServiceSpec
+
+    blp = Blueprint(name, __name__)
+
+    @blp.route("/refusals/<when>")
+    class Refusals(MethodView):
+        @public
+        def post(self, when: str) -> dict[str, str]:
+            ran.append(when)
+            if when == "after":
+                with current_app.extensions["ecourt.db"].transaction() as session:
+                    emit(session, "test.changed", {}, source="/test")
+            raise Problem(422, "refused", f"refused {when}")
+
+    return ServiceSpec(name, "t", "t", [blp])
+
+
+def test_a_refusal_that_changed_nothing_frees_its_key(suite: Suite) -> None:
+    """A 4xx that committed nothing is not the key's answer: the client mends the request and
+    sends it again with the same key, and it runs (it was handed the old refusal for a day —
+    a 428 for a forgotten If-Match even after the client added it). A 4xx that committed a
+    change is kept and replayed, so the change is not made twice."""
+    from servicekit.web import create_service_app
+
+    ran: list[str] = []
+    app = create_service_app(_spec_with_refusals(f"refusing{uuid.uuid4().hex[:6]}", ran),
+                             suite.runtimes["filing"])
+    http = Client(app)
+    before = _changes(suite)
+
+    key = {"Idempotency-Key": f"refused-{uuid.uuid4()}"}
+    for attempt in (1, 2):
+        refused = http.post("/refusals/before", headers=key)
+        assert refused.status_code == 422, refused.get_data(as_text=True)
+        assert "Idempotent-Replayed" not in refused.headers
+        assert ran == ["before"] * attempt  # the view ran again: nothing was replayed
+    # a mended request (here: another body) under the same key is not "a reused key"
+    mended = http.post("/refusals/before", headers=key, json={"mended": True})
+    assert mended.status_code == 422, mended.get_data(as_text=True)
+    assert mended.get_json()["type"].endswith("/refused")
+    assert _changes(suite) == before
+
+    ran.clear()
+    key = {"Idempotency-Key": f"changed-{uuid.uuid4()}"}
+    first = http.post("/refusals/after", headers=key)
+    assert first.status_code == 422 and _changes(suite) == before + 1
+    replay = http.post("/refusals/after", headers=key)
+    assert replay.status_code == 422 and replay.headers.get("Idempotent-Replayed") == "true"
+    assert replay.get_data() == first.get_data()
+    assert ran == ["after"] and _changes(suite) == before + 1  # not run, not changed twice

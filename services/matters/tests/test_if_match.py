@@ -185,3 +185,22 @@ def test_the_contract_requires_if_match_and_names_412_and_428() -> None:
         for status in ("428", "412", "400"):
             content = operation["responses"][status]["content"]
             assert "application/problem+json" in content, (path, status)
+
+
+def test_a_428_is_not_kept_for_the_key_the_mended_retry_runs(h: Harness) -> None:
+    """A judge's client sends a decision without If-Match under an Idempotency-Key, is told
+    428, reads the application and sends the decision again with its ETag and the same key: it
+    runs once (failed before: the 428 was the key's answer, replayed for a day)."""
+    route = ROUTES["judge-decision"]
+    path = f"{route.make(h)}/{route.action}"
+    judge = {**h.staff("judge"), "Idempotency-Key": "decision-mended"}
+    problem_of(h.client.post(path, headers=judge, json=route.body), 428,
+               "precondition-required")
+    _, etag = _read(h, path.rsplit("/", 1)[0])
+    mended = {**judge, "If-Match": etag}
+    done = h.client.post(path, headers=mended, json=route.body)
+    assert done.status_code == 200, done.get_json()
+    assert "Idempotent-Replayed" not in done.headers
+    again = h.client.post(path, headers=mended, json=route.body)
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    assert again.get_data() == done.get_data()
