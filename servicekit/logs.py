@@ -30,11 +30,17 @@ from servicekit import context
 #: 12-hex-digit last group can hold 11 decimal digits in a row: masking them would corrupt an
 #: id, never hide a number), then an 18-character ID number (the last may be X), then a mobile,
 #: with or without the country code 86. A run of digits longer than the number is not one.
+#: People also type them in the groups they read them in, a space or a hyphen between the
+#: groups: ``138 1234 5678``, ``138-1234-5678``, ``+86 138…`` and ``440102 19900101 1234``;
+#: those are masked digit by digit, the separators kept.
 _PERSONAL = re.compile(
     r"(?P<uuid>(?<![0-9A-Fa-f])[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}"
     r"(?![0-9A-Fa-f]))"
     r"|(?<!\d)(?P<id_number>\d{17}[\dXx])(?!\d)"
-    r"|(?<!\d)(?P<country>\+?86)?(?P<mobile>1[3-9]\d{9})(?!\d)")
+    r"|(?<!\d)(?P<id_grouped>\d{6}[ -]\d{8}[ -]\d{3}[\dXx])(?![\dXx])"
+    r"|(?<!\d)(?P<country>\+?86[ -]?)?(?P<mobile>1[3-9]\d{9})(?!\d)"
+    r"|(?<!\d)(?P<grouped_country>\+?86[ -]?)?"
+    r"(?P<mobile_grouped>1[3-9]\d[ -]\d{4}[ -]\d{4})(?!\d)")
 
 
 class Throttled:
@@ -74,11 +80,23 @@ def mask_phone(value: str) -> str:
     return value[:3] + "****" + value[-4:] if len(value) >= 11 else "***"
 
 
+def _mask_grouped(text: str) -> str:
+    """A number typed in groups, its digits but the first 3 and the last 4 masked and its
+    separators kept: ``138-****-5678``, ``440*** ******** 1234``."""
+    digits = [i for i, c in enumerate(text) if c not in " -"]
+    hidden = set(digits[3:-4])
+    return "".join("*" if i in hidden else c for i, c in enumerate(text))
+
+
 def _mask(match: re.Match[str]) -> str:
     if match["id_number"]:
         return mask_id_number(match["id_number"])
     if match["mobile"]:
         return (match["country"] or "") + mask_phone(match["mobile"])
+    if match["id_grouped"]:
+        return _mask_grouped(match["id_grouped"])
+    if match["mobile_grouped"]:
+        return (match["grouped_country"] or "") + _mask_grouped(match["mobile_grouped"])
     return match[0]  # a UUID
 
 

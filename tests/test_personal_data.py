@@ -30,8 +30,8 @@ from tests.factories import id_number, individual, mobile, uscc
 from tests.harness import Court, bearer, login, sms_for, tokens
 from tests.harness import person as signed_up
 
-ID_NUMBER = re.compile(r"(?<![0-9])\d{17}[\dXx](?![0-9])")
-MOBILE = re.compile(r"(?<![0-9])1[3-9]\d{9}(?![0-9])")
+ID_NUMBER = re.compile(r"(?<![0-9])\d{6}[ -]?\d{8}[ -]?\d{3}[\dXx](?![0-9])")
+MOBILE = re.compile(r"(?<![0-9])1[3-9]\d[ -]?\d{4}[ -]?\d{4}(?![0-9])")
 #: values that are never personal data but can hold such a run of digits by chance (a UUID's
 #: last group, a sealed value's base64, a digest): taken out of a text before it is scanned
 OPAQUE = re.compile(r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}"
@@ -125,9 +125,11 @@ def test_numbers_typed_into_free_text_are_masked_in_logs_events_sms_and_inbox(
     notes and a law firm's name: every event, SMS text, inbox notice and log line that carries
     that text carries it masked."""
     http = Client(suite.gateway)
-    typed_id, typed_phone = id_number(), mobile()
-    typed = f"身份证号{typed_id}与登记不符，请联系{typed_phone}"
-    masked = f"身份证号{mask_id_number(typed_id)}与登记不符，请联系{mask_phone(typed_phone)}"
+    typed_id, typed_phone, other = id_number(), mobile(), mobile()
+    grouped = f"{other[:3]}-{other[3:7]}-{other[7:]}"  # as people type it too
+    typed = f"身份证号{typed_id}与登记不符，请联系{typed_phone}或{grouped}"
+    masked = (f"身份证号{mask_id_number(typed_id)}与登记不符，请联系{mask_phone(typed_phone)}"
+              f"或{other[:3]}-****-{other[7:]}")
     court = Court(suite, http, "粤09", "测试市中级人民法院")
     reviewer = court.token("registry_reviewer")
 
@@ -209,7 +211,7 @@ def test_numbers_typed_into_free_text_are_masked_in_logs_events_sms_and_inbox(
 
     events = [body for rt in suite.runtimes.values() for body in _outbox_bodies(rt.db)]
     assert any(masked in json.loads(body)["data"].get("reason", "") for body in events)
-    _assert_clean([typed_id, typed_phone], ("log", captured.lines), ("event", events),
+    _assert_clean([typed_id, typed_phone, grouped], ("log", captured.lines), ("event", events),
                   ("sms", _sms_texts(suite)), ("inbox", _inbox_texts(suite)))
 
 

@@ -39,6 +39,14 @@ UUID_WITH_A_MOBILE_RUN = "0b4e6c1a-5f7e-4c39-9a57-a13812345678"
     (f"+86{MOBILE}", "+86138****5678"),
     (f"86{MOBILE}", "86138****5678"),
     (f"手机 {MOBILE}，身份证 {ID_NUMBER}", "手机 138****5678，身份证 440***********1234"),
+    # typed in the groups people read them in (failed before: kept in clear)
+    ("电话138-1234-5678。", "电话138-****-5678。"),
+    ("手机 138 1234 5678", "手机 138 **** 5678"),
+    ("+86 138 1234 5678", "+86 138 **** 5678"),
+    ("+86-13812345678", "+86-138****5678"),
+    ("138-1234 5678", "138-**** 5678"),
+    ("身份证 440102 19900101 123X", "身份证 440*** ******** 123X"),
+    ("440102-19900101-1234", "440***-********-1234"),
 ])
 def test_typed_id_numbers_and_mobiles_are_masked(typed: str, masked: str) -> None:
     assert scrub(typed) == masked
@@ -59,6 +67,9 @@ def test_typed_id_numbers_and_mobiles_are_masked(typed: str, masked: str) -> Non
     f"申请{UUID_WITH_A_MOBILE_RUN}已办结",    # a UUID inside text
     "ABCD-EFGH-1234-5678-9ABC",             # a document's anti-counterfeit code
     "10086 12368 2026",                     # short numbers
+    "1138-1234-5678",                       # a longer first group: not a mobile
+    "138-1234-56789",                       # a longer last group
+    "2026-12-03 1234-5678",                 # a date and a code
 ])
 def test_numbers_that_are_not_personal_data_are_kept(kept: str) -> None:
     assert scrub(kept) == kept
