@@ -42,6 +42,9 @@ _PERSONAL = re.compile(
     r"|(?<!\d)(?P<grouped_country>\+?86[ -]?)?"
     r"(?P<mobile_grouped>1[3-9]\d[ -]\d{4}[ -]\d{4})(?!\d)")
 
+#: every number ``_PERSONAL`` masks holds three digits in a row (a mobile's first group)
+_DIGIT_RUN = re.compile(r"\d{3}")
+
 
 class Throttled:
     """A warning that can recur on every request (a dependency down, a flood of refusals),
@@ -103,6 +106,8 @@ def _mask(match: re.Match[str]) -> str:
 def scrub(text: str) -> str:
     """Mask ID numbers (``440***********1234``) and mobiles (``138****5678``) anywhere in free
     text; UUIDs and digit runs of other lengths are left as they are."""
+    if not _DIGIT_RUN.search(text):
+        return text  # most strings (names, courts, hex): one quick scan instead of _PERSONAL's
     return _PERSONAL.sub(_mask, text)
 
 
