@@ -57,7 +57,7 @@ class SignInRequest(Base):
     __table_args__ = (Index("ix_signin_requests_scope_key", "scope", "key", "requested_at"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    scope: Mapped[str] = mapped_column(String(20))  # sms_phone, sms_ip, qr_ip, captcha_ip
+    scope: Mapped[str] = mapped_column(String(20))  # one of signin_throttle's scopes (LIMITS)
     key: Mapped[str] = mapped_column(String(100))
     requested_at: Mapped[datetime] = mapped_column(index=True)
 
