@@ -3,6 +3,8 @@
 For every request, in this order:
 
 1. keep a valid ``X-Request-ID`` or make one; it goes upstream and comes back on every response;
+   with ``GATEWAY_CORS_ORIGINS`` set, a browser's preflight is answered here (``preflight``)
+   and every answer to a request with ``Origin`` gets the CORS headers (``gateway.cors``);
 2. the gateway's own routes: ``/healthz`` (never rate limited), ``/metrics``, ``/docs``,
    ``/docs/openapi/<service>.json``;
 3. ``/api/<service>/<rest>``: unknown service -> 404, ``/internal/...`` and a service's
@@ -37,6 +39,7 @@ from werkzeug.wrappers import Response
 from werkzeug.wsgi import ClosingIterator
 
 from gateway import docs, routing
+from gateway.cors import CorsAnswer, CorsPolicy, is_cors_header, policy_from
 from gateway.ratelimit import RateLimiter
 from gateway.upstream import (
     HttpUpstream,
@@ -80,12 +83,14 @@ class Gateway:
 
     def __init__(self, *, upstreams: dict[str, Upstream], verifier: TokenVerifier,
                  rate_limiter: RateLimiter, public_routes: routing.PublicRoutes,
-                 trust_forwarded: bool) -> None:
+                 trust_forwarded: bool, cors: CorsPolicy | None = None) -> None:
         self.upstreams = upstreams
         self.verifier = verifier
         self.rate_limiter = rate_limiter
         self.public_routes = public_routes
         self.trust_forwarded = trust_forwarded
+        #: None: CORS is off, no request is looked at for it
+        self.cors = cors
         self._resolved: dict[str, tuple[Upstream, str]] = {}
 
     # -- WSGI entry point ---------------------------------------------------------------------
@@ -97,17 +102,26 @@ class Gateway:
         method = str(environ.get("REQUEST_METHOD", "GET")).upper()
         path = str(environ.get("PATH_INFO") or "/")
         seen: dict[str, Any] = {"status": 0, "upstream": None}
+        cors = self._cors_answer(environ, method)
 
         def respond(status: str, headers: list[tuple[str, str]],
                     exc_info: Any = None) -> Callable[[bytes], Any]:
             seen["status"] = int(status.split(" ", 1)[0])
-            headers = [(k, v) for k, v in headers if k.lower() != "x-request-id"]
+            if cors is None:
+                headers = [(k, v) for k, v in headers if k.lower() != "x-request-id"]
+            else:
+                headers = [(k, v) for k, v in headers
+                           if k.lower() != "x-request-id" and not is_cors_header(k)]
+                headers.extend(cors.headers)
             headers.append(("X-Request-ID", rid))
             return start_response(status, headers, exc_info)
 
         with context.bound(rid):
             try:
-                body = self._dispatch(environ, respond, rid, method, path, seen)
+                if cors is not None and cors.preflight:
+                    body = self._preflight(environ, respond, cors)
+                else:
+                    body = self._dispatch(environ, respond, rid, method, path, seen)
             except Problem as problem:
                 body = self._problem(problem, path, rid)(environ, respond)
             except Exception:
@@ -119,6 +133,36 @@ class Gateway:
             record_access(method, path, seen["status"], started, rid, seen["upstream"])
 
         return ClosingIterator(body, [log_access])
+
+    # -- CORS ---------------------------------------------------------------------------------
+
+    def _cors_answer(self, environ: dict[str, Any], method: str) -> CorsAnswer | None:
+        """What CORS adds to this request's answer; None (nothing) with CORS off or no
+        ``Origin``."""
+        if self.cors is None:
+            return None
+        origin = environ.get("HTTP_ORIGIN")
+        if origin is None:
+            return None
+        return self.cors.answer_for(
+            method, str(origin), "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ)
+
+    def _preflight(self, environ: dict[str, Any], respond: Callable[..., Any],
+                   cors: CorsAnswer) -> Iterable[bytes]:
+        self.preflight(cors, routing.client_ip(environ, self.trust_forwarded))
+        answer = Response(status=204)
+        del answer.headers["Content-Type"]  # no content, no type (as the edge answers)
+        return answer(environ, respond)
+
+    def preflight(self, cors: CorsAnswer, client_ip: str) -> None:
+        """Admit a browser's preflight, answered by the gateway itself (both front ends): it is
+        counted against the client's address like any anonymous request (the 429 problem once
+        over the limit); from an origin not allowed it is refused with 403 (no CORS header, so
+        the browser refuses it too). Admitted, the answer is 204 with ``cors.headers``."""
+        self._count(f"ip:{client_ip}")
+        if not cors.allowed:
+            raise Problem(403, "origin-not-allowed",
+                          "this origin may not call the API from a browser")
 
     # -- dispatch -----------------------------------------------------------------------------
 
@@ -374,14 +418,17 @@ def create_gateway(*, upstreams: dict[str, WSGIApp | str], verifier: TokenVerifi
                    rate_limiter: RateLimiter,
                    public_routes: list[tuple[str, str]] | None = None,
                    timeout: float = 10.0, connect_timeout: float = 2.0,
-                   trust_forwarded: bool | None = None, pool_maxsize: int = 64) -> Gateway:
+                   trust_forwarded: bool | None = None, pool_maxsize: int = 64,
+                   cors_origins: str | Iterable[str] | None = None) -> Gateway:
     """The gateway WSGI app.
 
     ``upstreams`` maps a service name to its WSGI app (embedded) or base URL (distributed).
     ``public_routes`` (methods, path regex) *replaces* ``routing.DEFAULT_PUBLIC_ROUTES`` when
     given. ``timeout``/``connect_timeout`` apply to HTTP upstreams. ``trust_forwarded`` defaults
-    to ``GATEWAY_TRUST_FORWARDED=1``.
+    to ``GATEWAY_TRUST_FORWARDED=1``, ``cors_origins`` (the origins whose pages may call the
+    API, ``gateway.cors``) to ``GATEWAY_CORS_ORIGINS``; a bad origin is a ``ConfigError``.
     """
+    cors = policy_from(cors_origins)
     session = None
     built: dict[str, Upstream] = {}
     for name, target in upstreams.items():
@@ -405,4 +452,5 @@ def create_gateway(*, upstreams: dict[str, WSGIApp | str], verifier: TokenVerifi
             routing.DEFAULT_PUBLIC_ROUTES if public_routes is None else public_routes),
         trust_forwarded=routing.trust_forwarded_from_env() if trust_forwarded is None
         else trust_forwarded,
+        cors=cors,
     )

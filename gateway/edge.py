@@ -55,7 +55,7 @@ import re
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from concurrent.futures import Executor
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -64,8 +64,14 @@ import httptools
 
 from gateway import routing
 from gateway.app import AccessTally, Gateway, record_access
+from gateway.cors import CorsAnswer
 from gateway.edge_service import EdgeSettings, Exchange, Request, ServiceTarget
-from gateway.headers import clean_response_headers, forward_raw, received_forwarded_for
+from gateway.headers import (
+    clean_response_headers,
+    forward_raw,
+    received_forwarded_for,
+    received_lines,
+)
 from gateway.upstream import HttpUpstream, encode_path
 from servicekit.metrics import GATEWAY_BODIES_HELD, GATEWAY_CONNECTIONS
 from servicekit.problems import Problem, problem_response
@@ -247,6 +253,13 @@ class _ClientConnection(asyncio.Protocol):
         req.http11 = self.parser.get_http_version() == "1.1"
         req.keep_alive = self.parser.should_keep_alive()
         named = req.named
+        cors = self.edge.cors
+        if cors is not None and b"origin" in named:
+            # what CORS adds to every answer, the refusals below included; every Origin line,
+            # as the WSGI app reads them (two are no origin a portal has)
+            origin = received_lines(req.headers, b"origin").decode("latin-1")
+            req.cors = cors.answer_for(req.method, origin,
+                                       b"access-control-request-method" in named)
         if req.http11 and b"host" not in named:
             raise _Refuse(_bad_framing("an HTTP/1.1 request must name its Host"))
         if b"transfer-encoding" in named:
@@ -275,8 +288,9 @@ class _ClientConnection(asyncio.Protocol):
         if target is None:
             return  # not a valid target: answered once the request is read, as before
         path, _ = target
-        if req.method == "HEAD" or not path.startswith(routing.API_PREFIX):
-            return
+        if (req.method == "HEAD" or not path.startswith(routing.API_PREFIX)
+                or (req.cors is not None and req.cors.preflight)):
+            return  # a preflight is never refused for a token (``Gateway.preflight``)
         edge = self.edge
         problem = edge.gateway.refusal_before_body(
             req.method, path, req.header(b"authorization"), edge.client_address(self, req),
@@ -364,15 +378,19 @@ class _ClientConnection(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
-    def send_problem(self, problem: Problem, path: str, rid: str, keep_alive: bool) -> None:
+    def send_problem(self, problem: Problem, path: str, rid: str, keep_alive: bool,
+                     cors: CorsAnswer | None = None) -> None:
         resp = problem_response(problem, routing.display_path(path), rid)
         headers = [*resp.headers.to_wsgi_list(), (routing.REQUEST_ID_HEADER, rid)]
-        self.send(resp.status, headers, resp.get_data(), keep_alive)
+        self.send(resp.status, headers, resp.get_data(), keep_alive, cors=cors)
 
     def send(self, status: str, headers: Iterable[tuple[str, str]], body: bytes,
-             keep_alive: bool, head_only: bool = False) -> None:
-        """Write a whole answer (problems and the WSGI app's pages) and finish."""
+             keep_alive: bool, head_only: bool = False, cors: CorsAnswer | None = None) -> None:
+        """Write a whole answer (problems, preflights and the WSGI app's pages, which carry
+        their CORS headers already) and finish. ``cors``: the CORS headers to add."""
         lines = [f"HTTP/1.1 {status}\r\n".encode("latin-1")]
+        if cors is not None:
+            lines.append(cors.raw)
         length = None
         for key, value in clean_response_headers(headers):
             if key.lower() == "content-length":
@@ -381,7 +399,7 @@ class _ClientConnection(asyncio.Protocol):
             lines.append(f"{key}: {value}\r\n".encode("latin-1"))
         if not head_only:
             length = str(len(body))
-        if length is not None:
+        if length is not None and status[:3] not in ("204", "304"):  # RFC 9110 §8.6
             lines.append(b"Content-Length: %s\r\n" % length.encode("latin-1"))
         if not keep_alive:
             lines.append(b"Connection: close\r\n")
@@ -400,7 +418,9 @@ class _ClientConnection(asyncio.Protocol):
             # a lingering close: the client may still be sending the body this answer refuses,
             # and closing with unread bytes would reset the connection before it reads why
             self.linger = time.monotonic()
-            self.send_problem(problem, path, rid, keep_alive=False)
+            req = self.current if self.current is not None else self.answering
+            self.send_problem(problem, path, rid, keep_alive=False,
+                              cors=req.cors if req is not None else None)
         else:
             self.abort()
         record_access(method, path, problem.status, time.perf_counter(), rid, None,
@@ -469,6 +489,8 @@ class EdgeServer:
         self.scheme = "http"
         # a limiter that never waits on I/O decides on the loop; any other on a thread
         self.inline_limits = bool(getattr(gateway.rate_limiter, "inline", False))
+        #: the gateway's CORS policy; None (off) costs each request one attribute lookup
+        self.cors = gateway.cors
         #: requests refused for the body budget since the sweeper last reported them
         self.budget_refusals = 0
 
@@ -495,9 +517,13 @@ class EdgeServer:
         target_ = _path_and_query(req)
         if target_ is None:
             client.send_problem(Problem(400, "bad-request", "the request target is not valid"),
-                                "", rid, keep_alive=False)
+                                "", rid, keep_alive=False, cors=req.cors)
             return
         path, query = target_
+        cors = req.cors
+        if cors is not None and cors.preflight:
+            self._preflight(client, req, cors, path, rid, started)
+            return
         if req.method == "HEAD" or not path.startswith(routing.API_PREFIX):
             self.spawn(self._by_wsgi(client, req, path, query))
             return
@@ -537,29 +563,60 @@ class EdgeServer:
             return routing.client_address(client.remote, received, True)
         return routing.client_address(client.remote, "", False)
 
-    async def _admit_then_forward(self, client: _ClientConnection, req: Request,
-                                  target: ServiceTarget, path: str, rest: str, query: bytes,
-                                  rid: str, started: float, authorization: str,
-                                  address: str) -> None:
+    def _admit_then_forward(self, client: _ClientConnection, req: Request,
+                            target: ServiceTarget, path: str, rest: str, query: bytes,
+                            rid: str, started: float, authorization: str,
+                            address: str) -> Coroutine[Any, Any, None]:
+        return self._admit_off_loop(
+            client, req, path, rid, started, target.name,
+            lambda: self.gateway.admit(req.method, path, authorization, address),
+            lambda: self._forward(client, req, target, path, rest, query, rid, started))
+
+    async def _admit_off_loop(self, client: _ClientConnection, req: Request, path: str,
+                              rid: str, started: float, upstream: str | None,
+                              admit: Callable[[], Any], admitted: Callable[[], None]) -> None:
+        """``admit`` on a worker thread (it may wait on I/O: a JWKS to fetch, Redis), then
+        ``admitted`` back on the loop; a refusal is answered as ``_refused``."""
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self.executor, lambda: self.gateway.admit(
-                req.method, path, authorization, address))
+            await loop.run_in_executor(self.executor, admit)
         except Problem as problem:
-            self._refused(client, req, problem, path, rid, started, target.name)
+            self._refused(client, req, problem, path, rid, started, upstream)
             return
         except Exception:
             log.exception("edge: admitting a request failed")
             self._refused(client, req, Problem(500, "internal-error",
                                                "an unexpected error occurred"),
-                          path, rid, started, target.name)
+                          path, rid, started, upstream)
             return
         if not client.closing:
-            self._forward(client, req, target, path, rest, query, rid, started)
+            admitted()
+
+    def _preflight(self, client: _ClientConnection, req: Request, cors: CorsAnswer, path: str,
+                   rid: str, started: float) -> None:
+        """A browser's preflight, answered here whatever the path (``Gateway.preflight``)."""
+        address = self.client_address(client, req)
+
+        def admitted() -> None:
+            client.send("204 No Content", [(routing.REQUEST_ID_HEADER, rid)], b"",
+                        req.keep_alive, cors=cors)
+            record_access(req.method, path, 204, started, rid, None, self.tally)
+
+        if not self.inline_limits:  # a limiter with I/O (Redis): never on the event loop
+            self.spawn(self._admit_off_loop(client, req, path, rid, started, None,
+                                            lambda: self.gateway.preflight(cors, address),
+                                            admitted))
+            return
+        try:
+            self.gateway.preflight(cors, address)
+        except Problem as problem:
+            self._refused(client, req, problem, path, rid, started, None)
+            return
+        admitted()
 
     def _refused(self, client: _ClientConnection, req: Request, problem: Problem, path: str,
                  rid: str, started: float, upstream: str | None) -> None:
-        client.send_problem(problem, path, rid, req.keep_alive)
+        client.send_problem(problem, path, rid, req.keep_alive, req.cors)
         record_access(req.method, path, problem.status, started, rid, upstream, self.tally)
 
     def _forward(self, client: _ClientConnection, req: Request, target: ServiceTarget, path: str,
@@ -601,7 +658,8 @@ class EdgeServer:
         except Exception:
             log.exception("edge: the gateway app failed")
             client.send_problem(Problem(500, "internal-error", "an unexpected error occurred"),
-                                path, routing.request_id_from(""), keep_alive=False)
+                                path, routing.request_id_from(""), keep_alive=False,
+                                cors=req.cors)
             return
         client.send(status, headers, body, req.keep_alive, head_only=req.method == "HEAD")
 

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 import httptools
 
 from gateway.app import AccessTally, record_access
+from gateway.cors import CorsAnswer, without_cors_raw
 from gateway.headers import clean_response_raw
 from gateway.upstream import HttpUpstream
 from servicekit.problems import Problem
@@ -47,7 +48,8 @@ class Client(Protocol):
 
     def write(self, data: bytes) -> None: ...
     def finish(self, keep_alive: bool) -> None: ...
-    def send_problem(self, problem: Problem, path: str, rid: str, keep_alive: bool) -> None: ...
+    def send_problem(self, problem: Problem, path: str, rid: str, keep_alive: bool,
+                     cors: CorsAnswer | None = None) -> None: ...
     def abort(self) -> None: ...
     def task(self, coro: Any) -> None: ...
 
@@ -92,6 +94,8 @@ class Request:
     size: int = 0
     #: the body length its head declared (0: none, or chunked)
     declared: int = 0
+    #: what CORS adds to its answer (None: CORS off, or no ``Origin``; ``gateway.cors``)
+    cors: CorsAnswer | None = None
 
     def header(self, name: bytes) -> str:
         """The first value of header ``name`` (lower case), or ""."""
@@ -291,7 +295,12 @@ class Exchange:
         self.status = status
         lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason or b"-")]
         has_length = False
-        for key, value in clean_response_raw(raw):
+        headers = clean_response_raw(raw)
+        cors = self.req.cors
+        if cors is not None:  # the gateway's CORS headers replace any of the service's
+            headers = without_cors_raw(headers)
+            lines.append(cors.raw)
+        for key, value in headers:
             lower = key.lower()
             if lower == b"x-request-id":
                 continue
@@ -392,7 +401,7 @@ class Exchange:
             return
         self.done = True
         self.status = problem.status
-        self.client.send_problem(problem, self.path, self.rid, self.keep_alive)
+        self.client.send_problem(problem, self.path, self.rid, self.keep_alive, self.req.cors)
         record_access(self.req.method, self.path, self.status, self.started, self.rid,
                       self.target.name, self.target.tally)
 
