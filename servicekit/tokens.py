@@ -104,8 +104,12 @@ class TokenVerifier:
     fetch; a caller whose key is held does not wait for a fetch in progress.
     Tokens that verified are remembered (up to ``cache_size``) until their ``exp``: a portal
     sends the same token with every request, and an Ed25519 check plus PyJWT's parsing costs
-    more than forwarding the request. A key withdrawn from the JWKS therefore stops
-    *new* tokens at the next refresh, and tokens already seen at their ``exp`` (15 minutes).
+    more than forwarding the request. A remembered token is answered only while its ``kid`` is
+    in the JWKS last loaded, and a remembered token also starts the periodic refresh when it is
+    due (a portal's traffic can be all remembered tokens): a key withdrawn from the JWKS (the
+    operators rotated it and then removed it, or it leaked) stops every token it signed,
+    remembered or not, at the next refresh (``refresh_seconds``, or sooner on an unknown
+    ``kid``), not at their ``exp``.
     """
 
     def __init__(self, jwks_source: JwksSource, refresh_seconds: float = 300.0,
@@ -119,7 +123,7 @@ class TokenVerifier:
         self._refresh = refresh_seconds
         self._leeway = leeway
         self._unknown_kid_reload = unknown_kid_reload
-        self._cache: dict[str, dict[str, Any]] = {}
+        self._cache: dict[str, tuple[str, dict[str, Any]]] = {}  # token -> (kid, claims)
         self._cache_size = cache_size
         self._failure: Exception | None = None
         self._lock = threading.Lock()
@@ -174,27 +178,45 @@ class TokenVerifier:
         ``KeysNeeded`` where the JWKS would have to be fetched first."""
         cached = self._cache.get(token)
         if cached is not None:
-            if cached["exp"] + self._leeway > time.time():
-                return dict(cached)
+            claims = self._remembered(*cached, allow_fetch)
+            if claims is not None:
+                return dict(claims)
             self._cache.pop(token, None)
-        claims = self._verify(token, allow_fetch)
+        kid, claims = self._verify(token, allow_fetch)
         if len(self._cache) >= self._cache_size:
             self._cache.clear()
-        self._cache[token] = claims
+        self._cache[token] = (kid, claims)
         return dict(claims)
 
-    def _verify(self, token: str, allow_fetch: bool) -> dict[str, Any]:
+    def _remembered(self, kid: str, claims: dict[str, Any],
+                    allow_fetch: bool) -> dict[str, Any] | None:
+        """A remembered token's claims, or None once its key left the JWKS or it expired.
+        The key is looked up after any refresh that is due, so a withdrawn key's tokens are
+        forgotten by the refresh that no longer lists it (checked here rather than by pruning
+        the cache in ``_load``: a token verified with the old keys by a caller that had not
+        finished when the new ones came would otherwise be remembered after the pruning)."""
+        if kid in self._keys and self._fetch_due(kid):  # the periodic refresh
+            if not allow_fetch:
+                raise KeysNeeded(kid)
+            self._load(kid)
+        if kid not in self._keys or claims["exp"] + self._leeway <= time.time():
+            return None
+        return claims
+
+    def _verify(self, token: str, allow_fetch: bool) -> tuple[str, dict[str, Any]]:
+        """The token's ``kid`` and claims, checked against the JWKS."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
             raise InvalidToken("malformed token") from exc
         if header.get("alg") not in ALGORITHMS:
             raise InvalidToken("algorithm not allowed")
-        key = self._key(str(header.get("kid", "")), allow_fetch)
+        kid = str(header.get("kid", ""))
+        key = self._key(kid, allow_fetch)
         try:
-            return jwt.decode(token, key, algorithms=ALGORITHMS, audience=AUDIENCE,
-                              issuer=ISSUER, leeway=self._leeway,
-                              options={"require": REQUIRED_CLAIMS})
+            return kid, jwt.decode(token, key, algorithms=ALGORITHMS, audience=AUDIENCE,
+                                   issuer=ISSUER, leeway=self._leeway,
+                                   options={"require": REQUIRED_CLAIMS})
         except jwt.PyJWTError as exc:
             raise InvalidToken(str(exc)) from exc
 

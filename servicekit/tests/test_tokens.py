@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import threading
 import time
-from types import SimpleNamespace
 from typing import Any
 
 import jwt
 import pytest
 
-from servicekit import tokens
 from servicekit.testing import wait_for
 from servicekit.tokens import (
     InvalidToken,
@@ -118,15 +116,6 @@ def _made_up_kid(i: int) -> str:
                        "iat": int(time.time()), "exp": int(time.time()) + 60},
                       SigningKey.generate().private, algorithm="EdDSA",
                       headers={"kid": f"made-up-{i}"})
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
-    """The verifier's monotonic clock, moved by the test (``time.time`` stays real)."""
-    fake = SimpleNamespace(now=1000.0)
-    monkeypatch.setattr(tokens, "time", SimpleNamespace(monotonic=lambda: fake.now,
-                                                        time=time.time))
-    return fake
 
 
 def test_a_failed_jwks_fetch_backs_off_instead_of_fetching_per_token(clock) -> None:
