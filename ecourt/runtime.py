@@ -12,7 +12,7 @@ from servicekit.config import Settings
 from servicekit.db import Database
 from servicekit.service import Runtime, ServiceDefinition
 from servicekit.tokens import TokenVerifier, http_jwks_source
-from services.identity.keys import load_signing_key
+from services.identity.keys import load_jwks
 
 
 def distributed_verifier() -> TokenVerifier:
@@ -21,9 +21,11 @@ def distributed_verifier() -> TokenVerifier:
 
 
 def local_verifier() -> TokenVerifier:
-    """Embedded tier: the identity key is in this process; verify against its JWK."""
-    key = load_signing_key()
-    return TokenVerifier(lambda: {"keys": [key.jwk()]})
+    """Embedded tier (and identity's own routes): the identity keys are in this process; verify
+    against the JWKS identity publishes, its previous keys included, so a token signed before
+    a rotation is accepted by identity itself as by every other service."""
+    jwks = load_jwks()
+    return TokenVerifier(lambda: jwks)
 
 
 def make_runtime(definition: ServiceDefinition, settings: Settings,

@@ -40,6 +40,38 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
+@dataclass(frozen=True)
+class VerificationKey:
+    """The public half of a signing key: what a JWKS publishes. A key identity no longer signs
+    with is published this way until the tokens it signed have expired (key rotation)."""
+
+    public: Ed25519PublicKey
+
+    @classmethod
+    def from_pem(cls, pem: bytes) -> VerificationKey:
+        """The public key of a PEM file holding either half: a private key (``PRIVATE KEY``,
+        as the signing key's own file) or a public one (``PUBLIC KEY``)."""
+        if b"-----BEGIN PUBLIC KEY-----" in pem:
+            public = serialization.load_pem_public_key(pem)
+            if not isinstance(public, Ed25519PublicKey):
+                raise ValueError("the key must be Ed25519")
+            return cls(public)
+        return SigningKey.from_pem(pem).verification_key()
+
+    @property
+    def public_raw(self) -> bytes:
+        return self.public.public_bytes(serialization.Encoding.Raw,
+                                        serialization.PublicFormat.Raw)
+
+    @property
+    def kid(self) -> str:
+        return hashlib.sha256(self.public_raw).hexdigest()[:16]
+
+    def jwk(self) -> dict[str, str]:
+        return {"kty": "OKP", "crv": "Ed25519", "x": _b64(self.public_raw), "kid": self.kid,
+                "use": "sig", "alg": "EdDSA"}
+
+
 @dataclass
 class SigningKey:
     private: Ed25519PrivateKey
@@ -60,18 +92,19 @@ class SigningKey:
                                           serialization.PrivateFormat.PKCS8,
                                           serialization.NoEncryption())
 
+    def verification_key(self) -> VerificationKey:
+        return VerificationKey(self.private.public_key())
+
     @property
     def public_raw(self) -> bytes:
-        return self.private.public_key().public_bytes(serialization.Encoding.Raw,
-                                                      serialization.PublicFormat.Raw)
+        return self.verification_key().public_raw
 
     @property
     def kid(self) -> str:
-        return hashlib.sha256(self.public_raw).hexdigest()[:16]
+        return self.verification_key().kid
 
     def jwk(self) -> dict[str, str]:
-        return {"kty": "OKP", "crv": "Ed25519", "x": _b64(self.public_raw), "kid": self.kid,
-                "use": "sig", "alg": "EdDSA"}
+        return self.verification_key().jwk()
 
     def sign(self, claims: dict[str, Any], ttl: int = 900) -> str:
         now = int(time.time())

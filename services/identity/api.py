@@ -20,6 +20,7 @@ from servicekit.logs import mask_id_number, mask_phone
 from servicekit.service import runtime
 from servicekit.tokens import SigningKey
 from services.identity import signin_captcha, usecases
+from services.identity.keys import jwks
 from services.identity.models import Account
 from services.identity.schemas import (
     AccountSchema,
@@ -150,7 +151,8 @@ class Jwks(MethodView):
     @blp.doc(responses=_JWKS_DOC)
     def get(self):  # type: ignore[no-untyped-def]
         """The public keys that verify identity's access tokens."""
-        return jsonify(keys=[_signing_key().jwk()])
+        # the signing key's, then those of IDENTITY_PREVIOUS_KEY_FILES (rotation, keys.py)
+        return jsonify(jwks(_signing_key(), runtime().extras.get("previous_keys", ())))
 
 
 @blp.route("/internal/accounts/<account_id>/contact")
