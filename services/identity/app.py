@@ -14,7 +14,14 @@ from flask import Flask
 
 from servicekit.service import Runtime, ServiceDefinition
 from servicekit.web import ServiceSpec, create_service_app
-from services.identity import api, lawyers_api, organizations_api, signin_api, staff_api
+from services.identity import (
+    api,
+    directory_api,
+    lawyers_api,
+    organizations_api,
+    signin_api,
+    staff_api,
+)
 from services.identity.keys import load_previous_keys, load_signing_key
 from services.identity.models import Base
 
@@ -27,7 +34,7 @@ def create_app(rt: Runtime) -> Flask:
                        "Accounts, real-name details, court staff, sign-in and access tokens "
                        "(JWKS).", [api.blp, staff_api.blp,
                         organizations_api.blp, lawyers_api.blp,
-                        signin_api.blp])
+                        signin_api.blp, directory_api.blp])
     return create_service_app(spec, rt)
 
 

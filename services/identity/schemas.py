@@ -19,6 +19,8 @@ from services.identity.domain import (
 
 _PASSWORD = validate.Length(min=8, max=128)
 _DEPARTMENT = validate.Length(min=1, max=50)
+#: the most accounts one ``/internal/accounts`` look-up names (a case's parties)
+MAX_ACCOUNTS_ASKED = 50
 
 
 class FullMatch(validate.Regexp):
@@ -176,3 +178,19 @@ class InternalStaffSchema(Schema):
 
 class InternalStaffListSchema(Schema):
     items = fields.List(fields.Nested(InternalStaffSchema))
+
+
+class InternalAccountsQuerySchema(Schema):
+    id = fields.List(fields.String(validate=validate.Length(min=1, max=36)), required=True,
+                     validate=validate.Length(min=1, max=MAX_ACCOUNTS_ASKED))
+
+
+class InternalAccountSchema(Schema):
+    account_id = fields.String()
+    kind = fields.String()
+    name = fields.String()
+    status = fields.String()
+
+
+class InternalAccountListSchema(Schema):
+    items = fields.List(fields.Nested(InternalAccountSchema))

@@ -54,9 +54,13 @@ class Cases(MethodView):
     @blp.doc(responses={  # string keys: they replace the kit's generic 422 and 503
         "422": {"description": "the body is invalid (validation-error), or the judge or clerk "
                                "it names is not an active judge / clerk of the case's court "
-                               "(unknown-staff; errors.json names the field): nothing "
-                               "registered", "content": PROBLEM_CONTENT},
-        "503": {"description": "identity could not be asked whether the judge and clerk exist "
+                               "(unknown-staff; errors.json names the field), or a "
+                               "party's account_id is not an account of a person or company "
+                               "of the party's name in use (unknown-party-account; "
+                               "errors.json.parties names the party): nothing registered",
+                "content": PROBLEM_CONTENT},
+        "503": {"description": "identity could not be asked whether the judge, the clerk and "
+                               "the parties' accounts exist "
                                "(service-unavailable), or the database is out of reach: "
                                "nothing registered; retry after Retry-After, with the same "
                                "Idempotency-Key", "content": PROBLEM_CONTENT,
@@ -67,7 +71,9 @@ class Cases(MethodView):
         """A case arrives from the court's trial system (court staff).
 
         Its presiding judge must be an active judge, its clerk (when named) an active clerk,
-        of the case's court, as identity knows them; the department is not compared.
+        of the case's court, as identity knows them; the department is not compared. A party's
+        ``account_id`` (optional: one who has not registered has none) must be the account of
+        a person or company of the party's name, in use.
         """
         rt = runtime()
         return case_view(cases.register_case(rt.db, current_claims(), body,

@@ -37,9 +37,15 @@ RETRY_AFTER_SECONDS = 5
 
 
 class StaffDirectory(Protocol):
+    """identity as registration asks it (``IdentityDirectory``; a stand-in in tests)."""
+
     def active_staff(self, court: str, role: str) -> set[str]:
         """The account ids of the court's active staff holding ``role``; raises
         ``ServiceUnavailable`` when the answer cannot be had."""
+
+    def accounts(self, ids: list[str]) -> dict[str, dict[str, str]]:
+        """Each existing account of ``ids`` by id: its ``kind``, ``name`` and ``status``
+        (``case_parties``); raises ``ServiceUnavailable`` when the answer cannot be had."""
 
 
 class IdentityDirectory:
@@ -56,6 +62,15 @@ class IdentityDirectory:
             return {str(s["account_id"]) for s in found["items"]}
         except (KeyError, TypeError) as exc:
             raise ServiceUnavailable("identity answered /internal/staff unreadably") from exc
+
+    def accounts(self, ids: list[str]) -> dict[str, dict[str, str]]:
+        found = self.client.get_json("identity",
+                                     f"/internal/accounts?{urlencode({'id': ids}, doseq=True)}")
+        try:
+            return {str(a["account_id"]): {k: str(a[k]) for k in ("kind", "name", "status")}
+                    for a in found["items"]}
+        except (KeyError, TypeError) as exc:
+            raise ServiceUnavailable("identity answered /internal/accounts unreadably") from exc
 
 
 def directory(rt: Runtime) -> StaffDirectory:
@@ -77,13 +92,18 @@ def check_named_staff(staff: StaffDirectory, body: dict[str, Any]) -> None:
             if account_id and account_id not in staff.active_staff(court, role):
                 errors[field] = [f"not an active {role} of court {court}"]
     except ServiceUnavailable as exc:
-        log.warning("case registration refused: identity unavailable",
-                    extra={"court": court, "reason": str(exc)})
-        raise Problem(503, "service-unavailable",
-                      "the staff directory cannot be reached to check the judge and clerk; "
-                      "nothing was registered: retry later",
-                      headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from exc
+        raise unavailable(court, "the judge and clerk", exc) from exc
     if errors:
         raise Problem(422, "unknown-staff",
                       "the case names a judge or clerk who is not active staff of its court "
                       "with that role", errors={"json": errors})
+
+
+def unavailable(court: str, checking: str, exc: ServiceUnavailable) -> Problem:
+    """The 503 of a registration that identity could not check (nothing written; the
+    Idempotency-Key is released by the kit, so the same request may be sent again)."""
+    log.warning("case registration refused: identity unavailable",
+                extra={"court": court, "reason": str(exc)})
+    return Problem(503, "service-unavailable",
+                   f"the directory cannot be reached to check {checking}; nothing was "
+                   "registered: retry later", headers={"Retry-After": str(RETRY_AFTER_SECONDS)})

@@ -61,6 +61,17 @@ class StaffBook:
     def active_staff(self, court: str, role: str) -> set[str]:
         return set(self.members.get((court, role), set()))
 
+    #: the party accounts the harness made up: id -> kind, name, status
+    people: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def person(self, name: str) -> str:
+        account_id = str(uuid.uuid4())
+        self.people[account_id] = {"kind": "individual", "name": name, "status": "active"}
+        return account_id
+
+    def accounts(self, ids: list[str]) -> dict[str, dict[str, str]]:
+        return {i: dict(self.people[i]) for i in ids if i in self.people}
+
 
 @dataclass
 class Harness:
@@ -194,7 +205,7 @@ def harness_on(database_url: str, tmp_path: Path) -> Iterator[Harness]:
     h = Harness(rt, app.test_client(), key, handlers)
     rt.extras[EXTRAS_KEY_STAFF] = h.book
     h.ids.update({r: h.book.add(COURT, r) for r in ("judge", "clerk")})
-    h.ids.update({r: str(uuid.uuid4()) for r in ("plaintiff", "stranger")})
+    h.ids.update({r: h.book.person("周俊雄") for r in ("plaintiff", "stranger")})
     h.ids["lawyer"] = h.verify_lawyer()
     try:
         yield h

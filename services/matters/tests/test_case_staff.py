@@ -1,6 +1,8 @@
 """POST /cases asks identity (a real one, in-process, on the same kind of database) whether the
 judge and clerk a case names are active staff of its court with those roles: a wrong one is
 422 unknown-staff, an identity that cannot answer is 503, and either way nothing is written.
+Likewise whether each party's account is a person or company of the party's name, in use
+(422 unknown-party-account).
 
 On SQLite and (marked ``real``) PostgreSQL."""
 
@@ -97,9 +99,10 @@ def _checked(url: str, identity_url: str, tmp_path: Path) -> Iterator[Checked]:
            "other_judge": _staff(identity, COURT, "judge", department="民二庭"),
            "judge_elsewhere": _staff(identity, OTHER_COURT, "judge"),
            "admin": admins[COURT], "specialist": _staff(identity, COURT, "specialist")}
-    person = identity_app.test_client().post("/accounts", json=individual())
-    assert person.status_code == 201, person.get_json()
-    ids["party"] = person.get_json()["id"]
+    for key, name in (("party", "周俊雄"), ("someone_else", "李四")):
+        person = identity_app.test_client().post("/accounts", json=individual(name=name))
+        assert person.status_code == 201, person.get_json()
+        ids[key] = person.get_json()["id"]
     try:
         for h in harness_on(url, tmp_path):
             del h.rt.extras[EXTRAS_KEY]  # the directory is identity, through rt.clients
@@ -245,3 +248,50 @@ def test_an_html_error_page_instead_of_identity_is_a_503_not_a_500(
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _parties(*parties: tuple[str, str | None]) -> list[dict[str, Any]]:
+    return [{"name": name, "role": role, "account_id": account_id}
+            for (name, account_id), role in zip(parties, ("plaintiff", "defendant"), strict=False)]
+
+
+def test_a_party_given_an_account_that_is_not_theirs_is_refused(checked: Checked) -> None:
+    """Someone else's account (another name), an id of no account, a court staff account:
+    each 422 naming that party, no account id echoed, nothing written (failed before: the case
+    was registered, and shown to whoever held the account)."""
+    before = checked.written()
+    for account_id in (checked.ids["someone_else"], str(uuid.uuid4()), checked.ids["clerk"]):
+        body = checked.body(parties=_parties(("黄添强", None), ("周俊雄", account_id)))
+        resp = checked.register(body, key=str(uuid.uuid4()))
+        problem = problem_of(resp, 422, "unknown-party-account")
+        assert problem["errors"]["json"] == {
+            "parties": {"1": {"account_id": ["not an account of a party of this name"]}}}
+        assert account_id not in resp.get_data(as_text=True)
+        assert checked.written() == before
+    # the same account under the party's own name is theirs
+    ok = checked.register(checked.body(parties=_parties(("周俊雄", checked.ids["party"]),
+                                                        ("李四", checked.ids["someone_else"]))))
+    assert ok.status_code == 201, ok.get_json()
+    assert [p["name"] for p in ok.get_json()["parties"]] == ["周俊雄", "李四"]
+
+
+def test_a_disabled_party_account_is_refused_and_a_party_without_one_is_not_asked(
+        checked: Checked) -> None:
+    from services.identity.models import Account
+
+    with checked.identity.db.transaction() as s:
+        s.get(Account, checked.ids["someone_else"]).status = "disabled"
+    body = checked.body(parties=_parties(("李四", checked.ids["someone_else"])))
+    problem_of(checked.register(body), 422, "unknown-party-account")
+    # a party who has not registered: no account to check, and identity is not asked for one
+    checked.use_identity(checked.in_process())
+    unregistered = checked.register(checked.body(parties=_parties(("王五", None))))
+    assert unregistered.status_code == 201, unregistered.get_json()
+
+
+def test_party_names_compare_as_both_systems_write_them() -> None:
+    from services.matters.case_parties import same_name
+
+    assert same_name("广州虚构科技有限公司（广州分公司）", " 广州虚构科技有限公司(广州分公司)")
+    assert not same_name("周俊雄", "周俊")
+    assert not same_name("周俊雄", "周 俊雄")

@@ -1,0 +1,36 @@
+"""``/internal/accounts``: what other services may learn about accounts they were given.
+
+matters registers a case whose parties name the accounts that will see it; a wrong id there
+would show the case to a stranger (DESIGN: a party sees only their own cases), so matters asks
+who the accounts are before it writes the case: their kind, name and status, and nothing else
+(no ID number, no phone: contact details stay behind ``/internal/accounts/<id>/contact``).
+Services only; ids that name no account are simply absent from the answer.
+"""
+
+from __future__ import annotations
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from sqlalchemy import select
+
+from servicekit.access import internal
+from servicekit.service import runtime
+from services.identity.models import Account
+from services.identity.schemas import InternalAccountListSchema, InternalAccountsQuerySchema
+
+blp = Blueprint("directory", __name__, description="Accounts, for other services")
+
+
+@blp.route("/internal/accounts")
+class InternalAccounts(MethodView):
+    @internal
+    @blp.arguments(InternalAccountsQuerySchema, location="query")
+    @blp.response(200, InternalAccountListSchema)
+    def get(self, query: dict[str, list[str]]) -> dict[str, object]:
+        """The kind, name and status of each account asked for (``?id=…&id=…``) that exists."""
+        with runtime().db.transaction() as session:
+            found = session.execute(select(Account.id, Account.kind, Account.name,
+                                           Account.status)
+                                    .where(Account.id.in_(set(query["id"])))).all()
+        return {"items": [{"account_id": a.id, "kind": a.kind, "name": a.name,
+                           "status": a.status} for a in found]}
