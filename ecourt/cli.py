@@ -300,11 +300,13 @@ def _serve(args: argparse.Namespace) -> int:
     if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ecourt-prom-")
     Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
-    if args.service != "gateway":
-        # a bad setting is told here, once, not as a traceback in every gunicorn worker
-        Settings.from_env(args.service)
-        if not args.no_migrate:
-            _migrate(argparse.Namespace(service=args.service))
+    # a bad setting is told here, once (exit 2, naming it), not as a traceback in every
+    # gunicorn worker and gunicorn's "Worker failed to boot" (exit 3)
+    from ecourt.serving import check_settings
+
+    check_settings(args.service)
+    if args.service != "gateway" and not args.no_migrate:
+        _migrate(argparse.Namespace(service=args.service))
     from ecourt.serving import serve
 
     serve(args.service, args.bind, args.workers)

@@ -8,7 +8,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from servicekit import logs, metrics
-from servicekit.config import Settings, env_int
+from servicekit.config import Settings, env_float, env_int
 
 
 def build_wsgi(service: str) -> Any:
@@ -38,6 +38,25 @@ def build_wsgi(service: str) -> Any:
 
         rt.verifier = local_verifier()
     return definition.build_app(rt)
+
+
+def check_settings(service: str) -> None:
+    """Read the settings ``build_wsgi`` will read, so that a bad one is a ConfigError in the
+    command, before gunicorn forks a worker that would fail on it: the gateway's limits and
+    CORS origins, a service's own settings, identity's signing and previous keys."""
+    if service == "gateway":
+        from gateway.cors import policy_from
+        from gateway.ratelimit import limits_from_env
+
+        limits_from_env()
+        policy_from(None)
+        env_float("GATEWAY_RATE_SYNC_MS", 100.0, minimum=0)
+        return
+    Settings.from_env(service)
+    if service == "identity":
+        from services.identity.keys import load_jwks
+
+        load_jwks()
 
 
 def _child_exit(_server: Any, worker: Any) -> None:

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
+from servicekit.config import env_float, env_int
+
 log = logging.getLogger(__name__)
 
 
@@ -231,8 +233,8 @@ class RedisRateLimiter:
 def limits_from_env() -> tuple[int, float]:
     """``GATEWAY_RATE_LIMIT`` requests (default 600) per ``GATEWAY_RATE_WINDOW`` seconds
     (default 60): both tiers read them here."""
-    return (int(os.environ.get("GATEWAY_RATE_LIMIT", "600")),
-            float(os.environ.get("GATEWAY_RATE_WINDOW", "60")))
+    return (env_int("GATEWAY_RATE_LIMIT", 600, minimum=1),
+            env_float("GATEWAY_RATE_WINDOW", 60.0, minimum=0.001))
 
 
 def from_env() -> RateLimiter:
@@ -245,7 +247,7 @@ def from_env() -> RateLimiter:
     if not url:
         return MemoryRateLimiter(limit, window)
     prefix = os.environ.get("GATEWAY_RATE_KEY_PREFIX", "").strip() or "ecourt:rl:"
-    sync_ms = float(os.environ.get("GATEWAY_RATE_SYNC_MS", "100"))
+    sync_ms = env_float("GATEWAY_RATE_SYNC_MS", 100.0, minimum=0)
     if sync_ms <= 0:
         return RedisRateLimiter(url, limit, window, prefix=prefix)
     from gateway.synced_limiter import SyncedRateLimiter

@@ -61,6 +61,12 @@ def test_a_secret_given_directly_loses_its_trailing_newline(monkeypatch: pytest.
     (["migrate", "identity"], "ECOURT_SERVICE_SECRET_FILE", "/nonexistent/secret"),
     (["migrate", "matters"], "ECOURT_WORKDAY_CALENDAR_FILE", "/nonexistent/calendar.json"),
     (["run"], "ECOURT_PORT", "eighty"),
+    # told by ``ecourt serve`` itself, before gunicorn starts a worker (failed before: each
+    # worker failed to boot with a traceback, and gunicorn exited 3)
+    (["serve", "gateway"], "GATEWAY_CORS_ORIGINS", "*"),
+    (["serve", "gateway"], "GATEWAY_RATE_LIMIT", "lots"),
+    (["serve", "gateway"], "GATEWAY_RATE_SYNC_MS", "often"),
+    (["serve", "identity", "--no-migrate"], "IDENTITY_PREVIOUS_KEY_FILES", "/nonexistent/old.pem"),
 ])
 def test_the_cli_says_which_setting_is_wrong_and_exits_2(tmp_path: Path, argv: list[str],
                                                         name: str, value: str) -> None:
