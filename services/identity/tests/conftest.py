@@ -50,8 +50,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 @pytest.fixture
 def rt(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
     monkeypatch.setenv("ECOURT_DATA_DIR", str(tmp_path))
-    for name in ("IDENTITY_SIGNING_KEY_FILE", "IDENTITY_TRUST_FORWARDED", "IDENTITY_DATABASE_URL",
-                 "ECOURT_ADMIN_PASSWORD"):
+    for name in ("IDENTITY_SIGNING_KEY_FILE", "IDENTITY_PREVIOUS_KEY_FILES",
+                 "IDENTITY_TRUST_FORWARDED", "IDENTITY_DATABASE_URL", "ECOURT_ADMIN_PASSWORD"):
         monkeypatch.delenv(name, raising=False)
     runtime = make_runtime(SERVICE, Settings.from_env("identity", database_url=database_url),
                            verifier=None)
