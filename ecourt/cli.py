@@ -60,8 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("service")
     seal = trail_sub.add_parser("seal", help="chain the entries waiting (the relay does it)")
     seal.add_argument("service")
-    lines = trail_sub.add_parser("verify-log", help="check the gateway's chained audit lines "
-                                 "in collected JSON logs (exit 1 if a chain is broken)")
+    lines = trail_sub.add_parser("verify-log", help="check the chained audit lines (the gateway's "
+                                 "refusals, the services' granted reads) in collected JSON "
+                                 "logs (exit 1 if a chain is broken)")
     lines.add_argument("files", nargs="+", type=Path,
                        help="every log file of the period, oldest first")
     show = trail_sub.add_parser("show", help="the newest entries, oldest first")
@@ -222,7 +223,8 @@ def _dlq(args: argparse.Namespace) -> int:
 
 
 def _audit_log(args: argparse.Namespace) -> int:
-    """``ecourt audit verify-log``: the gateway's refusals, chained per process."""
+    """``ecourt audit verify-log``: the gateway's refusals and the services' granted reads,
+    chained per process."""
     import json
 
     from gateway.app import AUDIT_FIELDS

@@ -50,7 +50,7 @@ from gateway.upstream import (
     make_session,
 )
 from servicekit import context, metrics
-from servicekit.chain import LogChain
+from servicekit.chain import AUDIT_LINE_FIELDS, LogChain
 from servicekit.logs import scrub
 from servicekit.problems import Problem, problem_response
 from servicekit.tokens import (
@@ -68,7 +68,7 @@ access_log = logging.getLogger("gateway.access")
 audit_log = logging.getLogger("gateway.audit")
 #: the lines are hash-chained per process (``ecourt audit verify-log`` checks collected logs)
 AUDIT_CHAIN = LogChain("gateway")
-AUDIT_FIELDS = ("at", "decision", "status", "problem", "method", "path", "client_ip")
+AUDIT_FIELDS = AUDIT_LINE_FIELDS  # what each line's hash covers (servicekit.chain)
 
 _OPENAPI_PATH = re.compile(r"/docs/openapi/([^/]+)\.json")
 _SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")

@@ -80,11 +80,19 @@ def walk(links: Iterable[T], position: Callable[[T], int],
     return ChainCheck(True, count, prev)
 
 
+#: the fields a chained audit log line's hash covers besides its place: the gateway's
+#: refusals and the services' granted reads alike; a field a line lacks is covered as null,
+#: so one taken out of a line breaks it as surely as one changed
+AUDIT_LINE_FIELDS = ("at", "decision", "status", "problem", "method", "path", "route",
+                     "objects", "actor", "roles", "client_ip")
+
+
 class LogChain:
-    """A hash chain through one process's audit log lines, for a process with no database
-    (the gateway): each line carries its chain's id, its place and its hash (in base32,
-    ``shown``), so a line changed or removed from the collected logs breaks its chain
-    (``verify_lines``). Each process starts a chain of its own (a forked worker too)."""
+    """A hash chain through one process's audit log lines, for what is not written to a
+    database (the gateway's refusals, the services' granted reads): each line carries its
+    chain's id, its place and its hash (in base32, ``shown``), so a line changed or removed
+    from the collected logs breaks its chain (``verify_lines`` with ``AUDIT_LINE_FIELDS``).
+    Each process starts a chain of its own (a forked worker too)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -98,10 +106,12 @@ class LogChain:
         self.prev = GENESIS
 
     def link(self, fields: dict[str, Any]) -> dict[str, Any]:
-        """The fields to add to the next line: ``fields`` are what its hash covers."""
+        """The fields to add to the next line, whose own ``fields`` (JSON values) the hash
+        covers, each of ``AUDIT_LINE_FIELDS`` (null where absent)."""
+        covered = {name: fields.get(name) for name in AUDIT_LINE_FIELDS}
         with self._lock:
             self.seq += 1
-            digest = link_hash({**fields, "chain": self.chain, "seq": self.seq,
+            digest = link_hash({**covered, "chain": self.chain, "seq": self.seq,
                                 "prev_hash": self.prev})
             linked = {"chain": self.chain, "seq": self.seq, "prev_hash": shown(self.prev),
                       "hash": shown(digest)}

@@ -12,7 +12,7 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import marshmallow as ma
@@ -27,6 +27,7 @@ from werkzeug.wrappers import Response
 from servicekit import audit, context, metrics
 from servicekit.access import Access, access_of, public
 from servicekit.api_docs import RETRY_AFTER, HookDocs, install_security_schemes
+from servicekit.chain import LogChain
 from servicekit.db import Database, database_unreachable, writes_committed
 from servicekit.idempotency import UNSAFE, IdempotencyStore, request_hash, stores_answers
 from servicekit.logs import scrub
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 #: access a signed-in caller was granted: one JSON line per request (the trail in the database
 #: holds the changes such requests made and every refusal; ``servicekit.audit``)
 grants = logging.getLogger("servicekit.audit.grants")
+#: the chain through this process's granted-read lines
+GRANTS_CHAIN = LogChain("grants")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 #: flask-smorest's own documentation routes, and Flask's static files.
 _FRAMEWORK_ENDPOINTS = ("api-docs.", "static")
@@ -324,12 +327,17 @@ def _actor(service_secret: str) -> audit.Actor:
 
 
 def _log_grant(route: str, status: int) -> None:
+    """One chained log line per read granted (``GRANTS_CHAIN``): reads change nothing and are
+    not written to the database, yet an authorization decision must be tamper-evident
+    (RELIABILITY, Audit); ``ecourt audit verify-log`` checks the collected lines."""
     actor = audit.current()
     objects = {key: scrub(str(value)) for key, value in (request.view_args or {}).items()}
-    grants.info("granted %s %s to %s", request.method, route, actor.who, extra={
-        "decision": "access.granted", "actor": actor.who, "roles": ",".join(actor.roles),
-        "client_ip": actor.source, "method": request.method, "route": route,
-        "objects": objects, "status": status})
+    fields = {"at": datetime.now(UTC).isoformat(timespec="microseconds"),
+              "decision": "access.granted", "actor": actor.who, "roles": ",".join(actor.roles),
+              "client_ip": actor.source, "method": request.method, "route": route,
+              "objects": objects, "status": status}
+    grants.info("granted %s %s to %s", request.method, route, actor.who,
+                extra=fields | GRANTS_CHAIN.link(fields))
 
 
 def _record_refusal(db: Database, problem: Problem, service_secret: str) -> None:

@@ -137,6 +137,56 @@ def test_access_granted_to_a_signed_in_caller_is_one_log_line(suite: Suite,
     assert {r.actor for r in lines.records} == {owner_id, court.id("judge")}  # not healthz
 
 
+def test_granted_reads_are_chained_lines_verify_log_checks(
+        suite: Suite, court: Court, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A granted read is an authorization decision, and the trail must be tamper-evident
+    (RELIABILITY, Audit): the JSON lines are hash-chained per process, and ``ecourt audit
+    verify-log`` finds one changed or removed (failed before: plain lines, nothing to check)."""
+    import io
+    import subprocess
+    import sys
+
+    from servicekit import web
+    from servicekit.chain import LogChain
+    from servicekit.logs import json_handler
+
+    monkeypatch.setattr(web, "GRANTS_CHAIN", LogChain("grants"))  # this test's lines alone
+    owner_id, owner = person(court.http, "韩九")
+    case_id = court.case([("韩九", "plaintiff", owner_id)], "2021-07-01")
+    out, logger = io.StringIO(), logging.getLogger("servicekit.audit.grants")
+    handler = json_handler("matters", out)
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        for _ in range(3):
+            got = court.http.get(f"/api/matters/cases/{case_id}", headers=bearer(owner))
+            assert got.status_code == 200
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    lines = [json.loads(raw) for raw in out.getvalue().splitlines()]
+    assert [(x["decision"], x["actor"], x["seq"]) for x in lines] == [
+        ("access.granted", owner_id, seq) for seq in (1, 2, 3)]
+
+    def verify(kept: list[dict[str, Any]]) -> subprocess.CompletedProcess[str]:
+        path = tmp_path / "matters.log"
+        path.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in kept) + "\n",
+                        encoding="utf-8")
+        return subprocess.run([sys.executable, "-m", "ecourt.cli", "audit", "verify-log",
+                               str(path)], capture_output=True, text=True, timeout=120,
+                              check=False)
+
+    assert verify(lines).returncode == 0
+    altered = [dict(x) for x in lines]
+    altered[1]["actor"] = "someone-else"
+    assert verify(altered).returncode == 1
+    dropped = [dict(x) for x in lines]
+    del dropped[1]["objects"]  # a field taken out breaks the line as one changed
+    assert verify(dropped).returncode == 1
+    assert verify(lines[:1] + lines[2:]).returncode == 1
+
+
 def test_a_route_refused_to_a_role_is_a_recorded_denial(suite: Suite, court: Court) -> None:
     party_id, party = person(court.http, "吴三")
     resp = court.http.post("/api/matters/cases", headers=bearer(party), json={})
