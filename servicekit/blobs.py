@@ -6,6 +6,10 @@
   ``fsync`` of the folder. The blob is written **before** the database transaction that refers
   to it commits, so a committed document always has its bytes; a crash in between leaves only
   an unreferenced blob (garbage, never a dangling row).
+* Garbage is collected by ``servicekit.blob_gc`` (``ecourt blobs gc SERVICE``): a file older
+  than a grace period that no declared column refers to. ``put`` of bytes already stored
+  touches the file's mtime, so a blob a request in flight is about to refer to again is young
+  and protected by the grace however old it was.
 * ``LocalBlobStore`` keeps the files under a folder per service (documents:
   ``DOCUMENTS_BLOB_DIR``, default ``<data dir>/documents``), fanned out by the first two hex
   digits. With several replicas on several hosts that folder must be shared storage (a
@@ -45,7 +49,7 @@ class LocalBlobStore:
     def put(self, data: bytes) -> str:
         sha256 = hashlib.sha256(data).hexdigest()
         path = self.path_of(sha256)
-        if path.exists() and path.stat().st_size == len(data):
+        if self._reuse(path, len(data)):
             return sha256
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
@@ -61,6 +65,19 @@ class LocalBlobStore:
             raise
         _fsync_dir(path.parent)
         return sha256
+
+    @staticmethod
+    def _reuse(path: Path, size: int) -> bool:
+        """Whether ``path`` already holds the bytes; if so its mtime is now, so the garbage
+        collector's grace protects it until the caller's transaction has committed (a file
+        the collector removed meanwhile is written again)."""
+        try:
+            if os.lstat(path).st_size != size:
+                return False
+            os.utime(path, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return True
 
     def get(self, sha256: str) -> bytes:
         try:

@@ -10,6 +10,7 @@ from pathlib import Path
 from flask import Flask, current_app
 from sqlalchemy import MetaData
 
+from servicekit.blobs import LocalBlobStore
 from servicekit.config import Settings
 from servicekit.consumer import Handler
 from servicekit.db import Database
@@ -37,6 +38,13 @@ class ServiceDefinition:
     consumes: tuple[str, ...] = ()
     #: the event handlers, built with the running service's collaborators
     build_handlers: Callable[[Runtime], Mapping[str, Handler]] | None = None
+    #: the service's blob store (uploads, issued PDFs), built with the running service's
+    #: settings; None: the service keeps no blobs
+    blob_store: Callable[[Runtime], LocalBlobStore] | None = None
+    #: every column (``table.column``) that holds a blob's SHA-256: a blob none of them holds
+    #: is garbage once old enough (``servicekit.blob_gc``). A column left out would have its
+    #: blobs collected: ``tests/test_blob_columns.py`` fails for any ``*sha256`` column missing
+    blob_columns: tuple[str, ...] = ()
 
     def handlers(self, rt: Runtime) -> Mapping[str, Handler]:
         return self.build_handlers(rt) if self.build_handlers else {}

@@ -69,4 +69,6 @@ def create_app(rt: Runtime) -> Flask:
 SERVICE = ServiceDefinition(name="documents", metadata=Base.metadata,
                             migrations=Path(__file__).parent / "migrations",
                             build_app=create_app, build_handlers=build_handlers,
-                            consumes=CONSUMES)
+                            consumes=CONSUMES, blob_store=lambda rt: documents_of(rt).blobs,
+                            # the log names the same PDFs; kept as long as either does
+                            blob_columns=("documents.sha256", "issuance_log.sha256"))

@@ -24,6 +24,7 @@ from services.identity import (
 )
 from services.identity.keys import load_previous_keys, load_signing_key
 from services.identity.models import Base
+from services.identity.organizations import blob_store
 
 
 def create_app(rt: Runtime) -> Flask:
@@ -40,4 +41,7 @@ def create_app(rt: Runtime) -> Flask:
 
 SERVICE = ServiceDefinition(name="identity", metadata=Base.metadata,
                             migrations=Path(__file__).parent / "migrations",
-                            build_app=create_app)
+                            build_app=create_app, blob_store=blob_store,
+                            blob_columns=("organizations.licence_sha256",
+                                          "lawyer_verifications.certificate_sha256",
+                                          "lawyer_verifications.id_card_sha256"))

@@ -9,6 +9,7 @@ from flask import Flask
 from servicekit.service import Runtime, ServiceDefinition
 from servicekit.web import ServiceSpec, create_service_app
 from services.matters.api import blp
+from services.matters.bindings import blob_store
 from services.matters.bindings_api import blp as bindings_blp
 from services.matters.escalation import OverdueCollector
 from services.matters.handlers import build_handlers
@@ -28,4 +29,6 @@ SERVICE = ServiceDefinition(name="matters", metadata=Base.metadata,
                             migrations=Path(__file__).parent / "migrations",
                             build_app=create_app, build_handlers=build_handlers,
                             consumes=("documents.document.issued", "documents.render.failed",
-                                      "identity.lawyer.verified"))
+                                      "identity.lawyer.verified"),
+                            blob_store=blob_store,  # type: ignore[arg-type]
+                            blob_columns=("bindings.letter_sha256",))
