@@ -70,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--subject", help="one object's history, e.g. case:<id>")
     show.add_argument("--limit", type=int, default=50)
 
+    blobs = sub.add_parser("blobs", help="a service's blob store (uploads, issued PDFs)")
+    blobs_sub = blobs.add_subparsers(dest="blobs_command", required=True)
+    gc = blobs_sub.add_parser("gc", help="remove blobs no row refers to, older than "
+                              "ECOURT_BLOB_GC_GRACE_HOURS (24)")
+    gc.add_argument("service")
+    gc.add_argument("--dry-run", action="store_true", help="count, remove nothing")
+
     sub.add_parser("openapi", help="write contracts/openapi/<service>.json")
 
     scheduler = sub.add_parser("scheduler", help="run a service's deadline scheduler")
@@ -298,6 +305,35 @@ def _audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _blobs(args: argparse.Namespace) -> int:
+    """``ecourt blobs gc``: the garbage a refused request or a crash left in the store."""
+    from ecourt import registry
+    from servicekit.blob_gc import collect, grace_seconds
+    from servicekit.db import Database
+    from servicekit.service import Runtime
+
+    try:
+        definition = registry.get(args.service)
+    except KeyError as exc:
+        print(f"ecourt blobs gc: {exc.args[0]}", file=sys.stderr)
+        return 2
+    if definition.blob_store is None:
+        print(f"ecourt blobs gc: {args.service} keeps no blobs (services with a blob store: "
+              f"{', '.join(n for n, s in registry.SERVICES.items() if s.blob_store)})",
+              file=sys.stderr)
+        return 2
+    grace = grace_seconds()  # a bad setting stops here, before anything is looked at
+    settings = Settings.from_env(args.service)
+    rt = Runtime(settings, Database(settings.database_url), verifier=None)
+    try:
+        report = collect(definition.blob_store(rt), rt.db, definition.metadata,
+                         definition.blob_columns, grace=grace, dry_run=args.dry_run)
+    finally:
+        rt.db.dispose()
+    print(f"{args.service}: {report.line()}")
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ecourt-prom-")
@@ -349,7 +385,7 @@ def _create_admin(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": _run, "migrate": _migrate, "relay": _relay, "consume": _consume,
-            "dlq": _dlq, "audit": _audit, "serve": _serve, "openapi": _openapi,
+            "dlq": _dlq, "audit": _audit, "blobs": _blobs, "serve": _serve, "openapi": _openapi,
             "create-admin": _create_admin, "scheduler": _scheduler}
 
 if __name__ == "__main__":
