@@ -1293,3 +1293,48 @@ def test_k8s_gives_the_calendar_to_the_processes_that_count_deadlines(
                       and volumes[m["name"]]["configMap"]["name"] == "workday-calendar"]
             assert [f"{m['mountPath']}/workday-calendar.json" for m in mounts] == [path], name
     assert given == CALENDAR_PROCESSES
+
+
+def _keeps_blobs() -> list[str]:
+    """The services whose API writes a blob store (``ServiceDefinition.blob_store``)."""
+    from ecourt import registry
+
+    return sorted(name for name, d in registry.SERVICES.items() if d.blob_store is not None)
+
+
+def test_the_services_that_keep_blobs() -> None:
+    assert _keeps_blobs() == ["documents", "identity", "matters"]
+
+
+@pytest.mark.parametrize("service", _keeps_blobs())
+def test_compose_keeps_a_services_blobs_on_a_named_volume(compose: dict[str, Any],
+                                                          service: str) -> None:
+    """Uploads and issued PDFs live under the data folder (``ECOURT_DATA_DIR``, the default
+    parent of every ``<SERVICE>_BLOB_DIR``): the API's container must mount a named volume
+    there, or a recreated container — and any other replica — has lost them (failed before for
+    identity's licences and certificates and matters' letters: in the container's own layer)."""
+    api = compose["services"][f"{service}-api"]
+    env = api.get("environment", {})
+    assert not any(k.endswith("_BLOB_DIR") for k in env), "the volume is checked at the data dir"
+    data_dir = compose["x-common-env"]["ECOURT_DATA_DIR"]
+    mounts = dict(v.split(":")[1::-1] for v in api.get("volumes", []) if isinstance(v, str))
+    source = mounts.get(data_dir)
+    assert source in compose["volumes"], (service, api.get("volumes"))
+
+
+@pytest.mark.parametrize("service", _keeps_blobs())
+def test_k8s_keeps_a_services_blobs_on_a_shared_claim(
+        k8s_docs: list[tuple[str, dict[str, Any]]], service: str) -> None:
+    """The API's data folder is a PersistentVolumeClaim every replica mounts (ReadWriteMany),
+    not an emptyDir that goes with the pod (failed before for identity and matters)."""
+    [api] = [d for _, d in k8s_docs if d["kind"] == "Deployment"
+             and d["metadata"]["name"] == f"{service}-api"]
+    pod = api["spec"]["template"]["spec"]
+    [mount] = [m for c in pod["containers"] for m in c.get("volumeMounts", [])
+               if m["mountPath"] == "/var/lib/ecourt"]
+    [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    claim = volume["persistentVolumeClaim"]["claimName"]
+    [pvc] = [d for _, d in k8s_docs if d["kind"] == "PersistentVolumeClaim"
+             and d["metadata"]["name"] == claim]
+    if api["spec"].get("replicas", 1) > 1:
+        assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
