@@ -1338,3 +1338,23 @@ def test_k8s_keeps_a_services_blobs_on_a_shared_claim(
              and d["metadata"]["name"] == claim]
     if api["spec"].get("replicas", 1) > 1:
         assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+@pytest.mark.parametrize("service", _keeps_blobs())
+def test_k8s_collects_a_services_blob_garbage_daily_on_the_apis_claim(
+        k8s_docs: list[tuple[str, dict[str, Any]]], parser: argparse.ArgumentParser,
+        service: str) -> None:
+    """A refused upload leaves its blob behind (written before the transaction): a CronJob
+    runs ``ecourt blobs gc <service>`` against the claim the API writes, one run at a time."""
+    [job] = [d for _, d in k8s_docs if d["kind"] == "CronJob"
+             and d["metadata"]["name"] == f"{service}-blob-gc"]
+    assert job["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    args = parser.parse_args(container["args"])
+    assert (args.command, args.service, args.dry_run) == ("blobs", service, False)
+    [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == "/var/lib/ecourt"]
+    [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["persistentVolumeClaim"]["claimName"] == f"{service}-data"
+    names = {e["name"] for e in container["env"]}
+    assert f"{service.upper()}_DATABASE_URL" in names
