@@ -57,6 +57,8 @@ DEFAULT_PUBLIC_ROUTES: list[tuple[str, str]] = [
     ("GET", r"/api/identity/\.well-known/jwks\.json"),
     # documents: anyone may verify an issued document
     ("GET|POST", r"/api/documents/verify(/.*)?"),
+    # documents: anyone may pin and check the issuance log's hashes (a witness)
+    ("GET", r"/api/documents/ledger(/[0-9]{1,18})?"),
 ]
 
 

@@ -301,3 +301,17 @@ def test_a_service_sees_the_same_forwarded_headers_in_both_tiers(build, serve, u
     expected = (("6.6.6.6, 203.0.113.7", "https", "portal.court", "/api/svc") if trust else
                 ("6.6.6.6, 203.0.113.7, 10.1.2.3", "http", "gw.court:8080", "/api/svc"))
     assert seen == {"in process": expected, "http": expected}
+
+
+def test_the_issuance_logs_head_is_public_and_nothing_next_to_it():
+    """A witness pins the documents' issuance log without an account (``/ledger``,
+    ``/ledger/<seq>``); the rest of documents still needs a token."""
+    from gateway.routing import DEFAULT_PUBLIC_ROUTES
+
+    routes = PublicRoutes(DEFAULT_PUBLIC_ROUTES)
+    assert routes.is_public("GET", "/api/documents/ledger")
+    assert routes.is_public("GET", "/api/documents/ledger/42")
+    assert not routes.is_public("POST", "/api/documents/ledger")
+    assert not routes.is_public("GET", "/api/documents/ledger/42/x")
+    assert not routes.is_public("GET", "/api/documents/ledgers")
+    assert not routes.is_public("GET", "/api/documents/documents")

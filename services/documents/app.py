@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from servicekit.db import Database
 from servicekit.service import Runtime, ServiceDefinition
 from servicekit.web import ServiceSpec, create_service_app
-from services.documents import api, verify_api
+from services.documents import api, ledger_api, verify_api
 from services.documents.config import documents_of
 from services.documents.handlers import CONSUMES, build_handlers
 from services.documents.models import Base, Document, RenderRequest, Verification
@@ -58,7 +58,7 @@ def create_app(rt: Runtime) -> Flask:
     spec = ServiceSpec(
         "documents", "eCourt documents",
         "Court documents: rendering, anti-counterfeit codes, seals, hashes, verification.",
-        [api.blp, verify_api.blp], readiness=[blob_store],
+        [api.blp, verify_api.blp, ledger_api.blp], readiness=[blob_store],
         collectors=[DocumentsCollector(rt.db)],
     )
     app = create_service_app(spec, rt)
