@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "ECOURT_BLOB_GC_GRACE_HOURS (24)")
     gc.add_argument("service")
     gc.add_argument("--dry-run", action="store_true", help="count, remove nothing")
+    gc.add_argument("--empty-database-ok", action="store_true",
+                    help="collect even though the database refers to no blob at all (by "
+                         "default that is refused: most likely the wrong database)")
 
     sub.add_parser("openapi", help="write contracts/openapi/<service>.json")
 
@@ -308,7 +311,7 @@ def _audit(args: argparse.Namespace) -> int:
 def _blobs(args: argparse.Namespace) -> int:
     """``ecourt blobs gc``: the garbage a refused request or a crash left in the store."""
     from ecourt import registry
-    from servicekit.blob_gc import collect, grace_seconds
+    from servicekit.blob_gc import collect, grace_seconds, holds_references
     from servicekit.db import Database
     from servicekit.service import Runtime
 
@@ -325,9 +328,19 @@ def _blobs(args: argparse.Namespace) -> int:
     grace = grace_seconds()  # a bad setting stops here, before anything is looked at
     settings = Settings.from_env(args.service)
     rt = Runtime(settings, Database(settings.database_url), verifier=None)
+    store, columns = definition.blob_store(rt), definition.blob_columns
     try:
-        report = collect(definition.blob_store(rt), rt.db, definition.metadata,
-                         definition.blob_columns, grace=grace, dry_run=args.dry_run)
+        if not args.dry_run and not args.empty_database_ok:
+            preview = collect(store, rt.db, definition.metadata, columns, grace=grace,
+                              dry_run=True)
+            if preview.removed and not holds_references(rt.db, definition.metadata, columns):
+                print(f"ecourt blobs gc: refused: {args.service}'s database refers to no blob "
+                      f"at all, yet {preview.removed} old blob(s) would go — is "
+                      f"{args.service.upper()}_DATABASE_URL this service's database? "
+                      "(--empty-database-ok if it truly holds none)", file=sys.stderr)
+                return 1
+        report = collect(store, rt.db, definition.metadata, columns, grace=grace,
+                         dry_run=args.dry_run)
     finally:
         rt.db.dispose()
     print(f"{args.service}: {report.line()}")

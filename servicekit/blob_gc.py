@@ -115,6 +115,19 @@ def _referenced(db: Database, metadata: MetaData, columns: tuple[str, ...],
     return found
 
 
+def holds_references(db: Database, metadata: MetaData, columns: tuple[str, ...]) -> bool:
+    """Whether any declared column holds a blob's hash at all. A service's database that
+    holds none while its store holds old blobs is most likely not its database (a wrong URL,
+    a fresh restore): collecting then would delete every filing, so the command refuses."""
+    with db.transaction() as session:
+        for name in columns:
+            table, column = name.split(".", 1)
+            col = metadata.tables[table].c[column]
+            if session.scalar(select(col).where(col.is_not(None)).limit(1)) is not None:
+                return True
+    return False
+
+
 def collect(store: LocalBlobStore, db: Database, metadata: MetaData,
             columns: tuple[str, ...], *, grace: float | None = None,
             dry_run: bool = False, now: float | None = None) -> Report:

@@ -98,3 +98,19 @@ def test_a_grace_under_an_hour_is_exit_2(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("ECOURT_BLOB_GC_GRACE_HOURS", "0.5")
     assert main(["blobs", "gc", "identity"]) == 2
     assert "ECOURT_BLOB_GC_GRACE_HOURS must be at least 1" in capsys.readouterr().err
+
+
+def test_a_database_referring_to_no_blob_is_refused_unless_told(
+        identity: Identity, capsys: pytest.CaptureFixture[str]) -> None:
+    """Pointed at a database with no organization and no verification (a wrong URL, a fresh
+    restore), every old licence would count as garbage: the command refuses and deletes
+    nothing, unless told the database truly holds none."""
+    store = blob_store(identity.rt)
+    orphan = store.put(PNG + b"a licence whose row is elsewhere")
+    os.utime(store.path_of(orphan), (A_MONTH_AGO, A_MONTH_AGO))
+    assert main(["blobs", "gc", "identity"]) == 1
+    assert "refers to no blob at all" in capsys.readouterr().err
+    assert store.path_of(orphan).exists()
+    assert main(["blobs", "gc", "identity", "--dry-run"]) == 0  # a dry run only counts
+    assert main(["blobs", "gc", "identity", "--empty-database-ok"]) == 0
+    assert not store.path_of(orphan).exists()
