@@ -71,6 +71,21 @@ def unique(prefix: str) -> str:
 
 
 # -- RabbitMQ -----------------------------------------------------------------------------
+@contextlib.contextmanager
+def root_logging_kept() -> Iterator[None]:
+    """Run a CLI in-process and give the root logger back as it was: ``ecourt`` configures
+    JSON logging on it, which would otherwise stay for every later test of the process."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
 def _rabbitmqctl(*args: str) -> None:
     subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
 

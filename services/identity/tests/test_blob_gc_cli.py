@@ -5,7 +5,6 @@ is garbage once older than the grace. SQLite and — marked ``real`` — Postgre
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import time
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ import pytest
 
 from ecourt.cli import main
 from servicekit.service import Runtime
+from servicekit.testing import root_logging_kept
 from services.identity.organizations import blob_store
 from services.identity.tests.conftest import Identity
 from services.identity.tests.test_organizations import PNG, licence, register_org
@@ -32,11 +32,8 @@ def _env(rt: Runtime, database_url: str, monkeypatch: pytest.MonkeyPatch) -> Ite
     monkeypatch.setenv("IDENTITY_DATABASE_URL", database_url)
     for name in ("IDENTITY_BLOB_DIR", "ECOURT_BLOB_GC_GRACE_HOURS"):
         monkeypatch.delenv(name, raising=False)
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers  # the CLI configures JSON logging on the root logger
-    root.setLevel(level)
+    with root_logging_kept():  # the CLI configures JSON logging on the root logger
+        yield
 
 
 def test_a_refused_registrations_licence_is_collected_the_registered_one_kept(

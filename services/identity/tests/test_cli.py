@@ -3,7 +3,6 @@ ECOURT_DATA_DIR) and the distributed one (IDENTITY_DATABASE_URL); migrations run
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from flask import Flask
 from ecourt.cli import main
 from ecourt.runtime import make_runtime
 from servicekit.config import Settings
+from servicekit.testing import root_logging_kept
 from servicekit.tokens import TokenVerifier
 from services.identity.app import SERVICE, create_app
 from services.identity.keys import load_signing_key
@@ -26,11 +26,8 @@ def _env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("ECOURT_DATA_DIR", str(tmp_path / "data"))
     for name in ("IDENTITY_DATABASE_URL", "ECOURT_ADMIN_PASSWORD", "IDENTITY_SIGNING_KEY_FILE"):
         monkeypatch.delenv(name, raising=False)
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers  # the CLI configures JSON logging on the root logger
-    root.setLevel(level)
+    with root_logging_kept():  # the CLI configures JSON logging on the root logger
+        yield
 
 
 def _app(url: str) -> Identity:
