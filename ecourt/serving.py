@@ -46,11 +46,13 @@ def check_settings(service: str) -> None:
     CORS origins, a service's own settings, identity's signing and previous keys."""
     if service == "gateway":
         from gateway.cors import policy_from
+        from gateway.edge_service import client_connections_cap
         from gateway.ratelimit import limits_from_env
 
         limits_from_env()
         policy_from(None)
         env_float("GATEWAY_RATE_SYNC_MS", 100.0, minimum=0)
+        client_connections_cap()
         return
     Settings.from_env(service)
     if service == "identity":

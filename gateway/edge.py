@@ -73,11 +73,14 @@ from gateway.headers import (
     received_lines,
 )
 from gateway.upstream import HttpUpstream, encode_path
+from servicekit.logs import Throttled
 from servicekit.metrics import GATEWAY_BODIES_HELD, GATEWAY_CONNECTIONS
 from servicekit.problems import Problem, problem_response
 from servicekit.tokens import KeysNeeded
 
 log = logging.getLogger(__name__)
+#: a client at its connection cap may try again and again: a line at most every 10 s
+_CAP_WARNING = Throttled(log)
 
 __all__ = ["EdgeServer", "EdgeSettings", "call_wsgi"]
 
@@ -145,7 +148,7 @@ class _ClientConnection(asyncio.Protocol):
 
     __slots__ = ("edge", "settings", "parser", "transport", "remote", "remote_raw", "current",
                  "queue", "busy", "answering", "exchange", "last", "head_size", "head_started",
-                 "in_head", "closing", "linger", "discarded", "__weakref__")
+                 "in_head", "closing", "linger", "discarded", "counted", "__weakref__")
 
     def __init__(self, edge: EdgeServer) -> None:
         self.edge = edge
@@ -169,6 +172,8 @@ class _ClientConnection(asyncio.Protocol):
         #: since when a refused connection's unread bytes are being discarded (0: not)
         self.linger = 0.0
         self.discarded = 0
+        #: counted in ``EdgeServer.per_client`` (only when a cap is set)
+        self.counted = False
 
     # asyncio
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -179,11 +184,21 @@ class _ClientConnection(asyncio.Protocol):
         self.edge.clients.add(self)
         if self.edge.on_clients is not None:
             self.edge.on_clients()
+        cap = self.settings.max_client_connections
+        if cap:
+            held = self.edge.per_client.get(self.remote, 0)
+            if held >= cap:
+                self._over_cap(cap)
+                return
+            self.edge.per_client[self.remote] = held + 1
+            self.counted = True
 
     def data_received(self, data: bytes) -> None:
         self.last = time.monotonic()
         if self.linger:
             self._discard(len(data))
+            return
+        if self.closing:  # answered and closed (``finish``, ``_over_cap``): nothing more is read
             return
         try:
             self.parser.feed_data(data)
@@ -202,6 +217,11 @@ class _ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.edge.clients.discard(self)
+        if self.counted:
+            self.counted = False
+            left = self.edge.per_client.pop(self.remote, 1) - 1
+            if left:
+                self.edge.per_client[self.remote] = left
         if self.edge.on_clients is not None:
             self.edge.on_clients()
         if self.exchange is not None:
@@ -426,6 +446,17 @@ class _ClientConnection(asyncio.Protocol):
         record_access(method, path, problem.status, time.perf_counter(), rid, None,
                       self.edge.tally)
 
+    def _over_cap(self, cap: int) -> None:
+        """A connection beyond the peer's cap: told 429 at once and closed, without waiting for
+        (or lingering over) a request — holding it open is what the cap prevents."""
+        self.busy = True
+        rid = routing.request_id_from("")
+        self.send_problem(Problem(429, "too-many-connections",
+                                  f"this address already holds {cap} connections to the "
+                                  "gateway: send requests on those, or close some",
+                                  headers={"Retry-After": "1"}), "", rid, keep_alive=False)
+        _CAP_WARNING.warning("edge: a client address reached its cap of %d connections", cap)
+
     def abort(self) -> None:
         self.closing = True
         if self.transport is not None:
@@ -483,6 +514,8 @@ class EdgeServer:
                         for name, up in gateway.upstreams.items()
                         if isinstance(up, HttpUpstream)}
         self.clients: set[_ClientConnection] = set()
+        #: open connections per peer address, kept only with a cap (``max_client_connections``)
+        self.per_client: dict[str, int] = {}
         #: called as clients come and go (``gateway.acceptor`` tells the sibling workers)
         self.on_clients: Callable[[], None] | None = None
         self.tasks: set[asyncio.Task[Any]] = set()

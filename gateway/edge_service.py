@@ -30,6 +30,7 @@ from gateway.app import AccessTally, record_access
 from gateway.cors import CorsAnswer, without_cors_raw
 from gateway.headers import clean_response_raw
 from gateway.upstream import HttpUpstream
+from servicekit.config import env_int
 from servicekit.problems import Problem
 from servicekit.web import max_body_bytes
 
@@ -39,6 +40,7 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 _NO_BODY_STATUS = frozenset({204, 304})
 #: seconds a client may read nothing of an answer before its connection is closed
 SLOW_READER_LIMIT = 60.0
+CONNECTIONS_CAP_SETTING = "GATEWAY_MAX_CONNECTIONS_PER_CLIENT"
 
 
 class Client(Protocol):
@@ -63,6 +65,14 @@ def body_budget_bytes() -> int:
     return int(os.environ.get("GATEWAY_BODY_BUDGET_BYTES", 8 * max_body_bytes()))
 
 
+def client_connections_cap() -> int:
+    """``GATEWAY_MAX_CONNECTIONS_PER_CLIENT``: how many connections one worker keeps open from
+    one peer address (0, the default: no cap). Set it where clients reach the gateway
+    directly: one address cannot then take a worker's ``worker_connections`` for itself. Leave
+    it at 0 behind a load balancer or proxy, whose address every client shares."""
+    return env_int(CONNECTIONS_CAP_SETTING, 0, minimum=0)
+
+
 @dataclass
 class EdgeSettings:
     """The front end's own limits; the timeouts towards services are ``create_gateway``'s."""
@@ -76,6 +86,8 @@ class EdgeSettings:
     pool_max_idle: int = 64
     #: request bodies one worker may hold at once, declared or read (``body_budget_bytes``)
     body_budget: int = field(default_factory=body_budget_bytes)
+    #: connections one worker keeps open from one peer address (0: no cap)
+    max_client_connections: int = field(default_factory=client_connections_cap)
 
     def __post_init__(self) -> None:
         # one body of the largest size allowed must always fit, or such a body never passes

@@ -834,3 +834,55 @@ def test_first_token_fetches_the_jwks_off_the_loop(serve, key, token):
         assert len(fetches) == 1
     finally:
         edge.stop()
+
+
+def _answer(sock: socket.socket) -> bytes:
+    data = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+def test_a_client_address_beyond_its_connection_cap_is_told_429_and_closed(front, serve):
+    """With GATEWAY_MAX_CONNECTIONS_PER_CLIENT set, one address cannot take a worker's
+    connections for itself: beyond the cap a connection is answered 429 at once and closed,
+    and once one of its connections ends the address may open another (failed before: no
+    cap, every connection held)."""
+    edge = front({"svc": serve(make_upstream()).url}, EdgeSettings(max_client_connections=2))
+    first = socket.create_connection(("127.0.0.1", edge.port), timeout=5)
+    second = socket.create_connection(("127.0.0.1", edge.port), timeout=5)
+    try:
+        for sock in (first, second):  # both held, both served
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        with socket.create_connection(("127.0.0.1", edge.port), timeout=5) as third:
+            answer = _answer(third)  # told without sending anything, then closed
+        assert answer.startswith(b"HTTP/1.1 429 "), answer[:200]
+        assert b"too-many-connections" in answer and b"Retry-After: 1" in answer
+    finally:
+        first.close()
+    deadline = time.monotonic() + 5
+    while True:  # the edge learns of the close when its loop runs
+        with socket.create_connection(("127.0.0.1", edge.port), timeout=5) as again:
+            again.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            answer = _answer(again)
+        if answer.startswith(b"HTTP/1.1 200 ") or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+    second.close()
+
+
+def test_no_cap_by_default(front, serve, monkeypatch):
+    monkeypatch.delenv("GATEWAY_MAX_CONNECTIONS_PER_CLIENT", raising=False)
+    assert EdgeSettings().max_client_connections == 0
+    edge = front({"svc": serve(make_upstream()).url}, EdgeSettings())
+    socks = [socket.create_connection(("127.0.0.1", edge.port), timeout=5) for _ in range(20)]
+    try:
+        for sock in socks:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+    finally:
+        for sock in socks:
+            sock.close()
