@@ -47,7 +47,7 @@ from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 
 from servicekit import context
 from servicekit.chain import GENESIS, ChainCheck, advisory_key, link_hash, shown, walk
-from servicekit.db import Database, utcnow
+from servicekit.db import Database, uncounted, utcnow
 from servicekit.logs import scrub
 from servicekit.tables import audit_trail
 
@@ -144,9 +144,10 @@ def record_alone(db: Database, action: str, *, subject: str = "", outcome: str =
                  detail: dict[str, Any] | None = None) -> bool:
     """Write one entry in a transaction of its own, for a decision whose request rolls back.
     Returns False (and logs why) if the database would not take it: the caller's answer does
-    not change, the refusal stands either way."""
+    not change, the refusal stands either way. The entry is not the request's change of state
+    (``servicekit.db.uncounted``): the refusal still frees its Idempotency-Key."""
     try:
-        with db.transaction() as session:
+        with uncounted(), db.transaction() as session:
             record(session, action, subject=subject, outcome=outcome, detail=detail)
     except Exception as exc:  # noqa: BLE001 - the refusal is answered regardless
         log.warning("audit: could not record %s (%s)", action, exc.__class__.__name__)

@@ -91,6 +91,18 @@ def writes_committed() -> int:
     return _WRITES_COMMITTED.get()
 
 
+@contextmanager
+def uncounted() -> Iterator[None]:
+    """Writes committed inside are bookkeeping about a request, not its change of state (the
+    audit entry of a refusal): ``writes_committed`` reads afterwards as before them, so the
+    refused request's Idempotency-Key is released like that of any refusal."""
+    before = _WRITES_COMMITTED.get()
+    try:
+        yield
+    finally:
+        _WRITES_COMMITTED.set(before)
+
+
 def _track_writes(engine: Engine) -> None:
     @event.listens_for(engine, "after_cursor_execute")
     def _wrote(conn, _cursor, _statement, _params, context, _many):  # type: ignore[no-untyped-def]

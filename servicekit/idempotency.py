@@ -13,8 +13,9 @@ A refusal (a 4xx answer) that committed nothing releases the key too: nothing ha
 retry could repeat, and the client that mends its request — adds the If-Match it forgot,
 names an existing judge, fixes a field — sends it again with the same key and has it run,
 instead of being handed the old refusal for a day (or told ``422 idempotency-key-reused`` for
-the mended body). A 4xx that did commit a change (a failed attempt counted, say) is kept and
-replayed like any answer.
+the mended body). The audit entry the kit writes for a 401 or 403 is not a change of the
+request's (``servicekit.db.uncounted``). A 4xx that did commit a change (a failed attempt
+counted, say) is kept and replayed like any answer.
 
 A process that dies mid-request leaves the key reserved rather than risk applying the request
 twice: its view may have committed before the answer was stored. Once the reservation is older

@@ -237,6 +237,8 @@ def _spec_with_refusals(name: str, ran: list[str]):  # type: ignore[no-untyped-d
         @public
         def post(self, when: str) -> dict[str, str]:
             ran.append(when)
+            if when == "denied":  # the kit writes the refusal to the audit trail
+                raise Problem(403, "forbidden", "not yours")
             if when == "after":
                 with current_app.extensions["ecourt.db"].transaction() as session:
                     emit(session, "test.changed", {}, source="/test")
@@ -269,6 +271,14 @@ def test_a_refusal_that_changed_nothing_frees_its_key(suite: Suite) -> None:
     assert mended.status_code == 422, mended.get_data(as_text=True)
     assert mended.get_json()["type"].endswith("/refused")
     assert _changes(suite) == before
+
+    # a 403's audit entry is the kit's bookkeeping, not the request's change of state
+    ran.clear()
+    key = {"Idempotency-Key": f"denied-{uuid.uuid4()}"}
+    for attempt in (1, 2):
+        denied = http.post("/refusals/denied", headers=key)
+        assert denied.status_code == 403 and "Idempotent-Replayed" not in denied.headers
+        assert ran == ["denied"] * attempt
 
     ran.clear()
     key = {"Idempotency-Key": f"changed-{uuid.uuid4()}"}
