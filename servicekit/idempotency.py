@@ -15,7 +15,8 @@ names an existing judge, fixes a field — sends it again with the same key and 
 instead of being handed the old refusal for a day (or told ``422 idempotency-key-reused`` for
 the mended body). The audit entry the kit writes for a 401 or 403 is not a change of the
 request's (``servicekit.db.uncounted``). A 4xx that did commit a change (a failed attempt
-counted, say) is kept and replayed like any answer.
+counted, say) is kept and replayed like any answer — except a 429, which says "try again
+later": the same key later runs, whatever the refused attempt counted.
 
 A process that dies mid-request leaves the key reserved rather than risk applying the request
 twice: its view may have committed before the answer was stored. Once the reservation is older
@@ -150,7 +151,8 @@ class IdempotencyStore:
         error or a refusal that changed nothing releases the key."""
         with self.db.transaction() as session:
             where = (keys.c.key == key) & (keys.c.principal == principal)
-            if response.status_code >= 400 and not changed:
+            if (response.status_code >= 400 and not changed) or response.status_code == 429:
+                # nothing to repeat, or "try again later" (whatever the attempt counted)
                 session.execute(delete(keys).where(where))
                 return
             if response.status_code >= 500:

@@ -239,6 +239,11 @@ def _spec_with_refusals(name: str, ran: list[str]):  # type: ignore[no-untyped-d
             ran.append(when)
             if when == "denied":  # the kit writes the refusal to the audit trail
                 raise Problem(403, "forbidden", "not yours")
+            if when == "throttled":  # counts the attempt (a write), then says: later
+                with current_app.extensions["ecourt.db"].transaction() as session:
+                    emit(session, "test.counted", {}, source="/test")
+                raise Problem(429, "too-many-attempts", "later",
+                              headers={"Retry-After": "1"})
             if when == "after":
                 with current_app.extensions["ecourt.db"].transaction() as session:
                     emit(session, "test.changed", {}, source="/test")
@@ -279,6 +284,14 @@ def test_a_refusal_that_changed_nothing_frees_its_key(suite: Suite) -> None:
         denied = http.post("/refusals/denied", headers=key)
         assert denied.status_code == 403 and "Idempotent-Replayed" not in denied.headers
         assert ran == ["denied"] * attempt
+
+    # a 429 says "try again later": the same key later must run, whatever it counted
+    ran.clear()
+    key = {"Idempotency-Key": f"throttled-{uuid.uuid4()}"}
+    for attempt in (1, 2):
+        later = http.post("/refusals/throttled", headers=key)
+        assert later.status_code == 429 and "Idempotent-Replayed" not in later.headers
+        assert ran == ["throttled"] * attempt
 
     ran.clear()
     key = {"Idempotency-Key": f"changed-{uuid.uuid4()}"}
