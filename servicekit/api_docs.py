@@ -33,8 +33,8 @@ IDEMPOTENCY_KEY = {
         "within a day returns the first answer, marked `Idempotent-Replayed: true`, instead of "
         "acting twice. The same key with another body is refused (422 "
         "`idempotency-key-reused`); while the first request runs, a repeat gets 409. A "
-        "refusal (4xx) or a server error that changed nothing is not kept: mend the request "
-        "and send it again with the same key."),
+        "refusal (4xx) or a server error that changed nothing is not kept, nor a 429: mend "
+        "the request (or wait for Retry-After) and send it again with the same key."),
 }
 
 RETRY_AFTER = {
