@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import UnsupportedAlgorithm
 
-from servicekit.config import ConfigError, data_dir
+from servicekit.config import ConfigError, data_dir, read_file
 from servicekit.tokens import SigningKey, VerificationKey
 
 SIGNING_KEY_SETTING = "IDENTITY_SIGNING_KEY_FILE"
@@ -29,10 +28,8 @@ PREVIOUS_KEYS_SETTING = "IDENTITY_PREVIOUS_KEY_FILES"
 
 
 def _read_pem(setting: str, path: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{setting}: {path} cannot be read: {exc.strerror or exc}") from None
+    """A PEM file's bytes (ASCII text: ``read_file`` says which setting when it cannot be)."""
+    return read_file(setting, path).encode("ascii", errors="replace")
 
 
 def load_signing_key() -> SigningKey:
