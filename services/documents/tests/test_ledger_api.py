@@ -46,3 +46,5 @@ def test_a_pinned_entry_is_checked_by_its_place(harness: Harness) -> None:
     missing = harness.client.get("/ledger/3")
     assert missing.status_code == 404
     assert missing.get_json()["type"].endswith("/not-found")
+    for bad in ("abc", "-1", "1.5"):  # not a place: no such route, a 404 problem
+        assert harness.client.get(f"/ledger/{bad}").status_code == 404
