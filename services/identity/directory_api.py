@@ -2,9 +2,11 @@
 
 matters registers a case whose parties name the accounts that will see it; a wrong id there
 would show the case to a stranger (DESIGN: a party sees only their own cases), so matters asks
-who the accounts are before it writes the case: their kind, name and status, and nothing else
-(no ID number, no phone: contact details stay behind ``/internal/accounts/<id>/contact``).
-Services only; ids that name no account are simply absent from the answer.
+who the accounts are before it writes the case: their kind, name and status, and for court
+staff their court and roles (the case's judge and clerk are checked in the same call), and
+nothing else (no ID number, no phone: contact details stay behind
+``/internal/accounts/<id>/contact``). Services only; ids that name no account are simply absent
+from the answer.
 """
 
 from __future__ import annotations
@@ -27,10 +29,10 @@ class InternalAccounts(MethodView):
     @blp.arguments(InternalAccountsQuerySchema, location="query")
     @blp.response(200, InternalAccountListSchema)
     def get(self, query: dict[str, list[str]]) -> dict[str, object]:
-        """The kind, name and status of each account asked for (``?id=…&id=…``) that exists."""
+        """Kind, name, status, court and roles of each account asked for that exists."""
         with runtime().db.transaction() as session:
-            found = session.execute(select(Account.id, Account.kind, Account.name,
-                                           Account.status)
+            found = session.scalars(select(Account)
                                     .where(Account.id.in_(set(query["id"])))).all()
-        return {"items": [{"account_id": a.id, "kind": a.kind, "name": a.name,
-                           "status": a.status} for a in found]}
+            return {"items": [{"account_id": a.id, "kind": a.kind, "name": a.name,
+                               "status": a.status, "court": a.court, "roles": a.role_list}
+                              for a in found]}

@@ -190,6 +190,9 @@ class InternalAccountSchema(Schema):
     kind = fields.String()
     name = fields.String()
     status = fields.String()
+    court = fields.String(allow_none=True, metadata={
+        "description": "a staff member's court; none for a person or a company"})
+    roles = fields.List(fields.String())
 
 
 class InternalAccountListSchema(Schema):

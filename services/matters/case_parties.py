@@ -3,11 +3,11 @@
 A party's ``account_id`` is who will see the case, apply in it, be served in it and be told of
 it by SMS; a wrong id — a typo that happens to exist, the account of someone else — shows the
 case to a stranger (DESIGN: a party sees only their own cases) and leaves the party blind. So
-registration asks identity (``GET /internal/accounts``: kind, name and status only) before
-its transaction, and refuses an id that names no account, an account that cannot be a party
-(court staff), one disabled or rejected, or one whose real name is not the party's name as
-the trial system recorded it. A party with no ``account_id`` (one who has not registered)
-is not checked.
+registration asks identity (``GET /internal/accounts``, in the one call that checks the
+judge and clerk too: ``case_staff.named_accounts``) before its transaction, and refuses an id
+that names no account, an account that cannot be a party (court staff), one disabled or
+rejected, or one whose real name is not the party's name as the trial system recorded it. A
+party with no ``account_id`` (one who has not registered) is not checked.
 
 Names are compared as identity and the trial system write them, after trimming spaces at the
 ends and making full-width brackets plain (``（``/``）``), which both write either way in the
@@ -18,9 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from servicekit.clients import ServiceUnavailable
 from servicekit.problems import Problem
-from services.matters.case_staff import StaffDirectory, unavailable
+from services.matters.case_staff import Account
 
 #: identity's account kinds that can be a party: a person, a company (court staff cannot)
 PARTY_KINDS = frozenset({"individual", "organization"})
@@ -34,16 +33,10 @@ def same_name(a: str, b: str) -> bool:
     return a.strip().translate(_PLAIN_BRACKETS) == b.strip().translate(_PLAIN_BRACKETS)
 
 
-def check_party_accounts(directory: StaffDirectory, body: dict[str, Any]) -> None:
+def check_party_accounts(found: dict[str, Account], body: dict[str, Any]) -> None:
     """Refuse (422 ``unknown-party-account``, naming each wrong party's ``account_id``) a case
-    giving a party an account that is not theirs; 503 when identity cannot tell."""
+    giving a party an account that is not theirs (``found``: ``case_staff.named_accounts``)."""
     named = {i: p["account_id"] for i, p in enumerate(body["parties"]) if p.get("account_id")}
-    if not named:
-        return
-    try:
-        found = directory.accounts(sorted(set(named.values())))
-    except ServiceUnavailable as exc:
-        raise unavailable(body["court"], "the parties' accounts", exc) from exc
     errors: dict[str, dict[str, list[str]]] = {}
     for i, account_id in named.items():
         account = found.get(account_id)

@@ -15,7 +15,7 @@ from servicekit.paging import page_of
 from servicekit.problems import Problem
 from services.matters.access import ensure_sees_case, ensure_staff_of, is_lawyer, is_staff_of
 from services.matters.case_parties import check_party_accounts
-from services.matters.case_staff import StaffDirectory, check_named_staff
+from services.matters.case_staff import StaffDirectory, check_named_staff, named_accounts
 from services.matters.domain import APPROVED, CASE_NUMBER
 from services.matters.models import Binding, Case, CaseParty
 
@@ -23,15 +23,16 @@ from services.matters.models import Binding, Case, CaseParty
 def register_case(db: Database, claims: dict[str, Any], body: dict[str, Any],
                   staff: StaffDirectory) -> Case:
     """A new case, once its judge and clerk are known to be active staff of its court and its
-    parties' accounts to be theirs (asked of ``staff`` before the transaction: no lock is held
-    across those calls)."""
+    parties' accounts to be theirs (asked of ``staff`` in one call before the transaction: no
+    lock is held across it)."""
     ensure_staff_of(claims, body["court"])
     if not CASE_NUMBER.match(body["case_number"]):
         raise Problem(422, "validation-error", "the request is invalid",
                       errors={"json": {"case_number": ["not a case number like "
                                                        "(2021)粤01民初8号"]}})
-    check_named_staff(staff, body)
-    check_party_accounts(staff, body)
+    found = named_accounts(staff, body)
+    check_named_staff(found, body)
+    check_party_accounts(found, body)
     with db.transaction() as session:
         if session.scalar(select(Case.id).where(Case.case_number == body["case_number"])):
             raise Problem(409, "case-exists", "a case with this number exists")

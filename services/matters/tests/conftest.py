@@ -47,29 +47,26 @@ def case_number(court: str) -> str:
 
 @dataclass
 class StaffBook:
-    """A stand-in for identity's staff directory (``case_staff.StaffDirectory``) in the tests
-    about something else than the check: the staff the harness made up, by court and role.
-    The check itself is tested against a real in-process identity (test_case_staff.py)."""
+    """A stand-in for identity's directory (``case_staff.StaffDirectory``) in the tests about
+    something else than the check: the staff and the people the harness made up. The check
+    itself is tested against a real in-process identity (test_case_staff.py)."""
 
-    members: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+    #: the accounts the harness made up: id -> kind, name, status, court, roles
+    people: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def add(self, court: str, role: str) -> str:
         account_id = str(uuid.uuid4())
-        self.members.setdefault((court, role), set()).add(account_id)
+        self.people[account_id] = {"kind": "staff", "name": f"{role} {account_id[:4]}",
+                                   "status": "active", "court": court, "roles": [role]}
         return account_id
-
-    def active_staff(self, court: str, role: str) -> set[str]:
-        return set(self.members.get((court, role), set()))
-
-    #: the party accounts the harness made up: id -> kind, name, status
-    people: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def person(self, name: str) -> str:
         account_id = str(uuid.uuid4())
-        self.people[account_id] = {"kind": "individual", "name": name, "status": "active"}
+        self.people[account_id] = {"kind": "individual", "name": name, "status": "active",
+                                   "court": None, "roles": ["party"]}
         return account_id
 
-    def accounts(self, ids: list[str]) -> dict[str, dict[str, str]]:
+    def accounts(self, ids: list[str]) -> dict[str, dict[str, Any]]:
         return {i: dict(self.people[i]) for i in ids if i in self.people}
 
 

@@ -29,7 +29,7 @@ from servicekit.tables import audit_trail, idempotency_keys, outbox
 from servicekit.testing import pg_databases, problem_of
 from services.identity.app import SERVICE as IDENTITY
 from services.identity.usecases import staff
-from services.matters.case_staff import EXTRAS_KEY
+from services.matters.case_staff import EXTRAS_KEY, IDS_PER_ASK, IdentityDirectory
 from services.matters.models import Case
 from services.matters.tests.conftest import (
     COURT,
@@ -178,6 +178,44 @@ def test_the_judge_named_again_as_clerk_is_refused(checked: Checked) -> None:
     resp = checked.register(checked.body(clerk_account_id=checked.ids["judge"]))
     assert "clerk_account_id" in problem_of(resp, 422, "validation-error")["errors"]["json"]
     assert checked.written() == before
+
+
+class _Recording(InternalClient):
+    """The in-process client to identity, keeping the paths it was asked for."""
+
+    def __init__(self, secret: str, apps: dict[str, Flask]) -> None:
+        super().__init__(secret, apps)
+        self.asked: list[str] = []
+
+    def get_json(self, service: str, path: str) -> dict[str, Any]:
+        self.asked.append(path)
+        return super().get_json(service, path)
+
+
+def test_one_ask_of_identity_checks_the_judge_the_clerk_and_the_parties(
+        checked: Checked) -> None:
+    """Not three (failed before: two lists of the court's whole staff, then the parties)."""
+    client = _Recording(checked.h.rt.settings.service_secret, {"identity": checked.identity_app})
+    checked.use_identity(client)
+    resp = checked.register(checked.body())
+    assert resp.status_code == 201, resp.get_json()
+    assert len(client.asked) == 1 and client.asked[0].startswith("/internal/accounts?"), (
+        client.asked)
+    wrong = checked.register(checked.body(judge_account_id=checked.ids["specialist"]))
+    problem_of(wrong, 422, "unknown-staff")  # a role it lacks, told from the same answer
+    assert len(client.asked) == 2
+
+
+def test_more_accounts_than_identity_answers_at_once_are_asked_in_pieces(
+        checked: Checked) -> None:
+    client = _Recording(checked.h.rt.settings.service_secret, {"identity": checked.identity_app})
+    ids = [checked.ids["judge"], *(str(uuid.uuid4()) for _ in range(IDS_PER_ASK)),
+           checked.ids["party"]]
+    found = IdentityDirectory(client).accounts(ids)
+    assert len(client.asked) == 2
+    assert set(found) == {checked.ids["judge"], checked.ids["party"]}
+    assert found[checked.ids["judge"]]["roles"] == ["judge"]
+    assert found[checked.ids["party"]]["court"] is None
 
 
 def _closed_port() -> int:
