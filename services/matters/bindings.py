@@ -84,10 +84,16 @@ def _find_party(case: Case, name: str) -> CaseParty | None:
 
 
 def _open(session: Session, case_id: str, lawyer_id: str, party_id: str) -> Binding | None:
-    """The lawyer's pending or approved binding to this party, if any."""
+    """The lawyer's pending or approved binding to this party, if any, locked for the caller's
+    transaction (one being decided meanwhile is waited for and read as it was decided: a
+    request rejected meanwhile is no longer open).
+
+    The callers hold the case's row lock first, so two requests for the same
+    lawyer and party cannot both find none and both insert one."""
     return session.scalars(select(Binding).where(
         Binding.case_id == case_id, Binding.lawyer_account_id == lawyer_id,
-        Binding.party_id == party_id, Binding.status.in_((PENDING, APPROVED)))).first()
+        Binding.party_id == party_id, Binding.status.in_((PENDING, APPROVED)))
+        .with_for_update()).first()
 
 
 def request(db: Database, blobs: BlobStore, claims: dict[str, Any], body: dict[str, Any],
@@ -102,7 +108,7 @@ def request(db: Database, blobs: BlobStore, claims: dict[str, Any], body: dict[s
             raise Problem(403, "lawyer-not-verified",
                           "only a verified lawyer may ask to be bound to a case")
         case = session.scalars(select(Case).where(
-            Case.case_number == body["case_number"])).first()
+            Case.case_number == body["case_number"]).with_for_update()).first()
         party = _find_party(case, body["party_name"]) if case is not None else None
         if case is None or party is None:
             raise _no_such()
@@ -132,7 +138,7 @@ def bind_directly(db: Database, claims: dict[str, Any], case_id: str,
     """The case's clerk records a verified lawyer as a party's agent: approved at once. A pending
     request of the same lawyer for the same party is approved by it."""
     with db.transaction() as session:
-        case = session.get(Case, case_id)
+        case = session.get(Case, case_id, with_for_update=True)  # see _open
         if case is None:
             raise not_found()
         ensure_staff_of(claims, case.court, {CLERK}, what="case", subject=f"case:{case.id}")
