@@ -8,6 +8,7 @@ from typing import Any
 
 from flask_smorest.pagination import PaginationParameters
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from servicekit.db import Database, utcnow
@@ -33,22 +34,39 @@ def register_case(db: Database, claims: dict[str, Any], body: dict[str, Any],
     found = named_accounts(staff, body)
     check_named_staff(found, body)
     check_party_accounts(found, body)
-    with db.transaction() as session:
-        if session.scalar(select(Case.id).where(Case.case_number == body["case_number"])):
-            raise Problem(409, "case-exists", "a case with this number exists")
-        judgment = body.get("judgment") or {}
-        case = Case(id=str(uuid.uuid4()), case_number=body["case_number"],
-                    court=body["court"], court_name=body["court_name"], cause=body["cause"],
-                    department=body["department"], judge_account_id=body["judge_account_id"],
-                    clerk_account_id=body.get("clerk_account_id"),
-                    judgment_title=judgment.get("title"),
-                    judgment_date=judgment.get("decided_on"),
-                    effective_date=body.get("effective_date"), created_at=utcnow())
-        case.parties = [CaseParty(id=str(uuid.uuid4()), position=i, name=p["name"],
-                                  role=p["role"], account_id=p.get("account_id"))
-                        for i, p in enumerate(body["parties"])]
-        session.add(case)
+    try:
+        with db.transaction() as session:
+            if session.scalar(select(Case.id).where(Case.case_number == body["case_number"])):
+                raise _case_exists()
+            case = new_case(body)
+            session.add(case)
+    except IntegrityError as exc:
+        if "case_number" not in str(exc.orig):
+            raise
+        # registered by another request between the look-up and the commit (the trial system
+        # sending it twice at once): the unique key decides, with the look-up's answer
+        raise _case_exists() from exc
     return case
+
+
+def new_case(body: dict[str, Any]) -> Case:
+    """The case and its parties a registration's ``body`` describes (not yet added)."""
+    judgment = body.get("judgment") or {}
+    case = Case(id=str(uuid.uuid4()), case_number=body["case_number"],
+                court=body["court"], court_name=body["court_name"], cause=body["cause"],
+                department=body["department"], judge_account_id=body["judge_account_id"],
+                clerk_account_id=body.get("clerk_account_id"),
+                judgment_title=judgment.get("title"),
+                judgment_date=judgment.get("decided_on"),
+                effective_date=body.get("effective_date"), created_at=utcnow())
+    case.parties = [CaseParty(id=str(uuid.uuid4()), position=i, name=p["name"],
+                              role=p["role"], account_id=p.get("account_id"))
+                    for i, p in enumerate(body["parties"])]
+    return case
+
+
+def _case_exists() -> Problem:
+    return Problem(409, "case-exists", "a case with this number exists")
 
 
 def get_case(db: Database, claims: dict[str, Any], case_id: str) -> Case:

@@ -1,5 +1,8 @@
-"""Two court staff acting on the same lawyer and party at once, on PostgreSQL (row locks are
-what decides here; SQLite takes its one write lock at BEGIN and cannot race).
+"""Two requests writing the same thing at once, on PostgreSQL (row locks and unique keys decide
+here; SQLite takes its one write lock at BEGIN and cannot race).
+
+The trial system registering a case twice at once: the second is the 409 a look-up would give
+(it was a 500: both looked, found none, and the unique key refused the second at commit).
 
 The clerk's direct binding (``POST /cases/{id}/lawyers``) approves a pending request of the same
 lawyer for the same party. It used to read that request without a lock: a judge rejecting it
@@ -18,9 +21,11 @@ from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session
 
-from servicekit.testing import pg_databases
-from services.matters.tests.conftest import Harness, harness_on
+from servicekit.testing import pg_databases, problem_of
+from services.matters.cases import new_case
+from services.matters.tests.conftest import COURT, COURT_NAME, Harness, case_number, harness_on
 
 pytestmark = pytest.mark.real
 
@@ -99,3 +104,28 @@ def test_two_direct_bindings_at_once_make_one(pg: tuple[Harness, str]) -> None:
         count = session.execute(text("SELECT count(*) FROM bindings WHERE case_id = :c"),
                                 {"c": case["id"]}).scalar()
     assert count == 1
+
+
+def test_a_case_registered_twice_at_once_is_one_case_and_a_409(pg: tuple[Harness, str]) -> None:
+    h, url = pg
+    body = {"case_number": case_number(COURT), "court": COURT, "court_name": COURT_NAME,
+            "cause": "买卖合同纠纷", "department": "民一庭",
+            "judge_account_id": h.staff_id("judge"), "clerk_account_id": h.staff_id("clerk"),
+            "parties": [{"name": "周俊雄", "role": "plaintiff", "account_id": None}]}
+    engine = create_engine(url)
+    try:
+        with Session(engine) as first:  # the first registration, not yet committed
+            first.add(new_case(body))
+            first.flush()
+            thread, out = _in_thread(lambda: h.client.post(
+                "/cases", headers=h.token("specialist"), json=body))
+            time.sleep(0.5)  # the second looks, finds none, and waits on the unique key
+            first.commit()
+            thread.join(timeout=30)
+    finally:
+        engine.dispose()
+    [resp] = out
+    problem_of(resp, 409, "case-exists")
+    with h.rt.db.transaction() as session:
+        assert session.execute(text("SELECT count(*) FROM cases WHERE case_number = :n"),
+                               {"n": body["case_number"]}).scalar() == 1
