@@ -62,8 +62,11 @@ def inbox_of(db: Database, account_id: str,
 
 
 def mark_read(db: Database, account_id: str, notification_id: str) -> Notification:
+    """Mark a notification read: the addressee signing for it. Only the first sign-off
+    counts, so the row is locked while it is decided: a second "read" in flight (two tabs, a
+    double click) waits, then finds it read and leaves the first time as it was."""
     with db.transaction() as session:
-        note = session.get(Notification, notification_id)
+        note = session.get(Notification, notification_id, with_for_update=True)
         if note is not None and note.account_id != account_id:
             audit.note_denied(f"delivery:{note.id}")
         if note is None or note.account_id != account_id:
