@@ -124,6 +124,10 @@ def _track_writes(engine: Engine) -> None:
             conn.info.pop(WROTE, None)
 
 
+#: the execution option of a transaction that only reads (``Database.transaction(reads_only=)``)
+READS_ONLY = "ecourt_reads_only"
+
+
 def make_engine(url: str, **kwargs: object) -> Engine:
     """An engine for ``url``, its errors never quoting the statement's parameters: those are
     ID numbers, mobiles and password hashes, and an error's text reaches logs, tracebacks and
@@ -154,7 +158,8 @@ def _make_engine(url: str, **kwargs: object) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):  # type: ignore[no-untyped-def]
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            reads = conn.get_execution_options().get(READS_ONLY, False)
+            conn.exec_driver_sql("BEGIN" if reads else "BEGIN IMMEDIATE")
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
@@ -189,9 +194,19 @@ class Database:
         self._after_commit.append(callback)
 
     @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        """The unit of work: commit on success, roll back on any exception."""
+    def transaction(self, *, reads_only: bool = False) -> Iterator[Session]:
+        """The unit of work: commit on success, roll back on any exception.
+
+        ``reads_only``: the transaction writes nothing, and may stay open a long time (an
+        export streamed to a slow client). On SQLite it then begins deferred instead of
+        ``BEGIN IMMEDIATE``, so it takes no write lock: in WAL mode it reads its snapshot while
+        the service's writes go on (with the write lock it would hold up every write of the
+        service, and fail them after the busy timeout, for as long as the download lasts). A
+        write in such a transaction may fail with "database is locked" on SQLite; none is
+        made. PostgreSQL is the same either way (readers never block writers there)."""
         session = self.sessions()
+        if reads_only and not self.is_postgres:
+            session.connection(execution_options={READS_ONLY: True})
         try:
             yield session
             session.commit()

@@ -161,8 +161,9 @@ def _export_rows(db: Database,
                  query: Select[Any]) -> Iterator[tuple[Application, Case] | None]:
     """Yields None once the rows are counted and within the bound, then the rows. On
     PostgreSQL the count and the rows share one snapshot (REPEATABLE READ), so the export
-    holds exactly the rows it counted."""
-    with db.transaction() as session:
+    holds exactly the rows it counted; on SQLite (WAL) a reading transaction has one snapshot
+    too, and takes no write lock, so a slow download holds up no write of the service."""
+    with db.transaction(reads_only=True) as session:
         if db.is_postgres:
             session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         total = count_of(session, query)

@@ -7,8 +7,10 @@ exported ten."""
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
+import threading
 from typing import Any
 
 import pytest
@@ -16,7 +18,8 @@ from sqlalchemy import event
 from sqlalchemy.orm import ORMExecuteState
 
 from ecourt.contracts import OPENAPI
-from services.matters import applications
+from services.matters import api as matters_api
+from services.matters import applications, views
 from services.matters.tests.conftest import APPLY, OTHER_COURT, Harness
 
 
@@ -83,6 +86,31 @@ def test_the_export_streams_and_reads_its_rows_in_chunks(harness: Harness) -> No
     assert resp.is_streamed
     assert len(list(csv.reader(io.StringIO(resp.get_data(as_text=True))))) == 4
     assert applications.EXPORT_CHUNK in seen  # read yield_per, never fetchall
+
+
+def test_a_download_in_progress_holds_up_no_write(harness: Harness,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """On SQLite (the embedded tier) the export's transaction took the write lock for as long
+    as the client took to download: every write of matters waited, and failed after the busy
+    timeout. A party applies while a download is under way (a chunk a row, so three rows are
+    a download still reading after its first chunk)."""
+    h = harness
+    monkeypatch.setattr(matters_api, "todo_csv", functools.partial(views.todo_csv, batch=1))
+    url = f"/cases/{h.case()['id']}/applications"
+    _applied(h, 3)
+    resp = h.client.get("/todo/export", headers=h.token("specialist"), buffered=False)
+    try:
+        chunks = iter(resp.response)
+        assert next(chunks).startswith("\ufeff序号".encode())  # under way, transaction open
+        done: list[int] = []
+        writer = threading.Thread(target=lambda: done.append(
+            h.client.post(url, headers=h.party(), json=APPLY).status_code))
+        writer.start()
+        writer.join(timeout=5)
+        assert done == [201], "the write waited for the download"
+    finally:
+        resp.close()
+        writer.join(timeout=60)
 
 
 def test_no_one_exports_rows_of_a_court_or_a_case_not_theirs(harness: Harness) -> None:

@@ -1,0 +1,51 @@
+"""``Database.transaction(reads_only=True)`` on SQLite: a long reading transaction (an export
+streamed to a slow client) takes no write lock, while an ordinary transaction still takes it
+at BEGIN (so the embedded suite's writers queue instead of failing on a lock upgrade)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from sqlalchemy import text
+
+from servicekit.db import Database
+
+
+def _writer(db: Database, done: list[str]) -> threading.Thread:
+    def write() -> None:
+        with db.transaction() as session:
+            session.execute(text("INSERT INTO t (v) VALUES ('w')"))
+        done.append("written")
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    return thread
+
+
+def test_a_reading_transaction_holds_up_no_writer_an_ordinary_one_does(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path}/k.db")
+    try:
+        with db.transaction() as session:
+            session.execute(text("CREATE TABLE t (v TEXT)"))
+            session.execute(text("INSERT INTO t (v) VALUES ('a')"))
+
+        done: list[str] = []
+        with db.transaction(reads_only=True) as reader:
+            assert reader.execute(text("SELECT count(*) FROM t")).scalar() == 1
+            writer = _writer(db, done)
+            writer.join(timeout=10)
+            assert done == ["written"]
+            # its snapshot is the one it began with (WAL)
+            assert reader.execute(text("SELECT count(*) FROM t")).scalar() == 1
+
+        done.clear()
+        with db.transaction() as holder:
+            holder.execute(text("SELECT count(*) FROM t"))
+            writer = _writer(db, done)
+            writer.join(timeout=0.5)
+            assert done == []  # waits for the write lock the holder took at BEGIN
+        writer.join(timeout=30)
+        assert done == ["written"]
+    finally:
+        db.dispose()
