@@ -14,6 +14,7 @@ from typing import Any
 
 from flask_smorest.pagination import PaginationParameters
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from servicekit import audit
 from servicekit.blobs import BlobMissing, BlobStore
@@ -52,9 +53,24 @@ def upsert_seal(db: Database, claims: dict[str, Any], body: dict[str, str],
     The first seal needs no precondition (``If-None-Match: *`` makes it create-only); replacing
     one needs the If-Match of the seal as read (428 without it, 412 if it changed meanwhile),
     so two admins never overwrite each other (``servicekit.versions``)."""
-    court = body["court"]
-    if claims.get("court") != court:
+    if claims.get("court") != body["court"]:
         raise Problem(403, "forbidden", "you may register the seal of your own court only")
+    try:
+        seal, created = _save_seal(db, claims, body, precondition)
+    except IntegrityError as exc:
+        if "pk_seals" not in str(exc.orig):
+            raise
+        # another admin registered the court's first seal between our look (nothing to lock
+        # yet) and our insert: decided again against the seal that now exists, so this
+        # request gets what it would have got a moment later (428 or 412), never a 500
+        seal, created = _save_seal(db, claims, body, precondition)
+    log.info("seal of court %s registered (version %s)", seal.court, seal.version)
+    return seal, created
+
+
+def _save_seal(db: Database, claims: dict[str, Any], body: dict[str, str],
+               precondition: Precondition) -> tuple[Seal, bool]:
+    court = body["court"]
     with db.transaction() as session:
         seal = session.get(Seal, court, with_for_update=True)
         precondition.decide(None if seal is None else seal_etag(seal), "seal")
@@ -66,7 +82,6 @@ def upsert_seal(db: Database, claims: dict[str, Any], body: dict[str, str],
         seal.version = (seal.version or 0) + 1
         seal.registered_by = str(claims.get("sub", ""))[:64]
         seal.updated_at = utcnow()
-    log.info("seal of court %s registered (version %s)", court, seal.version)
     return seal, created
 
 

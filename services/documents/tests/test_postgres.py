@@ -1,27 +1,43 @@
 """On PostgreSQL, with several consumers at once: the issuance lock keeps the hash chain
 linear and the application to one valid certificate. Needs the real PostgreSQL on 127.0.0.1
-(like every ``real`` test, it fails loudly when it cannot reach it)."""
+(like every ``real`` test, it fails loudly when it cannot reach it).
+
+And two writers of one seal at once: a court's first seal registered by two admins at once is
+one seal, the second answered as if it had come a moment later (it was a 500: both looked,
+found none, and the primary key refused the second at commit).
+"""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session
 
 from ecourt.runtime import make_runtime
 from servicekit.blobs import LocalBlobStore
 from servicekit.config import Settings
+from servicekit.db import utcnow
 from servicekit.envelope import CloudEvent
-from servicekit.testing import pg_databases
+from servicekit.testing import pg_databases, problem_of
 from servicekit.tokens import SigningKey, TokenVerifier
 from services.documents import ledger
 from services.documents.app import SERVICE
 from services.documents.config import EXTRAS_KEY, Documents, DocumentsSettings
-from services.documents.models import Document
-from services.documents.tests.conftest import BASE_URL, Harness, certificate_request
+from services.documents.models import Document, Seal
+from services.documents.tests.conftest import (
+    BASE_URL,
+    COURT,
+    COURT_NAME,
+    SEAL_NAME,
+    Harness,
+    certificate_request,
+)
 
 pytestmark = pytest.mark.real
 REQUESTED = "matters.certificate.requested"
@@ -93,3 +109,30 @@ def test_two_requests_for_one_application_at_once_issue_one_certificate(
     assert {e["data"]["document_id"] for e in issued} == {docs[0].id}
     assert {e["data"]["request_id"] for e in issued} == {first["request_id"],
                                                            second["request_id"]}
+
+
+@pytest.mark.parametrize(("precondition", "status", "slug"), [
+    ({}, 428, "precondition-required"),
+    ({"If-None-Match": "*"}, 412, "precondition-failed")])
+def test_a_first_seal_registered_twice_at_once_is_one_seal(
+        pg: Harness, precondition: dict[str, str], status: int, slug: str) -> None:
+    """The second admin gets what a moment later would have given: the seal exists now."""
+    engine = create_engine(pg.rt.db.url)
+    try:
+        with Session(engine) as first, ThreadPoolExecutor(1) as pool:  # not yet committed
+            first.add(Seal(court=COURT, court_name=COURT_NAME, seal_name=SEAL_NAME, version=1,
+                           registered_by="first-admin", updated_at=utcnow()))
+            first.flush()
+            second = pool.submit(pg.client.post, "/seals", json={
+                "court": COURT, "court_name": COURT_NAME, "seal_name": "另一枚印章"},
+                headers={**pg.token("court_admin"), **precondition})
+            time.sleep(0.5)  # the second looks, finds none, and waits on the primary key
+            first.commit()
+            resp = second.result(timeout=30)
+    finally:
+        engine.dispose()
+    problem_of(resp, status, slug)
+    with pg.rt.db.transaction() as session:
+        seals = list(session.scalars(select(Seal)))
+    assert [(s.seal_name, s.version, s.registered_by) for s in seals] == [
+        (SEAL_NAME, 1, "first-admin")]
