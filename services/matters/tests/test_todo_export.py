@@ -106,7 +106,7 @@ def test_a_download_in_progress_holds_up_no_write(harness: Harness,
         writer = threading.Thread(target=lambda: done.append(
             h.client.post(url, headers=h.party(), json=APPLY).status_code))
         writer.start()
-        writer.join(timeout=5)
+        writer.join(timeout=15)  # the busy timeout is 30 s: a write held up never gets here
         assert done == [201], "the write waited for the download"
     finally:
         resp.close()
