@@ -13,8 +13,11 @@ Decisions written down here:
   reason safe to show, and the request is recorded as failed. The application then offers
   "regenerate" (a new request). Only infrastructure errors (database, disk) raise and are
   retried by the consumer, then dead-lettered.
-* **Order of work:** render → write the blob (atomic, content-addressed) → lock the issuance log
-  → re-check → insert the document and its log entry → emit, all committed together.
+* **The seal is held while it is used** (``in_use``): from the moment it is read until the
+  commit, so a seal replaced meanwhile is never printed on a certificate issued after it.
+* **Order of work:** hold the seal → render → write the blob (atomic, content-addressed) →
+  lock the issuance log → re-check → insert the document and its log entry → emit, all
+  committed together.
 """
 
 from __future__ import annotations
@@ -96,6 +99,15 @@ def reissue(session: Session, docs: Documents, event: CloudEvent, doc: Document)
          source=SOURCE, subject=doc.application_id)
 
 
+def in_use(session: Session, court: str) -> Seal | None:
+    """The court's seal, held (a share lock) until this issuance commits: a replacement
+    waits for the certificates being rendered with the seal, and an issuance that comes during
+    a replacement waits for it and renders the new seal, so no certificate committed after a
+    replacement bears the replaced seal. Issuances share the lock and never wait for each
+    other here."""
+    return session.get(Seal, court, with_for_update={"read": True})
+
+
 def certificate_from(data: dict[str, object], seal: Seal, code: str, verify_url: str,
                      issued_at: object) -> Certificate:
     """The certificate's content from the request; raises ValueError/KeyError/TypeError."""
@@ -129,7 +141,7 @@ def on_certificate_requested(session: Session, event: CloudEvent, docs: Document
     if existing is not None:
         reissue(session, docs, event, existing)
         return
-    seal = session.get(Seal, court)
+    seal = in_use(session, str(court))
     if seal is None:
         fail(session, event, f"no official seal registered for court {court}")
         return

@@ -2,6 +2,11 @@
 linear and the application to one valid certificate. Needs the real PostgreSQL on 127.0.0.1
 (like every ``real`` test, it fails loudly when it cannot reach it).
 
+A court's seal replaced while a certificate is being issued: the issuance holds the seal (a
+share lock) from the moment it reads it until it commits, so the replacement waits for it, and
+an issuance that starts during a replacement waits and uses the new seal. It used to read the
+seal without a lock: a certificate committed after the replacement still bore the old seal.
+
 And two writers of one seal at once: a court's first seal registered by two admins at once is
 one seal, the second answered as if it had come a moment later (it was a 500: both looked,
 found none, and the primary key refused the second at commit).
@@ -16,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.orm import Session
 
 from ecourt.runtime import make_runtime
@@ -41,6 +46,7 @@ from services.documents.tests.conftest import (
 
 pytestmark = pytest.mark.real
 REQUESTED = "matters.certificate.requested"
+NEW_SEAL_NAME = "广州市中级人民法院诉讼服务专用章（2026）"
 
 
 @pytest.fixture
@@ -136,3 +142,37 @@ def test_a_first_seal_registered_twice_at_once_is_one_seal(
         seals = list(session.scalars(select(Seal)))
     assert [(s.seal_name, s.version, s.registered_by) for s in seals] == [
         (SEAL_NAME, 1, "first-admin")]
+
+
+def test_a_certificate_issued_after_its_seal_was_replaced_bears_the_new_seal(
+        pg: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    pg.register_seal()
+    replaced = threading.Event()
+    rendered_with: list[str] = []
+    real_render = pg.docs.renderer.render
+
+    def render_after_the_replacement(certificate):  # type: ignore[no-untyped-def]
+        rendered_with.append(certificate.seal_name)
+        replaced.wait(timeout=10)  # still rendering when the replacement commits
+        return real_render(certificate)
+
+    monkeypatch.setattr(pg.docs.renderer, "render", render_after_the_replacement)
+    engine = create_engine(pg.rt.db.url)
+    try:
+        with engine.connect() as admin, ThreadPoolExecutor(1) as pool:
+            tx = admin.begin()  # the court admin's replacement, in progress
+            admin.execute(text("SELECT court FROM seals WHERE court = :c FOR UPDATE"),
+                          {"c": COURT})
+            issuing = pool.submit(_run, pg, [[certificate_request()]])
+            time.sleep(0.5)  # the issuance reaches the seal the replacement holds
+            admin.execute(text("UPDATE seals SET seal_name = :name, version = version + 1 "
+                               "WHERE court = :c"), {"name": NEW_SEAL_NAME, "c": COURT})
+            tx.commit()
+            replaced.set()
+            issuing.result(timeout=60)
+    finally:
+        engine.dispose()
+    assert rendered_with == [NEW_SEAL_NAME]
+    [issued] = pg.emitted("documents.document.issued")
+    with pg.rt.db.transaction() as session:
+        assert session.get(Document, issued["data"]["document_id"]) is not None
