@@ -64,6 +64,9 @@ def face_verifier(rt: Runtime) -> FaceVerifier:
 
 
 def _not_already(session: Session, account: Account) -> None:
+    """409 when the account is a lawyer already or has an application pending. Decisive only
+    with the account locked (``individual_of(lock=True)``): every writer of a verification
+    locks it, so two applications at once are one and a 409."""
     if LAWYER in account.role_list:
         raise Problem(409, "already-verified", "this account is already verified as a lawyer")
     if session.scalar(select(LawyerVerification.id).where(
@@ -109,9 +112,8 @@ def verify_online(rt: Runtime, caller: Caller, *, license_no: str,
         _not_already(session, account)
         name = account.name
     found = registry(rt).lookup(license_no)  # an outside call: not inside a transaction
-    with rt.db.transaction() as session:
-        account = individual_of(session, caller.account_id)
-        account = session.get(Account, account.id, with_for_update=True) or account
+    with rt.db.transaction() as session:  # locked: one verification at a time (_not_already)
+        account = individual_of(session, caller.account_id, lock=True)
         _not_already(session, account)
         why = _registry_mismatch(found, account, law_firm) if account.name == name else \
             "the account's name changed during the check; try again"
@@ -144,8 +146,8 @@ def apply_offline(rt: Runtime, caller: Caller, *, court: str, license_no: str, l
                                     id_card_sha256=card_sha)
     if not face.passed:
         raise Problem(422, "face-check-failed", f"the face check did not pass: {face.detail}")
-    with rt.db.transaction() as session:
-        account = individual_of(session, caller.account_id)
+    with rt.db.transaction() as session:  # locked, as verify_online and decide lock it
+        account = individual_of(session, caller.account_id, lock=True)
         _not_already(session, account)
         row = LawyerVerification(
             id=str(uuid.uuid4()), account_id=account.id, method=rules.OFFLINE,

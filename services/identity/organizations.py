@@ -70,8 +70,12 @@ class Caller:
             r in self.roles for r in REVIEWER_ROLES)
 
 
-def individual_of(session: Session, account_id: str) -> Account:
-    account = session.get(Account, account_id)
+def individual_of(session: Session, account_id: str, *, lock: bool = False) -> Account:
+    """The caller's account, an active individual (else 403). ``lock`` holds its row to the
+    end of the transaction and reads it as it is once locked: an account this session read
+    before keeps what it read unless reloaded, and a decision taken on that would be stale."""
+    account = session.get(Account, account_id, with_for_update=lock or None,
+                          populate_existing=lock)
     if account is None or account.kind != domain.INDIVIDUAL or account.status != domain.ACTIVE:
         raise Problem(403, "individuals-only",
                       "only a signed-in individual with real-name details can do this")

@@ -1,0 +1,130 @@
+"""Two requests acting on the same thing at once, on PostgreSQL (row locks decide here; SQLite
+takes its one write lock at BEGIN and cannot race).
+
+Each test plays the other request by hand on a second connection: it holds the row the
+request under test needs (``FOR UPDATE``, or the change it makes), lets the request reach
+that lock, then makes the competing change, commits, and checks the outcome.
+
+* A lawyer verification made meanwhile is seen: a second online verification is a 409
+  ``already-verified`` (the locked account was the one read before the lock, so its roles were
+  stale and it verified twice), and an offline application is a 409 ``verification-pending``
+  (nothing was locked: two pending applications).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, create_engine, func, select, text
+from sqlalchemy.orm import Session
+
+from servicekit.db import utcnow
+from servicekit.testing import pg_databases, problem_of
+from services.identity.models import Account
+from services.identity.models_orgs import LawyerVerification
+from services.identity.tests.conftest import Identity
+from services.identity.tests.test_lawyers import LAW_FIRM, LICENSE_NO, offline, online
+
+pytestmark = pytest.mark.real
+
+
+@pytest.fixture
+def database_url() -> Iterator[str]:
+    """identity's conftest, on PostgreSQL only."""
+    with pg_databases(["identity"], prefix="ecourt_idt") as urls:
+        yield urls["identity"]
+
+
+@pytest.fixture
+def other(database_url: str) -> Iterator[Engine]:
+    """The connection the other request uses."""
+    engine = create_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+def _waits_or_ends(identity: Identity, thread: threading.Thread) -> None:
+    """Bounded: until the request under test waits for a lock, or has answered."""
+    for _ in range(200):
+        if not thread.is_alive():
+            return
+        with identity.rt.db.transaction() as session:
+            if session.scalar(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock'")):
+                time.sleep(0.1)  # whatever it waits for, let it settle in
+                return
+        time.sleep(0.05)
+    raise AssertionError("the request neither waited for a lock nor answered")
+
+
+def _meanwhile(identity: Identity, session: Session, request: Callable[[], Any],
+               change: Callable[[], None]) -> Any:
+    """Run ``request`` while ``session`` holds what it has locked; once the request waits (or
+    has answered), make ``change`` in ``session``, commit, and return the request's answer."""
+    out: list[Any] = []
+    thread = threading.Thread(target=lambda: out.append(request()))
+    thread.start()
+    _waits_or_ends(identity, thread)
+    change()
+    session.commit()
+    thread.join(timeout=30)
+    [answer] = out
+    return answer
+
+
+def _count(identity: Identity, *where: Any) -> int:
+    with identity.rt.db.transaction() as session:
+        return int(session.scalar(select(func.count()).select_from(LawyerVerification)
+                                  .where(*where)) or 0)
+
+
+# --- lawyer verification ------------------------------------------------------------------
+
+def _individual(identity: Identity) -> tuple[dict[str, str], dict[str, Any], str]:
+    identity.admin("粤01")  # the court an offline application names
+    person, account = identity.register(name="张三")  # the registry's lawyer
+    return person, account, identity.tokens(person["phone"])["access_token"]
+
+
+def _verification(account_id: str, status: str, method: str) -> LawyerVerification:
+    now = utcnow()
+    return LawyerVerification(id=str(uuid.uuid4()), account_id=account_id, method=method,
+                              license_no=LICENSE_NO, law_firm=LAW_FIRM,
+                              court="粤01" if method == "offline" else None, status=status,
+                              submitted_at=now, reviewed_at=now if status == "verified" else None)
+
+
+def test_an_account_verified_meanwhile_is_not_verified_twice(identity: Identity,
+                                                             other: Engine) -> None:
+    _, account, token = _individual(identity)
+    with Session(other) as first:  # the first verification, holding the account
+        locked = first.get(Account, account["id"], with_for_update=True)
+        assert locked is not None
+
+        def verified() -> None:
+            locked.roles = "party,lawyer"
+            first.add(_verification(account["id"], "verified", "online"))
+
+        resp = _meanwhile(identity, first, lambda: online(identity, token), verified)
+    problem_of(resp, 409, "already-verified")
+    assert _count(identity, LawyerVerification.account_id == account["id"]) == 1
+    with identity.rt.db.transaction() as session:
+        assert session.get(Account, account["id"]).roles == "party,lawyer"  # type: ignore[union-attr]
+
+
+def test_an_application_made_meanwhile_is_the_one_pending(identity: Identity,
+                                                          other: Engine) -> None:
+    _, account, token = _individual(identity)
+    with Session(other) as first:  # the first application, holding the account
+        assert first.get(Account, account["id"], with_for_update=True) is not None
+        resp = _meanwhile(identity, first, lambda: offline(identity, token), lambda: first.add(
+            _verification(account["id"], "pending", "offline")))
+    problem_of(resp, 409, "verification-pending")
+    assert _count(identity, LawyerVerification.account_id == account["id"],
+                  LawyerVerification.status == "pending") == 1
