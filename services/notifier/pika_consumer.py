@@ -33,6 +33,8 @@ import threading
 
 import pika
 from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from servicekit import context, metrics
 from servicekit.consumer import CLOSE_WITHIN, shut_after
@@ -170,9 +172,21 @@ class PikaSmsConsumer:
         with context.bound(event.correlationid, event.id), self.db.transaction() as session:
             seen = session.scalar(select(inbox.c.event_id).where(
                 inbox.c.consumer == CONSUMER, inbox.c.event_id == event.id))
-            if seen:
+            if seen or not self._took(session, event):
                 return "duplicate"
-            session.execute(insert(inbox).values(consumer=CONSUMER, event_id=event.id,
-                                                 type=event.type, received_at=utcnow()))
             send_requested_sms(session, event, self.provider, self.secret)
         return "handled"
+
+    @staticmethod
+    def _took(session: Session, event: CloudEvent) -> bool:
+        """Write the event's inbox row; False if another notifier has it. A redelivery can
+        arrive while the first notifier (its line to the broker lost) is still sending: its
+        row is not committed yet, so the look above found none, and this insert waits on it.
+        Once that row commits, the key refuses ours: a duplicate, not a failed send."""
+        try:
+            with session.begin_nested():
+                session.execute(insert(inbox).values(consumer=CONSUMER, event_id=event.id,
+                                                     type=event.type, received_at=utcnow()))
+        except IntegrityError:
+            return False
+        return True
