@@ -9,6 +9,8 @@ that lock, then makes the competing change, commits, and checks the outcome.
   ``already-verified`` (the locked account was the one read before the lock, so its roles were
   stale and it verified twice), and an offline application is a 409 ``verification-pending``
   (nothing was locked: two pending applications).
+* Signing out, a password reset and a refresh token's reuse end the tokens a refresh in flight
+  hands out (its new token was inserted after their UPDATE's snapshot and stayed live).
 """
 
 from __future__ import annotations
@@ -25,12 +27,16 @@ from sqlalchemy.orm import Session
 
 from servicekit.db import utcnow
 from servicekit.testing import pg_databases, problem_of
-from services.identity.models import Account
+from services.identity import domain
+from services.identity.models import Account, RefreshToken
 from services.identity.models_orgs import LawyerVerification
+from services.identity.signin_captcha import CaptchaService
 from services.identity.tests.conftest import Identity
 from services.identity.tests.test_lawyers import LAW_FIRM, LICENSE_NO, offline, online
+from services.identity.tests.test_signin import _code, _request
 
 pytestmark = pytest.mark.real
+NEW_PASSWORD = "a-brand-new-secret"  # noqa: S105 - a test's password
 
 
 @pytest.fixture
@@ -128,3 +134,68 @@ def test_an_application_made_meanwhile_is_the_one_pending(identity: Identity,
     problem_of(resp, 409, "verification-pending")
     assert _count(identity, LawyerVerification.account_id == account["id"],
                   LawyerVerification.status == "pending") == 1
+
+
+# --- refresh tokens -----------------------------------------------------------------------
+
+def _refresh_in_flight(identity: Identity, other: Engine, refresh_token: str,
+                       request: Callable[[], Any]) -> tuple[Any, str]:
+    """``request`` made while a refresh of ``refresh_token`` is in flight (it holds the token's
+    row); the refresh then hands out a new token and commits. The answer and that token."""
+    new = domain.new_refresh_token()
+    with Session(other) as refreshing:
+        row = refreshing.scalars(select(RefreshToken).where(
+            RefreshToken.token_hash == domain.token_digest(refresh_token))
+            .with_for_update()).one()
+
+        def rotated() -> None:
+            now = utcnow()
+            row.rotated_at = now
+            refreshing.add(RefreshToken(
+                id=str(uuid.uuid4()), family_id=row.family_id, parent_id=row.id,
+                account_id=row.account_id, token_hash=domain.token_digest(new),
+                issued_at=now, expires_at=now + domain.REFRESH_TOKEN_TTL))
+
+        answer = _meanwhile(identity, refreshing, request, rotated)
+    return answer, new
+
+
+def _refreshed(identity: Identity, token: str) -> Any:
+    return identity.call("POST", "/tokens/refresh", json={"refresh_token": token})
+
+
+def test_signing_out_ends_the_token_a_refresh_in_flight_hands_out(identity: Identity,
+                                                                  other: Engine) -> None:
+    person, _ = identity.register()
+    tokens = identity.tokens(person["phone"])
+    resp, new = _refresh_in_flight(identity, other, tokens["refresh_token"], lambda: identity.call(
+        "POST", "/tokens/revoke", json={"refresh_token": tokens["refresh_token"]}))
+    assert resp.status_code == 204, resp.get_data(as_text=True)
+    problem_of(_refreshed(identity, new), 401, "invalid-refresh-token")
+
+
+def test_a_password_reset_ends_the_token_a_refresh_in_flight_hands_out(
+        identity: Identity, other: Engine) -> None:
+    identity.rt.extras["captcha_service"] = CaptchaService(alphabet="A")
+    person, _ = identity.register()
+    tokens = identity.tokens(person["phone"])
+    assert _request(identity, person["phone"], "reset_password").status_code == 202
+    body = {"phone": person["phone"], "code": _code(identity, person["phone"], "reset_password"),
+            "new_password": NEW_PASSWORD}
+    resp, new = _refresh_in_flight(identity, other, tokens["refresh_token"], lambda: identity.call(
+        "POST", "/password-resets", json=body))
+    assert resp.status_code == 204, resp.get_data(as_text=True)
+    problem_of(_refreshed(identity, new), 401, "invalid-refresh-token")
+
+
+def test_a_reused_token_ends_the_token_a_refresh_in_flight_hands_out(identity: Identity,
+                                                                     other: Engine) -> None:
+    """A copied token presented again ends its sign-in while the holder of the current one
+    refreshes it: what that refresh hands out ends too."""
+    person, _ = identity.register()
+    first = identity.tokens(person["phone"])["refresh_token"]
+    current = _refreshed(identity, first).get_json()["refresh_token"]
+    resp, new = _refresh_in_flight(identity, other, current,
+                                   lambda: _refreshed(identity, first))
+    problem_of(resp, 401, "refresh-token-reused")
+    problem_of(_refreshed(identity, new), 401, "invalid-refresh-token")

@@ -54,6 +54,13 @@ def _new_refresh(session: Session, account_id: str, family_id: str,
 
 
 def _revoke(session: Session, reason: str, *where: object) -> int:
+    """Revoke the live tokens ``where`` says. The rows are locked first and updated by a
+    second statement: a refresh in flight holds the row of the token it exchanges, so the
+    lock waits for it, and the UPDATE's snapshot, taken after, sees the token it handed out
+    (in one statement, that token came after its snapshot and stayed live)."""
+    session.execute(select(RefreshToken.id).where(
+        RefreshToken.revoked_at.is_(None), *where)  # type: ignore[arg-type]
+        .order_by(RefreshToken.id).with_for_update())
     result = session.execute(update(RefreshToken).where(
         RefreshToken.revoked_at.is_(None), *where).values(  # type: ignore[arg-type]
         revoked_at=utcnow(), revoked_reason=reason))
