@@ -11,6 +11,9 @@ that lock, then makes the competing change, commits, and checks the outcome.
   (nothing was locked: two pending applications).
 * Signing out, a password reset and a refresh token's reuse end the tokens a refresh in flight
   hands out (its new token was inserted after their UPDATE's snapshot and stayed live).
+* A password sign-in whose password was reset between its check and its session is refused
+  (it started a session on the old password after the reset ended every other, and rehashing
+  the old password wrote it back over the new one).
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, func, select, text
+from argon2 import PasswordHasher
+from sqlalchemy import Engine, create_engine, func, select, text, update
 from sqlalchemy.orm import Session
 
 from servicekit.db import utcnow
@@ -31,7 +35,7 @@ from services.identity import domain
 from services.identity.models import Account, RefreshToken
 from services.identity.models_orgs import LawyerVerification
 from services.identity.signin_captcha import CaptchaService
-from services.identity.tests.conftest import Identity
+from services.identity.tests.conftest import PASSWORD, Identity
 from services.identity.tests.test_lawyers import LAW_FIRM, LICENSE_NO, offline, online
 from services.identity.tests.test_signin import _code, _request
 
@@ -199,3 +203,37 @@ def test_a_reused_token_ends_the_token_a_refresh_in_flight_hands_out(identity: I
                                    lambda: _refreshed(identity, first))
     problem_of(resp, 401, "refresh-token-reused")
     problem_of(_refreshed(identity, new), 401, "invalid-refresh-token")
+
+
+# --- a password sign-in and a password reset ---------------------------------------------
+
+@pytest.mark.parametrize("stale_hash", [False, True], ids=["current-hash", "hash-to-upgrade"])
+def test_a_sign_in_with_the_password_reset_meanwhile_is_refused(
+        identity: Identity, other: Engine, stale_hash: bool) -> None:
+    """The reset commits after the sign-in checked the old password. With a hash of older
+    parameters the sign-in also rehashes the old password: written over the new one, it
+    undid the reset."""
+    person, account = identity.register()
+    if stale_hash:
+        old = PasswordHasher(time_cost=1, memory_cost=8192).hash(PASSWORD)
+        with identity.rt.db.transaction() as session:
+            session.get(Account, account["id"]).password_hash = old  # type: ignore[union-attr]
+    with Session(other) as reset:  # the reset, holding the account
+        locked = reset.get(Account, account["id"], with_for_update=True)
+        assert locked is not None
+
+        def new_password() -> None:
+            locked.password_hash = PasswordHasher().hash(NEW_PASSWORD)
+            reset.execute(update(RefreshToken).where(
+                RefreshToken.account_id == account["id"], RefreshToken.revoked_at.is_(None))
+                .values(revoked_at=utcnow(), revoked_reason="password-reset"))
+
+        resp = _meanwhile(identity, reset, lambda: identity.login(person["phone"]),
+                          new_password)
+    problem_of(resp, 401, "invalid-credentials")
+    with identity.rt.db.transaction() as session:
+        assert not session.scalars(select(RefreshToken.id).where(
+            RefreshToken.account_id == account["id"],
+            RefreshToken.revoked_at.is_(None))).all()
+    problem_of(identity.login(person["phone"], ip="10.0.0.2"), 401, "invalid-credentials")
+    assert identity.tokens(person["phone"], NEW_PASSWORD, ip="10.0.0.3")

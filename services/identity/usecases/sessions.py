@@ -92,12 +92,14 @@ def login(db: Database, key: SigningKey, username: str, password: str, *, client
         if account is not None:
             audit.note_denied(f"account:{account.id}")
         raise Problem(401, "invalid-credentials", "wrong username or password") from exc
-    family_id = str(uuid.uuid4())
+    family_id, checked = str(uuid.uuid4()), account.password_hash
     with db.transaction() as session:
         throttle.succeeded(session, reserved,
                            [account.id, throttle.username_key(username, pepper)])
-        account = session.get(Account, account.id) or account  # the status as of now
-        active = account.status == domain.ACTIVE
+        account = session.get(Account, account.id, with_for_update=True) or account
+        if account.password_hash != checked:  # rolled back: the attempt stays a failure
+            raise _password_changed(account, client_ip)
+        active = account.status == domain.ACTIVE  # the status as of now
         if active:
             if hasher.check_needs_rehash(account.password_hash):
                 account.password_hash = hasher.hash(password)
@@ -114,6 +116,18 @@ def login(db: Database, key: SigningKey, username: str, password: str, *, client
                                  "session_id": family_id})
     return TokenPair(_access_token(key, account, family_id), refresh,
                      int(domain.ACCESS_TOKEN_TTL.total_seconds()))
+
+
+def _password_changed(account: Account, client_ip: str) -> Problem:
+    """The password was reset (or changed) after this sign-in checked it: the reset ended
+    every sign-in, and this one is refused like the wrong password it now is. (It used to
+    start a session on the old password after the reset, and to write the old password,
+    rehashed, back over the new one.) The account is locked while this is decided, so a
+    reset committing later ends the session this sign-in starts."""
+    log.warning("sign-in refused: the password changed meanwhile", extra={
+        "account_id": account.id, "client_ip": client_ip})
+    audit.note_denied(f"account:{account.id}")
+    return Problem(401, "invalid-credentials", "wrong username or password")
 
 
 def signed_in(session: Session, account: Account, method: str, family_id: str) -> None:
