@@ -131,9 +131,11 @@ def data_url(png: bytes) -> str:
 
 def check(db: Database, captcha_id: str, answer: str, *, pepper: str) -> None:
     """Consume the captcha; 401 ``captcha-invalid`` unless it exists, is unexpired and the
-    answer (case-insensitive) is right."""
+    answer (case-insensitive) is right. The row is locked before it is deleted: a second
+    check of the same captcha at once waits, then finds it gone (both found it, both deleted
+    it, and both passed)."""
     with db.transaction() as session:
-        row = session.get(Captcha, captcha_id)
+        row = session.get(Captcha, captcha_id, with_for_update=True)
         if row is not None:
             session.delete(row)
     ok = (row is not None and row.expires_at > utcnow()

@@ -14,6 +14,7 @@ that lock, then makes the competing change, commits, and checks the outcome.
 * A password sign-in whose password was reset between its check and its session is refused
   (it started a session on the old password after the reset ended every other, and rehashing
   the old password wrote it back over the new one).
+* A captcha checked twice at once passes once (both read it, both deleted it, both passed).
 """
 
 from __future__ import annotations
@@ -237,3 +238,23 @@ def test_a_sign_in_with_the_password_reset_meanwhile_is_refused(
             RefreshToken.revoked_at.is_(None))).all()
     problem_of(identity.login(person["phone"], ip="10.0.0.2"), 401, "invalid-credentials")
     assert identity.tokens(person["phone"], NEW_PASSWORD, ip="10.0.0.3")
+
+
+# --- captchas -----------------------------------------------------------------------------
+
+def test_a_captcha_checked_meanwhile_is_used_up(identity: Identity, other: Engine) -> None:
+    identity.rt.extras["captcha_service"] = CaptchaService(alphabet="A")
+    identity.rt.extras["require_captcha"] = True
+    person, account = identity.register()
+    captcha_id = identity.call("POST", "/captchas").get_json()["captcha_id"]
+    with Session(other) as first_check:  # the first check, which deletes it
+        first_check.execute(text("DELETE FROM captchas WHERE id = :id"), {"id": captcha_id})
+        resp = _meanwhile(identity, first_check, lambda: identity.call(
+            "POST", "/tokens", json={"username": person["phone"], "password": PASSWORD,
+                                     "captcha_id": captcha_id, "captcha_answer": "AAAAA"}),
+            lambda: None)
+    problem_of(resp, 401, "captcha-invalid")
+    with identity.rt.db.transaction() as session:
+        assert not session.scalars(select(RefreshToken.id).where(
+            RefreshToken.account_id == account["id"])).all()
+
