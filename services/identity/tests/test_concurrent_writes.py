@@ -15,6 +15,8 @@ that lock, then makes the competing change, commits, and checks the outcome.
   (it started a session on the old password after the reset ended every other, and rehashing
   the old password wrote it back over the new one).
 * A captcha checked twice at once passes once (both read it, both deleted it, both passed).
+* Two first administrators of a new court made at once are both made (the second was a 409
+  ``account-exists`` naming its phone: its court's insert met the first's).
 """
 
 from __future__ import annotations
@@ -31,14 +33,17 @@ from sqlalchemy import Engine, create_engine, func, select, text, update
 from sqlalchemy.orm import Session
 
 from servicekit.db import utcnow
+from servicekit.problems import Problem
 from servicekit.testing import pg_databases, problem_of
 from services.identity import domain
-from services.identity.models import Account, RefreshToken
+from services.identity.models import Account, Court, RefreshToken
 from services.identity.models_orgs import LawyerVerification
 from services.identity.signin_captcha import CaptchaService
 from services.identity.tests.conftest import PASSWORD, Identity
 from services.identity.tests.test_lawyers import LAW_FIRM, LICENSE_NO, offline, online
 from services.identity.tests.test_signin import _code, _request
+from services.identity.usecases import staff
+from tests.factories import mobile
 
 pytestmark = pytest.mark.real
 NEW_PASSWORD = "a-brand-new-secret"  # noqa: S105 - a test's password
@@ -77,9 +82,17 @@ def _waits_or_ends(identity: Identity, thread: threading.Thread) -> None:
 def _meanwhile(identity: Identity, session: Session, request: Callable[[], Any],
                change: Callable[[], None]) -> Any:
     """Run ``request`` while ``session`` holds what it has locked; once the request waits (or
-    has answered), make ``change`` in ``session``, commit, and return the request's answer."""
+    has answered), make ``change`` in ``session``, commit, and return the request's answer
+    (or the problem it raised)."""
     out: list[Any] = []
-    thread = threading.Thread(target=lambda: out.append(request()))
+
+    def run() -> None:
+        try:
+            out.append(request())
+        except Problem as exc:
+            out.append(exc)
+
+    thread = threading.Thread(target=run)
     thread.start()
     _waits_or_ends(identity, thread)
     change()
@@ -258,3 +271,18 @@ def test_a_captcha_checked_meanwhile_is_used_up(identity: Identity, other: Engin
         assert not session.scalars(select(RefreshToken.id).where(
             RefreshToken.account_id == account["id"])).all()
 
+
+# --- the first administrator of a new court (``ecourt create-admin``) ----------------------
+
+def test_two_first_administrators_of_a_new_court_at_once_are_both_made(
+        identity: Identity, other: Engine) -> None:
+    with Session(other) as first:  # the first administrator's, not yet committed
+        first.add(Court(code="粤99", name="某中级人民法院", created_at=utcnow()))
+        first.flush()
+        made = _meanwhile(identity, first, lambda: staff.create_admin(
+            identity.rt.db, court="粤99", court_name="广州某中级人民法院", name="管理员",
+            phone=mobile(), password=PASSWORD), lambda: None)
+    assert isinstance(made, Account), vars(made)
+    assert made.court == "粤99"
+    with identity.rt.db.transaction() as session:
+        assert session.get(Court, "粤99").name == "广州某中级人民法院"  # type: ignore[union-attr]

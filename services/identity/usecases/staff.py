@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from servicekit import audit
 from servicekit.db import Database, utcnow
@@ -32,6 +33,26 @@ def _same_court(caller_court: str | None, court: str | None) -> str:
     return caller_court
 
 
+def _court_known(session: Session, code: str, name: str | None) -> None:
+    """404 unless the court is known; with ``name`` (the CLI's first administrator) it is
+    recorded, or renamed. Two first administrators of a new court at once both find none:
+    the second's insert meets the first's on the court's key, in a savepoint, and renames
+    it instead (it was a 409 ``account-exists`` naming a phone no one had)."""
+    known = session.get(Court, code)
+    if known is None and name is None:
+        raise Problem(404, "court-not-found", f"no court {code}")
+    if known is None:
+        try:
+            with session.begin_nested():
+                session.add(Court(code=code, name=name, created_at=utcnow()))
+            return
+        except IntegrityError:
+            known = session.get(Court, code)  # the other's, committed meanwhile
+            assert known is not None  # noqa: S101 - its insert was refused by the key
+    if name is not None:
+        known.name = name
+
+
 def create_staff(db: Database, *, caller_court: str | None, name: str, phone: str,
                  password: str, roles: Sequence[str], department: str | None = None,
                  court: str | None = None, court_name: str | None = None) -> Account:
@@ -45,14 +66,7 @@ def create_staff(db: Database, *, caller_court: str | None, name: str, phone: st
     password_hash = hasher.hash(password)
     try:
         with db.transaction() as session:
-            known = session.get(Court, court)
-            if known is None and court_name is None:
-                raise Problem(404, "court-not-found", f"no court {court}")
-            if known is None:
-                session.add(Court(code=court, name=court_name, created_at=utcnow()))
-                session.flush()
-            elif court_name is not None:
-                known.name = court_name
+            _court_known(session, court, court_name)
             taken = duplicate(session, phone=phone)
             if taken is not None:
                 raise taken
