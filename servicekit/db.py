@@ -53,8 +53,17 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 
 def utcnow() -> datetime:
-    """The server's clock, in UTC, to the microsecond. Legal times are taken from here."""
+    """The server's clock, in UTC, to the microsecond: for expiries, ages and ordering."""
     return datetime.now(UTC)
+
+
+def legal_now() -> datetime:
+    """A time with legal weight — a submission, a decision, a service, a sign-off, an
+    issuance — as DESIGN keeps it: the server's clock in UTC, **to the second**. A receipt or a
+    document shows the second, so what is stored is exactly what a party can point to (a
+    hidden fraction would make "23:59:59" on a receipt and the record disagree about which
+    side of a deadline a filing fell)."""
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 def new_base() -> type[DeclarativeBase]:

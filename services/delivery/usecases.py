@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from servicekit import audit
-from servicekit.db import Database, utcnow
+from servicekit.db import Database, legal_now
 from servicekit.outbox import emit
 from servicekit.paging import page_of
 from servicekit.problems import Problem
@@ -23,7 +23,7 @@ def notify(session: Session, *, account_id: str, category: str, title: str, body
            source_event_id: str) -> Notification:
     note = Notification(id=str(uuid.uuid4()), account_id=account_id, category=category,
                         title=title, body=body, source_event_id=source_event_id,
-                        created_at=utcnow())
+                        created_at=legal_now())
     session.add(note)
     return note
 
@@ -72,5 +72,5 @@ def mark_read(db: Database, account_id: str, notification_id: str) -> Notificati
         if note is None or note.account_id != account_id:
             raise Problem(404, "not-found", "no such notification")
         if note.read_at is None:
-            note.read_at = utcnow()
+            note.read_at = legal_now()
     return note

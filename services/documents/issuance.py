@@ -30,7 +30,7 @@ from datetime import date
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from servicekit.db import utcnow
+from servicekit.db import legal_now, utcnow
 from servicekit.envelope import CloudEvent
 from servicekit.logs import scrub
 from servicekit.outbox import emit
@@ -146,7 +146,7 @@ def on_certificate_requested(session: Session, event: CloudEvent, docs: Document
         fail(session, event, f"no official seal registered for court {court}")
         return
 
-    code, issued_at = codes.new_code(), utcnow().replace(microsecond=0)
+    code, issued_at = codes.new_code(), legal_now()
     try:
         certificate = certificate_from(data, seal, code, docs.settings.verify_url(code),
                                        issued_at)
@@ -206,4 +206,4 @@ def on_application_completed(session: Session, event: CloudEvent) -> None:
     doc.viewer_account_ids = json.dumps(sorted(viewers))
     if not doc.published:
         doc.published = True
-        doc.published_at = utcnow()
+        doc.published_at = legal_now()

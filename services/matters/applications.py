@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from servicekit import audit
-from servicekit.db import Database, utcnow
+from servicekit.db import Database, legal_now, utcnow
 from servicekit.paging import count_of, page_of
 from servicekit.problems import Problem
 from servicekit.workdays import local_date
@@ -71,7 +71,7 @@ def submit(db: Database, claims: dict[str, Any], case_id: str,
     with db.transaction() as session:
         case = load_case(session, case_id)
         party = _acting_for(claims, case, body.get("party_name"))
-        now = utcnow()
+        now = legal_now()
         app = Application(
             id=str(uuid.uuid4()), case_id=case.id, court=case.court, kind=body["kind"],
             service_number=next_service_number(session, case.court, body["kind"], now),

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from servicekit import audit
 from servicekit.blobs import BlobMissing, BlobStore, LocalBlobStore
 from servicekit.config import data_dir
-from servicekit.db import Database, utcnow
+from servicekit.db import Database, legal_now
 from servicekit.paging import page_of
 from servicekit.problems import Problem
 from servicekit.roles import CLERK, JUDGE
@@ -117,7 +117,7 @@ def request(db: Database, blobs: BlobStore, claims: dict[str, Any], body: dict[s
                           "you already asked to be, or are, bound to this party")
         # the letter is stored before the row that refers to it commits (content-addressed)
         sha256 = blobs.put(letter.data)
-        now = utcnow()
+        now = legal_now()
         binding = Binding(
             id=str(uuid.uuid4()), case_id=case.id, court=case.court,
             service_number=next_service_number(session, case.court, LAWYER_BINDING, now),
@@ -151,7 +151,7 @@ def bind_directly(db: Database, claims: dict[str, Any], case_id: str,
         if lawyer is None:
             raise Problem(422, "validation-error", "the request is invalid",
                           errors={"json": {"lawyer_account_id": ["not a verified lawyer"]}})
-        now = utcnow()
+        now = legal_now()
         binding = _open(session, case.id, lawyer.account_id, party.id)
         if binding is not None and binding.status == APPROVED:
             raise Problem(409, "binding-exists", "this lawyer is already bound to this party")
@@ -199,7 +199,7 @@ def _deciding(db: Database, claims: dict[str, Any], binding_id: str,
 def approve(db: Database, claims: dict[str, Any], binding_id: str,
             if_match: Precondition) -> tuple[Binding, Case]:
     with _deciding(db, claims, binding_id, if_match) as (session, binding, case):
-        _decide(binding, claims, APPROVED, None, utcnow())
+        _decide(binding, claims, APPROVED, None, legal_now())
         events.binding_approved(session, binding, case)
     return binding, case
 
@@ -207,7 +207,7 @@ def approve(db: Database, claims: dict[str, Any], binding_id: str,
 def reject(db: Database, claims: dict[str, Any], binding_id: str, reason: str,
            if_match: Precondition) -> tuple[Binding, Case]:
     with _deciding(db, claims, binding_id, if_match) as (session, binding, case):
-        _decide(binding, claims, REJECTED, reason, utcnow())
+        _decide(binding, claims, REJECTED, reason, legal_now())
         events.binding_rejected(session, binding, case)
     return binding, case
 

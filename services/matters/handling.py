@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from servicekit.db import Database, utcnow
+from servicekit.db import Database, legal_now
 from servicekit.problems import Problem
 from servicekit.roles import CLERK, JUDGE, SPECIALIST
 from servicekit.versions import Precondition
@@ -99,7 +99,7 @@ def review(db: Database, claims: dict[str, Any], application_id: str, body: dict
     with _acting(db, claims, application_id, MIDDLE_OFFICE_ROLES, if_match) as (s, app, case):
         require_status(app.status, (SUBMITTED,), "review")
         app.handler_name = body.get("handler_name") or claims.get("name") or claims["sub"]
-        app.handled_at = utcnow()
+        app.handled_at = legal_now()
         if body.get("needs_judge"):
             app.status, app.stage = BACK_OFFICE, BACK
             app.handling_note = body.get("note") or "转后台法官办理"
@@ -153,6 +153,6 @@ def publish(db: Database, claims: dict[str, Any], application_id: str,
             raise Problem(409, "invalid-state", "the certificate has not been issued yet",
                           document_state=app.document_state)
         app.status = COMPLETED
-        app.published_at = utcnow()
+        app.published_at = legal_now()
         events.completed(s, app, case)
     return app

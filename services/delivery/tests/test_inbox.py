@@ -127,3 +127,24 @@ def test_the_pagination_header_is_documented_as_the_json_it_is(inbox: Inbox) -> 
     _, meta = inbox.get(ME)
     jsonschema.validate(meta, schema)
     assert schema["properties"].keys() >= meta.keys()
+
+
+def test_service_and_sign_off_are_kept_to_the_second(inbox: Inbox) -> None:
+    """DESIGN: a time with legal weight (service, sign-off) is stored in UTC to the second,
+    as a receipt shows it (they were kept to the microsecond)."""
+    from services.delivery import usecases
+
+    with inbox.rt.db.transaction() as session:
+        note_id = usecases.notify(session, account_id=ME, category="application", title="通知",
+                                  body="正文", source_event_id=str(uuid.uuid4())).id
+    token = inbox.key.sign({"sub": ME, "roles": ["party"]}, ttl=900)
+    read = inbox.client.post(f"/inbox/{note_id}/read",
+                             headers={"Authorization": f"Bearer {token}"})
+    assert read.status_code == 200, read.get_json()
+    [item] = inbox.get(ME)[0]["items"]
+    for field in ("created_at", "read_at"):
+        assert datetime.fromisoformat(item[field]).microsecond == 0, item
+    with inbox.rt.db.transaction() as session:
+        note = session.get(Notification, note_id)
+        assert note is not None and note.created_at.microsecond == 0
+        assert note.read_at is not None and note.read_at.microsecond == 0

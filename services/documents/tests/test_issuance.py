@@ -168,6 +168,8 @@ def test_publishing_lets_the_viewers_in(harness: Harness) -> None:
     harness.deliver(COMPLETED, completed(issued, request, ["other-party"]))
     [doc] = documents(harness)
     assert doc.published and doc.published_at is not None
+    assert doc.published_at.microsecond == doc.issued_at.microsecond == 0  # legal times: to
+    # the second (DESIGN), as the certificate and the verification page show them
     assert json.loads(doc.viewer_account_ids) == sorted(
         ["other-party", request["applicant_account_id"]])
 
