@@ -62,6 +62,11 @@ class SignInRequest(Base):
     requested_at: Mapped[datetime] = mapped_column(index=True)
 
 
+#: a QR ticket's states (``signin_qr``): pending → confirmed (by an account) → consumed (its
+#: tokens handed out), or expired (its time ran out, or the account's sign-ins were all ended)
+QR_PENDING, QR_CONFIRMED, QR_CONSUMED, QR_EXPIRED = "pending", "confirmed", "consumed", "expired"
+
+
 class QrTicket(Base):
     __tablename__ = "qr_tickets"
 
@@ -69,7 +74,7 @@ class QrTicket(Base):
     #: SHA-256 of the poll secret; NULL only for tickets made before migration 0008, which
     #: no poll can claim
     poll_hash: Mapped[str | None] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(20))  # pending, confirmed, consumed
+    status: Mapped[str] = mapped_column(String(20))  # QR_PENDING ... QR_EXPIRED
     account_id: Mapped[str | None] = mapped_column(String(36), ForeignKey("accounts.id"))
     created_at: Mapped[datetime] = mapped_column()
     expires_at: Mapped[datetime] = mapped_column(index=True)

@@ -27,7 +27,13 @@ from servicekit.problems import Problem
 from servicekit.tokens import SigningKey
 from services.identity import domain
 from services.identity.models import Account
-from services.identity.models_signin import QrTicket
+from services.identity.models_signin import (
+    QR_CONFIRMED,
+    QR_CONSUMED,
+    QR_EXPIRED,
+    QR_PENDING,
+    QrTicket,
+)
 from services.identity.signin_throttle import QR_IP, admit
 from services.identity.usecases import sessions
 
@@ -35,7 +41,7 @@ log = logging.getLogger(__name__)
 
 TTL = timedelta(minutes=2)
 PREFIX = "ecourt-login:"
-PENDING, CONFIRMED, CONSUMED, EXPIRED = "pending", "confirmed", "consumed", "expired"
+PENDING, CONFIRMED, CONSUMED, EXPIRED = QR_PENDING, QR_CONFIRMED, QR_CONSUMED, QR_EXPIRED
 
 
 def create(db: Database, *, client_ip: str) -> dict[str, Any]:
@@ -89,7 +95,7 @@ def poll(db: Database, key: SigningKey, ticket: str, poll_secret: str | None) ->
             raise _not_found()
         if row.status == CONSUMED:
             return {"status": CONSUMED}
-        if row.expires_at <= now:
+        if row.status == EXPIRED or row.expires_at <= now:  # or ended by a password reset
             return {"status": EXPIRED}
         if row.status == PENDING:
             return {"status": PENDING,

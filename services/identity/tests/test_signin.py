@@ -906,6 +906,24 @@ def test_qr_pending_confirm_tokens_once_then_consumed(ident: Identity) -> None:
     assert unknown.status_code == 404
 
 
+def test_a_password_reset_ends_a_qr_sign_in_confirmed_and_not_yet_collected(
+        ident: Identity) -> None:
+    """The phone confirmed a browser's ticket, then the password was reset (it ends every
+    sign-in): the browser's next poll gets no tokens (it got a session that outlived the
+    reset)."""
+    person, _ = ident.register()
+    mobile_token = ident.tokens(person["phone"])["access_token"]
+    body = ident.call("POST", "/qr-tickets").get_json()
+    assert ident.call("POST", f"/qr-tickets/{body['ticket']}/confirm",
+                      token=mobile_token).status_code == 204
+    assert _request(ident, person["phone"], "reset_password").status_code == 202
+    reset = ident.call("POST", "/password-resets", json={
+        "phone": person["phone"], "new_password": "a-brand-new-secret",
+        "code": _code(ident, person["phone"], "reset_password")})
+    assert reset.status_code == 204, reset.get_data(as_text=True)
+    assert _poll(ident, body).get_json() == {"status": "expired"}
+
+
 def test_qr_poll_without_the_poll_secret_is_an_unknown_ticket(ident: Identity) -> None:
     """Whoever sees the QR code knows the ticket: polling with it alone, or with a wrong
     secret, is answered as an unknown ticket and never gets the tokens."""

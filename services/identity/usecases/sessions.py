@@ -23,6 +23,7 @@ from servicekit.problems import Problem
 from servicekit.tokens import SigningKey
 from services.identity import domain, organizations
 from services.identity.models import Account, RefreshToken
+from services.identity.models_signin import QR_CONFIRMED, QR_EXPIRED, QrTicket
 from services.identity.usecases import throttle
 from services.identity.usecases.accounts import DUMMY_HASH, hasher
 
@@ -68,7 +69,12 @@ def _revoke(session: Session, reason: str, *where: object) -> int:
 
 
 def revoke_account_sessions(session: Session, account_id: str, reason: str) -> int:
-    """End every sign-in of an account (disabled, password changed...)."""
+    """End every sign-in of an account (disabled, password changed...), including the one a
+    QR ticket it confirmed still holds for the web's next poll: that ticket expires, so a
+    browser the account's phone let in before a password reset is not signed in after it."""
+    session.execute(update(QrTicket).where(
+        QrTicket.account_id == account_id, QrTicket.status == QR_CONFIRMED).values(
+        status=QR_EXPIRED))
     return _revoke(session, reason, RefreshToken.account_id == account_id)
 
 
