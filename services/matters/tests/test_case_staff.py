@@ -206,6 +206,12 @@ def test_one_ask_of_identity_checks_the_judge_the_clerk_and_the_parties(
     assert len(client.asked) == 2
 
 
+def test_a_piece_is_never_more_than_identity_answers() -> None:
+    from services.identity.schemas import MAX_ACCOUNTS_ASKED
+
+    assert IDS_PER_ASK <= MAX_ACCOUNTS_ASKED
+
+
 def test_more_accounts_than_identity_answers_at_once_are_asked_in_pieces(
         checked: Checked) -> None:
     client = _Recording(checked.h.rt.settings.service_secret, {"identity": checked.identity_app})
