@@ -24,6 +24,10 @@ from services.documents import ledger
 from services.documents.models import LogEntry
 
 blp = Blueprint("ledger", __name__, description="The issuance log's head, for witnesses")
+#: the last place the log can hold: ``issuance_log.seq`` is an INTEGER, 32 bits on PostgreSQL.
+#: A larger number is no place in the log, so the route does not match it (404, and the
+#: OpenAPI states the bound); handed to the database it overflows the column, a 500.
+MAX_SEQ = 2**31 - 1
 
 
 class LedgerEntrySchema(Schema):
@@ -58,7 +62,7 @@ class LedgerHead(MethodView):
                     "head": _view(last) if last else None}
 
 
-@blp.route("/ledger/<int:seq>")
+@blp.route(f"/ledger/<int(max={MAX_SEQ}):seq>")
 class LedgerEntry(MethodView):
     @public
     @blp.response(200, LedgerEntrySchema)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from servicekit.testing import problem_of
 from services.documents import ledger
 from services.documents.models import LogEntry
 from services.documents.tests.conftest import Harness, certificate_request
@@ -48,3 +49,10 @@ def test_a_pinned_entry_is_checked_by_its_place(harness: Harness) -> None:
     assert missing.get_json()["type"].endswith("/not-found")
     for bad in ("abc", "-1", "1.5"):  # not a place: no such route, a 404 problem
         assert harness.client.get(f"/ledger/{bad}").status_code == 404
+
+
+def test_a_place_beyond_what_the_log_can_hold_is_not_found(harness: Harness) -> None:
+    """A witness asking for a place too large for the column (failed before: SQLite cannot
+    bind an integer beyond 2**63 - 1, a 500 instead of a 404)."""
+    for seq in (2**31, 2**63, 10**30):
+        problem_of(harness.client.get(f"/ledger/{seq}"), 404, "not-found")

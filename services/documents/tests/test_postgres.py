@@ -176,3 +176,10 @@ def test_a_certificate_issued_after_its_seal_was_replaced_bears_the_new_seal(
     [issued] = pg.emitted("documents.document.issued")
     with pg.rt.db.transaction() as session:
         assert session.get(Document, issued["data"]["document_id"]) is not None
+
+
+def test_a_place_beyond_the_logs_integer_column_is_not_found(pg: Harness) -> None:
+    """``issuance_log.seq`` is a 32-bit INTEGER on PostgreSQL: a place just past it, which the
+    gateway lets anyone ask for, was handed to the database and overflowed (a 500)."""
+    for seq in (2**31, 2**63):
+        problem_of(pg.client.get(f"/ledger/{seq}"), 404, "not-found")
