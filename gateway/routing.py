@@ -36,7 +36,9 @@ from servicekit import context
 
 API_PREFIX = "/api/"
 REQUEST_ID_HEADER = "X-Request-ID"
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+#: matched whole (``fullmatch``): ``$`` alone also matches before a final newline, and an id
+#: ending in one went back in the answer's header (werkzeug refuses it: no answer at all)
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _SERVICE = r"[a-z][a-z0-9-]*"
 
 #: (methods, path regex). Methods: ``"GET"``, ``"GET|POST"`` or ``"*"``.
@@ -160,7 +162,7 @@ def request_id(environ: Mapping[str, Any]) -> str:
 def request_id_from(incoming: str) -> str:
     """The request id for an incoming ``X-Request-ID`` value ("" when absent); a new one is
     ``servicekit.context.new_id`` (never reads like personal data)."""
-    if incoming and _REQUEST_ID.match(incoming):
+    if incoming and _REQUEST_ID.fullmatch(incoming):
         return incoming
     return context.new_id()
 

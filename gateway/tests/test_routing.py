@@ -164,6 +164,18 @@ def test_request_id_is_generated_when_invalid_or_missing(client, token, bad):
     assert GENERATED_ID.match(rid) and resp.get_json()["request_id"] == rid
 
 
+@pytest.mark.parametrize("bad", ["abc\n", "abc\r\n"])
+def test_a_request_id_ending_in_a_line_break_is_replaced(client, token, bad):
+    """A server that hands the header on with its line break (a folded line): ``$`` matched
+    before the final newline, the id was kept and put back into the answer's headers, and the
+    gateway gave no answer at all (werkzeug refuses a header value with a newline)."""
+    resp = client.get("/api/svc/echo", headers=auth(token()),
+                      environ_overrides={"HTTP_X_REQUEST_ID": bad})
+    rid = resp.headers["X-Request-ID"]
+    assert resp.status_code == 200
+    assert GENERATED_ID.match(rid) and resp.get_json()["request_id"] == rid
+
+
 def test_request_id_on_every_error(client):
     for resp in (client.get("/api/svc/echo"), client.get("/api/nope/x"),
                  client.get("/api/svc/internal/secret"), client.post("/healthz")):
