@@ -22,7 +22,7 @@ from services.identity import lawyers
 from services.identity import organizations_domain as rules
 from services.identity.models_orgs import LawyerVerification
 from services.identity.organizations_api import REVIEWERS, RejectSchema, caller, with_etag
-from services.identity.schemas import court_field
+from services.identity.schemas import FormSchema, court_field
 
 blp = Blueprint("lawyers", __name__, description="Lawyer verification (律师认证)")
 _LICENSE = {"description": "执业证号: 17 digits", "pattern": r"^\d{17}$"}
@@ -35,7 +35,7 @@ class OnlineSchema(Schema):
     law_firm = fields.String(required=True, validate=validate.Length(min=1, max=200))
 
 
-class OfflineSchema(Schema):
+class OfflineSchema(FormSchema):
     method = fields.String(required=True, validate=validate.Equal(rules.OFFLINE))
     court = court_field(required=True)
     license_no = fields.String(required=True, validate=validate.Length(min=1, max=40),

@@ -26,13 +26,13 @@ from services.identity import organizations
 from services.identity import organizations_domain as rules
 from services.identity.models_orgs import Organization
 from services.identity.organizations import Caller
-from services.identity.schemas import court_field
+from services.identity.schemas import FormSchema, court_field
 
 blp = Blueprint("organizations", __name__, description="Legal persons (法人) and their review")
 REVIEWERS = (REGISTRY_REVIEWER, COURT_ADMIN)
 
 
-class RegisterOrganizationSchema(Schema):
+class RegisterOrganizationSchema(FormSchema):
     name = fields.String(required=True, validate=validate.Length(min=1, max=200))
     uscc = fields.String(required=True, validate=validate.Length(min=1, max=40), metadata={
         "description": "统一社会信用代码: 18 characters; a failed check character is flagged "

@@ -187,6 +187,18 @@ def test_offline_uploads_are_checked(identity: Identity, setup: dict[str, Any]) 
     assert missing.status_code == 422
 
 
+def test_a_nul_in_an_offline_form_field_is_refused_and_nothing_kept(
+        identity: Identity, setup: dict[str, Any]) -> None:
+    """U+0000 in a multipart text field: 422 naming the field, as in JSON it is 400; it
+    used to reach the insert (PostgreSQL: 500, its text cannot hold it; SQLite: kept)."""
+    resp = offline(identity, setup["token"], law_firm="广州\x00律师事务所")
+    assert resp.status_code == 422, resp.get_data(as_text=True)
+    assert "law_firm" in resp.get_json()["errors"]["form"]
+    mine = identity.call("GET", "/lawyer-verifications/mine", token=setup["token"])
+    assert mine.get_json()["items"] == []
+    assert offline(identity, setup["token"]).status_code == 201
+
+
 def test_a_failed_face_check_stops_the_application(identity: Identity,
                                                    setup: dict[str, Any]) -> None:
     class Refusing:

@@ -155,6 +155,19 @@ def test_a_malformed_uscc_is_refused(identity: Identity, setup: dict[str, Any],
     assert [e for e in _events(identity) if e["type"].startswith("identity.organization")] == []
 
 
+@pytest.mark.parametrize("field", ["name", "legal_representative"])
+def test_a_nul_in_a_form_field_is_refused_and_nothing_kept(
+        identity: Identity, setup: dict[str, Any], field: str) -> None:
+    """U+0000 in a multipart text field: 422 naming the field, as in JSON it is 400; it
+    used to reach the insert (PostgreSQL: 500, its text cannot hold it; SQLite: kept)."""
+    resp = register_org(identity, setup["token"], **{field: "广州\x00示例"})
+    assert resp.status_code == 422, resp.get_data(as_text=True)
+    assert field in resp.get_json()["errors"]["form"]
+    mine = identity.call("GET", "/organizations/mine", token=setup["token"])
+    assert mine.get_json()["items"] == []
+    assert register_org(identity, setup["token"]).status_code == 201
+
+
 def test_a_duplicate_uscc_is_a_conflict(identity: Identity, setup: dict[str, Any]) -> None:
     assert register_org(identity, setup["token"]).status_code == 201
     assert register_org(identity, setup["token"]).status_code == 409
