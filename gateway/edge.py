@@ -210,9 +210,22 @@ class _ClientConnection(asyncio.Protocol):
             else:
                 self._refuse(refusal.problem, refusal.method, refusal.path)
         except httptools.HttpParserUpgrade:
-            self._refuse(Problem(400, "bad-request", "protocol upgrades are not supported"))
+            self._no_more_requests()
         except httptools.HttpParserError:
             self._refuse(Problem(400, "bad-request", "the request is not valid HTTP/1.1"))
+
+    def _no_more_requests(self) -> None:
+        """The parser stops after a request that asks to switch protocols (``curl --http2``'s
+        ``Upgrade: h2c``, a WebSocket handshake, ``CONNECT``): what follows its head would be
+        the other protocol's bytes. That request is already queued or answered without the
+        switch and without keep-alive, so its answer closes the connection; nothing more is
+        read. (It used to be refused here with the connection aborted: the answer under
+        way, the service's included, never reached the client.)"""
+        if self.transport is not None and not self.closing:
+            self.transport.pause_reading()
+            if not self.busy and not self.queue:
+                self.closing = True
+                self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
@@ -271,7 +284,9 @@ class _ClientConnection(asyncio.Protocol):
         self.in_head = False
         req.method = self.parser.get_method().decode("latin-1")
         req.http11 = self.parser.get_http_version() == "1.1"
-        req.keep_alive = self.parser.should_keep_alive()
+        # a request asking to switch protocols (``Upgrade``, ``CONNECT``) is answered as plain
+        # HTTP/1.1 (RFC 9110 §7.8), as the WSGI app answers it, and is the connection's last
+        req.keep_alive = self.parser.should_keep_alive() and not self.parser.should_upgrade()
         named = req.named
         cors = self.edge.cors
         if cors is not None and b"origin" in named:

@@ -625,6 +625,25 @@ def test_the_body_limit_is_the_services_own(front, serve, token, monkeypatch):
     assert upstream.config["calls"] == []
 
 
+@pytest.mark.parametrize("head", [
+    b"GET /api/svc/echo HTTP/1.1\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+    b"HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n",  # curl --http2 over http://
+    b"GET /api/svc/echo HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
+])
+def test_a_request_asking_to_switch_protocols_is_answered_without_switching(
+        front, serve, token, head):
+    """The service's answer reaches the client, and the connection closes after it (as the
+    WSGI app ignores ``Upgrade``). The parser's "upgrade" signal came after the request had
+    been forwarded, and the connection was aborted: the client got no answer at all."""
+    edge = front({"svc": serve(make_upstream()).url})
+    answer = _raw(edge.port, head + b"Host: a\r\nAuthorization: Bearer "
+                  + token().encode() + b"\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+    head_lines, _, body = answer.partition(b"\r\n\r\n")
+    assert b"Connection: close" in head_lines.split(b"\r\n")
+    assert json.loads(body)["path"] == "/echo"
+
+
 def test_keep_alive_both_ways_and_pipelining(front, token):
     server = ThreadingHTTPServer(("127.0.0.1", 0), _KeepAlive)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
