@@ -33,7 +33,9 @@ REVIEWERS = (REGISTRY_REVIEWER, COURT_ADMIN)
 
 
 class RegisterOrganizationSchema(FormSchema):
-    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    # the organization signs in as an account, whose name (as every account's, and a party's
+    # in matters) holds 100 characters: a longer one met that column (PostgreSQL: a 500)
+    name = fields.String(required=True, validate=validate.Length(min=1, max=100))
     uscc = fields.String(required=True, validate=validate.Length(min=1, max=40), metadata={
         "description": "统一社会信用代码: 18 characters; a failed check character is flagged "
                        "for the reviewer, not refused"})

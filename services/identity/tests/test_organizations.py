@@ -168,6 +168,18 @@ def test_a_nul_in_a_form_field_is_refused_and_nothing_kept(
     assert register_org(identity, setup["token"]).status_code == 201
 
 
+def test_a_name_longer_than_an_accounts_is_refused(identity: Identity,
+                                                   setup: dict[str, Any]) -> None:
+    """The organization's account holds its name in 100 characters: 101 used to pass the
+    form (max 200) and meet that column (PostgreSQL: 500; SQLite: kept whole)."""
+    resp = register_org(identity, setup["token"], name="广" * 101)
+    assert resp.status_code == 422, resp.get_data(as_text=True)
+    assert "name" in resp.get_json()["errors"]["form"]
+    mine = identity.call("GET", "/organizations/mine", token=setup["token"])
+    assert mine.get_json()["items"] == []
+    assert register_org(identity, setup["token"], name="广" * 100).status_code == 201
+
+
 def test_a_duplicate_uscc_is_a_conflict(identity: Identity, setup: dict[str, Any]) -> None:
     assert register_org(identity, setup["token"]).status_code == 201
     assert register_org(identity, setup["token"]).status_code == 409
