@@ -242,7 +242,9 @@ class Gateway:
     def _upstream(self, service: str) -> Upstream:
         upstream = self.upstreams.get(service)
         if upstream is None:
-            raise Problem(404, "not-found", f"there is no service named {service!r}")
+            # the name as the client wrote it: the path is WSGI's latin-1 text of its bytes
+            raise Problem(404, "not-found",
+                          f"there is no service named {routing.display_path(service)!r}")
         return upstream
 
     @staticmethod

@@ -109,6 +109,13 @@ def test_a_problems_instance_is_the_path_the_client_sent_non_ascii_included(clie
     assert body["instance"] == "/api/nope/案\ufffd"
 
 
+def test_an_unknown_services_name_is_told_as_the_client_wrote_it(client, token):
+    """The name in the detail was the path's latin-1 text (``'æ¡\x88ä»¶'`` for ``案件``)."""
+    for path in ("/api/案件/x", "/docs/openapi/案件.json"):
+        body = _problem(client.get(path, headers=auth(token())), 404)
+        assert body["detail"] == "there is no service named '案件'", path
+
+
 @pytest.mark.parametrize("path", [
     "/api/svc/internal/secret", "/api/svc//internal/secret", "/api/svc/Internal/secret",
     "/api/svc/%69nternal/secret", "/api/svc/internal", "/api/svc/internal;x/secret",
