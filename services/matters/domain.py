@@ -20,7 +20,10 @@ PERIOD_WORKDAYS = {EFFECTIVENESS_CERTIFICATE: 7, LAWYER_BINDING: 3}
 NUMBER_WORD = {EFFECTIVENESS_CERTIFICATE: "文书", LAWYER_BINDING: "绑定"}
 CHANNELS = ("电子诉讼", "广州微法院", "诉讼服务中心", "12368")
 PARTY_ROLES = {"plaintiff": "原告", "defendant": "被告", "third_party": "第三人"}
-CASE_NUMBER = re.compile(r"^\(\d{4}\)[\u4e00-\u9fff]\d{2,4}[\u4e00-\u9fff]{1,6}\d{1,6}号$")
+#: a case number, whole: 0-9 digits only (ASCII: \d alone also takes ٢ or ８) and nothing after
+#: 号 (``\Z``: ``$`` also matches before a final newline, which registered the same case again)
+CASE_NUMBER = re.compile(r"^\(\d{4}\)[\u4e00-\u9fff]\d{2,4}[\u4e00-\u9fff]{1,6}\d{1,6}号\Z",
+                         re.ASCII)
 
 # statuses and their labels in the court's lists
 SUBMITTED, ACCEPTED, BACK_OFFICE, COMPLETED = "submitted", "accepted", "back_office", "completed"
