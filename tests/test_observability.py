@@ -146,3 +146,20 @@ def test_a_service_answers_503_when_it_cannot_fetch_the_signing_keys(embedded) -
     resp = Client(app).get("/inbox", headers={"Authorization": f"Bearer {token}"})
     assert resp.status_code == 503 and resp.headers["Retry-After"] == "5"
     assert resp.get_json()["type"].endswith("/keys-unavailable")
+
+
+@pytest.mark.parametrize("bad", ["abc\n", "abc\r\n"])
+def test_a_request_id_ending_in_a_line_break_is_replaced_by_a_service(  # type: ignore[no-untyped-def]
+        embedded, bad: str) -> None:
+    """Sent to a service directly (a replica behind another proxy, or a worker's own call):
+    ``$`` matched before the final newline, the id was kept and put back into the answer's
+    headers, which werkzeug refuses. The gateway's own check was fixed the same way (5fe7c48)."""
+    client = embedded.apps["documents"].test_client()
+    for path, status in (("/healthz", 200), ("/no-such-route", 404)):
+        # werkzeug's client would refuse the header: set it in the WSGI environ itself
+        resp = client.get(path, environ_overrides={"HTTP_X_REQUEST_ID": bad})
+        assert resp.status_code == status, resp.get_data(as_text=True)
+        rid = resp.headers["X-Request-ID"]
+        assert re.fullmatch(r"[a-z2-7]{16}-[0-9a-f]+", rid), rid  # context.new_id
+        if status == 404:
+            assert resp.get_json()["request_id"] == rid
