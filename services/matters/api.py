@@ -218,7 +218,9 @@ class TodoExport(MethodView):
     @roles(*COURT_STAFF)
     @blp.arguments(TodoArgsSchema, location="query")
     @blp.doc(responses={200: {
-        "description": "every row the filters select, as CSV (UTF-8 with a BOM), streamed",
+        "description": "every row the filters select, as CSV (UTF-8 with a BOM), streamed; "
+                       "a text cell starting with = + - @ tab or CR is prefixed with ' so "
+                       "a spreadsheet shows it, never runs it as a formula",
         "content": {"text/csv": {"schema": {"type": "string"}}}}, 422: {
         "description": f"a filter is invalid (validation-error), or the filters select more "
                        f"than {applications.MAX_EXPORT_ROWS} rows (export-too-large, with "

@@ -126,15 +126,33 @@ CSV_COLUMNS = (("序号", None), ("诉讼服务申请事项名称", "title"), ("
                ("状态", "status_label"), ("申请日期", "submitted_local"))
 
 
+#: how a cell starts that a spreadsheet program (Excel, WPS, LibreOffice) runs as a formula
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def as_text_cell(value: Any) -> Any:
+    """``value`` as a CSV cell a spreadsheet shows as text, never runs (OWASP, CSV injection):
+    a string starting like a formula gets a leading ``'``. A party's name, a case's department
+    or cause are typed by people (``=HYPERLINK(...)``, ``@SUM(...)`` ran in the clerk's
+    spreadsheet). Every string is treated so, a ``-3`` too: no column of the export holds a
+    number as a string (剩余/超过 days are labels, 序号 is an int and left alone), so nothing
+    meant as a negative number is turned into text."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def todo_csv(rows: Iterable[dict[str, Any]], batch: int = 500) -> Iterator[str]:
     """The to-do list as CSV, a few hundred rows per chunk for a streamed download, with a BOM
-    so spreadsheet programs read the Chinese right; 序号 numbers the rows from 1."""
+    so spreadsheet programs read the Chinese right; 序号 numbers the rows from 1; every text
+    cell as text (``as_text_cell``)."""
     out = io.StringIO()
     out.write("\ufeff")
     writer = csv.writer(out)
     writer.writerow([title for title, _ in CSV_COLUMNS])
     for number, row in enumerate(rows, start=1):
-        writer.writerow([number if key is None else row[key] for _, key in CSV_COLUMNS])
+        writer.writerow([number if key is None else as_text_cell(row[key])
+                         for _, key in CSV_COLUMNS])
         if number % batch == 0:
             yield _drained(out)
     yield _drained(out)

