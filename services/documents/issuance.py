@@ -18,6 +18,11 @@ Decisions written down here:
 * **Order of work:** hold the seal → render → write the blob (atomic, content-addressed) →
   lock the issuance log → re-check → insert the document and its log entry → emit, all
   committed together.
+* **The log's times never run backwards** (``in_log_order``). Rendering happens before the
+  log is locked, so two issuances at once can reach the log in the other order than they were
+  stamped. The later-stamped one that lost the race is stamped again, with the time of the
+  entry before it or later, and rendered again under the lock (rare: only when the race
+  happened). A witness can then read a time earlier than its predecessor's as back-dating.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from dataclasses import replace
 from datetime import date
 
 from sqlalchemy import select
@@ -154,15 +160,8 @@ def on_certificate_requested(session: Session, event: CloudEvent, docs: Document
         fail(session, event, f"the request is incomplete or malformed ({exc.__class__.__name__}"
                              f": {str(exc)[:120]})")
         return
-    try:
-        pdf = docs.renderer.render(certificate)
-    except RenderError as exc:
-        fail(session, event, str(exc))
-        return
-    except Exception:
-        log.exception("rendering the certificate for application %s failed", application_id)
-        fail(session, event, "the certificate could not be rendered (an internal error was "
-                             "logged); try regenerating it, or contact the court")
+    pdf = _render(session, event, docs, certificate)
+    if pdf is None:
         return
     sha256 = docs.blobs.put(pdf)  # before the commit; content-addressed, so a retry is harmless
 
@@ -171,6 +170,13 @@ def on_certificate_requested(session: Session, event: CloudEvent, docs: Document
     if existing is not None:  # another consumer issued it while we rendered
         reissue(session, docs, event, existing)
         return
+    in_order = in_log_order(session, certificate)
+    if in_order is not certificate:
+        certificate, issued_at = in_order, in_order.issued_at
+        pdf = _render(session, event, docs, certificate)
+        if pdf is None:
+            return
+        sha256 = docs.blobs.put(pdf)  # the first rendering's blob is left for ``blobs gc``
     doc = Document(id=str(uuid.uuid4()), application_id=str(application_id),
                    request_id=str(data["request_id"]), court=str(court),
                    court_name=certificate.court_name, kind=KIND,
@@ -184,6 +190,32 @@ def on_certificate_requested(session: Session, event: CloudEvent, docs: Document
     _record(session, event, "issued", document_id=doc.id)
     emit(session, ISSUED, issued_data(doc, doc.request_id, certificate.verify_url),
          source=SOURCE, subject=doc.application_id)
+
+
+def _render(session: Session, event: CloudEvent, docs: Documents,
+            certificate: Certificate) -> bytes | None:
+    """The certificate's PDF, or None when it could not be rendered (the failure recorded
+    and announced: ``fail``)."""
+    try:
+        return docs.renderer.render(certificate)
+    except RenderError as exc:
+        fail(session, event, str(exc))
+    except Exception:
+        log.exception("rendering the certificate for application %s failed",
+                      event.data.get("application_id"))
+        fail(session, event, "the certificate could not be rendered (an internal error was "
+                             "logged); try regenerating it, or contact the court")
+    return None
+
+
+def in_log_order(session: Session, certificate: Certificate) -> Certificate:
+    """``certificate`` as it may enter the issuance log: unchanged when its time is not
+    earlier than the log's last entry, else stamped again with the later of now and that
+    entry's time (the server's clock may have been set back). Call under ``ledger.lock``."""
+    last = ledger.head(session)
+    if last is None or last.issued_at <= certificate.issued_at:
+        return certificate
+    return replace(certificate, issued_at=max(legal_now(), last.issued_at))
 
 
 class PublishMismatch(LookupError):

@@ -4,6 +4,8 @@ Each entry records (seq, document_id, code, sha256, issued_at) and ``prev_hash``
 entry's hash; ``entry_hash = sha256(canonical JSON of the entry ‖ prev_hash)``. Changing,
 removing, reordering or back-dating any entry breaks every hash after it, so publishing the
 head hash from time to time (or handing it to an outside witness) pins the whole history.
+Times never decrease along ``seq`` (issuance restamps an entry that lost a race to the lock),
+so an entry appended with a time before its predecessor's shows as back-dated too.
 The first entry's ``prev_hash`` is 64 zeros.
 
 Appending is serialised: on PostgreSQL by a transaction-scoped advisory lock (several
@@ -78,11 +80,18 @@ def append(session: Session, document: Document) -> LogEntry:
 def verify_entries(entries: Iterable[LogEntry],
                    documents: dict[str, tuple[str, str]] | None = None) -> ChainCheck:
     """Walk the chain in order. ``documents`` (id → (code, sha256)) also cross-checks that
-    the documents table still says what the log recorded."""
+    the documents table still says what the log recorded. An entry timed before the entry
+    it follows is a problem too: issuance appends in time order (``issuance.in_log_order``),
+    so such an entry was back-dated, although its hashes may be sound."""
+    before: list[datetime] = []
+
     def differs(entry: LogEntry) -> str | None:
         if documents is not None and documents.get(entry.document_id) != (entry.code,
                                                                           entry.sha256):
             return "the document's code or SHA-256 differs from the log"
+        if before and entry.issued_at < before[0]:
+            return "issued_at is earlier than the entry before it (the log is kept in time order)"
+        before[:] = [entry.issued_at]
         return None
 
     return walk(entries, lambda entry: entry.seq,

@@ -4,13 +4,16 @@ application, publishing, and the hash-chained issuance log."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+from datetime import datetime, timedelta
 
 import pytest
+from pypdf import PdfReader
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from services.documents import codes, issuance, ledger
+from services.documents import codes, issuance, ledger, render
 from services.documents.models import Document, LogEntry, RenderRequest
 from services.documents.tests.conftest import (
     BASE_URL,
@@ -219,3 +222,55 @@ def test_the_hash_chain_detects_a_tampered_entry(harness: Harness, tamper: str) 
         check = ledger.verify_chain(session)
     assert not check.ok
     assert check.broken_at in (2, 3)
+
+
+def _log(h: Harness) -> list[LogEntry]:
+    with h.rt.db.transaction() as session:
+        return list(session.scalars(select(LogEntry).order_by(LogEntry.seq)))
+
+
+def test_a_clock_set_back_never_makes_the_log_run_backwards(
+        harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server's clock set back an hour after an issuance: the next certificate is stamped
+    with the last entry's time, not before it, and printed with that time."""
+    harness.register_seal()
+    harness.deliver(REQUESTED, certificate_request())
+    [first] = _log(harness)
+    set_back = first.issued_at - timedelta(hours=1)
+    monkeypatch.setattr(issuance, "legal_now", lambda: set_back)
+    harness.deliver(REQUESTED, certificate_request())
+    entries = _log(harness)
+    assert [e.issued_at for e in entries] == [first.issued_at, first.issued_at]
+    [_, event] = harness.emitted("documents.document.issued")
+    assert datetime.fromisoformat(event["data"]["issued_at"]) == first.issued_at
+    with harness.rt.db.transaction() as session:
+        doc = session.get(Document, event["data"]["document_id"])
+        assert doc is not None and doc.issued_at == first.issued_at
+        assert ledger.verify_chain(session).ok
+    pdf = harness.docs.blobs.get(event["data"]["sha256"])
+    shown = render.local(first.issued_at).strftime("%Y-%m-%d %H:%M:%S")
+    assert shown in PdfReader(io.BytesIO(pdf)).pages[0].extract_text()
+
+
+def test_an_entry_timed_before_its_predecessor_fails_verification(harness: Harness) -> None:
+    """Back-dating by whoever appends keeps every hash sound; the time order gives it away."""
+    _issue(harness, 3)
+    first, second, third = _log(harness)
+    earlier = first.issued_at - timedelta(days=30)
+    with harness.rt.db.transaction() as session:
+        session.execute(update(LogEntry).where(LogEntry.seq == 2).values(
+            issued_at=earlier, entry_hash=ledger.entry_hash(
+                2, second.document_id, second.code, second.sha256, earlier, second.prev_hash)))
+        session.execute(update(LogEntry).where(LogEntry.seq == 3).values(
+            prev_hash=ledger.entry_hash(2, second.document_id, second.code, second.sha256,
+                                        earlier, second.prev_hash)))
+    with harness.rt.db.transaction() as session:
+        rehashed = session.get(LogEntry, 3)
+        assert rehashed is not None
+        session.execute(update(LogEntry).where(LogEntry.seq == 3).values(
+            entry_hash=ledger.entry_hash(3, third.document_id, third.code, third.sha256,
+                                         third.issued_at, rehashed.prev_hash)))
+    with harness.rt.db.transaction() as session:
+        check = ledger.verify_chain(session)
+    assert (check.ok, check.broken_at) == (False, 2)
+    assert check.problem is not None and "earlier than the entry before it" in check.problem

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -31,10 +32,10 @@ from servicekit.db import utcnow
 from servicekit.envelope import CloudEvent
 from servicekit.testing import pg_databases, problem_of
 from servicekit.tokens import SigningKey, TokenVerifier
-from services.documents import ledger
+from services.documents import issuance, ledger
 from services.documents.app import SERVICE
 from services.documents.config import EXTRAS_KEY, Documents, DocumentsSettings
-from services.documents.models import Document, Seal
+from services.documents.models import Document, LogEntry, Seal
 from services.documents.tests.conftest import (
     BASE_URL,
     COURT,
@@ -183,3 +184,51 @@ def test_a_place_beyond_the_logs_integer_column_is_not_found(pg: Harness) -> Non
     gateway lets anyone ask for, was handed to the database and overflowed (a 500)."""
     for seq in (2**31, 2**63):
         problem_of(pg.client.get(f"/ledger/{seq}"), 404, "not-found")
+
+
+def test_an_issuance_that_reaches_the_log_second_is_not_timed_before_the_first(
+        pg: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A is stamped first and renders slowly; B, stamped five seconds later, reaches the
+    issuance log first. A is stamped again with B's time and rendered again, so the log's
+    times never decrease along its places (they used to: A's entry came after B's, earlier)."""
+    pg.register_seal()
+    stamped_at = utcnow().replace(microsecond=0)
+    times = {"A": stamped_at, "B": stamped_at + timedelta(seconds=5)}
+    monkeypatch.setattr(issuance, "legal_now", lambda: times[threading.current_thread().name])
+    b_committed = threading.Event()
+    renders: list[tuple[str, datetime, bytes]] = []
+    real_render = pg.docs.renderer.render
+
+    def render(certificate):  # type: ignore[no-untyped-def]
+        name = threading.current_thread().name
+        if name == "A":
+            b_committed.wait(timeout=30)  # still rendering when B commits
+        pdf = real_render(certificate)
+        renders.append((name, certificate.issued_at, pdf))
+        return pdf
+
+    monkeypatch.setattr(pg.docs.renderer, "render", render)
+    requests = {"A": certificate_request(), "B": certificate_request()}
+    errors: list[BaseException] = []
+
+    def issue(name: str) -> None:
+        _consume(pg, [requests[name]], errors)
+        if name == "B":
+            b_committed.set()
+
+    threads = [threading.Thread(target=issue, args=(n,), name=n) for n in ("A", "B")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    with pg.rt.db.transaction() as session:
+        entries = list(session.scalars(select(LogEntry).order_by(LogEntry.seq)))
+        assert ledger.verify_chain(session).ok
+        docs = {d.application_id: d for d in session.scalars(select(Document))}
+    assert [e.issued_at for e in entries] == [times["B"], times["B"]]
+    a_doc = docs[requests["A"]["application_id"]]
+    assert (entries[1].document_id, a_doc.issued_at) == (a_doc.id, times["B"])
+    assert [(n, t) for n, t, _ in renders] == [("B", times["B"]), ("A", times["A"]),
+                                               ("A", times["B"])]
+    assert pg.docs.blobs.get(a_doc.sha256) == renders[-1][2]  # the document is the second
