@@ -243,7 +243,7 @@ def _install_hooks(app: Flask, spec: ServiceSpec, db: Database, service_secret: 
         _authenticate(verifier)
         g.audit = audit.bind(_actor(service_secret))
         _authorize(app, service_secret)
-        _refuse_nul_characters()
+        _refuse_unstorable_text()
         return _idempotent_replay(app, store)
 
     @app.after_request
@@ -395,32 +395,48 @@ def _authorize(app: Flask, service_secret: str) -> None:
         raise Problem(403, "forbidden", "your role may not use this route")
 
 
-def _holds_nul(value: Any) -> bool:
-    """Whether a parsed JSON value has U+0000 in a string (a key or a value), at any depth."""
+#: the bytes by which a JSON body may spell a character no text can hold: the escape of U+0000
+#: or of a UTF-16 surrogate (JSON's hex digits may be upper-case: ``\\uD800``), a NUL byte (a
+#: body in UTF-16 or UTF-32 has them too), a surrogate in UTF-8's pattern (``ED A0..BF``, which
+#: is not UTF-8, yet Python's JSON parser takes it from bytes)
+_SUSPECT_BYTES = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])|\x00|\xed[\xa0-\xbf]")
+#: a surrogate left alone once JSON's parser joined each pair into the character it spells
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _unstorable_character(value: Any) -> str | None:
+    """The first character in a parsed JSON value's strings (keys and values, at any depth)
+    that no text can hold: U+0000 (PostgreSQL's text refuses it) or a lone surrogate (UTF-8
+    cannot encode it); None when there is none."""
     stack = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, str):
             if "\x00" in item:
-                return True
+                return "\x00"
+            found = _LONE_SURROGATE.search(item)
+            if found:
+                return found.group()
         elif isinstance(item, dict):
             stack.extend(item)
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
-    return False
+    return None
 
 
-def _refuse_nul_characters() -> None:
-    """A JSON body with U+0000 in a string is refused with a 400, before anything is done.
+def _refuse_unstorable_text() -> None:
+    """Text that no column and no answer can hold is refused with a 400, before anything is
+    done (RELIABILITY S7): U+0000, which PostgreSQL text cannot hold (psycopg raises
+    ``DataError``), and a lone UTF-16 surrogate (``"\\ud800"``), which UTF-8 cannot encode
+    (SQLite's and psycopg's encoders and the answer's raise ``UnicodeEncodeError``). Either was
+    a 500 on every route that kept or echoed the text.
 
-    PostgreSQL text cannot hold it (psycopg raises ``DataError``), so every service would answer
-    such a request with a 500 (RELIABILITY S7). Only a body that holds the escape ``\\u0000``
-    (JSON spells it with a lower-case ``u``, and 0 has no case) or a NUL byte (a body in UTF-16
-    or UTF-32, or one that is not JSON) is parsed here: the cheap look covers every other
-    request. A body that does not parse is left to the view, whose own parser refuses it.
-    The path and the query string are looked at too: a path parameter or a filter reaches
-    the database as text just the same."""
+    Only a JSON body that holds one of ``_SUSPECT_BYTES`` is parsed here: the cheap look covers
+    every other request. A body that does not parse is left to the view, whose own parser
+    refuses it. The path and the query string are looked at too: a path parameter or a filter
+    reaches the database as text just the same (werkzeug decodes them with replacement
+    characters, so they hold no surrogate)."""
     if "\x00" in request.path or b"%00" in request.query_string \
             or b"\x00" in request.query_string:
         raise Problem(400, "invalid-character",
@@ -429,16 +445,22 @@ def _refuse_nul_characters() -> None:
     if not request.is_json:
         return
     raw = request.get_data(cache=True)
-    if b"\\u0000" not in raw and b"\x00" not in raw:
+    if not _SUSPECT_BYTES.search(raw):
         return
     try:
         parsed = json.loads(raw)
     except (ValueError, RecursionError):
         return
-    if _holds_nul(parsed):
+    found = _unstorable_character(parsed)
+    if found == "\x00":
         raise Problem(400, "invalid-character",
                       "the request body holds the character U+0000 (NUL) in a string; "
                       "no text may contain it")
+    if found is not None:
+        raise Problem(400, "invalid-character",
+                      f"the request body holds U+{ord(found):04X}, a UTF-16 surrogate that "
+                      "is not half of a pair, in a string; text must be Unicode characters "
+                      "(a pair such as \\ud83d\\ude00 spells one, U+1F600)")
 
 
 def _idempotent_replay(app: Flask, store: IdempotencyStore) -> Response | None:
