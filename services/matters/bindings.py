@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from servicekit import audit
 from servicekit.blobs import BlobMissing, BlobStore, LocalBlobStore
 from servicekit.config import data_dir
-from servicekit.db import Database, legal_now
+from servicekit.db import Database, legal_now, utcnow
 from servicekit.paging import page_of
 from servicekit.problems import Problem
 from servicekit.roles import CLERK, JUDGE
@@ -52,10 +52,10 @@ from services.matters.domain import (
     APPROVED,
     BY_CLERK,
     BY_REQUEST,
-    CASE_NUMBER,
     LAWYER_BINDING,
     PENDING,
     REJECTED,
+    case_number_error,
     deadline_for,
     require_binding_status,
 )
@@ -98,10 +98,10 @@ def _open(session: Session, case_id: str, lawyer_id: str, party_id: str) -> Bind
 
 def request(db: Database, blobs: BlobStore, claims: dict[str, Any], body: dict[str, Any],
             letter: Upload) -> tuple[Binding, Case]:
-    if not CASE_NUMBER.match(body["case_number"]):
+    wrong = case_number_error(body["case_number"], utcnow())
+    if wrong:
         raise Problem(422, "validation-error", "the request is invalid",
-                      errors={"form": {"case_number": ["not a case number like "
-                                                       "(2021)粤01民初8号"]}})
+                      errors={"form": {"case_number": [wrong]}})
     with db.transaction() as session:
         lawyer = verified(session, claims["sub"])
         if lawyer is None:

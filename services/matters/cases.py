@@ -17,7 +17,7 @@ from servicekit.problems import Problem
 from services.matters.access import ensure_sees_case, ensure_staff_of, is_lawyer, is_staff_of
 from services.matters.case_parties import check_party_accounts
 from services.matters.case_staff import StaffDirectory, check_named_staff, named_accounts
-from services.matters.domain import APPROVED, CASE_NUMBER
+from services.matters.domain import APPROVED, case_number_error
 from services.matters.models import Binding, Case, CaseParty
 
 
@@ -27,10 +27,10 @@ def register_case(db: Database, claims: dict[str, Any], body: dict[str, Any],
     parties' accounts to be theirs (asked of ``staff`` in one call before the transaction: no
     lock is held across it)."""
     ensure_staff_of(claims, body["court"])
-    if not CASE_NUMBER.match(body["case_number"]):
+    wrong = case_number_error(body["case_number"], utcnow())
+    if wrong:
         raise Problem(422, "validation-error", "the request is invalid",
-                      errors={"json": {"case_number": ["not a case number like "
-                                                       "(2021)粤01民初8号"]}})
+                      errors={"json": {"case_number": [wrong]}})
     found = named_accounts(staff, body)
     check_named_staff(found, body)
     check_party_accounts(found, body)

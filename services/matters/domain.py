@@ -22,8 +22,11 @@ CHANNELS = ("电子诉讼", "广州微法院", "诉讼服务中心", "12368")
 PARTY_ROLES = {"plaintiff": "原告", "defendant": "被告", "third_party": "第三人"}
 #: a case number, whole: 0-9 digits only (ASCII: \d alone also takes ٢ or ８) and nothing after
 #: 号 (``\Z``: ``$`` also matches before a final newline, which registered the same case again)
-CASE_NUMBER = re.compile(r"^\(\d{4}\)[\u4e00-\u9fff]\d{2,4}[\u4e00-\u9fff]{1,6}\d{1,6}号\Z",
+CASE_NUMBER = re.compile(r"^\((\d{4})\)[\u4e00-\u9fff]\d{2,4}[\u4e00-\u9fff]{1,6}\d{1,6}号\Z",
                          re.ASCII)
+#: the first year a case number can carry: the People's courts' first (1 October 1949). Earlier
+#: years, and 0000, are typing errors; older cases than 2016 have the old format anyway
+FIRST_CASE_YEAR = 1949
 
 # statuses and their labels in the court's lists
 SUBMITTED, ACCEPTED, BACK_OFFICE, COMPLETED = "submitted", "accepted", "back_office", "completed"
@@ -82,6 +85,22 @@ def remaining_label(deadline: datetime, now: datetime, finished: bool) -> str:
     if now > deadline:
         return f"超过{days_overdue(deadline, now)}"
     return f"剩余{days_left(deadline, now)}"
+
+
+def case_number_error(number: str, now: datetime) -> str | None:
+    """Why ``number`` is not a case number (None if it is one): its form (``CASE_NUMBER``), or
+    its year, the year the court received the case (SPC 法〔2015〕137号) — from 1949 to this
+    year in Beijing, the court's calendar. Computed from ``now``, never a fixed year. From 31
+    December on next year is taken too: a trial system whose clock runs ahead, or which
+    dockets at midnight, is not refused for the hours around New Year."""
+    found = CASE_NUMBER.match(number)
+    if found is None:
+        return "not a case number like (2021)粤01民初8号"
+    last = local_date(now).year
+    if not FIRST_CASE_YEAR <= int(found.group(1)) <= local_date(now + timedelta(days=1)).year:
+        return (f"the year {found.group(1)} is not one a case was received in: "
+                f"{FIRST_CASE_YEAR} to {last}")
+    return None
 
 
 def service_number(year: int, court: str, word: str, number: int) -> str:

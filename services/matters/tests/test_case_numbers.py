@@ -3,10 +3,15 @@ so a variant of it must not register the same case a second time."""
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from servicekit.db import utcnow
+from servicekit.workdays import local_date
+from services.matters.domain import case_number_error
 from services.matters.tests.conftest import COURT, COURT_NAME, Harness, case_number
 
 
@@ -33,3 +38,54 @@ def test_a_variant_of_a_case_number_is_refused_not_a_second_case(harness: Harnes
     assert "case_number" in resp.get_json()["errors"]["json"]
     listed = harness.client.get("/cases", headers=staff).get_json()
     assert [c["case_number"] for c in listed] == [number]
+
+
+def _beijing_year() -> int:
+    return local_date(utcnow()).year
+
+
+@pytest.mark.parametrize("year", [
+    lambda: "0000", lambda: "1948", lambda: str(_beijing_year() + 1),
+    lambda: str(_beijing_year() + 2), lambda: "9999",
+], ids=["0000", "before-1949", "next-year", "the-year-after", "9999"])
+def test_a_case_number_of_a_year_no_case_was_received_in_is_refused(harness: Harness,
+                                                                    year: Any) -> None:
+    """The year of a case number is the year the court received the case: 0000, a year before
+    the People's courts (1949) or a year not yet begun in Beijing was registered. Now 422
+    naming case_number and the years taken, on registration and on a binding request; nothing
+    is kept. (next-year holds except on 31 December in Beijing, when next year is taken.)"""
+    if year() == str(_beijing_year() + 1) and local_date(utcnow()).strftime("%m-%d") == "12-31":
+        pytest.skip("on 31 December next year's numbers are taken")
+    number = f"({year()}){COURT}民初{uuid.uuid4().int % 10**6}号"
+    staff = harness.token("specialist")
+    resp = harness.client.post("/cases", headers=staff, json=_body(harness, number))
+    assert resp.status_code == 422, resp.get_json()
+    assert resp.content_type == "application/problem+json"
+    [message] = resp.get_json()["errors"]["json"]["case_number"]
+    assert f"1949 to {_beijing_year()}" in message
+    assert harness.client.get("/cases", headers=staff).get_json() == []
+    asked = harness.ask(number)
+    assert asked.status_code == 422, asked.get_json()
+    assert "case_number" in asked.get_json()["errors"]["form"]
+    assert harness.emitted() == []
+
+
+@pytest.mark.parametrize("year", [lambda: 1949, _beijing_year], ids=["1949", "this-year"])
+def test_a_case_number_of_1949_or_of_this_year_is_taken(harness: Harness, year: Any) -> None:
+    number = f"({year()}){COURT}民初{uuid.uuid4().int % 10**6}号"
+    resp = harness.client.post("/cases", headers=harness.token("specialist"),
+                               json=_body(harness, number))
+    assert resp.status_code == 201, resp.get_json()
+
+
+def test_the_years_taken_follow_the_calendar_of_beijing_not_a_fixed_year() -> None:
+    """The bound is computed from the day, in Beijing time: it does not rot."""
+    new_year_utc = datetime(2030, 12, 31, 16, 0, tzinfo=UTC)  # 2031-01-01 00:00 in Beijing
+    number = "(2031)粤01民初8号"
+    assert case_number_error(number, new_year_utc - timedelta(days=2)) is not None
+    assert case_number_error(number, new_year_utc - timedelta(hours=1)) is None  # 31 Dec
+    assert case_number_error(number, new_year_utc) is None
+    assert case_number_error("(2032)粤01民初8号", new_year_utc) is not None
+    assert case_number_error("(1949)粤01民初8号", new_year_utc) is None
+    assert case_number_error("(1948)粤01民初8号", new_year_utc) is not None
+    assert case_number_error("(2021)粤01民初8号\n", new_year_utc) is not None
