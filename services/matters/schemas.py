@@ -48,6 +48,26 @@ class RegisterCaseSchema(Schema):
             raise ValidationError("the clerk must be another person than the presiding judge",
                                   field_name="clerk_account_id")
 
+    @validates_schema
+    def each_account_is_one_party(self, data: dict[str, Any], **_: Any) -> None:
+        """One account is one person, so one party of the case: listed twice (plaintiff and
+        defendant, or the same role again) they would see, apply in and be served in the case
+        twice over. The later one is refused, naming the earlier by its place, not by the
+        account id. Parties without an account are not compared: two people share a name."""
+        first: dict[str, int] = {}
+        errors: dict[str, dict[str, list[str]]] = {}
+        for i, party in enumerate(data.get("parties") or []):
+            account_id = party.get("account_id")
+            if not account_id:
+                continue
+            if account_id in first:
+                errors[str(i)] = {"account_id": [f"the same account as party {first[account_id]}"
+                                                 ": one person is one party of a case"]}
+            else:
+                first[account_id] = i
+        if errors:
+            raise ValidationError({"parties": errors})
+
 
 class PartySchema(Schema):
     name = fields.String()

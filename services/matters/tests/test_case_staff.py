@@ -339,3 +339,33 @@ def test_party_names_compare_as_both_systems_write_them() -> None:
     assert same_name("广州虚构科技有限公司（广州分公司）", " 广州虚构科技有限公司(广州分公司)")
     assert not same_name("周俊雄", "周俊")
     assert not same_name("周俊雄", "周 俊雄")
+
+
+def test_one_account_given_to_two_parties_is_refused_naming_the_second(checked: Checked) -> None:
+    """One person listed twice (as plaintiff and defendant, or twice in one role) was
+    registered: the party saw the case twice over, applied as either, was served twice. Now
+    422 at the later party's account_id, naming the earlier by its place; no account id
+    echoed, nothing written, identity not even asked."""
+    before = checked.written()
+    party = checked.ids["party"]
+    for roles, at in ((("plaintiff", "defendant"), "1"), (("plaintiff", "plaintiff"), "1"),
+                      (("plaintiff", "third_party"), "2")):
+        listed = [{"name": "周俊雄", "role": roles[0], "account_id": party},
+                  {"name": "黄添强", "role": "defendant", "account_id": None},
+                  {"name": "周俊雄", "role": roles[1], "account_id": party}]
+        if at == "1":
+            del listed[1]
+        resp = checked.register(checked.body(parties=listed), key=str(uuid.uuid4()))
+        problem = problem_of(resp, 422, "validation-error")
+        assert problem["errors"]["json"] == {
+            "parties": {at: {"account_id": ["the same account as party 0: one person is "
+                                            "one party of a case"]}}}, roles
+        assert party not in resp.get_data(as_text=True)
+        assert checked.written() == before
+    # two parties without an account are not compared: two people may share a name
+    ok = checked.register(checked.body(parties=[
+        {"name": "周俊雄", "role": "plaintiff", "account_id": party},
+        {"name": "王五", "role": "defendant", "account_id": None},
+        {"name": "王五", "role": "defendant", "account_id": None}]))
+    assert ok.status_code == 201, ok.get_json()
+    assert [p["name"] for p in ok.get_json()["parties"]] == ["周俊雄", "王五", "王五"]
