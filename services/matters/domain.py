@@ -4,7 +4,7 @@ court's lists show ("剩余9", "超过24", "中台待办(已受理)") and the es
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from servicekit.problems import Problem
 from servicekit.workdays import add_workdays, local_date, start_of_local_day
@@ -24,9 +24,11 @@ PARTY_ROLES = {"plaintiff": "原告", "defendant": "被告", "third_party": "第
 #: 号 (``\Z``: ``$`` also matches before a final newline, which registered the same case again)
 CASE_NUMBER = re.compile(r"^\((\d{4})\)[\u4e00-\u9fff]\d{2,4}[\u4e00-\u9fff]{1,6}\d{1,6}号\Z",
                          re.ASCII)
+#: the People's courts' first day: no judgment, effective date or case is older
+FIRST_COURT_DAY = date(1949, 10, 1)
 #: the first year a case number can carry: the People's courts' first (1 October 1949). Earlier
 #: years, and 0000, are typing errors; older cases than 2016 have the old format anyway
-FIRST_CASE_YEAR = 1949
+FIRST_CASE_YEAR = FIRST_COURT_DAY.year
 
 # statuses and their labels in the court's lists
 SUBMITTED, ACCEPTED, BACK_OFFICE, COMPLETED = "submitted", "accepted", "back_office", "completed"
@@ -101,6 +103,17 @@ def case_number_error(number: str, now: datetime) -> str | None:
         return (f"the year {found.group(1)} is not one a case was received in: "
                 f"{FIRST_CASE_YEAR} to {last}")
     return None
+
+
+def past_day_error(day: date, now: datetime) -> str | None:
+    """Why ``day`` cannot be the date of something that has happened (a judgment, the day it
+    took effect, a judge's decision), None if it can: before ``FIRST_COURT_DAY`` or after
+    today in Beijing, the court's calendar, taken from ``now``."""
+    today = local_date(now)
+    if FIRST_COURT_DAY <= day <= today:
+        return None
+    return (f"a date from {FIRST_COURT_DAY.isoformat()} to today ({today.isoformat()}, "
+            "Beijing): it is the date of something that has happened")
 
 
 def service_number(year: int, court: str, word: str, number: int) -> str:

@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
 
+from servicekit.db import utcnow
 from services.matters.domain import (
     BINDING_STATUS_LABELS,
     CHANNELS,
     EFFECTIVENESS_CERTIFICATE,
     PARTY_ROLES,
     STATUS_LABELS,
+    past_day_error,
 )
+
+
+def _happened(day: date) -> None:
+    """A date of something that has happened: not before 1949-10-01, not after today in
+    Beijing (``domain.past_day_error``); checked against the clock at each request."""
+    wrong = past_day_error(day, utcnow())
+    if wrong:
+        raise ValidationError(wrong)
+
+
+def past_date(**kwargs: Any) -> fields.Date:
+    """A ``Date`` field of something that has happened (``_happened``), as the OpenAPI says."""
+    return fields.Date(validate=_happened, metadata={
+        "description": "from 1949-10-01 to today in Beijing: a day that has come"}, **kwargs)
 
 
 class PartyInSchema(Schema):
@@ -23,7 +40,7 @@ class PartyInSchema(Schema):
 
 class JudgmentSchema(Schema):
     title = fields.String(validate=validate.Length(max=200))
-    decided_on = fields.Date()
+    decided_on = past_date()
 
 
 class RegisterCaseSchema(Schema):
@@ -34,7 +51,7 @@ class RegisterCaseSchema(Schema):
     department = fields.String(required=True, validate=validate.Length(min=1, max=50))
     judge_account_id = fields.String(required=True, validate=validate.Length(min=1, max=36))
     clerk_account_id = fields.String(load_default=None, validate=validate.Length(max=36))
-    effective_date = fields.Date(load_default=None)
+    effective_date = past_date(load_default=None)
     judgment = fields.Nested(JudgmentSchema, load_default=None)
     parties = fields.List(fields.Nested(PartyInSchema), required=True,
                           validate=validate.Length(min=1, max=50))
@@ -47,6 +64,16 @@ class RegisterCaseSchema(Schema):
         if clerk and clerk == data.get("judge_account_id"):
             raise ValidationError("the clerk must be another person than the presiding judge",
                                   field_name="clerk_account_id")
+
+    @validates_schema
+    def effective_once_decided(self, data: dict[str, Any], **_: Any) -> None:
+        """A judgment takes effect on the day it is decided (a mediation document signed) or
+        later, never before."""
+        decided = (data.get("judgment") or {}).get("decided_on")
+        effective = data.get("effective_date")
+        if decided and effective and effective < decided:
+            raise ValidationError("the judgment cannot take effect before it was decided "
+                                  "(judgment.decided_on)", field_name="effective_date")
 
     @validates_schema
     def each_account_is_one_party(self, data: dict[str, Any], **_: Any) -> None:
@@ -190,8 +217,16 @@ class JudgeDecisionSchema(Schema):
     opinion = fields.String(required=True, validate=validate.Length(min=1, max=100))
     result_note = fields.String(required=True, validate=validate.Length(min=1, max=1000))
     handler_name = fields.String(required=True, validate=validate.Length(min=1, max=100))
-    decided_on = fields.Date(required=True)
-    effective_date = fields.Date(required=True)
+    decided_on = past_date(required=True)
+    effective_date = past_date(required=True)
+
+    @validates_schema
+    def effective_by_the_decision(self, data: dict[str, Any], **_: Any) -> None:
+        """The judge records a judgment that has taken effect: on the day of the decision at
+        the latest, else the certificate would certify what has not happened yet."""
+        if data["effective_date"] > data["decided_on"]:
+            raise ValidationError("the judgment must have taken effect by the decision "
+                                  "(decided_on)", field_name="effective_date")
 
 
 class BindingRequestSchema(Schema):
