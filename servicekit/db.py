@@ -135,6 +135,8 @@ def _track_writes(engine: Engine) -> None:
 
 #: the execution option of a transaction that only reads (``Database.transaction(reads_only=)``)
 READS_ONLY = "ecourt_reads_only"
+#: such a transaction on PostgreSQL: one snapshot for all its statements, and no writes
+_ONE_SNAPSHOT = {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
 
 
 def make_engine(url: str, **kwargs: object) -> Engine:
@@ -206,16 +208,19 @@ class Database:
     def transaction(self, *, reads_only: bool = False) -> Iterator[Session]:
         """The unit of work: commit on success, roll back on any exception.
 
-        ``reads_only``: the transaction writes nothing, and may stay open a long time (an
-        export streamed to a slow client). On SQLite it then begins deferred instead of
+        ``reads_only``: the transaction writes nothing, and all it reads is one snapshot of
+        the database: a list's total and its page (``servicekit.paging``), an inbox's page and
+        its unread count agree even while writes go on (each statement of a default
+        PostgreSQL transaction sees what committed before *it* began). It may also stay open a
+        long time (an export streamed to a slow client). On PostgreSQL it is ``REPEATABLE
+        READ, READ ONLY`` (a write fails at once); on SQLite it begins deferred instead of
         ``BEGIN IMMEDIATE``, so it takes no write lock: in WAL mode it reads its snapshot while
         the service's writes go on (with the write lock it would hold up every write of the
-        service, and fail them after the busy timeout, for as long as the download lasts). A
-        write in such a transaction may fail with "database is locked" on SQLite; none is
-        made. PostgreSQL is the same either way (readers never block writers there)."""
+        service, and fail them after the busy timeout, for as long as the download lasts)."""
         session = self.sessions()
-        if reads_only and not self.is_postgres:
-            session.connection(execution_options={READS_ONLY: True})
+        if reads_only:
+            session.connection(execution_options=(
+                _ONE_SNAPSHOT if self.is_postgres else {READS_ONLY: True}))
         try:
             yield session
             session.commit()

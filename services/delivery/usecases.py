@@ -52,7 +52,7 @@ def inbox_of(db: Database, account_id: str,
              page: PaginationParameters) -> tuple[list[Notification], int]:
     """One page of the account's notifications, newest first, and how many of all of them
     are unread."""
-    with db.transaction() as session:
+    with db.transaction(reads_only=True) as session:
         query = (select(Notification).where(Notification.account_id == account_id)
                  .order_by(Notification.created_at.desc(), Notification.id.desc()))
         items = list(page_of(session, query, page).scalars())

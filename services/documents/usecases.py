@@ -128,7 +128,7 @@ def documents_of_application(db: Database, claims: dict[str, Any], application_i
     query = (select(Document).where(Document.application_id == application_id,
                                     Document.court == court)
              .order_by(Document.issued_at.desc(), Document.id.desc()))
-    with db.transaction() as session:
+    with db.transaction(reads_only=True) as session:
         return list(page_of(session, query, page).scalars())
 
 

@@ -171,7 +171,7 @@ def mine(db: Database, caller: Caller, page: PaginationParameters) -> list[Lawye
     """One page of the caller's own verification applications, newest first."""
     query = (select(LawyerVerification).where(LawyerVerification.account_id == caller.account_id)
              .order_by(LawyerVerification.submitted_at.desc(), LawyerVerification.id))
-    with db.transaction() as session:
+    with db.transaction(reads_only=True) as session:
         return list(page_of(session, query, page).scalars())
 
 
@@ -186,7 +186,7 @@ def reviews(db: Database, caller: Caller, status: str,
                     LawyerVerification.method == rules.OFFLINE,
                     LawyerVerification.status == status)
              .order_by(LawyerVerification.submitted_at, LawyerVerification.id))
-    with db.transaction() as session:
+    with db.transaction(reads_only=True) as session:
         return [(row, name) for row, name in page_of(session, query, page)]
 
 

@@ -141,7 +141,7 @@ def mine(db: Database, caller: Caller, page: PaginationParameters) -> list[Organ
     """One page of the organizations the caller registered, newest first."""
     query = (select(Organization).where(Organization.applicant_account_id == caller.account_id)
              .order_by(Organization.submitted_at.desc(), Organization.id))
-    with db.transaction() as session:
+    with db.transaction(reads_only=True) as session:
         return list(page_of(session, query, page).scalars())
 
 
@@ -158,7 +158,7 @@ def reviews(db: Database, caller: Caller, status: str,
     query = (select(Organization).where(Organization.court == court,
                                         Organization.status == status)
              .order_by(Organization.review_deadline, Organization.id))
-    with db.transaction() as session:
+    with db.transaction(reads_only=True) as session:
         return list(page_of(session, query, page).scalars())
 
 

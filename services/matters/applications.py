@@ -120,7 +120,7 @@ def of_case(db: Database, claims: dict[str, Any], case_id: str,
             page: PaginationParameters) -> tuple[Case, list[Application]]:
     """Staff see every application of their court's case; a party sees their own party's, a
     bound lawyer those of the parties they represent. One page, oldest first, with the case."""
-    with db.transaction() as session:
+    with db.transaction(reads_only=True) as session:
         case = ensure_sees_case(claims, session.get(Case, case_id))
         query = (select(Application).where(Application.case_id == case.id,
                                            applications_seen(claims, case))
@@ -133,7 +133,7 @@ def todo(db: Database, claims: dict[str, Any], args: dict[str, Any],
     """The court's to-do list (middle office) or a judge's back-office list, filtered: one
     page, the nearest deadline first."""
     query = _todo_query(claims, args)
-    with db.transaction() as session:
+    with db.transaction(reads_only=True) as session:
         return [(a, c) for a, c in page_of(session, query, page)]
 
 
@@ -159,13 +159,11 @@ def todo_export(db: Database, claims: dict[str, Any],
 
 def _export_rows(db: Database,
                  query: Select[Any]) -> Iterator[tuple[Application, Case] | None]:
-    """Yields None once the rows are counted and within the bound, then the rows. On
-    PostgreSQL the count and the rows share one snapshot (REPEATABLE READ), so the export
-    holds exactly the rows it counted; on SQLite (WAL) a reading transaction has one snapshot
-    too, and takes no write lock, so a slow download holds up no write of the service."""
+    """Yields None once the rows are counted and within the bound, then the rows. The count
+    and the rows share one snapshot (a reading transaction), so the export holds exactly the
+    rows it counted; on SQLite such a transaction takes no write lock either, so a slow
+    download holds up no write of the service."""
     with db.transaction(reads_only=True) as session:
-        if db.is_postgres:
-            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         total = count_of(session, query)
         if total > MAX_EXPORT_ROWS:
             raise Problem(422, "export-too-large",

@@ -245,7 +245,7 @@ def listing(db: Database, claims: dict[str, Any], args: dict[str, Any],
     """Staff: their court's binding requests (the to-do is ``status=pending``), oldest
     deadline first. A lawyer: their own requests. One page."""
     court = claims.get("court") or ""
-    with db.transaction() as session:
+    with db.transaction(reads_only=True) as session:
         query = select(Binding, Case).join(Case, Case.id == Binding.case_id)
         if is_staff_of(claims, court):
             query = query.where(Binding.court == court)

@@ -77,7 +77,7 @@ def get_case(db: Database, claims: dict[str, Any], case_id: str) -> Case:
 def list_cases(db: Database, claims: dict[str, Any], page: PaginationParameters) -> list[Case]:
     """A party's own cases, plus a lawyer's cases through approved bindings; a staff member's
     court's cases. One page, newest first, the total counted under the same rule."""
-    with db.transaction() as session:
+    with db.transaction(reads_only=True) as session:
         query = select(Case).order_by(Case.created_at.desc(), Case.id)
         court = claims.get("court")
         if court and is_staff_of(claims, court):

@@ -38,7 +38,7 @@ def search(db: Database, claims: dict[str, Any], q: str | None,
     """Court staff search verified lawyers by name, law firm or licence number: one page."""
     if not is_staff_of(claims, claims.get("court") or ""):
         raise Problem(403, "forbidden", "court staff only")
-    with db.transaction() as session:
+    with db.transaction(reads_only=True) as session:
         query = select(Lawyer).order_by(Lawyer.name, Lawyer.account_id)
         if q:
             like = f"%{q}%"

@@ -14,8 +14,11 @@ from typing import Any
 import jsonschema
 import pytest
 from flask.testing import FlaskClient
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session
 
 from ecourt.runtime import make_runtime
+from servicekit import paging
 from servicekit.config import Settings
 from servicekit.service import Runtime
 from servicekit.testing import pg_databases
@@ -148,3 +151,34 @@ def test_service_and_sign_off_are_kept_to_the_second(inbox: Inbox) -> None:
         note = session.get(Notification, note_id)
         assert note is not None and note.created_at.microsecond == 0
         assert note.read_at is not None and note.read_at.microsecond == 0
+
+
+def test_a_notification_arriving_while_the_inbox_is_read_is_in_all_of_it_or_none(
+        inbox: Inbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page, its total and the unread count are read in one snapshot. A notification
+    committed between the count and the page used to be in the page and the unread count
+    but not in the total (PostgreSQL: each statement saw what had committed before it); on
+    SQLite the reading request held the write lock, so the notification had to wait."""
+    inbox.add(ME, 3)
+    other = create_engine(inbox.rt.db.url, connect_args=(
+        {"timeout": 2} if inbox.rt.db.url.startswith("sqlite") else {}))
+    real_count = paging.count_of
+
+    def count_then_one_arrives(session, query):  # type: ignore[no-untyped-def]
+        counted = real_count(session, query)
+        with Session(other) as writer:
+            writer.add(Notification(id=str(uuid.uuid4()), account_id=ME, category="application",
+                                    title="新通知", body="正文", source_event_id=str(uuid.uuid4()),
+                                    created_at=T0 + timedelta(hours=1)))
+            writer.commit()
+        return counted
+
+    monkeypatch.setattr(paging, "count_of", count_then_one_arrives)
+    try:
+        body, meta = inbox.get(ME)
+    finally:
+        other.dispose()
+    assert (meta["total"], len(body["items"]), body["unread"]) == (3, 3, 3)
+    monkeypatch.undo()
+    body, meta = inbox.get(ME)  # the next read sees it
+    assert (meta["total"], len(body["items"]), body["unread"]) == (4, 4, 4)
