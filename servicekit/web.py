@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import accumulate
 from typing import Any
 
 import marshmallow as ma
@@ -48,6 +49,9 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 #: flask-smorest's own documentation routes, and Flask's static files.
 _FRAMEWORK_ENDPOINTS = ("api-docs.", "static")
 SERVICE_TOKEN_HEADER = "X-Service-Token"  # noqa: S105 - a header name, not a secret
+#: how deep a JSON body may nest arrays and objects: far more than any route's schema (a few
+#: levels), far less than where the parser's recursion fails (about 1,000 levels on CPython)
+MAX_JSON_DEPTH = 64
 
 
 class ProblemSchema(ma.Schema):
@@ -243,6 +247,7 @@ def _install_hooks(app: Flask, spec: ServiceSpec, db: Database, service_secret: 
         _authenticate(verifier)
         g.audit = audit.bind(_actor(service_secret))
         _authorize(app, service_secret)
+        _refuse_deep_json()
         _refuse_unstorable_text()
         return _idempotent_replay(app, store)
 
@@ -393,6 +398,46 @@ def _authorize(app: Flask, service_secret: str) -> None:
                       headers={"WWW-Authenticate": "Bearer"})
     if access.roles and not access.roles.intersection(g.claims.get("roles") or []):
         raise Problem(403, "forbidden", "your role may not use this route")
+
+
+#: a JSON string in a body's bytes (UTF-8: no byte of a multi-byte character is ASCII); one
+#: left open runs to the end, as the parser reads it (and each quote is tried once, not again
+#: from every escaped quote after it: linear time)
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
+#: every byte but the four brackets, for ``bytes.translate`` to delete
+_NOT_A_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+_DEPTH_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+
+
+def _json_depth(raw: bytes) -> int:
+    """How deep a JSON body nests arrays and objects, without parsing it: the brackets outside
+    strings, counted. A body in UTF-16 or UTF-32 (it has NUL bytes) is read as UTF-8 first; one
+    that decodes in none is 0, left to the view's parser, which refuses it."""
+    if b"\x00" in raw:
+        try:
+            raw = raw.decode(json.detect_encoding(raw), "surrogatepass").encode(
+                "utf-8", "surrogatepass")
+        except UnicodeError:
+            return 0
+    brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_A_BRACKET)
+    return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0)
+
+
+def _refuse_deep_json() -> None:
+    """A JSON body nested more than ``MAX_JSON_DEPTH`` deep is refused with a 400 before any
+    parser sees it: Python's recursed to its limit and raised ``RecursionError``, which neither
+    webargs nor ``request.get_json(silent=True)`` takes for bad JSON, so ``[`` sent 100,000
+    times was a 500. A body with no more opening brackets than the limit (most: two counts of
+    its bytes) cannot be that deep and is not looked at further."""
+    if not request.is_json:
+        return
+    raw = request.get_data(cache=True)
+    if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH:
+        return
+    if _json_depth(raw) > MAX_JSON_DEPTH:
+        raise Problem(400, "nested-too-deeply",
+                      f"the JSON body nests arrays and objects more than {MAX_JSON_DEPTH} "
+                      "levels deep; no route takes that many")
 
 
 #: the bytes by which a JSON body may spell a character no text can hold: the escape of U+0000

@@ -1,7 +1,8 @@
-"""JSON bodies that the parser takes but no text column or answer can hold are refused by the
-kit before any view runs, with a 400 problem, and change nothing (RELIABILITY S7): a lone UTF-16
+"""JSON bodies that no view can take safely are refused by the kit before any view runs, with a
+400 problem, and change nothing (RELIABILITY S7): a lone UTF-16
 surrogate in a string (``"\\ud800"``: UTF-8 cannot encode it, so SQLite's and psycopg's
-encoders and the answer's raised ``UnicodeEncodeError``, a 500)."""
+encoders and the answer's raised ``UnicodeEncodeError``, a 500), and arrays or objects nested
+deeper than any route takes (``[`` 100,000 times: the parser's ``RecursionError``, a 500)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from sqlalchemy import func, select
 from werkzeug.test import Client
 
 from ecourt.embedded import Suite
+from servicekit.web import MAX_JSON_DEPTH
 from services.identity.models import Account
 from tests.factories import individual
+from tests.harness import bearer, person
 
 ACCOUNTS = "/api/identity/accounts"
 
@@ -82,3 +85,48 @@ def test_other_text_passes(suite: Suite, name: str) -> None:
     resp = Client(suite.gateway).post(ACCOUNTS, data=raw, content_type="application/json")
     assert resp.status_code == 201, resp.get_data(as_text=True)
     assert resp.get_json()["name"] == json.loads(name)
+
+
+def _nested(depth: int, inner: str = "1") -> str:
+    return "[" * depth + inner + "]" * depth
+
+
+@pytest.mark.parametrize("body", [
+    "[" * 100_000, '{"a":' * 100_000, _nested(1000), _nested(MAX_JSON_DEPTH + 1),
+    '{"name": "[[[", "extra": ' + _nested(MAX_JSON_DEPTH) + "}",
+    _nested(MAX_JSON_DEPTH + 1).encode("utf-16")], ids=[
+    "100,000 [", "100,000 {", "1,000 deep", "one too deep", "one too deep in an object",
+    "one too deep in UTF-16"])
+def test_a_body_nested_too_deeply_is_a_400_and_creates_nothing(
+        suite: Suite, body: str | bytes) -> None:
+    http = Client(suite.gateway)
+    key = str(uuid.uuid4())
+    _refused(http.post(ACCOUNTS, data=body, content_type="application/json",
+                       headers={"Idempotency-Key": key}), "nested-too-deeply",
+             f"more than {MAX_JSON_DEPTH} levels")
+    clean = individual()
+    resp = http.post(ACCOUNTS, json=clean, headers={"Idempotency-Key": key})
+    assert resp.status_code == 201, resp.get_data(as_text=True)
+
+
+def test_a_view_that_reads_the_body_itself_is_covered_too(embedded: Suite) -> None:
+    """Lawyer verification reads its JSON with ``request.get_json(silent=True)``, which takes
+    a ValueError for "no JSON" but let the parser's RecursionError through."""
+    http = Client(embedded.gateway)
+    _, token = person(http, "张三")
+    resp = http.post("/api/identity/lawyer-verifications", data="[" * 100_000,
+                     content_type="application/json", headers=bearer(token))
+    _refused(resp, "nested-too-deeply", f"more than {MAX_JSON_DEPTH} levels")
+
+
+def test_nesting_up_to_the_limit_reaches_the_view(embedded: Suite) -> None:
+    """The limit's own depth is the view's to judge (a list is not an account: 422), and
+    brackets in a string, an escaped quote among them, are text, however many."""
+    http = Client(embedded.gateway)
+    resp = http.post(ACCOUNTS, data=_nested(MAX_JSON_DEPTH), content_type="application/json")
+    assert resp.status_code == 422, resp.get_data(as_text=True)
+    name = '\\"' + "[{" * 49
+    resp = http.post(ACCOUNTS, data=_with_name(individual(), f'"{name}"'),
+                     content_type="application/json")
+    assert resp.status_code == 201, resp.get_data(as_text=True)
+    assert resp.get_json()["name"] == json.loads(f'"{name}"')
