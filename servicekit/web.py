@@ -249,7 +249,12 @@ def _install_hooks(app: Flask, spec: ServiceSpec, db: Database, service_secret: 
         _authorize(app, service_secret)
         _refuse_deep_json()
         _refuse_unstorable_text()
-        return _idempotent_replay(app, store)
+        replay = _idempotent_replay(app, store)
+        if replay is None:
+            # after the key's reservation, which read and kept the body for its hash: a form
+            # parsed first would leave no body to hash (a refusal here releases the key)
+            _refuse_nul_in_form()
+        return replay
 
     @app.after_request
     def finish(response: Response) -> Response:
@@ -506,6 +511,30 @@ def _refuse_unstorable_text() -> None:
                       f"the request body holds U+{ord(found):04X}, a UTF-16 surrogate that "
                       "is not half of a pair, in a string; text must be Unicode characters "
                       "(a pair such as \\ud83d\\ude00 spells one, U+1F600)")
+
+
+#: the bodies whose fields werkzeug parses into ``request.form``
+_FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+def _refuse_nul_in_form() -> None:
+    """A form field (its name or its text) holding U+0000 is refused with a 422 naming it: the
+    answer identity's form schemas gave alone (``FormSchema``), kept so that a form is refused
+    the same way in every service (a JSON body's is the 400 of ``_refuse_unstorable_text``).
+    Other services' forms went on to their views, where a party's name with it was "no such
+    party" and a field named with it was taken. A file's name is
+    ``servicekit.uploads.safe_filename``'s to refuse."""
+    if request.mimetype not in _FORMS:
+        return
+    held = sorted({name for name, value in request.form.items(multi=True)
+                   if "\x00" in name or "\x00" in value})
+    if held:
+        raise Problem(422, "validation-error",
+                      f"the form field{'s' if len(held) > 1 else ''} "
+                      f"{', '.join(map(repr, held))} hold{'' if len(held) > 1 else 's'} the "
+                      "character U+0000 (NUL); no text may contain it",
+                      errors={"form": {name: ["must not contain the character U+0000 (NUL)"]
+                                       for name in held}})
 
 
 def _idempotent_replay(app: Flask, store: IdempotencyStore) -> Response | None:
