@@ -32,7 +32,8 @@ class Organization(Base):
     uscc: Mapped[str] = mapped_column(String(18), unique=True)
     #: the check character did not match: registered anyway, flagged for the reviewer
     uscc_check_failed: Mapped[bool] = mapped_column()
-    name: Mapped[str] = mapped_column(String(200))
+    #: as its account's name and the registration form: 100 characters (migration 0010)
+    name: Mapped[str] = mapped_column(String(100))
     legal_representative: Mapped[str] = mapped_column(String(100))
     court: Mapped[str] = mapped_column(String(20), ForeignKey("courts.code"))
     applicant_account_id: Mapped[str] = mapped_column(String(36), ForeignKey("accounts.id"),
