@@ -34,6 +34,7 @@ from services.matters.domain import (
     MIDDLE_OFFICE,
     NUMBER_WORD,
     SUBMITTED,
+    canonical_case_number,
     deadline_for,
     service_number,
 )
@@ -196,7 +197,8 @@ def _todo_query(claims: dict[str, Any], args: dict[str, Any]) -> Select[Any]:
         query = query.where(Application.channel == args["channel"])
     if args.get("q"):
         like = f"%{args['q']}%"
-        query = query.where(Case.case_number.like(like)
+        # a case number is kept in plain brackets: （2021）粤01 finds (2021)粤01
+        query = query.where(Case.case_number.like(f"%{canonical_case_number(args['q'])}%")
                             | Application.service_number.like(like)
                             | Application.applicant_name.like(like))
     if args.get("overdue") is not None:

@@ -55,6 +55,7 @@ from services.matters.domain import (
     LAWYER_BINDING,
     PENDING,
     REJECTED,
+    canonical_case_number,
     case_number_error,
     deadline_for,
     require_binding_status,
@@ -98,6 +99,7 @@ def _open(session: Session, case_id: str, lawyer_id: str, party_id: str) -> Bind
 
 def request(db: Database, blobs: BlobStore, claims: dict[str, Any], body: dict[str, Any],
             letter: Upload) -> tuple[Binding, Case]:
+    body = {**body, "case_number": canonical_case_number(body["case_number"])}
     wrong = case_number_error(body["case_number"], utcnow())
     if wrong:
         raise Problem(422, "validation-error", "the request is invalid",

@@ -20,17 +20,17 @@ from typing import Any
 
 from servicekit.problems import Problem
 from services.matters.case_staff import Account
+from services.matters.domain import PLAIN_BRACKETS
 
 #: identity's account kinds that can be a party: a person, a company (court staff cannot)
 PARTY_KINDS = frozenset({"individual", "organization"})
 #: statuses of an account that may be given a case: in use, or a company awaiting its court's
 #: review (it signs in once approved, and finds its cases there)
 USABLE = frozenset({"active", "pending_review"})
-_PLAIN_BRACKETS = str.maketrans({"（": "(", "）": ")"})
 
 
 def same_name(a: str, b: str) -> bool:
-    return a.strip().translate(_PLAIN_BRACKETS) == b.strip().translate(_PLAIN_BRACKETS)
+    return a.strip().translate(PLAIN_BRACKETS) == b.strip().translate(PLAIN_BRACKETS)
 
 
 def check_party_accounts(found: dict[str, Account], body: dict[str, Any]) -> None:

@@ -17,7 +17,7 @@ from servicekit.problems import Problem
 from services.matters.access import ensure_sees_case, ensure_staff_of, is_lawyer, is_staff_of
 from services.matters.case_parties import check_party_accounts
 from services.matters.case_staff import StaffDirectory, check_named_staff, named_accounts
-from services.matters.domain import APPROVED, case_number_error
+from services.matters.domain import APPROVED, canonical_case_number, case_number_error
 from services.matters.models import Binding, Case, CaseParty
 
 
@@ -27,6 +27,7 @@ def register_case(db: Database, claims: dict[str, Any], body: dict[str, Any],
     parties' accounts to be theirs (asked of ``staff`` in one call before the transaction: no
     lock is held across it)."""
     ensure_staff_of(claims, body["court"])
+    body = {**body, "case_number": canonical_case_number(body["case_number"])}
     wrong = case_number_error(body["case_number"], utcnow())
     if wrong:
         raise Problem(422, "validation-error", "the request is invalid",

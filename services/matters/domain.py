@@ -20,10 +20,18 @@ PERIOD_WORKDAYS = {EFFECTIVENESS_CERTIFICATE: 7, LAWYER_BINDING: 3}
 NUMBER_WORD = {EFFECTIVENESS_CERTIFICATE: "文书", LAWYER_BINDING: "绑定"}
 CHANNELS = ("电子诉讼", "广州微法院", "诉讼服务中心", "12368")
 PARTY_ROLES = {"plaintiff": "原告", "defendant": "被告", "third_party": "第三人"}
-#: a case number, whole: 0-9 digits only (ASCII: \d alone also takes ٢ or ８) and nothing after
-#: 号 (``\Z``: ``$`` also matches before a final newline, which registered the same case again)
-CASE_NUMBER = re.compile(r"^\((\d{4})\)[\u4e00-\u9fff]\d{2,4}[\u4e00-\u9fff]{1,6}\d{1,6}号\Z",
+#: a case number, whole (SPC 法〔2015〕137号, DOMAIN.md): (year), the court's code — 最高法, a
+#: high court's province (粤), an intermediate court's (粤01) or a basic court's (粤0104) — the
+#: type (民初, 知民初, 执保…), the sequence, 号, and an optional 之一. In plain brackets
+#: (``canonical_case_number`` makes full-width ones plain); 0-9 digits only (ASCII: \d alone
+#: also takes ٢ or ８) and nothing after it (``\Z``: ``$`` also matches before a final
+#: newline, which registered the same case again)
+CASE_NUMBER = re.compile(r"^\((\d{4})\)(?:最高法|[\u4e00-\u9fff](?:\d{4}|\d{2})?)"
+                         r"[\u4e00-\u9fff]{1,6}\d{1,7}号(?:之[一二三四五六七八九十]{1,3})?\Z",
                          re.ASCII)
+#: both brackets occur in case numbers and in companies' names as courts write them; one is
+#: kept or compared (the plain one)
+PLAIN_BRACKETS = str.maketrans({"（": "(", "）": ")"})
 #: the People's courts' first day: no judgment, effective date or case is older
 FIRST_COURT_DAY = date(1949, 10, 1)
 #: the first year a case number can carry: the People's courts' first (1 October 1949). Earlier
@@ -89,13 +97,19 @@ def remaining_label(deadline: datetime, now: datetime, finished: bool) -> str:
     return f"剩余{days_left(deadline, now)}"
 
 
+def canonical_case_number(number: str) -> str:
+    """``number`` as it is kept and looked up: full-width brackets made plain, so that
+    （2021）粤01民初8号 and (2021)粤01民初8号, both as courts write them, are one case."""
+    return number.translate(PLAIN_BRACKETS)
+
+
 def case_number_error(number: str, now: datetime) -> str | None:
     """Why ``number`` is not a case number (None if it is one): its form (``CASE_NUMBER``), or
     its year, the year the court received the case (SPC 法〔2015〕137号) — from 1949 to this
     year in Beijing, the court's calendar. Computed from ``now``, never a fixed year. From 31
     December on next year is taken too: a trial system whose clock runs ahead, or which
     dockets at midnight, is not refused for the hours around New Year."""
-    found = CASE_NUMBER.match(number)
+    found = CASE_NUMBER.match(canonical_case_number(number))
     if found is None:
         return "not a case number like (2021)粤01民初8号"
     last = local_date(now).year

@@ -89,3 +89,47 @@ def test_the_years_taken_follow_the_calendar_of_beijing_not_a_fixed_year() -> No
     assert case_number_error("(1949)粤01民初8号", new_year_utc) is None
     assert case_number_error("(1948)粤01民初8号", new_year_utc) is not None
     assert case_number_error("(2021)粤01民初8号\n", new_year_utc) is not None
+
+
+@pytest.mark.parametrize("number", [
+    "(2021)粤01民初8号",          # an intermediate court
+    "(2021)粤0104民初45号",       # a basic court
+    "(2021)粤民终1号",            # a high court: the province alone
+    "(2020)最高法民申1234号",     # the Supreme People's Court
+    "(2022)粤73知民初1号",        # a special-trial character before the type
+    "(2021)粤01民初8号之一",      # a number's 之一
+    "（2021）粤01民初8号",        # full-width brackets
+], ids=["intermediate", "basic", "high", "supreme", "ip", "zhiyi", "fullwidth-brackets"])
+def test_every_form_of_case_number_courts_write_is_taken(number: str) -> None:
+    """DOMAIN.md's case numbers: a high court's and the Supreme People's Court's numbers, and
+    之一, were refused (the court code had to carry digits, nothing could follow 号), and so
+    was a number in full-width brackets, which courts write as often as plain ones."""
+    assert case_number_error(number, datetime(2026, 6, 1, tzinfo=UTC)) is None
+
+
+@pytest.mark.parametrize("number", [
+    "(2021)粤010民初8号", "(2021)粤01民初号", "(2021)粤01民初8", "(2021)粤01民初8号之",
+    "(21)粤01民初8号", "(2021)粤01民初8号之1",
+], ids=["three-digit-court", "no-sequence", "no-hao", "bare-zhi", "two-digit-year",
+        "zhi-digit"])
+def test_a_malformed_case_number_is_still_refused(number: str) -> None:
+    assert case_number_error(number, datetime(2026, 6, 1, tzinfo=UTC)) is not None
+
+
+def test_full_width_brackets_are_the_same_case_kept_in_plain_ones(harness: Harness) -> None:
+    """Registered in full-width brackets, the case is kept in plain ones (one printed form);
+    the same number in plain brackets is that case (409), not a second one; a lawyer naming it
+    in full-width brackets finds it (``test_todo_export``: the to-do search too)."""
+    number = case_number(COURT)
+    wide = number.replace("(", "（").replace(")", "）")
+    staff = harness.token("specialist")
+    resp = harness.client.post("/cases", headers=staff, json=_body(harness, wide))
+    assert resp.status_code == 201, resp.get_json()
+    assert resp.get_json()["case_number"] == number
+    again = harness.client.post("/cases", headers=staff, json=_body(harness, number))
+    assert again.status_code == 409, again.get_json()
+    assert [c["case_number"] for c in harness.client.get("/cases", headers=staff).get_json()] \
+        == [number]
+    asked = harness.ask(wide, party_name="周俊雄")
+    assert asked.status_code == 201, asked.get_json()
+    assert asked.get_json()["case_number"] == number

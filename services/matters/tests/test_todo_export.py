@@ -211,3 +211,16 @@ def test_every_text_cell_starting_a_formula_is_prefixed_and_no_other(start: str)
     written = list(csv.reader(io.StringIO(text, newline="")))
     assert written[1] == ["1"] + [f"'{start}1+1"] * (len(views.CSV_COLUMNS) - 1)
     assert written[2] == ["2"] + [f"(2021)粤01民初8号{start}"] * (len(views.CSV_COLUMNS) - 1)
+
+
+def test_a_case_number_searched_in_full_width_brackets_is_found(harness: Harness) -> None:
+    """Case numbers are kept in plain brackets; a clerk typing （2021）… finds the case too."""
+    h = harness
+    case = h.case()
+    _applied(h, 2, case)
+    _applied(h, 1)
+    wide = case["case_number"].replace("(", "（").replace(")", "）")
+    staff = h.token("specialist")
+    found = _listed(h, staff, q=wide)
+    assert {row["case_number"] for row in found} == {case["case_number"]} and len(found) == 2
+    assert len(_export(h, staff, q=wide)) == 2
