@@ -53,6 +53,7 @@ from services.matters.domain import (
     BY_CLERK,
     BY_REQUEST,
     LAWYER_BINDING,
+    PARTY_ROLES,
     PENDING,
     REJECTED,
     canonical_case_number,
@@ -80,8 +81,19 @@ def _no_such() -> Problem:
     return Problem(404, "not-found", "no case with this number has a party of this name")
 
 
-def _find_party(case: Case, name: str) -> CaseParty | None:
-    return next((p for p in case.parties if p.name == name), None)
+def _find_party(case: Case, body: dict[str, Any], where: str) -> CaseParty | None:
+    """The case's party ``body`` names (``party_name``, and ``party_role`` when given), or
+    None. Two parties may share a name (a plaintiff and a defendant both 张三; nothing forbids
+    it): then the role must say which, or the lawyer might be bound to the other side — a
+    422 at ``party_role`` (in ``where``: "form" or "json") asks for it."""
+    named = [p for p in case.parties if p.name == body["party_name"]
+             and body.get("party_role") in (None, p.role)]
+    if len(named) > 1:
+        roles = "、".join(PARTY_ROLES[p.role] for p in named)
+        raise Problem(422, "validation-error", "the request is invalid", errors={where: {
+            "party_role": [f"{len(named)} parties of this case have this name ({roles}): "
+                           "say which with party_role"]}})
+    return named[0] if named else None
 
 
 def _open(session: Session, case_id: str, lawyer_id: str, party_id: str) -> Binding | None:
@@ -111,7 +123,7 @@ def request(db: Database, blobs: BlobStore, claims: dict[str, Any], body: dict[s
                           "only a verified lawyer may ask to be bound to a case")
         case = session.scalars(select(Case).where(
             Case.case_number == body["case_number"]).with_for_update()).first()
-        party = _find_party(case, body["party_name"]) if case is not None else None
+        party = _find_party(case, body, "form") if case is not None else None
         if case is None or party is None:
             raise _no_such()
         if _open(session, case.id, lawyer.account_id, party.id) is not None:
@@ -145,7 +157,7 @@ def bind_directly(db: Database, claims: dict[str, Any], case_id: str,
             raise not_found()
         ensure_staff_of(claims, case.court, {CLERK}, what="case", subject=f"case:{case.id}")
         ensure_judge_or_clerk_of(claims, case, subject=f"case:{case.id}")
-        party = _find_party(case, body["party_name"])
+        party = _find_party(case, body, "json")
         if party is None:
             raise Problem(422, "validation-error", "the request is invalid",
                           errors={"json": {"party_name": ["no party of this name in the case"]}})

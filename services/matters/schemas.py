@@ -229,8 +229,16 @@ class JudgeDecisionSchema(Schema):
                                   "(decided_on)", field_name="effective_date")
 
 
+def _party_role() -> fields.String:
+    """Which of two parties of a case with the same name is meant (both 张三, say, one the
+    plaintiff and one the defendant): needed only then."""
+    return fields.String(validate=validate.OneOf(list(PARTY_ROLES)), metadata={
+        "description": "the party's role, when two parties of the case share the name "
+                       "(plaintiff, defendant, third_party)"})
+
+
 class BindingRequestSchema(Schema):
-    """One multipart/form-data body: the two text fields and the letter. Loaded from the files
+    """One multipart/form-data body: the text fields and the letter. Loaded from the files
     location (so the OpenAPI shows one multipart body); the text fields are merged in from the
     form before validation."""
 
@@ -238,7 +246,7 @@ class BindingRequestSchema(Schema):
     def _with_form_fields(self, data: Any, **_kwargs: Any) -> dict[str, Any]:
         from flask import request
 
-        return {**{k: request.form.get(k) for k in ("case_number", "party_name")
+        return {**{k: request.form.get(k) for k in ("case_number", "party_name", "party_role")
                    if k in request.form}, **{k: data[k] for k in data}}
 
     letter = fields.Raw(required=True, metadata={
@@ -249,6 +257,7 @@ class BindingRequestSchema(Schema):
                                 metadata={"example": "(2021)粤01民初8号"})
     party_name = fields.String(required=True, validate=validate.Length(min=1, max=100),
                                metadata={"description": "the party the lawyer represents"})
+    party_role = _party_role()
 
 
 class BindingArgsSchema(Schema):
@@ -262,6 +271,7 @@ class RejectSchema(Schema):
 class DirectBindingSchema(Schema):
     lawyer_account_id = fields.String(required=True, validate=validate.Length(min=1, max=36))
     party_name = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    party_role = _party_role()
 
 
 class LetterInfoSchema(Schema):

@@ -4,6 +4,7 @@ and every event against its contract."""
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from datetime import timedelta
@@ -11,7 +12,8 @@ from typing import Any
 
 from servicekit.db import utcnow
 from services.matters.escalation import escalate_overdue
-from services.matters.tests.conftest import COURT, OTHER_COURT, PDF, Harness
+from services.matters.models import Binding, CaseParty
+from services.matters.tests.conftest import COURT, OTHER_COURT, PDF, Harness, case_number
 
 APPLY = {"kind": "effectiveness_certificate", "reason": "办理强制执行", "use": "向执行法院提交"}
 
@@ -303,3 +305,57 @@ def test_staff_see_only_their_courts_requests(harness: Harness) -> None:
     assert h.client.get("/bindings", headers=h.lawyer()).get_json()["total"] == 1
     assert h.client.get("/bindings", headers=h.lawyer("someone")).get_json()["total"] == 0
     assert COURT == "粤01"
+
+
+def _case_with_two_named(h: Harness, name: str) -> dict[str, Any]:
+    """A case whose plaintiff and defendant share ``name`` (neither with an account)."""
+    resp = h.client.post("/cases", headers=h.token("specialist"), json={
+        "case_number": case_number(COURT), "court": COURT, "court_name": "广州市中级人民法院",
+        "cause": "民间借贷纠纷", "department": "民一庭",
+        "judge_account_id": h.staff_id("judge"), "clerk_account_id": h.staff_id("clerk"),
+        "parties": [{"name": name, "role": "plaintiff", "account_id": None},
+                    {"name": name, "role": "defendant", "account_id": None}]})
+    assert resp.status_code == 201, resp.get_json()
+    return resp.get_json()
+
+
+def _bound_role(h: Harness, binding_id: str) -> str:
+    with h.rt.db.transaction() as session:
+        binding = session.get(Binding, binding_id)
+        assert binding is not None
+        party = session.get(CaseParty, binding.party_id)
+        assert party is not None
+        return party.role
+
+
+def test_two_parties_of_one_name_the_lawyer_says_which(harness: Harness) -> None:
+    """A plaintiff and a defendant both named 张三: the request used to bind the lawyer to the
+    first of them, whichever side the lawyer acts for. Without a role it is now a 422 asking
+    for one, and nothing is kept; with one, the lawyer is bound to that side."""
+    h = harness
+    case = _case_with_two_named(h, "张三")
+    unsure = h.ask(case["case_number"], party_name="张三")
+    assert unsure.status_code == 422, unsure.get_json()
+    assert "原告、被告" in unsure.get_json()["errors"]["form"]["party_role"][0]
+    assert h.client.get("/bindings", headers=h.lawyer()).get_json()["items"] == []
+    resp = h.client.post("/bindings", headers=h.lawyer(), content_type="multipart/form-data",
+                         data={"case_number": case["case_number"], "party_name": "张三",
+                               "party_role": "defendant",
+                               "letter": (io.BytesIO(PDF), "授权委托书.pdf", "application/pdf")})
+    assert resp.status_code == 201, resp.get_json()
+    assert _bound_role(h, resp.get_json()["id"]) == "defendant"
+
+
+def test_two_parties_of_one_name_the_clerk_says_which(harness: Harness) -> None:
+    h = harness
+    case = _case_with_two_named(h, "张三")
+    url, body = f"/cases/{case['id']}/lawyers", {"lawyer_account_id": h.ids["lawyer"],
+                                                 "party_name": "张三"}
+    unsure = h.client.post(url, headers=h.staff("clerk"), json=body)
+    assert unsure.status_code == 422, unsure.get_json()
+    assert "party_role" in unsure.get_json()["errors"]["json"]
+    resp = h.client.post(url, headers=h.staff("clerk"), json={**body, "party_role": "plaintiff"})
+    assert resp.status_code == 201, resp.get_json()
+    assert _bound_role(h, resp.get_json()["id"]) == "plaintiff"
+    wrong = h.client.post(url, headers=h.staff("clerk"), json={**body, "party_role": "third_party"})
+    assert wrong.status_code == 422  # no third party of that name
