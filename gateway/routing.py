@@ -32,13 +32,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.headers import forwarded_chain
-from servicekit import context
+from servicekit.context import request_id_from
 
 API_PREFIX = "/api/"
 REQUEST_ID_HEADER = "X-Request-ID"
-#: matched whole (``fullmatch``): ``$`` alone also matches before a final newline, and an id
-#: ending in one went back in the answer's header (werkzeug refuses it: no answer at all)
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _SERVICE = r"[a-z][a-z0-9-]*"
 
 #: (methods, path regex). Methods: ``"GET"``, ``"GET|POST"`` or ``"*"``.
@@ -157,14 +154,6 @@ def display_path(path: str) -> str:
 def request_id(environ: Mapping[str, Any]) -> str:
     """Keep a well-formed incoming ``X-Request-ID``, otherwise make one."""
     return request_id_from(str(environ.get("HTTP_X_REQUEST_ID", "")))
-
-
-def request_id_from(incoming: str) -> str:
-    """The request id for an incoming ``X-Request-ID`` value ("" when absent); a new one is
-    ``servicekit.context.new_id`` (never reads like personal data)."""
-    if incoming and _REQUEST_ID.fullmatch(incoming):
-        return incoming
-    return context.new_id()
 
 
 def trust_forwarded_from_env() -> bool:

@@ -6,6 +6,7 @@ import base64
 import contextvars
 import itertools
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -13,6 +14,21 @@ _request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("reques
                                                                          default=None)
 _causation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("causation_id",
                                                                            default=None)
+
+
+#: an X-Request-ID a caller may choose; matched whole (``fullmatch``): ``$`` alone also matches
+#: before a final newline, and an id ending in one went back in the answer's header (werkzeug
+#: refuses it: no answer at all)
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def request_id_from(incoming: str) -> str:
+    """The request id for an incoming ``X-Request-ID`` value ("" when absent): the caller's,
+    when it is one an id may be, else ``new_id()``. The gateway and every service decide the
+    same way, so an id the gateway passed on is the one the service logs."""
+    if incoming and _REQUEST_ID.fullmatch(incoming):
+        return incoming
+    return new_id()
 
 
 def new_id() -> str:
