@@ -97,7 +97,8 @@ def secret(name: str, default: str) -> str:
 
 
 WORKDAY_CALENDAR_FILE = "ECOURT_WORKDAY_CALENDAR_FILE"
-_YEAR = re.compile(r"^\d{4}$")
+#: four ASCII digits, whole (``$`` would take "2027\n"; ``\d`` alone takes "２０２７")
+_YEAR = re.compile(r"[0-9]{4}")
 
 
 class CalendarYear(NamedTuple):
@@ -135,7 +136,7 @@ def calendar_years(data: object) -> dict[int, CalendarYear]:
 
 
 def _year(key: str) -> int:
-    if not _YEAR.match(key):
+    if not _YEAR.fullmatch(key):
         raise ValueError(f"{key!r} is not a year (four digits, e.g. \"2027\")")
     return int(key)
 

@@ -179,6 +179,8 @@ def test_an_empty_file_is_the_package_alone(tmp_path: Path,
 @pytest.mark.parametrize(("data", "problem"), [
     ([], "JSON object of years"),
     ({"27": FILE_2027["2027"]}, "'27' is not a year"),
+    ({"2027\n": FILE_2027["2027"]}, "'2027\\n' is not a year"),
+    ({"２０２７": FILE_2027["2027"]}, "'２０２７' is not a year"),
     ({"2027": {"holidays": ["2027-01-01"]}}, "exactly \"holidays\" and \"workdays\""),
     ({"2027": {"holidays": "2027-01-01", "workdays": []}}, "must be a list of dates"),
     ({"2027": {"holidays": ["2027-1-1"], "workdays": []}}, "'2027-1-1' is not a date"),
