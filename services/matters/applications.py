@@ -196,11 +196,13 @@ def _todo_query(claims: dict[str, Any], args: dict[str, Any]) -> Select[Any]:
     if args.get("channel"):
         query = query.where(Application.channel == args["channel"])
     if args.get("q"):
-        like = f"%{args['q']}%"
-        # a case number is kept in plain brackets: （2021）粤01 finds (2021)粤01
-        query = query.where(Case.case_number.like(f"%{canonical_case_number(args['q'])}%")
-                            | Application.service_number.like(like)
-                            | Application.applicant_name.like(like))
+        # the words as typed: % and _ are characters here, not LIKE's wildcards; a case number
+        # is kept in plain brackets, so （2021）粤01 finds (2021)粤01
+        q = args["q"]
+        query = query.where(
+            Case.case_number.contains(canonical_case_number(q), autoescape=True)
+            | Application.service_number.contains(q, autoescape=True)
+            | Application.applicant_name.contains(q, autoescape=True))
     if args.get("overdue") is not None:
         now = utcnow()
         query = query.where((Application.deadline < now) if args["overdue"]

@@ -40,10 +40,10 @@ def search(db: Database, claims: dict[str, Any], q: str | None,
         raise Problem(403, "forbidden", "court staff only")
     with db.transaction(reads_only=True) as session:
         query = select(Lawyer).order_by(Lawyer.name, Lawyer.account_id)
-        if q:
-            like = f"%{q}%"
-            query = query.where(or_(Lawyer.name.like(like), Lawyer.law_firm.like(like),
-                                    Lawyer.license_no.like(like)))
+        if q:  # the words as typed: % and _ are characters here, not LIKE's wildcards
+            query = query.where(or_(Lawyer.name.contains(q, autoescape=True),
+                                    Lawyer.law_firm.contains(q, autoescape=True),
+                                    Lawyer.license_no.contains(q, autoescape=True)))
         return list(page_of(session, query, page).scalars())
 
 

@@ -359,3 +359,14 @@ def test_two_parties_of_one_name_the_clerk_says_which(harness: Harness) -> None:
     assert _bound_role(h, resp.get_json()["id"]) == "plaintiff"
     wrong = h.client.post(url, headers=h.staff("clerk"), json={**body, "party_role": "third_party"})
     assert wrong.status_code == 422  # no third party of that name
+
+
+def test_a_lawyer_search_takes_percent_and_underscore_as_typed(harness: Harness) -> None:
+    """``q`` went into LIKE as it was: ``_`` or ``%`` matched every lawyer."""
+    h = harness
+    h.verify_lawyer(name="王大状", law_firm="广州天河律师事务所")
+    h.verify_lawyer(name="陈律师", law_firm="广东100%律师事务所")
+    clerk = h.staff("clerk")
+    for q, firms in (("_", []), ("%", ["广东100%律师事务所"]), ("天河", ["广州天河律师事务所"])):
+        found = h.client.get("/lawyers", headers=clerk, query_string={"q": q}).get_json()
+        assert [lw["law_firm"] for lw in found["items"]] == firms, q

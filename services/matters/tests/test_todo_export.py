@@ -224,3 +224,14 @@ def test_a_case_number_searched_in_full_width_brackets_is_found(harness: Harness
     found = _listed(h, staff, q=wide)
     assert {row["case_number"] for row in found} == {case["case_number"]} and len(found) == 2
     assert len(_export(h, staff, q=wide)) == 2
+
+
+def test_the_to_do_search_takes_percent_and_underscore_as_typed(harness: Harness) -> None:
+    """``q`` went into LIKE as it was: ``_`` or ``%`` matched every application."""
+    h = harness
+    _applied(h, 2)
+    staff = h.token("specialist")
+    assert len(_listed(h, staff)) == 2
+    for q in ("_", "%", "%%"):
+        assert _listed(h, staff, q=q) == [], q
+        assert _export(h, staff, q=q) == [], q
