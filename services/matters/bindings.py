@@ -85,9 +85,15 @@ def _find_party(case: Case, body: dict[str, Any], where: str) -> CaseParty | Non
     """The case's party ``body`` names (``party_name``, and ``party_role`` when given), or
     None. Two parties may share a name (a plaintiff and a defendant both 张三; nothing forbids
     it): then the role must say which, or the lawyer might be bound to the other side — a
-    422 at ``party_role`` (in ``where``: "form" or "json") asks for it."""
+    422 at ``party_role`` (in ``where``: "form" or "json") asks for it. Two of one name *and*
+    role (two plaintiffs both 张三) cannot be told apart by what a request names: a 422 at
+    ``party_name`` says so, rather than binding whichever comes first."""
     named = [p for p in case.parties if p.name == body["party_name"]
              and body.get("party_role") in (None, p.role)]
+    if len(named) > 1 and len({p.role for p in named}) == 1:  # name and role alike
+        raise Problem(422, "validation-error", "the request is invalid", errors={where: {
+            "party_name": [f"{len(named)} parties of this case have this name and role: a "
+                           "request cannot tell them apart; ask the court"]}})
     if len(named) > 1:
         roles = "、".join(PARTY_ROLES[p.role] for p in named)
         raise Problem(422, "validation-error", "the request is invalid", errors={where: {

@@ -10,6 +10,8 @@ import re
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import select
+
 from servicekit.db import utcnow
 from services.matters.escalation import escalate_overdue
 from services.matters.models import Binding, CaseParty
@@ -370,3 +372,31 @@ def test_a_lawyer_search_takes_percent_and_underscore_as_typed(harness: Harness)
     for q, firms in (("_", []), ("%", ["广东100%律师事务所"]), ("天河", ["广州天河律师事务所"])):
         found = h.client.get("/lawyers", headers=clerk, query_string={"q": q}).get_json()
         assert [lw["law_firm"] for lw in found["items"]] == firms, q
+
+
+def test_two_parties_of_one_name_and_role_are_never_guessed_between(harness: Harness) -> None:
+    """Two plaintiffs both 张三: neither the name nor the role tells them apart, so neither a
+    lawyer's request nor the clerk's binding picks the first of them; nothing is kept."""
+    h = harness
+    resp = h.client.post("/cases", headers=h.token("specialist"), json={
+        "case_number": case_number(COURT), "court": COURT, "court_name": "广州市中级人民法院",
+        "cause": "民间借贷纠纷", "department": "民一庭",
+        "judge_account_id": h.staff_id("judge"), "clerk_account_id": h.staff_id("clerk"),
+        "parties": [{"name": "张三", "role": "plaintiff", "account_id": None},
+                    {"name": "张三", "role": "plaintiff", "account_id": None}]})
+    assert resp.status_code == 201, resp.get_json()
+    case = resp.get_json()
+    unsure = h.ask(case["case_number"], party_name="张三")  # no role: the role would not do
+    assert "cannot tell them apart" in unsure.get_json()["errors"]["form"]["party_name"][0]
+    asked = h.client.post("/bindings", headers=h.lawyer(), content_type="multipart/form-data",
+                          data={"case_number": case["case_number"], "party_name": "张三",
+                                "party_role": "plaintiff",
+                                "letter": (io.BytesIO(PDF), "授权委托书.pdf", "application/pdf")})
+    assert asked.status_code == 422, asked.get_json()
+    assert "cannot tell them apart" in asked.get_json()["errors"]["form"]["party_name"][0]
+    bound = h.client.post(f"/cases/{case['id']}/lawyers", headers=h.staff("clerk"), json={
+        "lawyer_account_id": h.ids["lawyer"], "party_name": "张三", "party_role": "plaintiff"})
+    assert bound.status_code == 422, bound.get_json()
+    assert "party_name" in bound.get_json()["errors"]["json"]
+    with h.rt.db.transaction() as session:
+        assert session.scalars(select(Binding)).all() == []
