@@ -71,7 +71,7 @@ def submit(db: Database, claims: dict[str, Any], case_id: str,
     commit must not turn a filed application into an error."""
     with db.transaction() as session:
         case = load_case(session, case_id)
-        party = _acting_for(claims, case, body.get("party_name"))
+        party = _acting_for(claims, case, body)
         now = legal_now()
         app = Application(
             id=str(uuid.uuid4()), case_id=case.id, court=case.court, kind=body["kind"],
@@ -90,23 +90,34 @@ def submit(db: Database, claims: dict[str, Any], case_id: str,
     return app, case
 
 
-def _acting_for(claims: dict[str, Any], case: Case, party_name: str | None) -> CaseParty:
-    """The party the caller applies for: themself, or the one party they represent (a lawyer
-    bound to several parties of the case names one)."""
-    parties = acting_parties(claims, case)
+def _acting_for(claims: dict[str, Any], case: Case, body: dict[str, Any]) -> CaseParty:
+    """The party the caller applies for: themself, or the one party they represent. A lawyer
+    bound to several parties of the case names one — by ``party_name``, or by ``party_id``
+    when two of them share a name (two plaintiffs both 张三): the name alone is then a 422,
+    never the first of them."""
+    parties = list({p.id: p for p in acting_parties(claims, case)}.values())
     if not parties:
         audit.note_denied(f"case:{case.id}")
         raise not_found()
-    if party_name:
-        named = [p for p in parties if p.name == party_name]
-        if not named:
-            raise Problem(422, "validation-error", "the request is invalid",
-                          errors={"json": {"party_name": ["you do not act for this party"]}})
-        return named[0]
-    if len({p.id for p in parties}) > 1:
+    if body.get("party_id"):
+        named = [p for p in parties if p.id == body["party_id"]]
+        field = "party_id"
+    elif body.get("party_name"):
+        named = [p for p in parties if p.name == body["party_name"]]
+        field = "party_name"
+    elif len(parties) > 1:
         raise Problem(422, "validation-error", "the request is invalid",
                       errors={"json": {"party_name": ["name the party you apply for"]}})
-    return parties[0]
+    else:
+        return parties[0]
+    if not named:
+        raise Problem(422, "validation-error", "the request is invalid",
+                      errors={"json": {field: ["you do not act for this party"]}})
+    if len(named) > 1:
+        raise Problem(422, "validation-error", "the request is invalid", errors={"json": {
+            "party_name": [f"{len(named)} parties you act for have this name: name the one "
+                           "you apply for with party_id"]}})
+    return named[0]
 
 
 def get(db: Database, claims: dict[str, Any], application_id: str) -> tuple[Application, Case]:

@@ -81,19 +81,24 @@ def _no_such() -> Problem:
     return Problem(404, "not-found", "no case with this number has a party of this name")
 
 
-def _find_party(case: Case, body: dict[str, Any], where: str) -> CaseParty | None:
-    """The case's party ``body`` names (``party_name``, and ``party_role`` when given), or
-    None. Two parties may share a name (a plaintiff and a defendant both 张三; nothing forbids
-    it): then the role must say which, or the lawyer might be bound to the other side — a
-    422 at ``party_role`` (in ``where``: "form" or "json") asks for it. Two of one name *and*
-    role (two plaintiffs both 张三) cannot be told apart by what a request names: a 422 at
-    ``party_name`` says so, rather than binding whichever comes first."""
+def _find_party(case: Case, body: dict[str, Any], where: str,
+                tell_apart: str) -> CaseParty | None:
+    """The case's party ``body`` names — by ``party_id``, or by ``party_name`` (and
+    ``party_role`` when given) — or None. Two parties may share a name (a plaintiff and a
+    defendant both 张三; nothing forbids it): then the role must say which, or the lawyer might
+    be bound to the other side — a 422 at ``party_role`` (in ``where``: "form" or "json") asks
+    for it. Two of one name *and* role (two plaintiffs both 张三) cannot be told apart by name:
+    a 422 at ``party_name`` says so and how to (``tell_apart``: the clerk names the party by
+    id, which the case view shows; a lawyer, who cannot see the case yet, asks the court),
+    rather than binding whichever comes first."""
+    if body.get("party_id"):
+        return next((p for p in case.parties if p.id == body["party_id"]), None)
     named = [p for p in case.parties if p.name == body["party_name"]
              and body.get("party_role") in (None, p.role)]
     if len(named) > 1 and len({p.role for p in named}) == 1:  # name and role alike
         raise Problem(422, "validation-error", "the request is invalid", errors={where: {
-            "party_name": [f"{len(named)} parties of this case have this name and role: a "
-                           "request cannot tell them apart; ask the court"]}})
+            "party_name": [f"{len(named)} parties of this case have this name and role: "
+                           f"{tell_apart}"]}})
     if len(named) > 1:
         roles = "、".join(PARTY_ROLES[p.role] for p in named)
         raise Problem(422, "validation-error", "the request is invalid", errors={where: {
@@ -129,7 +134,9 @@ def request(db: Database, blobs: BlobStore, claims: dict[str, Any], body: dict[s
                           "only a verified lawyer may ask to be bound to a case")
         case = session.scalars(select(Case).where(
             Case.case_number == body["case_number"]).with_for_update()).first()
-        party = _find_party(case, body, "form") if case is not None else None
+        party = (_find_party(case, body, "form", "a request cannot tell them apart; ask the "
+                                                 "court to bind you")
+                 if case is not None else None)
         if case is None or party is None:
             raise _no_such()
         if _open(session, case.id, lawyer.account_id, party.id) is not None:
@@ -163,10 +170,13 @@ def bind_directly(db: Database, claims: dict[str, Any], case_id: str,
             raise not_found()
         ensure_staff_of(claims, case.court, {CLERK}, what="case", subject=f"case:{case.id}")
         ensure_judge_or_clerk_of(claims, case, subject=f"case:{case.id}")
-        party = _find_party(case, body, "json")
+        party = _find_party(case, body, "json", "name the one meant with party_id (the case's "
+                                                "parties list their ids)")
         if party is None:
-            raise Problem(422, "validation-error", "the request is invalid",
-                          errors={"json": {"party_name": ["no party of this name in the case"]}})
+            field = "party_id" if body.get("party_id") else "party_name"
+            raise Problem(422, "validation-error", "the request is invalid", errors={
+                "json": {field: [f"no party of this {field.removeprefix('party_')} in the "
+                                 "case"]}})
         lawyer = verified(session, body["lawyer_account_id"])
         if lawyer is None:
             raise Problem(422, "validation-error", "the request is invalid",

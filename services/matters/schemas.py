@@ -97,6 +97,9 @@ class RegisterCaseSchema(Schema):
 
 
 class PartySchema(Schema):
+    id = fields.String(metadata={"description": "names this party in a binding or an "
+                                                "application (party_id) when two parties of "
+                                                "the case share a name and a role"})
     name = fields.String()
     role = fields.String()
     role_label = fields.String()
@@ -114,6 +117,21 @@ class CaseSchema(Schema):
     parties_label = fields.String(metadata={"example": "原告:周俊雄;被告:黄添强"})
 
 
+def _party_id() -> fields.String:
+    """A party by its id (the case's ``parties`` list them): the one way to tell apart two
+    parties of one name *and* role (two plaintiffs both 张三)."""
+    return fields.String(validate=validate.Length(min=1, max=36), metadata={
+        "description": "the party's id from the case's parties; instead of party_name, and "
+                       "needed when two parties of the case share a name and a role"})
+
+
+def _one_way_to_name_a_party(data: dict[str, Any]) -> None:
+    """A party is named by id, or by name (and role): never both, which could disagree."""
+    if data.get("party_id") and (data.get("party_name") or data.get("party_role")):
+        raise ValidationError("name the party by party_id or by party_name, not both",
+                              field_name="party_id")
+
+
 class SubmitApplicationSchema(Schema):
     kind = fields.String(required=True, validate=validate.OneOf([EFFECTIVENESS_CERTIFICATE]))
     reason = fields.String(required=True, validate=validate.Length(min=1, max=1000))
@@ -124,6 +142,11 @@ class SubmitApplicationSchema(Schema):
     party_name = fields.String(load_default=None, validate=validate.Length(min=1, max=100),
                                metadata={"description": "a lawyer bound to several parties of "
                                                         "the case names the one applying"})
+    party_id = _party_id()
+
+    @validates_schema
+    def one_way_to_name_the_party(self, data: dict[str, Any], **_: Any) -> None:
+        _one_way_to_name_a_party(data)
 
 
 class DocumentStateSchema(Schema):
@@ -270,8 +293,17 @@ class RejectSchema(Schema):
 
 class DirectBindingSchema(Schema):
     lawyer_account_id = fields.String(required=True, validate=validate.Length(min=1, max=36))
-    party_name = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    party_id = _party_id()
+    party_name = fields.String(validate=validate.Length(min=1, max=100), metadata={
+        "description": "the party the lawyer represents (or party_id)"})
     party_role = _party_role()
+
+    @validates_schema
+    def names_one_party(self, data: dict[str, Any], **_: Any) -> None:
+        _one_way_to_name_a_party(data)
+        if not data.get("party_id") and not data.get("party_name"):
+            raise ValidationError("name the party: party_id, or party_name",
+                                  field_name="party_name")
 
 
 class LetterInfoSchema(Schema):
@@ -295,6 +327,11 @@ class BindingSchema(Schema):
     lawyer_name = fields.String()
     law_firm = fields.String()
     party_name = fields.String()
+    party_id = fields.String(allow_none=True, metadata={
+        "description": "null to a lawyer until the binding is approved"})
+    party_role = fields.String(allow_none=True, metadata={
+        "description": "plaintiff, defendant or third_party; null to a lawyer until the "
+                       "binding is approved"})
     source = fields.String(metadata={"description": "request (the lawyer asked) | clerk"})
     status = fields.String(validate=validate.OneOf(list(BINDING_STATUS_LABELS)))
     status_label = fields.String()

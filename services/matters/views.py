@@ -41,7 +41,7 @@ def case_view(case: Case) -> dict[str, Any]:
     return {"id": case.id, "case_number": case.case_number, "court": case.court,
             "court_name": case.court_name, "cause": case.cause, "department": case.department,
             "effective_date": case.effective_date,
-            "parties": [{"name": p.name, "role": p.role,
+            "parties": [{"id": p.id, "name": p.name, "role": p.role,
                          "role_label": PARTY_ROLES.get(p.role, p.role)} for p in case.parties],
             "parties_label": parties_label(case)}
 
@@ -99,6 +99,7 @@ def binding_view(binding: Binding, case: Case, claims: dict[str, Any]) -> dict[s
     supplied (its number, their party) until the binding is approved — a pending or rejected
     request gives nothing (``access.py``): no case id, no parties. The court's staff see all."""
     full = is_staff_of(claims, binding.court) or binding.status == APPROVED
+    party = next((p for p in case.parties if p.id == binding.party_id), None)
     letter = None
     if binding.letter_sha256:
         letter = {"filename": binding.letter_filename,
@@ -110,6 +111,8 @@ def binding_view(binding: Binding, case: Case, claims: dict[str, Any]) -> dict[s
             "parties_label": parties_label(case) if full else None,
             "lawyer_account_id": binding.lawyer_account_id, "lawyer_name": binding.lawyer_name,
             "law_firm": binding.law_firm, "party_name": binding.party_name,
+            "party_id": binding.party_id if full else None,
+            "party_role": party.role if full and party is not None else None,
             "source": binding.source, "status": binding.status,
             "status_label": BINDING_STATUS_LABELS[binding.status],
             "deadline": binding.deadline, "deadline_local": local(binding.deadline),

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from servicekit.db import utcnow
 from services.matters.escalation import escalate_overdue
-from services.matters.models import Binding, CaseParty
+from services.matters.models import Application, Binding, CaseParty
 from services.matters.tests.conftest import COURT, OTHER_COURT, PDF, Harness, case_number
 
 APPLY = {"kind": "effectiveness_certificate", "reason": "办理强制执行", "use": "向执行法院提交"}
@@ -374,20 +374,26 @@ def test_a_lawyer_search_takes_percent_and_underscore_as_typed(harness: Harness)
         assert [lw["law_firm"] for lw in found["items"]] == firms, q
 
 
-def test_two_parties_of_one_name_and_role_are_never_guessed_between(harness: Harness) -> None:
-    """Two plaintiffs both 张三: neither the name nor the role tells them apart, so neither a
-    lawyer's request nor the clerk's binding picks the first of them; nothing is kept."""
-    h = harness
+def _two_plaintiffs(h: Harness, name: str) -> dict[str, Any]:
     resp = h.client.post("/cases", headers=h.token("specialist"), json={
         "case_number": case_number(COURT), "court": COURT, "court_name": "广州市中级人民法院",
         "cause": "民间借贷纠纷", "department": "民一庭",
         "judge_account_id": h.staff_id("judge"), "clerk_account_id": h.staff_id("clerk"),
-        "parties": [{"name": "张三", "role": "plaintiff", "account_id": None},
-                    {"name": "张三", "role": "plaintiff", "account_id": None}]})
+        "parties": [{"name": name, "role": "plaintiff", "account_id": None},
+                    {"name": name, "role": "plaintiff", "account_id": None}]})
     assert resp.status_code == 201, resp.get_json()
-    case = resp.get_json()
+    return resp.get_json()
+
+
+def test_two_parties_of_one_name_and_role_are_never_guessed_between(harness: Harness) -> None:
+    """Two plaintiffs both 张三: neither the name nor the role tells them apart, so neither a
+    lawyer's request nor the clerk's binding picks the first of them; nothing is kept. The
+    clerk is told to name the party by id; the lawyer, who cannot see the case, to ask the
+    court."""
+    h = harness
+    case = _two_plaintiffs(h, "张三")
     unsure = h.ask(case["case_number"], party_name="张三")  # no role: the role would not do
-    assert "cannot tell them apart" in unsure.get_json()["errors"]["form"]["party_name"][0]
+    assert "ask the court" in unsure.get_json()["errors"]["form"]["party_name"][0]
     asked = h.client.post("/bindings", headers=h.lawyer(), content_type="multipart/form-data",
                           data={"case_number": case["case_number"], "party_name": "张三",
                                 "party_role": "plaintiff",
@@ -397,6 +403,57 @@ def test_two_parties_of_one_name_and_role_are_never_guessed_between(harness: Har
     bound = h.client.post(f"/cases/{case['id']}/lawyers", headers=h.staff("clerk"), json={
         "lawyer_account_id": h.ids["lawyer"], "party_name": "张三", "party_role": "plaintiff"})
     assert bound.status_code == 422, bound.get_json()
-    assert "party_name" in bound.get_json()["errors"]["json"]
+    assert "party_id" in bound.get_json()["errors"]["json"]["party_name"][0]
     with h.rt.db.transaction() as session:
         assert session.scalars(select(Binding)).all() == []
+
+
+def test_the_clerk_binds_one_of_two_alike_parties_by_its_id(harness: Harness) -> None:
+    """The case view lists each party's id; the clerk names the second plaintiff 张三 by it
+    and the lawyer is bound to that one, not the first. An id of no party of the case, or an
+    id beside a name, is a 422 that keeps nothing."""
+    h = harness
+    case = _two_plaintiffs(h, "张三")
+    shown = h.client.get(f"/cases/{case['id']}", headers=h.staff("clerk")).get_json()
+    first, second = (p["id"] for p in shown["parties"])
+    assert first != second and shown["parties"] == case["parties"]
+    url = f"/cases/{case['id']}/lawyers"
+    for body, field in (({"party_id": "no-such-party"}, "party_id"),
+                        ({"party_id": second, "party_name": "张三"}, "party_id"),
+                        ({}, "party_name")):
+        refused = h.client.post(url, headers=h.staff("clerk"),
+                                json={"lawyer_account_id": h.ids["lawyer"], **body})
+        assert refused.status_code == 422, (body, refused.get_json())
+        assert field in refused.get_json()["errors"]["json"], body
+    with h.rt.db.transaction() as session:
+        assert session.scalars(select(Binding)).all() == []
+    bound = h.client.post(url, headers=h.staff("clerk"),
+                          json={"lawyer_account_id": h.ids["lawyer"], "party_id": second})
+    assert bound.status_code == 201, bound.get_json()
+    assert bound.get_json()["party_id"] == second
+    assert bound.get_json()["party_role"] == "plaintiff"
+    with h.rt.db.transaction() as session:
+        assert session.get(Binding, bound.get_json()["id"]).party_id == second  # type: ignore[union-attr]
+
+
+def test_a_lawyer_for_two_alike_parties_names_the_applicant_by_id(harness: Harness) -> None:
+    """A lawyer bound to both plaintiffs 张三 applies for one: the name alone used to take the
+    first of them; now it is a 422 asking for party_id, and party_id picks the party."""
+    h = harness
+    case = _two_plaintiffs(h, "张三")
+    first, second = (p["id"] for p in case["parties"])
+    for party_id in (first, second):
+        assert h.client.post(f"/cases/{case['id']}/lawyers", headers=h.staff("clerk"), json={
+            "lawyer_account_id": h.ids["lawyer"], "party_id": party_id}).status_code == 201
+    url = f"/cases/{case['id']}/applications"
+    by_name = h.client.post(url, headers=h.lawyer(), json={**APPLY, "party_name": "张三"})
+    assert by_name.status_code == 422, by_name.get_json()
+    assert "party_id" in by_name.get_json()["errors"]["json"]["party_name"][0]
+    stranger = h.client.post(url, headers=h.lawyer(), json={**APPLY, "party_id": "no-such"})
+    assert stranger.status_code == 422
+    assert "party_id" in stranger.get_json()["errors"]["json"]
+    assert h.client.get(url, headers=h.lawyer()).get_json() == []
+    resp = h.client.post(url, headers=h.lawyer(), json={**APPLY, "party_id": second})
+    assert resp.status_code == 201, resp.get_json()
+    with h.rt.db.transaction() as session:
+        assert session.get(Application, resp.get_json()["id"]).party_id == second  # type: ignore[union-attr]
