@@ -3,13 +3,14 @@ parties, sign-ins, and what the notifier was asked to send."""
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 from sqlalchemy import select
 from werkzeug.test import Client
 
 from ecourt.embedded import Suite
-from servicekit.testing import unique
+from servicekit.testing import unique, wait_for
 from services.notifier.models import SmsMessage
 from tests.factories import individual, mobile
 
@@ -112,3 +113,31 @@ def sms_for(suite: Suite, account_id: str, template: str) -> list[SmsMessage]:
     with suite.runtimes["notifier"].db.transaction() as s:
         return list(s.scalars(select(SmsMessage).where(SmsMessage.account_id == account_id,
                                                        SmsMessage.template == template)))
+
+
+PDF = b"%PDF-1.7\n%letter of authorisation\n" + b"x" * 256
+
+
+def file(data: bytes, name: str, ctype: str) -> tuple[io.BytesIO, str, str]:
+    """One upload for a werkzeug test client's multipart body."""
+    return io.BytesIO(data), name, ctype
+
+
+def online_lawyer(suite: Suite, http: Client, name: str = "王律师") -> tuple[str, str]:
+    """A new individual verified as a lawyer online: (account id, a token with the role)."""
+    body = individual(name=name)
+    account_id = http.post("/api/identity/accounts", json=body).get_json()["id"]
+    token = login(http, body["phone"], body["password"])
+    verified = http.post("/api/identity/lawyer-verifications", headers=bearer(token), json={
+        "method": "online", "license_no": "14401201810000001", "law_firm": "广东示例律师事务所"})
+    assert verified.status_code in (200, 201), verified.get_data(as_text=True)
+    wait_for(lambda: sms_for(suite, account_id, "lawyer_verified"), message="the lawyer's SMS")
+    return account_id, login(http, body["phone"], body["password"])  # the role is in new tokens
+
+
+def matters_knows_lawyer(suite: Suite, account_id: str) -> bool:
+    """Whether matters has its copy of the lawyer yet (it learns of them from an event)."""
+    from services.matters.models import Lawyer
+
+    with suite.runtimes["matters"].db.transaction() as s:
+        return s.get(Lawyer, account_id) is not None

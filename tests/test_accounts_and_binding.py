@@ -5,7 +5,6 @@ SMS requests the notifier receives at each step."""
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import pytest
@@ -14,16 +13,19 @@ from werkzeug.test import Client
 from ecourt.embedded import Suite
 from servicekit.testing import wait_for
 from tests.factories import individual, uscc
-from tests.harness import Court, bearer, login, person, sms_for
+from tests.harness import (
+    PDF,
+    Court,
+    bearer,
+    file,
+    login,
+    matters_knows_lawyer,
+    online_lawyer,
+    person,
+    sms_for,
+)
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 256
-PDF = b"%PDF-1.7\n%letter of authorisation\n" + b"x" * 256
-
-
-def file(data: bytes, name: str, ctype: str) -> tuple[io.BytesIO, str, str]:
-    return io.BytesIO(data), name, ctype
-
-
 @pytest.fixture(scope="module")
 def court(suite: Suite) -> Court:
     return Court(suite, Client(suite.gateway), "粤01", "广州市中级人民法院")
@@ -90,17 +92,6 @@ def test_organization_rejected_with_a_reason_is_told(suite: Suite, court: Court)
     assert "营业执照不清晰" in sms.text
 
 
-def _online_lawyer(suite: Suite, http: Client) -> tuple[str, str]:
-    body = individual(name="王律师")
-    account_id = http.post("/api/identity/accounts", json=body).get_json()["id"]
-    token = login(http, body["phone"], body["password"])
-    verified = http.post("/api/identity/lawyer-verifications", headers=bearer(token), json={
-        "method": "online", "license_no": "14401201810000001", "law_firm": "广东示例律师事务所"})
-    assert verified.status_code in (200, 201), verified.get_data(as_text=True)
-    wait_for(lambda: sms_for(suite, account_id, "lawyer_verified"), message="the lawyer's SMS")
-    return account_id, login(http, body["phone"], body["password"])  # the role is in new tokens
-
-
 def _offline_lawyer(suite: Suite, court: Court) -> tuple[str, str]:
     http = court.http
     body = individual(name="李四")
@@ -131,7 +122,7 @@ def _offline_lawyer(suite: Suite, court: Court) -> tuple[str, str]:
 
 def test_lawyers_verified_online_and_offline_get_the_lawyer_role(suite: Suite,
                                                                  court: Court) -> None:
-    for account_id, token in (_online_lawyer(suite, court.http), _offline_lawyer(suite, court)):
+    for account_id, token in (online_lawyer(suite, court.http), _offline_lawyer(suite, court)):
         me = court.http.get("/api/identity/accounts/me", headers=bearer(token)).get_json()
         assert me["id"] == account_id and "lawyer" in me["roles"]
 
@@ -165,7 +156,8 @@ def test_binding_approved_by_the_clerk_and_one_rejected(suite: Suite, court: Cou
     assert http.get(f"/api/matters/cases/{case_id}", headers=bearer(lawyer)).status_code == 200
 
     other_id, other = _offline_lawyer(suite, court)
-    wait_for(lambda: _known(suite, other_id), message="matters to learn of the second lawyer")
+    wait_for(lambda: matters_knows_lawyer(suite, other_id),
+             message="matters to learn of the second lawyer")
     asked = http.post("/api/matters/bindings", headers=bearer(other), data={
         "case_number": case_number, "party_name": "黄添强",
         "letter": file(PDF, "委托书.pdf", "application/pdf")})
@@ -181,19 +173,12 @@ def test_binding_approved_by_the_clerk_and_one_rejected(suite: Suite, court: Cou
     assert http.get(f"/api/matters/cases/{case_id}", headers=bearer(other)).status_code == 404
 
 
-def _known(suite: Suite, account_id: str) -> bool:
-    from services.matters.models import Lawyer
-
-    with suite.runtimes["matters"].db.transaction() as s:
-        return s.get(Lawyer, account_id) is not None
-
-
 _LAWYER: dict[int, tuple[str, str]] = {}
 
 
 def _lawyer_known_to_matters(suite: Suite, http: Client) -> Any:
     """One online-verified lawyer per suite, once matters has its copy."""
     if id(suite) not in _LAWYER:
-        _LAWYER[id(suite)] = _online_lawyer(suite, http)
+        _LAWYER[id(suite)] = online_lawyer(suite, http)
     account_id, token = _LAWYER[id(suite)]
-    return (account_id, token) if _known(suite, account_id) else None
+    return (account_id, token) if matters_knows_lawyer(suite, account_id) else None

@@ -18,8 +18,7 @@ from servicekit.testing import wait_for
 from services.identity.models import Account
 from services.matters.models import Binding
 from tests.factories import individual
-from tests.harness import Court, bearer, person
-from tests.test_accounts_and_binding import PDF, _known, _online_lawyer, file
+from tests.harness import PDF, Court, bearer, file, matters_knows_lawyer, online_lawyer, person
 
 ACCOUNTS = "/api/identity/accounts"
 
@@ -107,8 +106,9 @@ def binding(suite: Suite) -> tuple[Client, str, str]:
                           ("林小燕", "third_party", None)], effective="2021-07-01")
     case_number = http.get(f"/api/matters/cases/{case_id}",
                            headers=bearer(court.token("judge"))).get_json()["case_number"]
-    lawyer_id, lawyer = _online_lawyer(suite, http)
-    wait_for(lambda: _known(suite, lawyer_id), message="matters to learn of the lawyer")
+    lawyer_id, lawyer = online_lawyer(suite, http)
+    wait_for(lambda: matters_knows_lawyer(suite, lawyer_id),
+             message="matters to learn of the lawyer")
     return http, lawyer, case_number
 
 

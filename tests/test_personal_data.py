@@ -9,7 +9,6 @@ the reviewing court read it through the API) keeps the text as typed."""
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import re
@@ -27,7 +26,7 @@ from servicekit.testing import wait_for
 from services.delivery.models import Notification
 from services.notifier.models import SmsMessage
 from tests.factories import id_number, individual, mobile, uscc
-from tests.harness import Court, bearer, login, sms_for, tokens
+from tests.harness import PDF, Court, bearer, file, login, sms_for, tokens
 from tests.harness import person as signed_up
 
 ID_NUMBER = re.compile(r"(?<![0-9])\d{6}[ -]?\d{8}[ -]?\d{3}[\dXx](?![0-9])")
@@ -37,7 +36,6 @@ MOBILE = re.compile(r"(?<![0-9])1[3-9]\d[ -]?\d{4}[ -]?\d{4}(?![0-9])")
 OPAQUE = re.compile(r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}"
                     r"|gAAAAA[A-Za-z0-9_=-]+|[0-9a-f]{64}")
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 256
-PDF = b"%PDF-1.7\n%letter of authorisation\n" + b"x" * 256
 
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
@@ -102,10 +100,6 @@ def _assert_clean(secrets: list[str], *places: tuple[str, list[str]]) -> None:
             assert not MOBILE.search(scanned), f"{where} carries a mobile number: {text[:300]}"
 
 
-def _file(data: bytes, name: str, ctype: str) -> tuple[io.BytesIO, str, str]:
-    return io.BytesIO(data), name, ctype
-
-
 def _ok(resp: Any, *codes: int) -> dict[str, Any]:
     assert resp.status_code in (codes or (200,)), resp.get_data(as_text=True)
     return resp.get_json()
@@ -151,7 +145,7 @@ def test_numbers_typed_into_free_text_are_masked_in_logs_events_sms_and_inbox(
     org = _ok(http.post("/api/identity/organizations", headers=bearer(applicant), data={
         "name": "广州虚构科技有限公司", "uscc": uscc(), "legal_representative": "吴经理",
         "court": court.code, "password": "org-password-123",
-        "licence": _file(PNG, "licence.png", "image/png")}), 201)
+        "licence": file(PNG, "licence.png", "image/png")}), 201)
     org_url = f"/api/identity/organizations/{org['id']}"
     _ok(http.post(f"{org_url}/reject", headers=_if_match(http, org_url, reviewer),
                   json={"reason": typed}))
@@ -164,8 +158,8 @@ def test_numbers_typed_into_free_text_are_masked_in_logs_events_sms_and_inbox(
                             data={"method": "offline", "court": court.code,
                                   "license_no": "11101201510000003",
                                   "law_firm": f"北京虚构律师事务所（{typed_phone}）",
-                                  "certificate": _file(PNG, "执业证.png", "image/png"),
-                                  "id_card": _file(PNG, "身份证.png", "image/png")}),
+                                  "certificate": file(PNG, "执业证.png", "image/png"),
+                                  "id_card": file(PNG, "身份证.png", "image/png")}),
                   200, 201, 202)
     wait_for(lambda: _sms_of(suite, court.id("registry_reviewer"),
                              "lawyer_verification_requested", "李四"),
@@ -188,7 +182,7 @@ def test_numbers_typed_into_free_text_are_masked_in_logs_events_sms_and_inbox(
     binding = wait_for(lambda: (r := http.post("/api/matters/bindings", headers=bearer(counsel),
                                                data={"case_number": case_number,
                                                      "party_name": "周俊雄",
-                                                     "letter": _file(PDF, "委托书.pdf",
+                                                     "letter": file(PDF, "委托书.pdf",
                                                                      "application/pdf")}))
                        .status_code == 201 and r.get_json(),
                        message="matters to learn of the lawyer")
