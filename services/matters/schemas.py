@@ -167,6 +167,9 @@ class ApplicationSchema(Schema):
     kind = fields.String()
     title = fields.String(metadata={"example": "郑楚健/生效证明"})
     applicant_name = fields.String()
+    party_id = fields.String(allow_none=True, metadata={
+        "description": "the party of the case applying (one of the case's parties), which "
+                       "the name alone does not tell when two share it"})
     reason = fields.String()
     use = fields.String()
     materials = fields.List(fields.String())

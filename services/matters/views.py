@@ -10,7 +10,7 @@ from typing import Any
 
 from servicekit.db import utcnow
 from servicekit.workdays import SHANGHAI
-from services.matters.access import is_staff_of
+from services.matters.access import is_staff_of, party_of_application
 from services.matters.domain import (
     APPROVED,
     BINDING_STATUS_LABELS,
@@ -66,7 +66,8 @@ def application_view(app: Application, case: Case, staff: bool) -> dict[str, Any
     return {"id": app.id, "case_id": case.id, "case_number": case.case_number,
             "service_number": app.service_number, "kind": app.kind,
             "title": f"{app.applicant_name}/{KIND_LABELS[app.kind]}",
-            "applicant_name": app.applicant_name, "reason": app.reason, "use": app.use,
+            "applicant_name": app.applicant_name,
+            "party_id": party_of_application(app, case), "reason": app.reason, "use": app.use,
             "materials": json.loads(app.materials), "channel": app.channel,
             "status": app.status, "status_label": STATUS_LABELS[app.status],
             "stage": app.stage, "deadline": app.deadline, "deadline_local": local(app.deadline),

@@ -455,5 +455,6 @@ def test_a_lawyer_for_two_alike_parties_names_the_applicant_by_id(harness: Harne
     assert h.client.get(url, headers=h.lawyer()).get_json() == []
     resp = h.client.post(url, headers=h.lawyer(), json={**APPLY, "party_id": second})
     assert resp.status_code == 201, resp.get_json()
+    assert resp.get_json()["party_id"] == second  # the staff can tell which 张三 applied
     with h.rt.db.transaction() as session:
         assert session.get(Application, resp.get_json()["id"]).party_id == second  # type: ignore[union-attr]
