@@ -6,77 +6,21 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
-from flask.testing import FlaskClient
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
-from ecourt.runtime import make_runtime
 from servicekit import paging
-from servicekit.config import Settings
-from servicekit.service import Runtime
-from servicekit.testing import pg_databases
-from servicekit.tokens import SigningKey, TokenVerifier
-from services.delivery.app import SERVICE
 from services.delivery.models import Notification
+from services.delivery.tests.conftest import T0, Inbox
 
 ME, SOMEONE = str(uuid.uuid4()), str(uuid.uuid4())
-T0 = datetime(2026, 3, 2, 1, tzinfo=UTC)
 CONTRACTS = Path(__file__).resolve().parents[3] / "contracts" / "openapi"
-
-
-class Inbox:
-    def __init__(self, rt: Runtime, key: SigningKey) -> None:
-        self.rt, self.key = rt, key
-        self.client: FlaskClient = SERVICE.build_app(rt).test_client()  # type: ignore[misc]
-
-    def add(self, account_id: str, count: int, read: int = 0,
-            at: datetime | None = None) -> list[str]:
-        """``count`` notifications a minute apart from ``at`` (the first ``read`` of them
-        read); all at ``at`` when it is given, so they tie."""
-        ids = []
-        with self.rt.db.transaction() as session:
-            for n in range(count):
-                note = Notification(
-                    id=str(uuid.uuid4()), account_id=account_id, category="application",
-                    title=f"通知{n}", body="正文", source_event_id=str(uuid.uuid4()),
-                    created_at=at or T0 + timedelta(minutes=n),
-                    read_at=T0 if n < read else None)
-                session.add(note)
-                ids.append(note.id)
-        return ids
-
-    def get(self, account_id: str, **query: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-        token = self.key.sign({"sub": account_id, "roles": ["party"]}, ttl=900)
-        resp = self.client.get("/inbox", headers={"Authorization": f"Bearer {token}"},
-                               query_string=query)
-        assert resp.status_code == 200, resp.get_json()
-        return resp.get_json(), json.loads(resp.headers["X-Pagination"])
-
-
-def _inbox(url: str) -> Iterator[Inbox]:
-    key = SigningKey.generate()
-    rt = make_runtime(SERVICE, Settings.from_env("delivery", database_url=url),
-                      TokenVerifier(lambda: {"keys": [key.jwk()]}))
-    try:
-        yield Inbox(rt, key)
-    finally:
-        rt.db.dispose()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.real)])
-def inbox(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Inbox]:
-    if request.param == "sqlite":
-        yield from _inbox(f"sqlite:///{tmp_path}/delivery.db")
-        return
-    with pg_databases(["delivery"]) as urls:
-        yield from _inbox(urls["delivery"])
 
 
 def test_the_inbox_comes_a_page_at_a_time_with_every_unread_counted(inbox: Inbox) -> None:
@@ -108,9 +52,7 @@ def test_notifications_of_the_same_instant_never_repeat_or_vanish_across_pages(
 
 @pytest.mark.parametrize("query", [{"page_size": 101}, {"page": 0}])
 def test_a_page_out_of_bounds_is_a_422_problem(inbox: Inbox, query: dict[str, Any]) -> None:
-    token = inbox.key.sign({"sub": ME, "roles": ["party"]}, ttl=900)
-    resp = inbox.client.get("/inbox", headers={"Authorization": f"Bearer {token}"},
-                            query_string=query)
+    resp = inbox.client.get("/inbox", headers=inbox.token(ME), query_string=query)
     assert resp.status_code == 422
     assert resp.content_type == "application/problem+json"
     assert set(resp.get_json()["errors"]["query"]) == set(query)
@@ -135,14 +77,8 @@ def test_the_pagination_header_is_documented_as_the_json_it_is(inbox: Inbox) -> 
 def test_service_and_sign_off_are_kept_to_the_second(inbox: Inbox) -> None:
     """DESIGN: a time with legal weight (service, sign-off) is stored in UTC to the second,
     as a receipt shows it (they were kept to the microsecond)."""
-    from services.delivery import usecases
-
-    with inbox.rt.db.transaction() as session:
-        note_id = usecases.notify(session, account_id=ME, category="application", title="通知",
-                                  body="正文", source_event_id=str(uuid.uuid4())).id
-    token = inbox.key.sign({"sub": ME, "roles": ["party"]}, ttl=900)
-    read = inbox.client.post(f"/inbox/{note_id}/read",
-                             headers={"Authorization": f"Bearer {token}"})
+    note_id = inbox.notify(ME)
+    read = inbox.client.post(f"/inbox/{note_id}/read", headers=inbox.token(ME))
     assert read.status_code == 200, read.get_json()
     [item] = inbox.get(ME)[0]["items"]
     for field in ("created_at", "read_at"):
