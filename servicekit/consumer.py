@@ -5,6 +5,12 @@ savepoint: the inbox row (consumer, event id) and the handler's writes commit to
 messages are acked only after the commit. A crash before the ack redelivers them; the inbox
 turns the redelivery into a no-op.
 
+A handler that must ask another service (delivery asks identity for a phone number) is a
+``TwoPhaseHandler``: its ``prepare`` makes the remote calls before the batch's transaction
+begins, with no database connection held, and only its ``apply`` runs in the transaction. A slow
+service then holds up this consumer's thread alone, never a pooled connection nor, on SQLite,
+the write lock that every other writer of the service waits for.
+
 A handler that raises is retried with a growing delay, up to ``max_attempts``, then parked in
 the service's dead-letter queue. Both the retry and the dead letter are outbox rows written in
 the same transaction as the ack decision, so they inherit the outbox's guarantees and work the
@@ -50,8 +56,9 @@ import zlib
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_all
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from kombu import Connection
 from kombu import Consumer as KombuConsumer
@@ -73,6 +80,7 @@ from servicekit.topology import Subscription, declare, queues_for
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Session, CloudEvent], None]
+C = TypeVar("C")
 Parsed = tuple[Message, CloudEvent | None]
 #: (outcome, event type) of one message: handled, duplicate, ignored, retried, dead_lettered,
 #: malformed
@@ -93,6 +101,58 @@ _SOCKET_TIMEOUT = 30.0
 #: how long a stop may spend closing the broker connection politely (the deployments' grace
 #: periods count on it, tests/test_deploy_files.py)
 CLOSE_WITHIN = 3.0
+
+
+class TwoPhaseHandler(Generic[C]):
+    """A handler in two phases, for one that needs another service's answer.
+
+    ``prepare(event)`` runs first, outside any transaction and with no database connection
+    checked out: the place for HTTP calls to other services (each bounded by its client's
+    timeout, however slow the other service is). What it returns, the context, is handed to
+    ``apply(session, event, context)``, which runs in the consumer's transaction beside the
+    inbox row, exactly as a plain handler does. ``prepare`` must not write anything the
+    transaction's rollback should take back: it runs again on every retry of the event.
+
+    The consumer looks the batch's events up in the inbox before preparing them, so an event
+    already handled (a redelivery) is not prepared at all; one handled by another consumer
+    between that look-up and the transaction costs one wasted ``prepare`` and is then a
+    duplicate. An exception of ``prepare`` is raised in the handler's place inside the
+    transaction: it is retried and dead-lettered exactly as an exception of a plain handler.
+
+    Called like a plain handler (``handler(session, event)``: tests, tools, benchmarks) it runs
+    both phases in turn, the remote calls inside the caller's transaction; the consumer never
+    calls it so.
+    """
+
+    def __init__(self, prepare: Callable[[CloudEvent], C],
+                 apply: Callable[[Session, CloudEvent, C], None]) -> None:
+        self.prepare = prepare
+        self.apply = apply
+
+    def __call__(self, session: Session, event: CloudEvent) -> None:
+        self.apply(session, event, self.prepare(event))
+
+
+@dataclass
+class _Prepared:
+    """What the prepare phase of a batch (or part) found: the events the inbox already held
+    then, and the context or the exception of each two-phase handler's ``prepare``."""
+
+    seen: set[str] = field(default_factory=set)
+    contexts: dict[str, Any] = field(default_factory=dict)
+    failures: dict[str, Exception] = field(default_factory=dict)
+
+    def done(self, event_id: str) -> bool:
+        return event_id in self.contexts or event_id in self.failures
+
+    def context_of(self, event_id: str) -> Any:
+        """The context ``prepare`` returned for the event; its exception, raised here, when
+        it failed (so the transaction sees the failure where the handler would run)."""
+        if event_id in self.failures:
+            raise self.failures[event_id]
+        if event_id not in self.contexts:  # the triage makes it a duplicate before this
+            raise LookupError(f"event {event_id} was not prepared")
+        return self.contexts[event_id]
 
 
 class _HandlerFailed(Exception):
@@ -350,20 +410,24 @@ class EventConsumer:
         ``stop`` is set (the consumer stops, or the connection the batch came on is gone)
         while its database is unreachable: the batch goes back to the queue.
 
-        The fast path runs every handler in one transaction with one inbox look-up. If any
-        handler raises, that transaction is rolled back and the events are handled again one
-        savepoint each, so one bad event cannot hold back the others. While the database
-        cannot be reached the batch waits here, however long that takes (see the module's
-        docstring); the connection's thread goes on reading heartbeats meanwhile.
+        The ``prepare`` of two-phase handlers runs first, outside any transaction; both paths
+        below use what it found. The fast path runs every handler in one transaction with one
+        inbox look-up. If any handler raises, that transaction is rolled back and the events
+        are handled again one savepoint each, so one bad event cannot hold back the others.
+        While the database cannot be reached the batch waits here, however long that takes
+        (see the module's docstring); the connection's thread goes on reading heartbeats
+        meanwhile.
         """
         first, longest = OUTAGE_BACKOFF
         tries = 0
         while True:
             try:
+                # again on each try: what was looked up before an outage may be stale after it
+                prepared = self._prepare(parsed)
                 try:
-                    return self._fast(parsed)
+                    return self._fast(parsed, prepared)
                 except _HandlerFailed:
-                    return self._careful(parsed)
+                    return self._careful(parsed, prepared)
             except Exception as exc:
                 if not database_unreachable(exc):
                     raise
@@ -418,6 +482,41 @@ class EventConsumer:
         return set(session.scalars(select(inbox.c.event_id).where(
             inbox.c.consumer == self.service, inbox.c.event_id.in_(ids))))
 
+    def _prepare(self, parsed: list[Parsed]) -> _Prepared:
+        """Run the ``prepare`` of every two-phase handler of the batch, before its transaction.
+
+        The inbox is read first, in a read-only transaction (on SQLite it takes no write lock)
+        whose connection is back in the pool before any ``prepare`` runs: an event already
+        handled is not prepared. A batch without two-phase handlers reads nothing here. The
+        exception of a ``prepare`` is kept, not raised: ``_run`` raises it inside the
+        transaction, where it is charged to its event as a handler's exception is."""
+        todo: list[tuple[CloudEvent, TwoPhaseHandler[Any]]] = []
+        for _message, event in parsed:
+            handler = self.handlers.get(event.type) if event is not None else None
+            if event is not None and isinstance(handler, TwoPhaseHandler):
+                todo.append((event, handler))
+        if not todo:
+            return _Prepared()
+        with self.db.transaction(reads_only=True) as session:
+            prepared = _Prepared(seen=self._seen(session, [event for event, _ in todo]))
+        for event, handler in todo:
+            if event.id in prepared.seen or prepared.done(event.id):  # handled, or twice here
+                continue
+            try:
+                with context.bound(event.correlationid, event.id):
+                    prepared.contexts[event.id] = handler.prepare(event)
+            except Exception as exc:
+                prepared.failures[event.id] = exc
+        return prepared
+
+    def _run(self, session: Session, event: CloudEvent, prepared: _Prepared) -> None:
+        """The event's handler in the transaction: a two-phase one gets its context."""
+        handler = self.handlers[event.type]
+        if isinstance(handler, TwoPhaseHandler):
+            handler.apply(session, event, prepared.context_of(event.id))
+        else:
+            handler(session, event)
+
     def _triage(self, event: CloudEvent | None, seen: set[str]) -> str | None:
         """The outcome decided before any handler runs, or None when a handler must run."""
         if event is None:
@@ -428,10 +527,11 @@ class EventConsumer:
             return "duplicate"
         return None
 
-    def _fast(self, parsed: list[Parsed]) -> list[Outcome]:
+    def _fast(self, parsed: list[Parsed], prepared: _Prepared) -> list[Outcome]:
         outcomes: list[Outcome] = []
         with self.db.transaction() as session:
-            seen = self._seen(session, [e for _, e in parsed if e is not None])
+            # what the inbox held before the prepare phase counts too: it was not prepared
+            seen = self._seen(session, [e for _, e in parsed if e is not None]) | prepared.seen
             rows = []
             for _message, event in parsed:
                 decided = self._triage(event, seen)
@@ -441,7 +541,7 @@ class EventConsumer:
                 seen.add(event.id)
                 try:
                     with context.bound(event.correlationid, event.id):
-                        self.handlers[event.type](session, event)
+                        self._run(session, event, prepared)
                         # written now, under the event's ids: what the handler changed and
                         # the audit entries those changes make (``servicekit.audit``)
                         session.flush()
@@ -459,20 +559,22 @@ class EventConsumer:
                     raise _HandlerFailed from exc
         return outcomes
 
-    def _careful(self, parsed: list[Parsed]) -> list[Outcome]:
+    def _careful(self, parsed: list[Parsed], prepared: _Prepared) -> list[Outcome]:
         outcomes: list[Outcome] = []
         with self.db.transaction() as session:
-            seen = self._seen(session, [e for _, e in parsed if e is not None])
+            seen = self._seen(session, [e for _, e in parsed if e is not None]) | prepared.seen
             for message, event in parsed:
                 decided = self._triage(event, seen)
                 if decided or event is None:
                     outcomes.append((decided or "malformed", event.type if event else "unknown"))
                     continue
                 seen.add(event.id)
-                outcomes.append((self._handle_one(session, message, event), event.type))
+                outcomes.append((self._handle_one(session, message, event, prepared),
+                                 event.type))
         return outcomes
 
-    def _handle_one(self, session: Session, message: Message, event: CloudEvent) -> str:
+    def _handle_one(self, session: Session, message: Message, event: CloudEvent,
+                    prepared: _Prepared) -> str:
         """One event in its own savepoint. Only a clash on the *inbox* row is a duplicate; any
         error of the handler (its own unique keys included) is a failure to retry."""
         try:
@@ -486,7 +588,7 @@ class EventConsumer:
                             received_at=utcnow()))
                 except IntegrityError:
                     return "duplicate"
-                self.handlers[event.type](session, event)
+                self._run(session, event, prepared)
         except Exception as exc:
             if _outage(exc):
                 raise  # no attempt is charged to an event for the database's outage

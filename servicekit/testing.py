@@ -14,10 +14,15 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
+
+if TYPE_CHECKING:
+    from servicekit.consumer import Handler
+    from servicekit.db import Database
+    from servicekit.envelope import CloudEvent
 
 T = TypeVar("T")
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -118,6 +123,113 @@ def pg_databases(names: list[str], prefix: str = "ecourt_test") -> Iterator[dict
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
             for db in dbs.values():
                 conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+# -- consumers: what they hold while they wait, and one on kombu's in-memory transport -----
+def transaction_open(database: Database) -> bool:
+    """Whether ``database`` has a writing transaction open now, as another connection sees
+    it: the question for code that must not hold one while it waits on something else (a
+    consumer's look-ups in another service).
+
+    On SQLite, whether the write lock is taken: another connection's ``BEGIN IMMEDIATE`` is
+    refused at once (no busy wait). On PostgreSQL, whether a connection of the database's pool
+    is checked out, or any other client of the database is inside a transaction
+    (``pg_stat_activity``)."""
+    import sqlite3
+
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database.url)
+    if url.get_backend_name() == "sqlite":
+        probe = sqlite3.connect(url.database or "", isolation_level=None, timeout=0)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.execute("ROLLBACK")
+            return False
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            return True
+        finally:
+            probe.close()
+    if database.engine.pool.checkedout():
+        return True
+    with psycopg.connect(url.set(drivername="postgresql").render_as_string(False),
+                         autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+            " AND xact_start IS NOT NULL").fetchone()
+    return bool(row and row[0])
+
+
+class InMemoryConsumer:
+    """An ``EventConsumer`` of ``handlers`` on kombu's in-memory transport, as the embedded
+    suite runs it, on a thread of its own; with ``relay``, a relay too, which publishes the
+    retries and dead letters the consumer writes to its outbox. Its queue and exchange are
+    made for it. A context manager: on exit both are stopped and their threads joined.
+    ``options`` go to the ``EventConsumer`` (``max_attempts``, ``retry_base`` …)."""
+
+    def __init__(self, service: str, db: Database, handlers: Mapping[str, Handler], *,
+                 relay: bool = False, **options: Any) -> None:
+        from servicekit.consumer import EventConsumer
+        from servicekit.topology import Subscription
+
+        self.db = db
+        self.exchange = unique("memory.events")
+        self.consumer = EventConsumer(
+            service, db, handlers, broker_url="memory://", exchange=self.exchange,
+            subscription=Subscription(unique(service), tuple(sorted(handlers))), **options)
+        self.relay = relay
+        self.stop = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def __enter__(self) -> InMemoryConsumer:
+        from kombu import Connection
+
+        from servicekit.publishers import KombuPublisher
+        from servicekit.relay import Relay
+        from servicekit.topology import declare
+
+        with Connection("memory://") as conn:
+            declare(conn, self.exchange, [self.consumer.subscription])
+        targets: list[Callable[[threading.Event], None]] = [self.consumer.run]
+        if self.relay:
+            targets.append(Relay(self.consumer.service, self.db,
+                                 KombuPublisher("memory://", self.exchange),
+                                 poll_interval=0.02).run)
+        for target in targets:
+            thread = threading.Thread(target=target, args=(self.stop,), daemon=True)
+            thread.start()
+            self.threads.append(thread)
+        wait_for(self.consumer.ready.is_set, message="the consumer to start")
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(15)
+
+    def publish(self, *events: CloudEvent) -> None:
+        """Publish ``events`` to the consumer's exchange, in order."""
+        from kombu import Connection, Exchange, Producer
+
+        with Connection("memory://") as conn:
+            producer = Producer(conn.default_channel,
+                                exchange=Exchange(self.exchange, type="topic"))
+            for event in events:
+                producer.publish(event.to_json(), routing_key=event.type,
+                                 content_type="application/cloudevents+json")
+
+    def handled(self) -> set[str]:
+        """The ids of the events the consumer's inbox holds."""
+        from sqlalchemy import select
+
+        from servicekit.tables import inbox
+
+        with self.db.transaction(reads_only=True) as session:
+            return set(session.scalars(select(inbox.c.event_id).where(
+                inbox.c.consumer == self.consumer.service)))
 
 
 # -- a TCP proxy that can cut the line --------------------------------------------------------

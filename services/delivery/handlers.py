@@ -1,16 +1,22 @@
 """delivery's event handlers: one function per consumed event type. Each tells its
-recipients on the portal (inbox notice) and by SMS (through the notifier)."""
+recipients on the portal (inbox notice) and by SMS (through the notifier).
+
+Who the recipients are (a court's reviewers, the next rung of the escalation ladder) and their
+phone numbers are identity's to say, over HTTP. Those look-ups are the ``prepare`` phase of a
+``TwoPhaseHandler``: they run before the consumer's transaction, so a slow identity never holds
+delivery's database connection, nor on SQLite the write lock a user reading a notice waits for.
+The transaction then writes the notices and the SMS requests from what was looked up."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from servicekit.clients import InternalClient
-from servicekit.consumer import Handler
+from servicekit.consumer import Handler, TwoPhaseHandler
 from servicekit.db import utcnow
 from servicekit.envelope import CloudEvent
 from servicekit.sealed import unseal
@@ -23,25 +29,24 @@ WELCOME_TITLE = "欢迎使用人民法院在线服务"
 WELCOME_SMS = SMS_SIGNATURE + "您好！您已成功注册人民法院在线服务账号，请妥善保管登录密码。"
 STAFF_WELCOME_SMS = SMS_SIGNATURE + "您好！您的法院工作人员账号已开通，请登录后及时修改初始密码。"
 Message = Callable[[dict[str, Any]], tuple[str, str, str]]
+#: who is told, once each and in order: (account id, phone number), as identity gave them
+Contacts = list[tuple[str, str]]
 
 
 def build_handlers(rt: Runtime) -> Mapping[str, Handler]:
     client: InternalClient = rt.clients  # type: ignore[assignment]
     secret = rt.settings.service_secret
 
-    def tell(session: Session, event: CloudEvent, account_id: str, category: str,
-             title: str, body: str, sms: str, template: str) -> None:
-        notify(session, account_id=account_id, category=category, title=title, body=body,
-               source_event_id=event.id)
-        contact = client.get_json("identity", f"/internal/accounts/{account_id}/contact")
-        request_sms(session, account_id=account_id, phone=contact["phone"],
-                    template=template, text=sms, secret=secret)
+    def contacts(account_ids: Iterable[str]) -> Contacts:
+        """Each account's phone, from identity: a prepare phase's look-up (``to_each``)."""
+        return [(account_id, client.get_json(
+                    "identity", f"/internal/accounts/{account_id}/contact")["phone"])
+                for account_id in dict.fromkeys(account_ids)]  # once each, in order
 
-    def on_account_registered(session: Session, event: CloudEvent) -> None:
-        staff = event.data.get("kind") == "staff"
-        tell(session, event, event.data["account_id"], "account", WELCOME_TITLE,
-             "您的工作人员账号已开通。" if staff else "您的账号已注册成功。",
-             STAFF_WELCOME_SMS if staff else WELCOME_SMS, "account_registered")
+    def welcome(data: dict[str, Any]) -> tuple[str, str, str]:
+        staff = data.get("kind") == "staff"
+        return (WELCOME_TITLE, "您的工作人员账号已开通。" if staff else "您的账号已注册成功。",
+                STAFF_WELCOME_SMS if staff else WELCOME_SMS)
 
     def on_code_issued(session: Session, event: CloudEvent) -> None:
         """A verification code: SMS only (never the portal inbox), to the phone identity chose
@@ -55,12 +60,21 @@ def build_handlers(rt: Runtime) -> Mapping[str, Handler]:
                            secret=secret, expires_at=event.data["expires_at"])
 
     def to_each(recipients: Callable[[dict[str, Any]], list[str]], message: Message,
-                template: str) -> Handler:
-        def handle(session: Session, event: CloudEvent) -> None:
+                template: str, category: str = "application") -> TwoPhaseHandler[Contacts]:
+        """Tell each recipient: a notice in the portal inbox and an SMS request. Who they are
+        and their phones are looked up first (``recipients`` may ask identity too); the
+        transaction only writes."""
+        def prepare(event: CloudEvent) -> Contacts:
+            return contacts(recipients(event.data))
+
+        def apply(session: Session, event: CloudEvent, found: Contacts) -> None:
             title, body, sms = message(event.data)
-            for account_id in dict.fromkeys(recipients(event.data)):  # once each, in order
-                tell(session, event, account_id, "application", title, body, sms, template)
-        return handle
+            for account_id, phone in found:
+                notify(session, account_id=account_id, category=category, title=title,
+                       body=body, source_event_id=event.id)
+                request_sms(session, account_id=account_id, phone=phone, template=template,
+                            text=sms, secret=secret)
+        return TwoPhaseHandler(prepare, apply)
 
     def reviewers(data: dict[str, Any]) -> list[str]:
         found = client.get_json("identity", f"/internal/staff?court={data['court']}"
@@ -73,11 +87,15 @@ def build_handlers(rt: Runtime) -> Mapping[str, Handler]:
     def account(data: dict[str, Any]) -> list[str]:
         return [data["account_id"]]
 
-    def both(*handlers: Handler) -> Handler:
-        def handle(session: Session, event: CloudEvent) -> None:
-            for handler in handlers:
-                handler(session, event)
-        return handle
+    def both(*handlers: TwoPhaseHandler[Contacts]) -> TwoPhaseHandler[list[Contacts]]:
+        """The handlers one after the other: all their look-ups, then all their writes."""
+        def prepare(event: CloudEvent) -> list[Contacts]:
+            return [handler.prepare(event) for handler in handlers]
+
+        def apply(session: Session, event: CloudEvent, found: list[Contacts]) -> None:
+            for handler, context in zip(handlers, found, strict=True):
+                handler.apply(session, event, context)
+        return TwoPhaseHandler(prepare, apply)
 
     def escalation_targets(data: dict[str, Any]) -> list[str]:
         """The ladder: the handlers, then the division's head, then the court's president."""
@@ -90,7 +108,8 @@ def build_handlers(rt: Runtime) -> Mapping[str, Handler]:
         return [s["account_id"] for s in found]
 
     return {
-        "identity.account.registered": on_account_registered,
+        "identity.account.registered": to_each(account, welcome, "account_registered",
+                                               category="account"),
         "identity.code.issued": on_code_issued,
         "matters.application.submitted": to_each(
             lambda d: d["notify_account_ids"], messages.submitted, "application_submitted"),
