@@ -216,7 +216,15 @@ class Database:
         READ, READ ONLY`` (a write fails at once); on SQLite it begins deferred instead of
         ``BEGIN IMMEDIATE``, so it takes no write lock: in WAL mode it reads its snapshot while
         the service's writes go on (with the write lock it would hold up every write of the
-        service, and fail them after the busy timeout, for as long as the download lasts)."""
+        service, and fail them after the busy timeout, for as long as the download lasts).
+
+        Every route that only reads uses it, a single object's too (a case, a document, an
+        account): with ``BEGIN IMMEDIATE`` each read of the embedded tier queued behind the
+        service's writes and held them up while it ran. A read that ends in a refusal may use
+        it: ``audit.note_denied`` only names the object, and the web layer writes the refusal's
+        entry in a transaction of its own (``audit.record_alone``) once this one has ended. A
+        route that writes while it answers (a verification logged, a QR sign-in ticket used
+        up) keeps an ordinary transaction for its write."""
         session = self.sessions()
         if reads_only:
             session.connection(execution_options=(

@@ -75,6 +75,60 @@ def unique(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:10]}"
 
 
+# -- SQLite's write lock ------------------------------------------------------------------
+def answered_while_writing(database_url: str, call: Callable[[], T],
+                           within: float = 5.0) -> T:
+    """What ``call()`` returns when it runs while another connection holds the write lock of
+    the SQLite database at ``database_url`` (``BEGIN IMMEDIATE``, as every writing transaction
+    of the embedded tier begins, held open for as long as a write can take).
+
+    A read that takes no write lock answers at once. A read that begins ``BEGIN IMMEDIATE``
+    too would wait for it, up to the busy timeout (30 s): after ``within`` seconds the test
+    fails instead of waiting that long. The lock is let go, and the call waited for, before
+    this returns or fails, so nothing outlives the test."""
+    import sqlite3
+
+    from sqlalchemy.engine import make_url
+
+    holder = sqlite3.connect(make_url(database_url).database or "", isolation_level=None,
+                             timeout=within)
+    holder.execute("BEGIN IMMEDIATE")
+    results: list[T] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            results.append(call())
+        except BaseException as exc:  # noqa: BLE001 - raised in the test's thread below
+            errors.append(exc)
+
+    reader = threading.Thread(target=run, daemon=True)
+    try:
+        reader.start()
+        reader.join(within)
+        waited = reader.is_alive()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        reader.join()
+    if errors:
+        raise errors[0]
+    assert not waited, f"no answer within {within}s while another connection held the " \
+                       "write lock: the read waited for it"
+    return results[0]
+
+
+def read_alike_while_writing(database_url: str, get: Callable[[], Any]) -> None:
+    """``get()``, a test client's read of a route, answers 200 while another connection holds
+    the write lock (``answered_while_writing``), with exactly the body and ETag it answered
+    before: a route that reads without the lock answers as it did with it."""
+    before = get()
+    assert before.status_code == 200, before.get_data(as_text=True)
+    during = answered_while_writing(database_url, get)
+    assert (during.status_code, during.data, during.headers.get("ETag")) == (
+        200, before.data, before.headers.get("ETag"))
+
+
 # -- RabbitMQ -----------------------------------------------------------------------------
 @contextlib.contextmanager
 def root_logging_kept() -> Iterator[None]:

@@ -121,7 +121,7 @@ def _acting_for(claims: dict[str, Any], case: Case, body: dict[str, Any]) -> Cas
 
 
 def get(db: Database, claims: dict[str, Any], application_id: str) -> tuple[Application, Case]:
-    with db.transaction() as session:
+    with db.transaction(reads_only=True) as session:
         app = session.get(Application, application_id)
         case = session.get(Case, app.case_id) if app is not None else None
         ensure_sees_application(claims, app, case)

@@ -249,7 +249,7 @@ def _sees(claims: dict[str, Any], binding: Binding) -> bool:
 
 def get(db: Database, claims: dict[str, Any], binding_id: str) -> tuple[Binding, Case]:
     """A binding request, to its court's staff and to the lawyer who made it."""
-    with db.transaction() as session:
+    with db.transaction(reads_only=True) as session:
         binding = session.get(Binding, binding_id)
         if binding is None:
             raise not_found("binding request")
