@@ -30,7 +30,7 @@ class InternalAccounts(MethodView):
     @blp.response(200, InternalAccountListSchema)
     def get(self, query: dict[str, list[str]]) -> dict[str, object]:
         """Kind, name, status, court and roles of each account asked for that exists."""
-        with runtime().db.transaction() as session:
+        with runtime().db.transaction(reads_only=True) as session:
             found = session.scalars(select(Account)
                                     .where(Account.id.in_(set(query["id"])))).all()
             return {"items": [{"account_id": a.id, "kind": a.kind, "name": a.name,

@@ -205,7 +205,7 @@ def file_of(rt: Runtime, caller: Caller, verification_id: str,
             which: str) -> tuple[bytes, str]:
     if which not in FILES:
         raise Problem(404, "not-found", "no such file")
-    with rt.db.transaction() as session:
+    with rt.db.transaction(reads_only=True) as session:
         row = _of_court(session, caller, verification_id)
     sha, ctype = ((row.certificate_sha256, row.certificate_content_type) if which == FILES[0]
                   else (row.id_card_sha256, row.id_card_content_type))
@@ -217,8 +217,8 @@ def file_of(rt: Runtime, caller: Caller, verification_id: str,
 def visible(db: Database, caller: Caller, verification_id: str) -> LawyerVerification:
     """The application, for its applicant or (offline) its court's reviewers; 404 for anyone
     else, as for an organization (another court's staff learn nothing, not even that it
-    exists)."""
-    with db.transaction() as session:
+    exists). Read without the write lock (a reading transaction), as ``organizations.visible``."""
+    with db.transaction(reads_only=True) as session:
         row = session.get(LawyerVerification, verification_id)
     return shown_to(caller, row, row.account_id if row else None, "lawyer_verification")
 

@@ -177,8 +177,10 @@ def shown_to(caller: Caller, row: Reviewed | None, owner: str | None, kind: str)
 
 
 def visible(db: Database, caller: Caller, org_id: str) -> Organization:
-    """The organization, for its registrant or its court's reviewers (``shown_to``)."""
-    with db.transaction() as session:
+    """The organization, for its registrant or its court's reviewers (``shown_to``). Read
+    without the write lock (a reading transaction); a refusal's audit entry is written by the
+    web layer in a transaction of its own."""
+    with db.transaction(reads_only=True) as session:
         org = session.get(Organization, org_id)
     return shown_to(caller, org, org.applicant_account_id if org else None, "organization")
 

@@ -91,7 +91,8 @@ def register_individual(db: Database, name: str, id_number: str, phone: str,
 
 
 def account_of(db: Database, account_id: str) -> Account:
-    with db.transaction() as session:
+    """The account, read without the write lock (a reading transaction)."""
+    with db.transaction(reads_only=True) as session:
         account = session.get(Account, account_id)
     if account is None:
         raise Problem(404, "not-found", "no such account")
@@ -109,7 +110,7 @@ def contact_of(db: Database, account_id: str) -> Contact:
     individual who registered it."""
     from services.identity.organizations import contact_phone  # organizations imports us
 
-    with db.transaction() as session:
+    with db.transaction(reads_only=True) as session:  # delivery asks at every send
         account = session.get(Account, account_id)
         if account is None:
             raise Problem(404, "not-found", "no such account")

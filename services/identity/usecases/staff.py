@@ -106,7 +106,7 @@ def _with_role(accounts: Sequence[Account], role: str | None) -> list[Account]:
 def list_staff(db: Database, *, caller_court: str | None, role: str | None = None,
                department: str | None = None) -> list[Account]:
     court = _same_court(caller_court, None)
-    with db.transaction() as session:
+    with db.transaction(reads_only=True) as session:
         accounts = session.scalars(_staff_query(court, role, department)).all()
     return _with_role(accounts, role)
 
@@ -114,7 +114,7 @@ def list_staff(db: Database, *, caller_court: str | None, role: str | None = Non
 def find_staff(db: Database, *, court: str, role: str | None = None,
                department: str | None = None) -> list[Account]:
     """Active staff of a court (for other services: who heads a division, who presides)."""
-    with db.transaction() as session:
+    with db.transaction(reads_only=True) as session:
         accounts = session.scalars(_staff_query(court, role, department).where(
             Account.status == domain.ACTIVE)).all()
     return _with_role(accounts, role)
