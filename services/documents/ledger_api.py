@@ -56,7 +56,7 @@ class LedgerHead(MethodView):
     @blp.response(200, LedgerHeadSchema)
     def get(self) -> dict[str, Any]:
         """The issuance log's last entry: pin its ``seq`` and ``entry_hash``."""
-        with runtime().db.transaction() as session:
+        with runtime().db.transaction(reads_only=True) as session:
             last = ledger.head(session)
             return {"entries": last.seq if last else 0,
                     "head": _view(last) if last else None}
@@ -68,7 +68,7 @@ class LedgerEntry(MethodView):
     @blp.response(200, LedgerEntrySchema)
     def get(self, seq: int) -> dict[str, Any]:
         """The entry at ``seq``: a pinned hash must still be there."""
-        with runtime().db.transaction() as session:
+        with runtime().db.transaction(reads_only=True) as session:
             entry = session.scalars(select(LogEntry).where(LogEntry.seq == seq)).first()
             if entry is None:
                 raise Problem(404, "not-found", "no entry at that place in the issuance log")

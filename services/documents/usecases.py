@@ -88,7 +88,7 @@ def _save_seal(db: Database, claims: dict[str, Any], body: dict[str, str],
 def get_seal(db: Database, claims: dict[str, Any], court: str) -> Seal:
     if not is_staff_of(claims, court):
         raise Problem(403, "forbidden", "staff of that court only")
-    with db.transaction() as session:
+    with db.transaction(reads_only=True) as session:
         seal = session.get(Seal, court)
     if seal is None:
         raise Problem(404, "not-found", f"no seal registered for court {court}")
@@ -97,7 +97,10 @@ def get_seal(db: Database, claims: dict[str, Any], court: str) -> Seal:
 
 # -- documents ------------------------------------------------------------------------------
 def readable_document(db: Database, claims: dict[str, Any], document_id: str) -> Document:
-    with db.transaction() as session:
+    """The document, to those who may read it (its metadata and its PDF's download). Read
+    without the write lock (a reading transaction): a download neither waits for an issuance
+    nor holds one up; a refusal's audit entry is written by the web layer on its own."""
+    with db.transaction(reads_only=True) as session:
         doc = session.get(Document, document_id)
     if doc is not None and not may_read(claims, doc):
         audit.note_denied(f"document:{doc.id}")

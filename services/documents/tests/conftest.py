@@ -21,6 +21,7 @@ from servicekit.config import Settings
 from servicekit.envelope import CloudEvent
 from servicekit.service import Runtime
 from servicekit.tables import outbox
+from servicekit.testing import pg_databases
 from servicekit.tokens import SigningKey, TokenVerifier
 from services.documents.app import SERVICE
 from services.documents.config import EXTRAS_KEY, Documents, DocumentsSettings
@@ -102,11 +103,12 @@ def completed(doc_event: dict[str, Any], request: dict[str, Any],
             "document_id": doc_event["data"]["document_id"], "viewer_account_ids": viewers}
 
 
-@pytest.fixture
-def harness(tmp_path: Path) -> Iterator[Harness]:
+def harness_on(database_url: str, tmp_path: Path) -> Iterator[Harness]:
+    """A harness on the database at ``database_url`` (SQLite by default, PostgreSQL for the
+    tests of what only PostgreSQL does)."""
     key = SigningKey.generate()
     verifier = TokenVerifier(lambda: {"keys": [key.jwk()]})
-    settings = Settings.from_env("documents", database_url=f"sqlite:///{tmp_path}/d.db")
+    settings = Settings.from_env("documents", database_url=database_url)
     rt = make_runtime(SERVICE, settings, verifier)
     docs = Documents(DocumentsSettings(public_base_url=BASE_URL, blob_dir=tmp_path / "blobs",
                                        font_path=None, max_upload_bytes=20 * 1024 * 1024),
@@ -118,3 +120,19 @@ def harness(tmp_path: Path) -> Iterator[Harness]:
         yield Harness(rt, app.test_client(), key, handlers, docs)
     finally:
         rt.db.dispose()
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[Harness]:
+    yield from harness_on(f"sqlite:///{tmp_path}/d.db", tmp_path)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.real)])
+def on_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
+    """The harness on SQLite, and on PostgreSQL (for what only PostgreSQL does: its READ ONLY
+    transactions, its row locks)."""
+    if request.param == "sqlite":
+        yield from harness_on(f"sqlite:///{tmp_path}/d.db", tmp_path)
+        return
+    with pg_databases(["documents"]) as urls:
+        yield from harness_on(urls["documents"], tmp_path)

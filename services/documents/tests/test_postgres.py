@@ -25,24 +25,18 @@ import pytest
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.orm import Session
 
-from ecourt.runtime import make_runtime
-from servicekit.blobs import LocalBlobStore
-from servicekit.config import Settings
 from servicekit.db import utcnow
 from servicekit.envelope import CloudEvent
 from servicekit.testing import pg_databases, problem_of
-from servicekit.tokens import SigningKey, TokenVerifier
 from services.documents import issuance, ledger
-from services.documents.app import SERVICE
-from services.documents.config import EXTRAS_KEY, Documents, DocumentsSettings
 from services.documents.models import Document, LogEntry, Seal
 from services.documents.tests.conftest import (
-    BASE_URL,
     COURT,
     COURT_NAME,
     SEAL_NAME,
     Harness,
     certificate_request,
+    harness_on,
 )
 
 pytestmark = pytest.mark.real
@@ -52,18 +46,8 @@ NEW_SEAL_NAME = "广州市中级人民法院诉讼服务专用章（2026）"
 
 @pytest.fixture
 def pg(tmp_path: Path) -> Iterator[Harness]:
-    key = SigningKey.generate()
     with pg_databases(["documents"]) as urls:
-        rt = make_runtime(SERVICE, Settings.from_env("documents", database_url=urls["documents"]),
-                          TokenVerifier(lambda: {"keys": [key.jwk()]}))
-        docs = Documents(DocumentsSettings(BASE_URL, tmp_path / "blobs", None, 1 << 20),
-                         LocalBlobStore(tmp_path / "blobs"))
-        rt.extras[EXTRAS_KEY] = docs
-        app = SERVICE.build_app(rt)  # type: ignore[misc]
-        try:
-            yield Harness(rt, app.test_client(), key, dict(SERVICE.handlers(rt)), docs)
-        finally:
-            rt.db.dispose()
+        yield from harness_on(urls["documents"], tmp_path)
 
 
 def _consume(h: Harness, requests: list[dict[str, object]], errors: list[BaseException]) -> None:
