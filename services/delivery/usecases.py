@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
-
 from flask_smorest.pagination import PaginationParameters
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from servicekit import audit
 from servicekit.db import Database, legal_now
+from servicekit.ids import new_id
 from servicekit.outbox import emit
 from servicekit.paging import page_of
 from servicekit.problems import Problem
@@ -21,7 +20,7 @@ SOURCE = "/delivery"
 
 def notify(session: Session, *, account_id: str, category: str, title: str, body: str,
            source_event_id: str) -> Notification:
-    note = Notification(id=str(uuid.uuid4()), account_id=account_id, category=category,
+    note = Notification(id=new_id(), account_id=account_id, category=category,
                         title=title, body=body, source_event_id=source_event_id,
                         created_at=legal_now())
     session.add(note)

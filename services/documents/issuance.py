@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from dataclasses import replace
 from datetime import date
 
@@ -38,6 +37,7 @@ from sqlalchemy.orm import Session
 
 from servicekit.db import legal_now, utcnow
 from servicekit.envelope import CloudEvent
+from servicekit.ids import new_id
 from servicekit.logs import scrub
 from servicekit.outbox import emit
 from services.documents import codes, ledger
@@ -177,7 +177,7 @@ def on_certificate_requested(session: Session, event: CloudEvent, docs: Document
         if pdf is None:
             return
         sha256 = docs.blobs.put(pdf)  # the first rendering's blob is left for ``blobs gc``
-    doc = Document(id=str(uuid.uuid4()), application_id=str(application_id),
+    doc = Document(id=new_id(), application_id=str(application_id),
                    request_id=str(data["request_id"]), court=str(court),
                    court_name=certificate.court_name, kind=KIND,
                    case_number=certificate.case_number,

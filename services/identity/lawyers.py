@@ -16,7 +16,6 @@ its copy of verified lawyers from it); never a phone or an ID number.
 from __future__ import annotations
 
 import logging
-import uuid
 
 from flask_smorest.pagination import PaginationParameters
 from sqlalchemy import select
@@ -24,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from servicekit import audit
 from servicekit.db import Database, utcnow
+from servicekit.ids import new_id
 from servicekit.outbox import emit
 from servicekit.paging import page_of
 from servicekit.problems import Problem
@@ -119,7 +119,7 @@ def verify_online(rt: Runtime, caller: Caller, *, license_no: str,
             "the account's name changed during the check; try again"
         if why is None:
             now = utcnow()
-            row = LawyerVerification(id=str(uuid.uuid4()), account_id=account.id,
+            row = LawyerVerification(id=new_id(), account_id=account.id,
                                      method=rules.ONLINE, license_no=license_no,
                                      law_firm=law_firm, court=None, status=rules.VERIFIED,
                                      submitted_at=now, reviewed_at=now)
@@ -150,7 +150,7 @@ def apply_offline(rt: Runtime, caller: Caller, *, court: str, license_no: str, l
         account = individual_of(session, caller.account_id, lock=True)
         _not_already(session, account)
         row = LawyerVerification(
-            id=str(uuid.uuid4()), account_id=account.id, method=rules.OFFLINE,
+            id=new_id(), account_id=account.id, method=rules.OFFLINE,
             license_no=license_no, law_firm=law_firm, court=court, status=rules.PENDING,
             face_check=face.detail[:200], certificate_sha256=cert_sha,
             certificate_content_type=certificate.content_type,
@@ -170,7 +170,7 @@ def apply_offline(rt: Runtime, caller: Caller, *, court: str, license_no: str, l
 def mine(db: Database, caller: Caller, page: PaginationParameters) -> list[LawyerVerification]:
     """One page of the caller's own verification applications, newest first."""
     query = (select(LawyerVerification).where(LawyerVerification.account_id == caller.account_id)
-             .order_by(LawyerVerification.submitted_at.desc(), LawyerVerification.id))
+             .order_by(LawyerVerification.submitted_at.desc(), LawyerVerification.id.desc()))
     with db.transaction(reads_only=True) as session:
         return list(page_of(session, query, page).scalars())
 

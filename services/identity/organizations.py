@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -25,6 +24,7 @@ from servicekit import audit
 from servicekit.blobs import LocalBlobStore
 from servicekit.config import data_dir
 from servicekit.db import Database, utcnow
+from servicekit.ids import new_id
 from servicekit.outbox import emit
 from servicekit.paging import page_of
 from servicekit.problems import Problem
@@ -107,7 +107,7 @@ def register(rt: Runtime, caller: Caller, *, name: str, uscc: str, legal_represe
                 raise Problem(409, "organization-exists",
                               "an organization with this code is registered",
                               errors={"uscc": ["already registered"]})
-            account = Account(id=str(uuid.uuid4()), kind=rules.ORGANIZATION, name=name,
+            account = Account(id=new_id(), kind=rules.ORGANIZATION, name=name,
                               id_number=None, phone=None, password_hash=password_hash,
                               roles="party", status=rules.PENDING_REVIEW, court=None,
                               department=None, created_at=now)
@@ -140,7 +140,7 @@ def register(rt: Runtime, caller: Caller, *, name: str, uscc: str, legal_represe
 def mine(db: Database, caller: Caller, page: PaginationParameters) -> list[Organization]:
     """One page of the organizations the caller registered, newest first."""
     query = (select(Organization).where(Organization.applicant_account_id == caller.account_id)
-             .order_by(Organization.submitted_at.desc(), Organization.id))
+             .order_by(Organization.submitted_at.desc(), Organization.id.desc()))
     with db.transaction(reads_only=True) as session:
         return list(page_of(session, query, page).scalars())
 

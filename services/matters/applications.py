@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, cast
@@ -15,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from servicekit import audit
 from servicekit.db import Database, legal_now, utcnow
+from servicekit.ids import new_id
 from servicekit.paging import count_of, page_of
 from servicekit.problems import Problem
 from servicekit.workdays import local_date
@@ -74,7 +74,7 @@ def submit(db: Database, claims: dict[str, Any], case_id: str,
         party = _acting_for(claims, case, body)
         now = legal_now()
         app = Application(
-            id=str(uuid.uuid4()), case_id=case.id, court=case.court, kind=body["kind"],
+            id=new_id(), case_id=case.id, court=case.court, kind=body["kind"],
             service_number=next_service_number(session, case.court, body["kind"], now),
             # the account told of the outcome: the party's own, else the lawyer who applied
             applicant_account_id=party.account_id or claims["sub"], applicant_name=party.name,

@@ -18,7 +18,6 @@ lawyer cannot probe which cases exist or who their parties are.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +31,7 @@ from servicekit import audit
 from servicekit.blobs import BlobMissing, BlobStore, LocalBlobStore
 from servicekit.config import data_dir
 from servicekit.db import Database, legal_now, utcnow
+from servicekit.ids import new_id
 from servicekit.paging import page_of
 from servicekit.problems import Problem
 from servicekit.roles import CLERK, JUDGE
@@ -146,7 +146,7 @@ def request(db: Database, blobs: BlobStore, claims: dict[str, Any], body: dict[s
         sha256 = blobs.put(letter.data)
         now = legal_now()
         binding = Binding(
-            id=str(uuid.uuid4()), case_id=case.id, court=case.court,
+            id=new_id(), case_id=case.id, court=case.court,
             service_number=next_service_number(session, case.court, LAWYER_BINDING, now),
             lawyer_account_id=lawyer.account_id, lawyer_name=lawyer.name,
             law_firm=lawyer.law_firm, party_id=party.id, party_name=party.name,
@@ -187,7 +187,7 @@ def bind_directly(db: Database, claims: dict[str, Any], case_id: str,
             raise Problem(409, "binding-exists", "this lawyer is already bound to this party")
         if binding is None:
             binding = Binding(
-                id=str(uuid.uuid4()), case_id=case.id, court=case.court,
+                id=new_id(), case_id=case.id, court=case.court,
                 service_number=next_service_number(session, case.court, LAWYER_BINDING, now),
                 lawyer_account_id=lawyer.account_id, lawyer_name=lawyer.name,
                 law_firm=lawyer.law_firm, party_id=party.id, party_name=party.name,

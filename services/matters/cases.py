@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from servicekit.db import Database, utcnow
+from servicekit.ids import new_id
 from servicekit.paging import page_of
 from servicekit.problems import Problem
 from services.matters.access import ensure_sees_case, ensure_staff_of, is_lawyer, is_staff_of
@@ -53,7 +54,7 @@ def register_case(db: Database, claims: dict[str, Any], body: dict[str, Any],
 def new_case(body: dict[str, Any]) -> Case:
     """The case and its parties a registration's ``body`` describes (not yet added)."""
     judgment = body.get("judgment") or {}
-    case = Case(id=str(uuid.uuid4()), case_number=body["case_number"],
+    case = Case(id=new_id(), case_number=body["case_number"],
                 court=body["court"], court_name=body["court_name"], cause=body["cause"],
                 department=body["department"], judge_account_id=body["judge_account_id"],
                 clerk_account_id=body.get("clerk_account_id"),
@@ -82,7 +83,7 @@ def list_cases(db: Database, claims: dict[str, Any], page: PaginationParameters)
     """A party's own cases, plus a lawyer's cases through approved bindings; a staff member's
     court's cases. One page, newest first, the total counted under the same rule."""
     with db.transaction(reads_only=True) as session:
-        query = select(Case).order_by(Case.created_at.desc(), Case.id)
+        query = select(Case).order_by(Case.created_at.desc(), Case.id.desc())
         court = claims.get("court")
         if court and is_staff_of(claims, court):
             query = query.where(Case.court == court)

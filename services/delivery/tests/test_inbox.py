@@ -16,6 +16,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
 from servicekit import paging
+from services.delivery import usecases
 from services.delivery.models import Notification
 from services.delivery.tests.conftest import T0, Inbox
 
@@ -118,3 +119,18 @@ def test_a_notification_arriving_while_the_inbox_is_read_is_in_all_of_it_or_none
     monkeypatch.undo()
     body, meta = inbox.get(ME)  # the next read sees it
     assert (meta["total"], len(body["items"]), body["unread"]) == (4, 4, 4)
+
+
+def test_notices_of_one_second_are_listed_newest_first_as_they_arrived(inbox: Inbox) -> None:
+    """Service times are kept to the second, so the notices one event gives an account (or
+    two events in one second) tie, and the id breaks the tie. With random ids they came in
+    any order; ids that sort by creation (``servicekit.ids``) list them as they arrived."""
+    made = []
+    with inbox.rt.db.transaction() as session:
+        for n in range(8):
+            made.append(usecases.notify(session, account_id=ME, category="application",
+                                        title=f"通知{n}", body="正文",
+                                        source_event_id=f"event-{n}"))
+    assert len({note.created_at.replace(tzinfo=None) for note in made}) <= 2  # one second
+    items = inbox.get(ME, page_size=10)[0]["items"]
+    assert [n["title"] for n in items] == [f"通知{n}" for n in reversed(range(8))]

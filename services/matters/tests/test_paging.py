@@ -72,7 +72,8 @@ def test_the_case_list_comes_a_page_at_a_time(harness: Harness) -> None:
 
 
 def test_rows_that_tie_are_ordered_by_id_so_pages_never_repeat_or_skip(harness: Harness) -> None:
-    """Cases created in the same instant: the id decides, page after page. Failed before (no
+    """Cases created in the same instant: the id decides, page after page — newest first, as
+    the list is, since ids sort by creation (``servicekit.ids``). Failed before (no
     tie-breaker: the rows came in the order they were stored)."""
     h = harness
     made = [h.case()["id"] for _ in range(12)]
@@ -80,7 +81,7 @@ def test_rows_that_tie_are_ordered_by_id_so_pages_never_repeat_or_skip(harness: 
         for case in session.scalars(select(Case)):
             case.created_at = datetime(2026, 1, 5, 8, tzinfo=UTC)
     seen = [c["id"] for c in _all_pages(h, "/cases", h.token("specialist"), 5)]
-    assert seen == sorted(made)
+    assert seen == sorted(made, reverse=True) == made[::-1]
 
 
 def test_a_party_pages_through_their_own_cases_only(harness: Harness) -> None:
