@@ -201,7 +201,9 @@ class Database:
         return self.engine.dialect.name == "postgresql"
 
     def on_commit(self, callback: Callable[[], None]) -> None:
-        """Run ``callback`` after each successful transaction (the relay's wake-up call)."""
+        """Run ``callback`` after each successful transaction that may have written (the
+        relay's wake-up call): not after a ``reads_only`` one, which cannot have added an
+        outbox row — every read would otherwise send the relay to look for rows."""
         self._after_commit.append(callback)
 
     @contextmanager
@@ -237,8 +239,9 @@ class Database:
             raise
         finally:
             session.close()
-        for callback in self._after_commit:
-            callback()
+        if not reads_only:
+            for callback in self._after_commit:
+                callback()
 
     def ping(self) -> None:
         with self.engine.connect() as conn:

@@ -79,3 +79,20 @@ def test_on_postgresql_a_reading_transaction_is_one_snapshot_and_writes_nothing(
                 reader.execute(text("INSERT INTO t (v) VALUES ('x')"))
         finally:
             db.dispose()
+
+
+def test_only_a_transaction_that_may_write_wakes_the_relay(tmp_path: Path) -> None:
+    """The relay is woken after each commit to look for outbox rows; every route that only
+    reads now commits a reading transaction, which cannot have added one: it wakes nobody."""
+    db = Database(f"sqlite:///{tmp_path}/wake.db")
+    woken: list[str] = []
+    db.on_commit(lambda: woken.append("woken"))
+    try:
+        with db.transaction(reads_only=True) as session:
+            session.execute(text("SELECT 1"))
+        assert woken == []
+        with db.transaction() as session:
+            session.execute(text("SELECT 1"))
+        assert woken == ["woken"]
+    finally:
+        db.dispose()
