@@ -1,12 +1,14 @@
 """What every route's hooks do, written into its OpenAPI operation.
 
 ``create_service_app`` wraps each view in the same checks: the caller's access rule
-(``servicekit.access``), ``Idempotency-Key`` on unsafe methods (``servicekit.idempotency``) and a
-503 when the database or the signing keys cannot be reached. None of that is in a view's own
-marshmallow schemas, so a client generated from the spec would not know to send a token, could
-not find the idempotency header, and would meet 401/403/503 only as "a problem". This apispec
-plugin adds them to every operation from the very markers the hooks enforce, so the documents
-cannot say one thing while the hooks do another.
+(``servicekit.access``), ``Idempotency-Key`` on unsafe methods (``servicekit.idempotency``), a
+503 when the database or the signing keys cannot be reached, and a 415 for a body of a media
+type the operation's ``requestBody`` does not name (``servicekit.media_types``). None of that is
+in a view's own marshmallow schemas, so a client generated from the spec would not know to send
+a token, could not find the idempotency header, and would meet 401/403/503 only as "a problem".
+This apispec plugin adds them to every operation from the very markers the hooks enforce, so the
+documents cannot say one thing while the hooks do another (and the 415's hook takes the body's
+media types from the document itself).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 from apispec import BasePlugin
 from flask import Flask
 
+from servicekit import media_types
 from servicekit.access import access_of
 from servicekit.idempotency import MAX_KEY_LENGTH, stores_answers
 
@@ -55,7 +58,9 @@ def install_security_schemes(spec: Any, token_header: str) -> None:
 
 
 class HookDocs(BasePlugin):
-    """apispec plugin: each operation gets its access rule, ``Idempotency-Key`` and 503."""
+    """apispec plugin: each operation gets its access rule, ``Idempotency-Key`` and 503, and
+    one that takes a body its 415; the media types of that body are noted for the hook that
+    refuses the others (``servicekit.media_types``)."""
 
     def __init__(self, app: Flask) -> None:
         self.app = app
@@ -76,6 +81,10 @@ class HookDocs(BasePlugin):
             # the database or the signing keys out of reach: database-unavailable,
             # keys-unavailable (and a route's own 503s, already documented by the route)
             responses.setdefault("503", "SERVICE_UNAVAILABLE")
+            types = media_types.remember(self.app.extensions, rule.endpoint, method, operation)
+            if types:  # the route's own 415, if any, is keyed by the number
+                own = responses.pop(415, None) or responses.get("415")
+                responses["415"] = media_types.documented(method, types, own)
 
 
 def _document_access(operation: dict[str, Any], responses: dict[str, Any],

@@ -32,6 +32,7 @@ from servicekit.chain import LogChain
 from servicekit.db import Database, database_unreachable, writes_committed
 from servicekit.idempotency import UNSAFE, IdempotencyStore, request_hash, stores_answers
 from servicekit.logs import scrub
+from servicekit.media_types import refuse_unsupported_media_type
 from servicekit.problems import PROBLEM_JSON, Problem, problem_response, slug_for
 from servicekit.readiness import BrokerCheck
 from servicekit.service import Runtime
@@ -250,6 +251,8 @@ def _install_hooks(app: Flask, spec: ServiceSpec, db: Database, service_secret: 
             # after the key's reservation, which read and kept the body for its hash: a form
             # parsed first would leave no body to hash (a refusal here releases the key)
             _refuse_nul_in_form()
+            # a body of a type the operation does not take: a 415, not "missing fields"
+            refuse_unsupported_media_type()
         return replay
 
     @app.after_request

@@ -1,11 +1,12 @@
 """The OpenAPI documents say what every route's hooks do, and the routes do what they say.
 
 ``servicekit.api_docs`` writes each operation's access rule (security scheme, 401/403), the
-``Idempotency-Key`` header of unsafe methods and the 503 of an unreachable database into the
-spec from the markers the hooks enforce; the gateway adds its own 429/502/504 when it serves
-the documents at ``/docs``. These tests hold the committed documents (``contracts/openapi``,
-equal to the code by ``test_contracts``) against the markers, and then call every protected
-operation the way a client reading the document would, without the token it asks for.
+``Idempotency-Key`` header of unsafe methods, the 503 of an unreachable database and the 415 of
+a body of another media type than the operation takes into the spec from the markers the hooks
+enforce; the gateway adds its own 429/502/504 when it serves the documents at ``/docs``. These
+tests hold the committed documents (``contracts/openapi``, equal to the code by
+``test_contracts``) against the markers, and then call every protected operation the way a
+client reading the document would, without the token it asks for.
 """
 
 from __future__ import annotations
@@ -72,6 +73,11 @@ def test_every_operation_documents_its_access_idempotency_and_503(embedded) -> N
             names = {p["name"] for p in operation.get("parameters", ()) if p["in"] == "header"}
             assert ("Idempotency-Key" in names) == stores_answers(view, method), where
             assert "503" in responses, where
+            # a body of another media type than its requestBody names: 415, with the hint
+            if "requestBody" in operation:
+                assert "415" in responses, where
+                if method == "POST":
+                    assert "Accept-Post" in responses["415"]["headers"], where
             checked += 1
     assert checked > 50  # every service's routes, not an empty walk
     # sign-in answers are live tokens: the key is ignored there, and the document says none
