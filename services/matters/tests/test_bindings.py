@@ -309,14 +309,15 @@ def test_staff_see_only_their_courts_requests(harness: Harness) -> None:
     assert COURT == "粤01"
 
 
-def _case_with_two_named(h: Harness, name: str) -> dict[str, Any]:
-    """A case whose plaintiff and defendant share ``name`` (neither with an account)."""
+def _case_with_two_named(h: Harness, name: str,
+                         roles: tuple[str, str] = ("plaintiff", "defendant")) -> dict[str, Any]:
+    """A case whose two parties (of ``roles``: a plaintiff and a defendant unless said) share
+    ``name``, neither with an account."""
     resp = h.client.post("/cases", headers=h.token("specialist"), json={
         "case_number": case_number(COURT), "court": COURT, "court_name": "广州市中级人民法院",
         "cause": "民间借贷纠纷", "department": "民一庭",
         "judge_account_id": h.staff_id("judge"), "clerk_account_id": h.staff_id("clerk"),
-        "parties": [{"name": name, "role": "plaintiff", "account_id": None},
-                    {"name": name, "role": "defendant", "account_id": None}]})
+        "parties": [{"name": name, "role": role, "account_id": None} for role in roles]})
     assert resp.status_code == 201, resp.get_json()
     return resp.get_json()
 
@@ -374,24 +375,13 @@ def test_a_lawyer_search_takes_percent_and_underscore_as_typed(harness: Harness)
         assert [lw["law_firm"] for lw in found["items"]] == firms, q
 
 
-def _two_plaintiffs(h: Harness, name: str) -> dict[str, Any]:
-    resp = h.client.post("/cases", headers=h.token("specialist"), json={
-        "case_number": case_number(COURT), "court": COURT, "court_name": "广州市中级人民法院",
-        "cause": "民间借贷纠纷", "department": "民一庭",
-        "judge_account_id": h.staff_id("judge"), "clerk_account_id": h.staff_id("clerk"),
-        "parties": [{"name": name, "role": "plaintiff", "account_id": None},
-                    {"name": name, "role": "plaintiff", "account_id": None}]})
-    assert resp.status_code == 201, resp.get_json()
-    return resp.get_json()
-
-
 def test_two_parties_of_one_name_and_role_are_never_guessed_between(harness: Harness) -> None:
     """Two plaintiffs both 张三: neither the name nor the role tells them apart, so neither a
     lawyer's request nor the clerk's binding picks the first of them; nothing is kept. The
     clerk is told to name the party by id; the lawyer, who cannot see the case, to ask the
     court."""
     h = harness
-    case = _two_plaintiffs(h, "张三")
+    case = _case_with_two_named(h, "张三", ("plaintiff", "plaintiff"))
     unsure = h.ask(case["case_number"], party_name="张三")  # no role: the role would not do
     assert "ask the court" in unsure.get_json()["errors"]["form"]["party_name"][0]
     asked = h.client.post("/bindings", headers=h.lawyer(), content_type="multipart/form-data",
@@ -413,7 +403,7 @@ def test_the_clerk_binds_one_of_two_alike_parties_by_its_id(harness: Harness) ->
     and the lawyer is bound to that one, not the first. An id of no party of the case, or an
     id beside a name, is a 422 that keeps nothing."""
     h = harness
-    case = _two_plaintiffs(h, "张三")
+    case = _case_with_two_named(h, "张三", ("plaintiff", "plaintiff"))
     shown = h.client.get(f"/cases/{case['id']}", headers=h.staff("clerk")).get_json()
     first, second = (p["id"] for p in shown["parties"])
     assert first != second and shown["parties"] == case["parties"]
@@ -440,7 +430,7 @@ def test_a_lawyer_for_two_alike_parties_names_the_applicant_by_id(harness: Harne
     """A lawyer bound to both plaintiffs 张三 applies for one: the name alone used to take the
     first of them; now it is a 422 asking for party_id, and party_id picks the party."""
     h = harness
-    case = _two_plaintiffs(h, "张三")
+    case = _case_with_two_named(h, "张三", ("plaintiff", "plaintiff"))
     first, second = (p["id"] for p in case["parties"])
     for party_id in (first, second):
         assert h.client.post(f"/cases/{case['id']}/lawyers", headers=h.staff("clerk"), json={
