@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import select
+import signal
 import socket
 import subprocess
 import threading
@@ -371,3 +372,11 @@ class TcpProxy:
         self._closed.set()
         self.cut()
         self.listener.close()
+
+
+def ctrl_c_as_from_a_terminal() -> None:
+    """For ``subprocess.Popen(preexec_fn=...)``: the child takes SIGINT as a terminal's Ctrl-C
+    even when the tests themselves run as a background job. A shell without job control starts
+    those with SIGINT ignored, the children inherit it, and a Python started so never installs
+    its KeyboardInterrupt handler: a test of how Ctrl-C stops a process would wait for ever."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -20,7 +20,7 @@ import requests
 
 from ecourt import registry
 from ecourt.embedded import RUN_MARKER
-from servicekit.testing import answers_ok, free_port, wait_for
+from servicekit.testing import answers_ok, ctrl_c_as_from_a_terminal, free_port, wait_for
 
 
 def _env() -> dict[str, str]:
@@ -40,7 +40,8 @@ def ecourt_run(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, P
     data = tmp_path / "data"
     proc = subprocess.Popen([sys.executable, "-m", "ecourt.cli", *_run_args(port, data)],
                             env=_env(), cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+                            stderr=subprocess.STDOUT,
+                            preexec_fn=ctrl_c_as_from_a_terminal)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: answers_ok(f"{base}/healthz") or proc.poll() is not None, timeout=120,

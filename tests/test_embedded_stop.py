@@ -22,7 +22,7 @@ import requests
 from sqlalchemy import event, text
 
 from ecourt.embedded import Suite
-from servicekit.testing import answers_ok, free_port, wait_for
+from servicekit.testing import answers_ok, ctrl_c_as_from_a_terminal, free_port, wait_for
 
 _SCRIPT = textwrap.dedent("""
     import sys, time
@@ -89,7 +89,8 @@ def _serving(tmp_path: Path, slow_seconds: float) -> tuple[subprocess.Popen[byte
     proc = subprocess.Popen([sys.executable, "-c", _SCRIPT, str(tmp_path / "data"), str(port),
                              str(slow_seconds)],
                             env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+                            stderr=subprocess.STDOUT,
+                            preexec_fn=ctrl_c_as_from_a_terminal)
     base = f"http://127.0.0.1:{port}"
     wait_for(lambda: answers_ok(f"{base}/healthz") or proc.poll() is not None,
              timeout=120, message="the suite to serve")
