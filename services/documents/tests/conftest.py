@@ -29,6 +29,8 @@ from services.documents.config import EXTRAS_KEY, Documents, DocumentsSettings
 COURT, COURT_NAME = "粤01", "广州市中级人民法院"
 SEAL_NAME = "广州市中级人民法院诉讼服务专用章"
 BASE_URL = "http://127.0.0.1:8080/api/documents"
+#: the body of the court admin's ``POST /seals`` for ``COURT``
+SEAL = {"court": COURT, "court_name": COURT_NAME, "seal_name": SEAL_NAME}
 
 
 @dataclass
@@ -73,6 +75,15 @@ class Harness:
                                 json={"court": court, "court_name": court_name,
                                       "seal_name": seal_name})
         assert resp.status_code in (200, 201), resp.get_json()
+
+    def issue_certificate(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A certificate issued (not yet published) under ``COURT``'s seal: the request
+        matters sent and the ``documents.document.issued`` event it led to."""
+        self.register_seal()
+        request = certificate_request()
+        self.deliver("matters.certificate.requested", request)
+        [issued] = self.emitted("documents.document.issued")
+        return request, issued
 
 
 def certificate_request(application_id: str | None = None, **overrides: Any) -> dict[str, Any]:

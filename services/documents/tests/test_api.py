@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -12,14 +11,10 @@ from sqlalchemy import select
 from servicekit.tables import audit_trail
 from services.documents.tests.conftest import (
     COURT,
-    COURT_NAME,
-    SEAL_NAME,
+    SEAL,
     Harness,
-    certificate_request,
     completed,
 )
-
-SEAL = {"court": COURT, "court_name": COURT_NAME, "seal_name": SEAL_NAME}
 
 
 def test_a_court_admin_registers_and_replaces_the_seal(harness: Harness) -> None:
@@ -69,16 +64,8 @@ def test_a_seal_is_read_by_its_own_courts_staff(harness: Harness) -> None:
 
 
 # -- downloads ------------------------------------------------------------------------------
-def issue(h: Harness) -> tuple[dict[str, Any], dict[str, Any]]:
-    h.register_seal()
-    request = certificate_request()
-    h.deliver("matters.certificate.requested", request)
-    [issued] = h.emitted("documents.document.issued")
-    return request, issued
-
-
 def test_download_access_before_and_after_publishing(harness: Harness) -> None:
-    request, issued = issue(harness)
+    request, issued = harness.issue_certificate()
     doc_id = issued["data"]["document_id"]
     applicant = harness.token("party", court=None, sub=request["applicant_account_id"],
                               kind="individual")
@@ -108,7 +95,7 @@ def test_download_access_before_and_after_publishing(harness: Harness) -> None:
 
 
 def test_staff_list_the_documents_of_an_application(harness: Harness) -> None:
-    request, issued = issue(harness)
+    request, issued = harness.issue_certificate()
     url = f"/documents?application_id={request['application_id']}"
     mine = harness.client.get(url, headers=harness.token("specialist")).get_json()
     assert [d["id"] for d in mine["items"]] == [issued["data"]["document_id"]]
@@ -120,7 +107,7 @@ def test_staff_list_the_documents_of_an_application(harness: Harness) -> None:
 
 
 def test_a_missing_blob_is_an_alert_not_a_crash(harness: Harness) -> None:
-    _request, issued = issue(harness)
+    _request, issued = harness.issue_certificate()
     harness.docs.blobs.path_of(issued["data"]["sha256"]).write_bytes(b"%PDF-tampered")
     resp = harness.client.get(f"/documents/{issued['data']['document_id']}/pdf",
                               headers=harness.token("clerk"))
@@ -131,7 +118,7 @@ def test_the_audit_trail_holds_the_issuance_and_each_refused_download(
         harness: Harness) -> None:
     """The issuing consumer's change is a system entry; an outsider's 404 names the
     document it hid; a download of a missing document is no decision about anything."""
-    _, issued = issue(harness)
+    _, issued = harness.issue_certificate()
     doc_id = issued["data"]["document_id"]
     outsider = harness.token("party", court=None, kind="individual", sub="acct-outsider")
     assert harness.client.get(f"/documents/{doc_id}/pdf", headers=outsider).status_code == 404

@@ -18,7 +18,6 @@ from sqlalchemy import select
 from servicekit.tables import audit_trail
 from servicekit.testing import problem_of, read_alike_while_writing
 from services.documents.tests.conftest import COURT, Harness
-from services.documents.tests.test_api import issue
 
 #: each reading route and who reads it: the court's staff, or anyone (public)
 READS = {
@@ -38,7 +37,7 @@ def _path(route: str, document_id: str) -> str:
 
 def _issued(h: Harness) -> str:
     """The id of a certificate issued (the court's seal registered first)."""
-    _, issued = issue(h)
+    _, issued = h.issue_certificate()
     return str(issued["data"]["document_id"])
 
 

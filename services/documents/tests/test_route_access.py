@@ -23,8 +23,7 @@ from typing import Any
 
 import pytest
 
-from services.documents.tests.conftest import COURT, Harness, certificate_request, completed
-from services.documents.tests.test_api import SEAL, issue
+from services.documents.tests.conftest import COURT, SEAL, Harness, certificate_request, completed
 from tests.route_walk import Route, denials, public_at_gateway, routes, tampered, url_of
 
 OTHER_COURT = "粤02"
@@ -131,7 +130,7 @@ class _Objects:
 
 @pytest.fixture
 def objects(harness: Harness) -> _Objects:
-    request, issued = issue(harness)
+    request, issued = harness.issue_certificate()
     lawyer = str(uuid.uuid4())
     harness.deliver("matters.application.completed", completed(issued, request, [lawyer]))
     other = certificate_request()

@@ -18,10 +18,9 @@ from sqlalchemy import func, select
 from ecourt.contracts import OPENAPI
 from servicekit.tables import audit_trail, outbox
 from servicekit.testing import problem_of
-from services.documents.tests.conftest import COURT, COURT_NAME, SEAL_NAME, Harness
+from services.documents.tests.conftest import COURT, SEAL, Harness
 from services.documents.tests.test_postgres import pg  # noqa: F401 - the PostgreSQL harness
 
-SEAL = {"court": COURT, "court_name": COURT_NAME, "seal_name": SEAL_NAME}
 OTHER_NAME = "广州市中级人民法院立案专用章"
 
 
