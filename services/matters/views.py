@@ -130,18 +130,23 @@ CSV_COLUMNS = (("序号", None), ("诉讼服务申请事项名称", "title"), ("
                ("状态", "status_label"), ("申请日期", "submitted_local"))
 
 
-#: how a cell starts that a spreadsheet program (Excel, WPS, LibreOffice) runs as a formula
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+#: how a cell starts that a spreadsheet program (Excel, WPS, LibreOffice) runs as a formula:
+#: OWASP's list, and, as a precaution, the same four signs typed full width (what a Chinese
+#: input method types; a spreadsheet that folds full-width signs on entry would run them)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "＝", "＋", "－", "＠")
+#: blanks a spreadsheet may trim before it looks for a formula (LibreOffice's "trim spaces"
+#: on import): a space and the ideographic space
+LEADING_BLANKS = " \u3000"
 
 
 def as_text_cell(value: Any) -> Any:
     """``value`` as a CSV cell a spreadsheet shows as text, never runs (OWASP, CSV injection):
-    a string starting like a formula gets a leading ``'``. A party's name, a case's department
-    or cause are typed by people (``=HYPERLINK(...)``, ``@SUM(...)`` ran in the clerk's
-    spreadsheet). Every string is treated so, a ``-3`` too: no column of the export holds a
-    number as a string (剩余/超过 days are labels, 序号 is an int and left alone), so nothing
-    meant as a negative number is turned into text."""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+    a string starting like a formula, after any leading blanks, gets a leading ``'``. A
+    party's name, a case's department or cause are typed by people (``=HYPERLINK(...)``,
+    ``@SUM(...)`` ran in the clerk's spreadsheet). Every string is treated so, a ``-3`` too: no
+    column of the export holds a number as a string (剩余/超过 days are labels, 序号 is an int
+    and left alone), so nothing meant as a negative number is turned into text."""
+    if isinstance(value, str) and value.lstrip(LEADING_BLANKS).startswith(FORMULA_STARTS):
         return "'" + value
     return value
 

@@ -168,8 +168,10 @@ def test_the_contract_gives_the_export_the_list_s_filters_and_no_page() -> None:
     assert set(listing["responses"]["200"]["content"]) == {"application/json"}
 
 
-#: what a spreadsheet program (Excel, WPS, LibreOffice) takes for the start of a formula
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+#: what a spreadsheet program (Excel, WPS, LibreOffice) takes for the start of a formula,
+#: full-width signs and formulas behind blanks included
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "＝", "＋", "－", "＠", " =", "\u3000＝",
+                  "  @")
 
 
 def test_a_name_or_a_department_that_reads_as_a_formula_is_exported_as_text(
