@@ -8,8 +8,9 @@ SHA-256) and every poll must carry it. A poll without it, or with a wrong one, i
 an unknown ticket is (404): it learns nothing and never receives the tokens. States:
 ``pending`` → ``confirmed`` (by an account) → ``consumed`` (tokens handed out, exactly once:
 a conditional UPDATE claims the ticket in the poll's transaction, so two parallel polls cannot
-both receive tokens). Past ``expires_at`` (2 minutes) a ticket is ``expired``. The tokens are
-minted at the poll and never stored.
+both receive tokens). A poll that finds nothing to hand out (pending, expired, consumed)
+reads only and writes nothing. Past ``expires_at`` (2 minutes) a ticket is ``expired``. The
+tokens are minted at the poll and never stored.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, update
@@ -85,21 +86,43 @@ def _poll_secret_ok(row: QrTicket, poll_secret: str | None) -> bool:
         row.poll_hash, domain.token_digest(poll_secret))
 
 
+def _unredeemed(row: QrTicket | None, poll_secret: str | None,
+                now: datetime) -> dict[str, Any] | None:
+    """The poll's answer when it has nothing to write (pending, expired, consumed); ``None``
+    for a confirmed ticket, whose tokens the poll is to hand out. No ticket, no poll secret or
+    a wrong one: 404."""
+    if row is None or not _poll_secret_ok(row, poll_secret):
+        raise _not_found()
+    if row.status == CONSUMED:
+        return {"status": CONSUMED}
+    if row.status == EXPIRED or row.expires_at <= now:  # or ended by a password reset
+        return {"status": EXPIRED}
+    if row.status == PENDING:
+        return {"status": PENDING,
+                "expires_in": max(0, int((row.expires_at - now).total_seconds()))}
+    return None
+
+
 def poll(db: Database, key: SigningKey, ticket: str, poll_secret: str | None) -> dict[str, Any]:
     """The web's poll, with the ticket's poll secret: the status; the first poll after
-    confirmation also gets the tokens. No secret or a wrong one: 404, as for no ticket."""
+    confirmation also gets the tokens. No secret or a wrong one: 404, as for no ticket.
+
+    The web polls every second or two and nearly every poll finds the ticket still pending:
+    it looks in a reading transaction (on SQLite no write lock, so the polls neither queue
+    behind identity's writes nor hold them up). Only a poll that finds the ticket confirmed
+    opens a writing transaction, looks again inside it (a parallel poll, or a password reset,
+    may have got there first) and claims the ticket there."""
     now, digest = utcnow(), domain.token_digest(ticket)
+    with db.transaction(reads_only=True) as session:
+        answer = _unredeemed(session.get(QrTicket, digest), poll_secret, now)
+    if answer is not None:
+        return answer
     with db.transaction() as session:
         row = session.get(QrTicket, digest)
-        if row is None or not _poll_secret_ok(row, poll_secret):
-            raise _not_found()
-        if row.status == CONSUMED:
-            return {"status": CONSUMED}
-        if row.status == EXPIRED or row.expires_at <= now:  # or ended by a password reset
-            return {"status": EXPIRED}
-        if row.status == PENDING:
-            return {"status": PENDING,
-                    "expires_in": max(0, int((row.expires_at - now).total_seconds()))}
+        answer = _unredeemed(row, poll_secret, now)
+        if answer is not None:
+            return answer
+        assert row is not None  # noqa: S101 - _unredeemed raised for no ticket
         claimed = session.execute(update(QrTicket).where(
             QrTicket.ticket_hash == digest, QrTicket.status == CONFIRMED).values(
             status=CONSUMED, consumed_at=now))

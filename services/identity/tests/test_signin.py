@@ -21,7 +21,8 @@ from sqlalchemy import text as sql_text
 
 from servicekit.sealed import unseal
 from servicekit.tables import outbox
-from services.identity import signin_codes
+from servicekit.testing import answered_while_writing
+from services.identity import signin_codes, signin_qr
 from services.identity.models import Account, LoginFailure
 from services.identity.models_signin import Captcha, QrTicket, SignInCode, SignInRequest
 from services.identity.signin_captcha import CaptchaService
@@ -964,6 +965,64 @@ def test_qr_ticket_expires_unconfirmed(ident: Identity) -> None:
     assert _poll(ident, created).get_json() == {"status": "expired"}
     assert ident.call("POST", f"/qr-tickets/{created['ticket']}/confirm",
                       token=token).status_code == 410
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_qr_poll_with_nothing_to_hand_out_answers_while_another_connection_holds_the_write_lock(
+        ident: Identity) -> None:
+    """The web polls every second or two, nearly always to hear "pending": such a poll (and
+    an unknown ticket's, and a used one's) reads without SQLite's write lock, so it neither
+    waits for identity's writes nor holds them up. The poll that collects the tokens writes."""
+    person, _ = ident.register()
+    mobile_token = ident.tokens(person["phone"])["access_token"]
+    created = ident.call("POST", "/qr-tickets").get_json()
+    url = ident.rt.db.url
+    pending = answered_while_writing(url, lambda: _poll(ident, created))
+    assert pending.status_code == 200 and pending.get_json()["status"] == "pending"
+    assert answered_while_writing(url, lambda: _poll(ident, created, secret="x")).status_code \
+        == 404
+    assert ident.call("POST", f"/qr-tickets/{created['ticket']}/confirm",
+                      token=mobile_token).status_code == 204
+    assert _poll(ident, created).get_json()["status"] == "confirmed"
+    assert answered_while_writing(url, lambda: _poll(ident, created)).get_json() == {
+        "status": "consumed"}
+
+
+def test_two_polls_racing_for_a_confirmed_qr_ticket_get_its_tokens_once(
+        ident: Identity, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both polls find the ticket confirmed in their reading look before either writes; in
+    its writing transaction each looks again (on SQLite the second waits for the first's
+    write lock, then sees the ticket consumed) and claims it with a conditional UPDATE (on
+    PostgreSQL the second's waits for the first's row lock, then finds nothing to claim):
+    only one of them gets tokens."""
+    person, account = ident.register()
+    mobile_token = ident.tokens(person["phone"])["access_token"]
+    created = ident.call("POST", "/qr-tickets").get_json()
+    assert ident.call("POST", f"/qr-tickets/{created['ticket']}/confirm",
+                      token=mobile_token).status_code == 204
+    both_looked, looks = threading.Barrier(2, timeout=30), threading.local()
+    unredeemed = signin_qr._unredeemed
+
+    def looking(*args: Any) -> Any:
+        answer = unredeemed(*args)
+        looks.count = getattr(looks, "count", 0) + 1
+        if looks.count == 1:  # this thread's reading look: wait for the other's
+            both_looked.wait()
+        return answer
+
+    monkeypatch.setattr(signin_qr, "_unredeemed", looking)
+    answers: list[Any] = []
+    polls = [threading.Thread(target=lambda: answers.append(_poll(ident, created)))
+             for _ in range(2)]
+    for thread in polls:
+        thread.start()
+    for thread in polls:
+        thread.join(timeout=60)
+    bodies = sorted((answer.get_json() for answer in answers), key=lambda body: body["status"])
+    assert [body["status"] for body in bodies] == ["confirmed", "consumed"], bodies
+    assert bodies[1] == {"status": "consumed"}
+    me = ident.call("GET", "/accounts/me", token=bodies[0]["access_token"]).get_json()
+    assert me["id"] == account["id"]
 
 
 def test_qr_tickets_are_throttled_per_client_address(ident: Identity) -> None:
