@@ -42,15 +42,18 @@ def build_wsgi(service: str) -> Any:
 
 def check_settings(service: str) -> None:
     """Read the settings ``build_wsgi`` will read, so that a bad one is a ConfigError in the
-    command, before gunicorn forks a worker that would fail on it: the gateway's limits and
-    CORS origins, a service's own settings, identity's signing and previous keys."""
+    command, before gunicorn forks a worker that would fail on it: the gateway's limits, CORS
+    origins and metrics readers, a service's own settings, identity's signing and previous
+    keys."""
     if service == "gateway":
         from gateway.cors import policy_from
         from gateway.edge_service import client_connections_cap
+        from gateway.metrics_access import readers_from
         from gateway.ratelimit import limits_from_env
 
         limits_from_env()
         policy_from(None)
+        readers_from()
         env_float("GATEWAY_RATE_SYNC_MS", 100.0, minimum=0)
         client_connections_cap()
         return

@@ -5,7 +5,8 @@ For every request, in this order:
 1. keep a valid ``X-Request-ID`` or make one; it goes upstream and comes back on every response;
    with ``GATEWAY_CORS_ORIGINS`` set, a browser's preflight is answered here (``preflight``)
    and every answer to a request with ``Origin`` gets the CORS headers (``gateway.cors``);
-2. the gateway's own routes: ``/healthz`` (never rate limited), ``/metrics``, ``/docs``,
+2. the gateway's own routes: ``/healthz`` (never rate limited), ``/metrics`` (to the
+   deployment's own addresses only, ``gateway.metrics_access``), ``/docs``,
    ``/docs/openapi/<service>.json``;
 3. ``/api/<service>/<rest>``: unknown service -> 404, ``/internal/...`` and a service's
    ``/metrics`` (scraped directly, never through the gateway) -> 404, dot segments -> 400;
@@ -40,6 +41,7 @@ from werkzeug.wsgi import ClosingIterator
 
 from gateway import docs, routing
 from gateway.cors import CorsAnswer, CorsPolicy, is_cors_header, policy_from
+from gateway.metrics_access import MetricsReaders, readers_from
 from gateway.ratelimit import RateLimiter
 from gateway.upstream import (
     HttpUpstream,
@@ -83,7 +85,8 @@ class Gateway:
 
     def __init__(self, *, upstreams: dict[str, Upstream], verifier: TokenVerifier,
                  rate_limiter: RateLimiter, public_routes: routing.PublicRoutes,
-                 trust_forwarded: bool, cors: CorsPolicy | None = None) -> None:
+                 trust_forwarded: bool, cors: CorsPolicy | None = None,
+                 metrics_readers: MetricsReaders | None = None) -> None:
         self.upstreams = upstreams
         self.verifier = verifier
         self.rate_limiter = rate_limiter
@@ -91,6 +94,8 @@ class Gateway:
         self.trust_forwarded = trust_forwarded
         #: None: CORS is off, no request is looked at for it
         self.cors = cors
+        #: who may read ``/metrics`` (``gateway.metrics_access``)
+        self.metrics_readers = metrics_readers or readers_from()
         self._resolved: dict[str, tuple[Upstream, str]] = {}
 
     # -- WSGI entry point ---------------------------------------------------------------------
@@ -172,6 +177,8 @@ class Gateway:
             self._read_only(method)
             return _json({"status": "ok", "service": "gateway"})(environ, respond)
         if path == "/metrics":
+            if not self.metrics_readers.allow(routing.client_ip(environ, self.trust_forwarded)):
+                raise Problem(404, "not-found", "no such route")  # as a route that is not there
             self._read_only(method)
             body, content_type = metrics.render()
             return Response(body, content_type=content_type)(environ, respond)
@@ -421,7 +428,8 @@ def create_gateway(*, upstreams: dict[str, WSGIApp | str], verifier: TokenVerifi
                    public_routes: list[tuple[str, str]] | None = None,
                    timeout: float = 10.0, connect_timeout: float = 2.0,
                    trust_forwarded: bool | None = None, pool_maxsize: int = 64,
-                   cors_origins: str | Iterable[str] | None = None) -> Gateway:
+                   cors_origins: str | Iterable[str] | None = None,
+                   metrics_from: str | None = None) -> Gateway:
     """The gateway WSGI app.
 
     ``upstreams`` maps a service name to its WSGI app (embedded) or base URL (distributed).
@@ -429,6 +437,8 @@ def create_gateway(*, upstreams: dict[str, WSGIApp | str], verifier: TokenVerifi
     given. ``timeout``/``connect_timeout`` apply to HTTP upstreams. ``trust_forwarded`` defaults
     to ``GATEWAY_TRUST_FORWARDED=1``, ``cors_origins`` (the origins whose pages may call the
     API, ``gateway.cors``) to ``GATEWAY_CORS_ORIGINS``; a bad origin is a ``ConfigError``.
+    ``metrics_from`` (who may read ``/metrics``, ``gateway.metrics_access``) defaults to
+    ``GATEWAY_METRICS_FROM``.
     """
     cors = policy_from(cors_origins)
     session = None
@@ -455,4 +465,5 @@ def create_gateway(*, upstreams: dict[str, WSGIApp | str], verifier: TokenVerifi
         trust_forwarded=routing.trust_forwarded_from_env() if trust_forwarded is None
         else trust_forwarded,
         cors=cors,
+        metrics_readers=readers_from(metrics_from),
     )

@@ -30,10 +30,11 @@ def test_metrics_count_routed_requests() -> None:
     gw = Client(create_gateway(upstreams={"filing": upstream},
                                verifier=TokenVerifier(lambda: {"keys": [key.jwk()]}),
                                rate_limiter=MemoryRateLimiter(1000, 60)))
-    before = _count(gw.get("/metrics").get_data(as_text=True), "200")
+    prometheus = {"REMOTE_ADDR": "10.0.0.5"}  # who may read them (gateway.metrics_access)
+    before = _count(gw.get("/metrics", environ_base=prometheus).get_data(as_text=True), "200")
     for _ in range(3):
         assert gw.get("/api/filing/healthz", buffered=True).status_code == 200
-    after = _count(gw.get("/metrics").get_data(as_text=True), "200")
+    after = _count(gw.get("/metrics", environ_base=prometheus).get_data(as_text=True), "200")
     assert after - before == 3
 
 

@@ -146,7 +146,7 @@ def test_service_metrics_are_not_routed_but_probes_and_the_gateways_own_are(
     assert client.get("/api/svc/healthz").status_code == 200
     assert client.get("/api/svc/readyz").get_json() == {"status": "ready"}
     assert upstream.config["calls"] == ["/healthz", "/readyz"]
-    own = client.get("/metrics", headers=auth(token()))
+    own = client.get("/metrics", headers=auth(token()), environ_base={"REMOTE_ADDR": "10.0.0.5"})
     assert own.status_code == 200 and "svc_business_gauge" not in own.get_data(as_text=True)
 
 
