@@ -77,23 +77,38 @@ def unique(prefix: str) -> str:
 
 
 # -- SQLite's write lock ------------------------------------------------------------------
+@contextlib.contextmanager
+def _holding_the_write_lock(database_url: str, wait: float) -> Iterator[None]:
+    """Another connection holds the write lock of the SQLite database at ``database_url``
+    (``BEGIN IMMEDIATE``, as every writing transaction of the embedded tier begins) while the
+    block runs, and lets it go after. It waits up to ``wait`` seconds for the lock:
+    ``sqlite3.OperationalError`` ("database is locked") when someone else holds it longer."""
+    import sqlite3
+
+    from sqlalchemy.engine import make_url
+
+    conn = sqlite3.connect(make_url(database_url).database or "", isolation_level=None,
+                           timeout=wait)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+
+
 def answered_while_writing(database_url: str, call: Callable[[], T],
                            within: float = 5.0) -> T:
     """What ``call()`` returns when it runs while another connection holds the write lock of
-    the SQLite database at ``database_url`` (``BEGIN IMMEDIATE``, as every writing transaction
-    of the embedded tier begins, held open for as long as a write can take).
+    the SQLite database at ``database_url`` (``_holding_the_write_lock``, held open for as
+    long as a write can take).
 
     A read that takes no write lock answers at once. A read that begins ``BEGIN IMMEDIATE``
     too would wait for it, up to the busy timeout (30 s): after ``within`` seconds the test
     fails instead of waiting that long. The lock is let go, and the call waited for, before
     this returns or fails, so nothing outlives the test."""
-    import sqlite3
-
-    from sqlalchemy.engine import make_url
-
-    holder = sqlite3.connect(make_url(database_url).database or "", isolation_level=None,
-                             timeout=within)
-    holder.execute("BEGIN IMMEDIATE")
     results: list[T] = []
     errors: list[BaseException] = []
 
@@ -105,13 +120,13 @@ def answered_while_writing(database_url: str, call: Callable[[], T],
 
     reader = threading.Thread(target=run, daemon=True)
     try:
-        reader.start()
-        reader.join(within)
-        waited = reader.is_alive()
+        with _holding_the_write_lock(database_url, within):
+            reader.start()
+            reader.join(within)
+            waited = reader.is_alive()
     finally:
-        holder.execute("ROLLBACK")
-        holder.close()
-        reader.join()
+        if reader.ident is not None:  # started: wait for it, now that the lock is let go
+            reader.join()
     if errors:
         raise errors[0]
     assert not waited, f"no answer within {within}s while another connection held the " \
@@ -186,27 +201,23 @@ def transaction_open(database: Database) -> bool:
     it: the question for code that must not hold one while it waits on something else (a
     consumer's look-ups in another service).
 
-    On SQLite, whether the write lock is taken: another connection's ``BEGIN IMMEDIATE`` is
-    refused at once (no busy wait). On PostgreSQL, whether a connection of the database's pool
-    is checked out, or any other client of the database is inside a transaction
-    (``pg_stat_activity``)."""
+    On SQLite, whether the write lock is taken: another connection cannot take it at once
+    (``_holding_the_write_lock`` with no busy wait). On PostgreSQL, whether a connection of the
+    database's pool is checked out, or any other client of the database is inside a
+    transaction (``pg_stat_activity``)."""
     import sqlite3
 
     from sqlalchemy.engine import make_url
 
     url = make_url(database.url)
     if url.get_backend_name() == "sqlite":
-        probe = sqlite3.connect(url.database or "", isolation_level=None, timeout=0)
         try:
-            probe.execute("BEGIN IMMEDIATE")
-            probe.execute("ROLLBACK")
-            return False
+            with _holding_the_write_lock(database.url, 0):
+                return False
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) and "busy" not in str(exc):
                 raise
             return True
-        finally:
-            probe.close()
     if database.engine.pool.checkedout():
         return True
     with psycopg.connect(url.set(drivername="postgresql").render_as_string(False),
