@@ -20,9 +20,10 @@ run: $(STAMP)
 	$(VENV)/bin/ecourt run --port $(PORT)
 
 ## every test tier: unit, embedded, real PostgreSQL + RabbitMQ + Redis, reliability, contracts
+## (the slowest 25 tests are listed at the end: where the suite's time goes, run by run)
 test: $(STAMP) services
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 ## start PostgreSQL, RabbitMQ and Redis if they are down
 services:
