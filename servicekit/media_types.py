@@ -28,12 +28,24 @@ The hint: the problem lists the types in ``accepted``, and a POST's answer carri
 about responses, and RFC 9110 names a response hint only for content codings
 (``Accept-Encoding``); a PUT has no such header, and its problem's ``accepted`` is the hint.
 
-The web layer decides it last of its refusals of a request (``servicekit.web``), before any
-view runs: after the access checks (a stranger learns nothing but its 401/403) and the kit's
-other looks at a body (a form field holding U+0000 is still that field's 422). The
-``Idempotency-Key`` has been reserved by then; the refusal changes nothing, so the key is
-released like any refusal's (``servicekit.idempotency``): the corrected request, sent again with
-the same key, runs.
+The web layer decides it right after the access checks (``servicekit.web``: a stranger learns
+nothing but its 401/403), from the request's headers alone, and first of its looks at a body:
+a body of a type the operation does not take is told so, not refused for what it holds — JSON
+nested too deep or holding U+0000 sent to an upload route, a urlencoded form with U+0000 in a
+field sent to a JSON route, were a 400 or a 422 about their content, though what the client
+got wrong was the type. (A body of a type the operation takes is looked at as before: such a
+form's field holding U+0000 is still that field's 422.)
+
+It comes before the ``Idempotency-Key`` is looked at, too: the refusal needs no database round
+trip (as the kit's other refusals of what a request is — a body nested too deep, a NUL — need
+none), and the key is neither reserved nor kept, so the corrected request, sent again with the
+same key, runs. A request resent under a used key with a type its operation does not take
+(the same JSON bytes as ``text/plain``, say) is this 415 as well, nothing done: it was the first
+answer replayed, though the request was not the one answered. Told that its type is wrong, the
+client corrects it and is given the first answer under the same key; told only that the key
+was used for another request (``servicekit.idempotency``'s 422, had the key been looked at
+first), it would be pointed to a new key, under which the corrected request would make the
+first one's change again.
 """
 
 from __future__ import annotations
@@ -74,8 +86,8 @@ def takes(declared: str, mimetype: str) -> bool:
 
 
 def _has_body() -> bool:
-    """A body was sent: a length above 0, or chunked (not read to find out: the form checks
-    before this one may have consumed it)."""
+    """A body was sent: a length above 0, or chunked (not read to find out: a body is read
+    once, by what comes after)."""
     if request.content_length:
         return True
     return "chunked" in request.headers.get("Transfer-Encoding", "").lower()

@@ -244,6 +244,10 @@ def _install_hooks(app: Flask, spec: ServiceSpec, db: Database, service_secret: 
         _authenticate(verifier)
         g.audit = audit.bind(_actor(service_secret))
         _authorize(app, service_secret)
+        # a body of a type the operation does not take: a 415, not "missing fields", and the
+        # first of the looks at a body (its type is what is wrong, not what it holds); from
+        # the headers alone, before the key is looked at (``servicekit.media_types``)
+        refuse_unsupported_media_type()
         _refuse_deep_json()
         _refuse_unstorable_text()
         replay = _idempotent_replay(app, store)
@@ -251,8 +255,6 @@ def _install_hooks(app: Flask, spec: ServiceSpec, db: Database, service_secret: 
             # after the key's reservation, which read and kept the body for its hash: a form
             # parsed first would leave no body to hash (a refusal here releases the key)
             _refuse_nul_in_form()
-            # a body of a type the operation does not take: a 415, not "missing fields"
-            refuse_unsupported_media_type()
         return replay
 
     @app.after_request

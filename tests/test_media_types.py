@@ -72,3 +72,43 @@ def test_a_json_body_sent_to_an_upload_route_is_a_415_naming_multipart(
     resp = http.post("/api/documents/verify", json={"file": "x"})
     assert problem_of(resp, 415, "unsupported-media-type")["accepted"] == [
         "multipart/form-data"]
+
+
+VERIFY = "/api/documents/verify"  # public; its body is multipart/form-data alone
+DEEP = "[" * 100 + "]" * 100  # past the kit's 64 levels (``servicekit.web.MAX_JSON_DEPTH``)
+
+
+@pytest.mark.parametrize(("url", "ctype", "sent", "accepted"), [
+    (ACCOUNTS, "text/plain", DEEP, "application/json"),
+    (ACCOUNTS, "text/plain", '{"name": "a\\u0000b"}', "application/json"),
+    (ACCOUNTS, "application/x-www-form-urlencoded", "name=a%00b&phone=1", "application/json"),
+    (VERIFY, "application/json", DEEP, "multipart/form-data"),
+    (VERIFY, "application/json", '{"file": "a\\u0000b"}', "multipart/form-data"),
+], ids=["deep-text", "nul-text", "nul-form-to-json", "deep-json-to-upload", "nul-json-to-upload"])
+def test_the_type_is_judged_before_what_the_body_holds(
+        http: Client, url: str, ctype: str, sent: str, accepted: str) -> None:
+    """A body of a type the route does not take is the 415 naming the types it takes, not a
+    400 (JSON too deep, or holding U+0000) or a 422 (a form field holding it) about its content:
+    the JSON ones sent to an upload route, and the form sent to a JSON route, were."""
+    resp = http.post(url, data=sent, content_type=ctype,
+                     headers={"Idempotency-Key": str(uuid.uuid4())})
+    assert problem_of(resp, 415, "unsupported-media-type")["accepted"] == [accepted]
+    assert resp.headers["Accept-Post"] == accepted
+
+
+def test_the_same_bytes_resent_under_a_used_key_as_another_type_are_a_415_not_a_replay(
+        suite: Suite, http: Client) -> None:
+    """The first answer was replayed to the same JSON bytes sent as text/plain under its key,
+    a request the route does not take; told its type is wrong, the client corrects it and,
+    under the same key, is given the first answer (one account)."""
+    person = individual()
+    raw, key = json.dumps(person), {"Idempotency-Key": str(uuid.uuid4())}
+    first = http.post(ACCOUNTS, data=raw, content_type="application/json", headers=key)
+    assert first.status_code == 201, first.get_data(as_text=True)
+    resent = http.post(ACCOUNTS, data=raw, content_type="text/plain", headers=key)
+    assert problem_of(resent, 415, "unsupported-media-type")["accepted"] == ["application/json"]
+    assert "Idempotent-Replayed" not in resent.headers
+    corrected = http.post(ACCOUNTS, data=raw, content_type="application/json", headers=key)
+    assert corrected.status_code == 201 and corrected.headers["Idempotent-Replayed"] == "true"
+    assert corrected.get_data() == first.get_data()
+    assert _accounts_with(suite, person["id_number"]) == 1
