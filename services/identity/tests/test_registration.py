@@ -118,6 +118,37 @@ def test_idempotent_registration_replays_the_first_answer(identity: Identity) ->
     assert person["phone"].encode() not in stored and person["id_number"].encode() not in stored
 
 
+def _refusals_counted(identity: Identity) -> int:
+    with identity.rt.db.transaction(reads_only=True) as s:
+        return s.scalar(select(func.count()).select_from(LoginFailure)) or 0
+
+
+def test_a_refused_registration_is_replayed_under_its_key_and_counted_once(
+        identity: Identity) -> None:
+    """A 409 for a taken number counts against the client's address (a change committed), so
+    it is its key's answer: a client retrying after a timeout is told the same thing and is
+    not counted twice; a new key runs (and counts) again, so keys are no way around the
+    count; another body under the key is a reused key, not a new look-up."""
+    taken, _ = identity.register()
+    person = individual(id_number=taken["id_number"])
+    headers = {"Idempotency-Key": "reg-refused"}
+    first = identity.call("POST", "/accounts", json=person, headers=headers)
+    assert first.status_code == 409 and _refusals_counted(identity) == 1
+    retry = identity.call("POST", "/accounts", json=person, headers=headers)
+    assert retry.headers.get("Idempotent-Replayed") == "true"
+    assert (retry.status_code, retry.data) == (409, first.data)
+    assert _refusals_counted(identity) == 1
+    other = identity.call("POST", "/accounts", json=individual(phone=taken["phone"]),
+                          headers=headers)
+    assert other.status_code == 422 and other.get_json()["type"].endswith(
+        "/idempotency-key-reused")
+    assert _refusals_counted(identity) == 1
+    fresh = identity.call("POST", "/accounts", json=person,
+                          headers={"Idempotency-Key": "reg-refused-2"})
+    assert fresh.status_code == 409 and "Idempotent-Replayed" not in fresh.headers
+    assert _refusals_counted(identity) == 2
+
+
 # --- refusals of taken numbers are throttled per client address (RELIABILITY S3, S6) -------
 
 def _register(identity: Identity, ip: str, **overrides: str) -> Any:

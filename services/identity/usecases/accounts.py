@@ -1,4 +1,13 @@
-"""Accounts: registering an individual, reading an account, the password hasher."""
+"""Accounts: registering an individual, reading an account, the password hasher.
+
+A registration refused 409 (the ID number or phone taken) commits its count against the
+client's address, so under an ``Idempotency-Key`` the refusal is stored and replayed like a
+201 (``servicekit.idempotency``), and that is meant: a client retrying after a timeout is told
+what it was told the first time and is not counted twice (a flaky line would otherwise spend
+an honest address's 5 refusals); the replay answers only the body it was given (another body
+under the key is ``422 idempotency-key-reused``), so it tells nothing new, and every new key
+runs the check and counts again, so keys are no way around the count.
+"""
 
 from __future__ import annotations
 
