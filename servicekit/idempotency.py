@@ -2,12 +2,12 @@
 
 The first request with a key reserves it (a row with status 0) before the view runs; a
 concurrent duplicate gets ``409`` instead of running twice. When the view answers, the
-response is stored; a later request with the same key and the same body replays it
-(``Idempotent-Replayed: true``), and one with a different body is refused with ``422``. A
-server error releases the key so the client can retry — unless the request had already
-committed a change when it failed (a database that went away between the change and the
-read of the answer, say): a retry would then apply it twice, so the key is kept and a retry
-is told the outcome is unknown (``409 request-outcome-unknown``).
+response is stored; a later request with the same key that is the same request replays it
+(``Idempotent-Replayed: true``), and a different one is refused with ``422`` (what is the same
+request: ``request_hash``). A server error releases the key so the client can retry — unless
+the request had already committed a change when it failed (a database that went away between
+the change and the read of the answer, say): a retry would then apply it twice, so the key is
+kept and a retry is told the outcome is unknown (``409 request-outcome-unknown``).
 
 A refusal (a 4xx answer) that committed nothing releases the key too: nothing happened that a
 retry could repeat, and the client that mends its request — adds the If-Match it forgot,
@@ -32,10 +32,13 @@ import hashlib
 import json
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from itertools import chain
 from typing import Any, TypeVar
 
 from sqlalchemy import Row, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
+from werkzeug.http import parse_options_header
+from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 from werkzeug.wrappers import Response
 
 from servicekit.access import view_attribute
@@ -74,8 +77,82 @@ def stores_answers(view: Callable[..., Any], method: str) -> bool:
     return method.upper() in UNSAFE and not view_attribute(view, method, _NOT_STORED)
 
 
-def request_hash(method: str, path: str, body: bytes) -> str:
-    return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + body).hexdigest()
+#: the media type whose body is fingerprinted by its parts
+MULTIPART = "multipart/form-data"
+#: how much of a multipart body the decoder is given at a time
+_CHUNK = 64 * 1024
+
+
+def request_hash(method: str, path: str, content_type: str, body: bytes) -> str:
+    """The fingerprint kept with a key: a request under a used key is the same request (its
+    answer replayed) when its fingerprint is the stored one, else a different one (``422
+    idempotency-key-reused``).
+
+    It is made of the method, the path with its query, the essence of the body's media type
+    (type/subtype in lower case, without parameters) and the body. The media type is in it
+    because the same bytes are another request under another type: a view reads a JSON body
+    only when it is labelled JSON, a form only when it is a form. (A type the operation does
+    not take at all is refused with a 415 before the key is looked at, neither replayed nor
+    this 422: ``servicekit.media_types`` says why.)
+
+    A ``multipart/form-data`` body counts by its parts, in order — each one's field name, file
+    name, Content-Type and bytes — not by its raw bytes, which hold the boundary a client
+    (python-requests, curl, a browser) draws afresh each time it builds the request: the same
+    upload rebuilt to retry it was refused as a different request. One that does not parse
+    as multipart with its boundary counts by its bytes. Any other body counts by its bytes
+    (one pass of SHA-256, as before).
+
+    The fingerprint changed with this rule (before, the method, the path and the raw body): a
+    key used just before the upgrade, retried after it, may be refused once as
+    ``idempotency-key-reused``; such rows expire with their keys (``ttl``, a day)."""
+    essence, options = parse_options_header(content_type)
+    essence = essence.lower()
+    digest = hashlib.sha256(_framed(method, path, essence))
+    parts = _parts_digest(body, options.get("boundary", "")) if essence == MULTIPART else None
+    if parts is None:
+        digest.update(b"bytes\n" + body)
+    else:
+        digest.update(b"parts\n" + parts)
+    return digest.hexdigest()
+
+
+def _framed(*fields: str) -> bytes:
+    """The fields, each after its length: no two lists of fields give the same bytes."""
+    return b"".join(len(raw).to_bytes(8, "big") + raw
+                    for raw in (f.encode("utf-8", "surrogatepass") for f in fields))
+
+
+def _parts_digest(body: bytes, boundary: str) -> bytes | None:
+    """A digest of a multipart body's parts in order (each one's kind, name, file name,
+    Content-Type and the digest of its bytes), by werkzeug's decoder over the body a chunk at a
+    time (the view's form is parsed apart, from the same cached bytes); None when the body is
+    not well-formed multipart with ``boundary``."""
+    if not boundary or not boundary.isascii():
+        return None
+    decoder = MultipartDecoder(boundary.encode("ascii"))
+    parts, content = hashlib.sha256(), hashlib.sha256()
+    chunks = (body[start:start + _CHUNK] for start in range(0, len(body), _CHUNK))
+    try:
+        for chunk in chain(chunks, [None]):
+            decoder.receive_data(chunk)
+            event = decoder.next_event()
+            while not isinstance(event, NeedData):
+                if isinstance(event, Epilogue):
+                    return parts.digest()
+                if isinstance(event, Field | File):
+                    content = hashlib.sha256()
+                    filename = event.filename if isinstance(event, File) else None
+                    parts.update(_framed("field" if filename is None else "file",
+                                         event.name or "", filename or "",
+                                         event.headers.get("Content-Type", "")))
+                elif isinstance(event, Data):
+                    content.update(event.data)
+                    if not event.more_data:
+                        parts.update(content.digest())
+                event = decoder.next_event()
+    except ValueError:  # not the multipart body it says it is
+        return None
+    return None
 
 
 class IdempotencyStore:

@@ -549,7 +549,8 @@ def _idempotent_replay(app: Flask, store: IdempotencyStore) -> Response | None:
         # (``answer_not_stored``): the key is ignored
         return None
     principal = str((g.claims or {}).get("sub", "anonymous"))
-    digest = request_hash(request.method, request.full_path, request.get_data())
+    digest = request_hash(request.method, request.full_path, request.content_type or "",
+                          request.get_data())
     replay = store.begin(key, principal, request.method, request.path, digest)
     if replay is None:  # reserved: what the request commits from here on is its change
         g.idem = (key, principal, writes_committed())

@@ -1,16 +1,20 @@
 """Issue check 4: one ``Idempotency-Key`` changes state once. The same registration sent twice
 through the gateway makes one account and one event, and the second answer is the first one
-replayed; the key reused for another body is refused with a 422 problem. In both tiers."""
+replayed; the key reused for another body, or the same bytes under another media type, is
+refused with a 422 problem, while an upload rebuilt under a new multipart boundary is the same
+request. In both tiers."""
 
 from __future__ import annotations
 
+import io
 import json
 import uuid
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, insert, select, update
-from werkzeug.test import Client
+from werkzeug.datastructures import FileStorage, MultiDict
+from werkzeug.test import Client, encode_multipart
 
 from ecourt.embedded import Suite
 from servicekit.db import utcnow
@@ -18,6 +22,9 @@ from servicekit.idempotency import request_hash
 from servicekit.problems import PROBLEM_JSON
 from servicekit.tables import outbox
 from services.identity.models import Account
+from tests.factories import mobile, uscc
+from tests.harness import PASSWORD, PDF, bearer
+from tests.harness import person as signed_in
 from tests.reliability.helpers import person
 
 pytestmark = pytest.mark.real
@@ -30,9 +37,9 @@ def _accounts(suite: Suite, phone: str) -> list[Account]:
         return list(s.scalars(select(Account).where(Account.phone == phone)))
 
 
-def _events_about(suite: Suite, account_id: str) -> int:
+def _events_about(suite: Suite, account_id: str, kind: str = REGISTERED) -> int:
     with suite.runtimes["identity"].db.transaction() as s:
-        bodies = s.scalars(select(outbox.c.body).where(outbox.c.type == REGISTERED)).all()
+        bodies = s.scalars(select(outbox.c.body).where(outbox.c.type == kind)).all()
     return sum(1 for b in bodies if json.loads(b).get("subject") == account_id)
 
 
@@ -121,7 +128,7 @@ def _reserve(suite: Suite, key: str, body: dict[str, str], minutes_ago: float) -
     from servicekit.tables import idempotency_keys
 
     path = "/accounts"
-    digest = request_hash("POST", path + "?", json.dumps(body).encode())
+    digest = request_hash("POST", path + "?", "application/json", json.dumps(body).encode())
     with suite.runtimes["identity"].db.transaction() as s:
         s.execute(insert(idempotency_keys).values(
             key=key, principal="anonymous", method="POST", path=path, request_hash=digest,
@@ -220,7 +227,9 @@ def test_a_server_error_after_a_committed_change_keeps_the_key(suite: Suite) -> 
 
 def _spec_with_refusals(name: str, ran: list[str]):  # type: ignore[no-untyped-def]
     """A service whose one route refuses with a 422 problem, having first committed an event
-    (``after``) or having changed nothing (``before``); ``ran`` records each time it runs."""
+    (``after``) or having changed nothing (``before``), or commits one and answers 201
+    (``made``); ``ran`` records each time it runs. It documents no body: it takes one of any
+    type."""
     from flask import current_app
     from flask.views import MethodView
     from flask_smorest import Blueprint
@@ -244,9 +253,11 @@ def _spec_with_refusals(name: str, ran: list[str]):  # type: ignore[no-untyped-d
                     emit(session, "test.counted", {}, source="/test")
                 raise Problem(429, "too-many-attempts", "later",
                               headers={"Retry-After": "1"})
-            if when == "after":
+            if when in ("after", "made"):
                 with current_app.extensions["ecourt.db"].transaction() as session:
                     emit(session, "test.changed", {}, source="/test")
+            if when == "made":
+                return {"made": when}, 201  # type: ignore[return-value]
             raise Problem(422, "refused", f"refused {when}")
 
     return ServiceSpec(name, "t", "t", [blp])
@@ -292,3 +303,88 @@ def test_a_refusal_that_changed_nothing_frees_its_key(suite: Suite) -> None:
     assert replay.status_code == 422 and replay.headers.get("Idempotent-Replayed") == "true"
     assert replay.get_data() == first.get_data()
     assert ran == ["after"] and _changes(suite) == before + 1  # not run, not changed twice
+
+
+def test_the_same_bytes_under_another_media_type_are_another_request(suite: Suite) -> None:
+    """A view reads a body by its type (JSON only when it says JSON, a form only when it is
+    one), so the same bytes under another type are another request: sent as text/plain under
+    the key their JSON sending used, they were given the JSON's answer. They are refused as the
+    key reused, and nothing runs; the type's parameters (a charset) are not the type. (Where
+    the operation does not take the type at all, the 415 comes first: tests/test_media_types.)"""
+    from servicekit.web import create_service_app
+
+    ran: list[str] = []
+    app = create_service_app(_spec_with_refusals(f"typed{uuid.uuid4().hex[:6]}", ran),
+                             suite.runtimes["filing"])
+    http = Client(app)
+    before, raw = _changes(suite), b'{"judge": "zhou"}'
+    key = {"Idempotency-Key": f"typed-{uuid.uuid4()}"}
+    first = http.post("/refusals/made", data=raw, content_type="application/json", headers=key)
+    assert first.status_code == 201, first.get_data(as_text=True)
+    other = http.post("/refusals/made", data=raw, content_type="text/plain", headers=key)
+    assert other.status_code == 422, other.get_data(as_text=True)
+    assert other.get_json()["type"].endswith("/idempotency-key-reused")
+    same = http.post("/refusals/made", data=raw, content_type="Application/JSON; charset=utf-8",
+                     headers=key)
+    assert same.status_code == 201 and same.headers.get("Idempotent-Replayed") == "true"
+    assert ran == ["made"] and _changes(suite) == before + 1
+
+
+@pytest.fixture(scope="module")
+def applicant(suite: Suite) -> tuple[str, str]:
+    """A court known to identity, and an individual's token to register organizations with."""
+    from services.identity.usecases.staff import create_admin
+
+    create_admin(suite.runtimes["identity"].db, court="粤03", court_name="深圳市中级人民法院",
+                 name="管理员", phone=mobile(), password=PASSWORD)
+    return "粤03", signed_in(Client(suite.gateway), "周经理")[1]
+
+
+def _register(http: Client, applicant: tuple[str, str], code: str, key: str,
+              licence: bytes = PDF, boundary: str | None = None):  # type: ignore[no-untyped-def]
+    """Register organization ``code`` (multipart: the form and its licence), the body built
+    afresh as a client builds it: under a new boundary unless ``boundary`` is given."""
+    court, token = applicant
+    form = MultiDict({"name": "深圳示例贸易有限公司", "uscc": code, "court": court,
+                      "legal_representative": "周经理", "password": "org-password-123"})
+    form.add("licence", FileStorage(io.BytesIO(licence), "营业执照.pdf",
+                                    content_type="application/pdf"))
+    boundary = boundary or f"----client{uuid.uuid4().hex}"
+    _, body = encode_multipart(form, boundary=boundary)
+    return http.post("/api/identity/organizations", data=body,
+                     content_type=f"multipart/form-data; boundary={boundary}",
+                     headers={**bearer(token), "Idempotency-Key": key})
+
+
+def _organizations(suite: Suite, code: str) -> list[str]:
+    from services.identity.models_orgs import Organization
+
+    with suite.runtimes["identity"].db.transaction() as s:
+        return list(s.scalars(select(Organization.id).where(Organization.uscc == code)))
+
+
+def test_the_same_upload_rebuilt_with_another_boundary_is_replayed(
+        suite: Suite, http: Client, applicant: tuple[str, str]) -> None:
+    """A multipart body's bytes hold the boundary its client drew: the same upload rebuilt to
+    retry it was refused as a different request under its key. It is the same request, its
+    first answer replayed, one organization registered."""
+    code, key = uscc(), f"org-{uuid.uuid4()}"
+    first = _register(http, applicant, code, key, boundary="----first0123456789")
+    assert first.status_code == 201, first.get_data(as_text=True)
+    retry = _register(http, applicant, code, key, boundary="----WebKitFormBoundaryRetry42")
+    assert retry.status_code == 201, retry.get_data(as_text=True)
+    assert retry.headers.get("Idempotent-Replayed") == "true"
+    assert retry.get_data() == first.get_data()
+    [org_id] = _organizations(suite, code)
+    assert _events_about(suite, org_id, "identity.organization.registered") == 1
+
+
+def test_another_file_under_the_same_key_is_refused(
+        suite: Suite, http: Client, applicant: tuple[str, str]) -> None:
+    code, key = uscc(), f"org-{uuid.uuid4()}"
+    assert _register(http, applicant, code, key).status_code == 201
+    other = _register(http, applicant, code, key, licence=PDF + b"%another page")
+    assert other.status_code == 422, other.get_data(as_text=True)
+    assert other.get_json()["type"].endswith("/idempotency-key-reused")
+    [org_id] = _organizations(suite, code)
+    assert _events_about(suite, org_id, "identity.organization.registered") == 1
