@@ -5,7 +5,10 @@ Who the recipients are (a court's reviewers, the next rung of the escalation lad
 phone numbers are identity's to say, over HTTP. Those look-ups are the ``prepare`` phase of a
 ``TwoPhaseHandler``: they run before the consumer's transaction, so a slow identity never holds
 delivery's database connection, nor on SQLite the write lock a user reading a notice waits for.
-The transaction then writes the notices and the SMS requests from what was looked up."""
+The transaction then writes the notices and the SMS requests from what was looked up. The
+look-ups of one event that do not wait for each other (each recipient's phone, the two halves of
+``both``) are made at once (``concurrently``), within the consumer's bound on calls in flight,
+so an event with five recipients waits for identity about as long as one with a single one."""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from servicekit.clients import InternalClient
-from servicekit.consumer import Handler, TwoPhaseHandler
+from servicekit.consumer import Handler, TwoPhaseHandler, concurrently
 from servicekit.db import utcnow
 from servicekit.envelope import CloudEvent
 from servicekit.sealed import unseal
@@ -37,11 +40,14 @@ def build_handlers(rt: Runtime) -> Mapping[str, Handler]:
     client: InternalClient = rt.clients  # type: ignore[assignment]
     secret = rt.settings.service_secret
 
+    def contact(account_id: str) -> tuple[str, str]:
+        return account_id, client.get_json(
+            "identity", f"/internal/accounts/{account_id}/contact")["phone"]
+
     def contacts(account_ids: Iterable[str]) -> Contacts:
-        """Each account's phone, from identity: a prepare phase's look-up (``to_each``)."""
-        return [(account_id, client.get_json(
-                    "identity", f"/internal/accounts/{account_id}/contact")["phone"])
-                for account_id in dict.fromkeys(account_ids)]  # once each, in order
+        """Each account's phone, from identity, all asked at once: a prepare phase's look-up
+        (``to_each``)."""
+        return concurrently(contact, dict.fromkeys(account_ids))  # once each, in order
 
     def welcome(data: dict[str, Any]) -> tuple[str, str, str]:
         staff = data.get("kind") == "staff"
@@ -88,9 +94,10 @@ def build_handlers(rt: Runtime) -> Mapping[str, Handler]:
         return [data["account_id"]]
 
     def both(*handlers: TwoPhaseHandler[Contacts]) -> TwoPhaseHandler[list[Contacts]]:
-        """The handlers one after the other: all their look-ups, then all their writes."""
+        """The handlers together: all their look-ups (at once), then all their writes, one
+        handler's after the other's."""
         def prepare(event: CloudEvent) -> list[Contacts]:
-            return [handler.prepare(event) for handler in handlers]
+            return concurrently(lambda handler: handler.prepare(event), handlers)
 
         def apply(session: Session, event: CloudEvent, found: list[Contacts]) -> None:
             for handler, context in zip(handlers, found, strict=True):

@@ -1,7 +1,8 @@
 """How the consumer reads, handles and acks its batches, against the real broker and database:
 the next batch is read while one is handled, a batch split over several workers keeps each
 subject's events in order and handles every event once, one ack settles a batch without
-touching the message it rejected, and a clean stop acks the batch in hand."""
+touching the message it rejected, a clean stop acks the batch in hand, and the ``prepare`` of
+a batch's two-phase handlers run at once, within the consumer's bound."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import threading
 
 import pytest
 
-from servicekit.consumer import EventConsumer
+from servicekit.consumer import EventConsumer, TwoPhaseHandler
 from servicekit.envelope import CloudEvent
 from servicekit.publishers import TOPIC, PikaPublisher
 from servicekit.testing import wait_for
@@ -29,6 +30,8 @@ from tests.reliability.helpers import (
 pytestmark = pytest.mark.real
 
 TYPE = "reliability.workers.happened"
+#: the consumer's setting: how many ``prepare`` calls it makes at once
+PREPARE_THREADS = "ECOURT_CONSUMER_PREPARE_THREADS"
 
 
 def _queued(service: str, vhost: str, exchange: str, events: list[CloudEvent]) -> Subscription:
@@ -167,3 +170,51 @@ def test_one_ack_settles_a_batch_but_not_the_message_it_rejected(
     assert queue_depth(vhost, sub.queue) == 0  # all acked, none waiting to come back
     assert consumer.deliveries["junk"] == 1
     assert notifications(db) == (20, 20)
+
+
+def test_a_batchs_prepares_run_at_once_within_the_bound_and_subjects_keep_their_order(
+        make_dbs, vhost, exchange, workers, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Two workers share the consumer's four prepare threads: no prepare ends before four have
+    started (so the first four ran at once), never more than four run at once, and each
+    subject's events are applied in order, once. Failed before: the prepares ran one after
+    the other, the first waited alone until it gave up."""
+    monkeypatch.setenv(PREPARE_THREADS, "4")
+    [db] = make_dbs("prepares")
+    events = [CloudEvent(type=TYPE, source="/reliability", subject=f"case/{i % 3}",
+                         data={"seq": i // 3}) for i in range(12)]
+    sub = _queued("rel_prepares", vhost, exchange, events)
+    changed = threading.Condition()
+    counts = collections.Counter[str]()
+    lonely: list[str] = []
+    seen: dict[str, list[int]] = collections.defaultdict(list)
+
+    def prepare(event: CloudEvent) -> int:
+        with changed:
+            counts["started"] += 1
+            counts["running"] += 1
+            counts["most"] = max(counts["most"], counts["running"])
+            changed.notify_all()
+            met = changed.wait_for(lambda: counts["started"] >= 4, timeout=10)
+            counts["running"] -= 1
+        if not met:
+            lonely.append(event.id)
+            raise RuntimeError("the first four prepares did not run at once")
+        return int(event.data["seq"])
+
+    def apply(session, event: CloudEvent, seq: int) -> None:  # type: ignore[no-untyped-def]
+        record_notification(session, event)
+        with changed:
+            seen[event.subject or ""].append(seq)
+
+    consumer = EventConsumer("rel_prepares", db, {TYPE: TwoPhaseHandler(prepare, apply)},
+                             broker_url=vhost, exchange=exchange, subscription=sub,
+                             batch_size=len(events), workers=2)
+    workers.start("consumer", consumer.run)
+    wait_for(lambda: lonely or len(inbox_ids(db, "rel_prepares")) == len(events), timeout=60,
+             message="every event to be handled")
+    assert workers.stop() == []
+    assert lonely == []
+    assert counts["most"] == 4
+    assert notifications(db) == (len(events), len(events))
+    assert {subject: order for subject, order in seen.items()} == {
+        f"case/{n}": [0, 1, 2, 3] for n in range(3)}
