@@ -254,7 +254,7 @@ def _install_hooks(app: Flask, spec: ServiceSpec, db: Database, service_secret: 
         if replay is None:
             # after the key's reservation, which read and kept the body for its hash: a form
             # parsed first would leave no body to hash (a refusal here releases the key)
-            _refuse_nul_in_form()
+            _refuse_unreadable_form()
         return replay
 
     @app.after_request
@@ -518,17 +518,28 @@ def _refuse_unstorable_text() -> None:
 _FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
 
 
-def _refuse_nul_in_form() -> None:
-    """A form field (its name or its text) holding U+0000 is refused with a 422 naming it: the
-    answer identity's form schemas gave alone (``FormSchema``), kept so that a form is refused
-    the same way in every service (a JSON body's is the 400 of ``_refuse_unstorable_text``).
-    Other services' forms went on to their views, where a party's name with it was "no such
-    party" and a field named with it was taken. A file's name is
-    ``servicekit.uploads.safe_filename``'s to refuse."""
+def _refuse_unreadable_form() -> None:
+    """A form no view can read is refused with a 422, before any view runs:
+
+    * a part of a multipart body that names no field (``Content-Disposition: form-data`` with
+      no ``name``, or one werkzeug cannot read): RFC 7578 §4.2 requires one, werkzeug files such
+      a part under the key ``None``, and this check and the views' schemas, which take every
+      key for a field's name, failed on it with a 500;
+    * a form field (its name or its text) holding U+0000, named in the answer: the answer
+      identity's form schemas gave alone (``FormSchema``), kept so that a form is refused the
+      same way in every service (a JSON body's is the 400 of ``_refuse_unstorable_text``).
+      Other services' forms went on to their views, where a party's name with it was "no such
+      party" and a field named with it was taken. A file's name is
+      ``servicekit.uploads.safe_filename``'s to refuse."""
     if request.mimetype not in _FORMS:
         return
-    held = sorted({name for name, value in request.form.items(multi=True)
-                   if "\x00" in name or "\x00" in value})
+    fields = request.form.items(multi=True)
+    if None in request.form or None in request.files:
+        raise Problem(422, "validation-error",
+                      "a part of the form names no field: each part of a multipart/form-data "
+                      "body needs Content-Disposition: form-data; name=\"...\"",
+                      errors={"form": {"": ["a part without a field name"]}})
+    held = sorted({name for name, value in fields if "\x00" in name or "\x00" in value})
     if held:
         raise Problem(422, "validation-error",
                       f"the form field{'s' if len(held) > 1 else ''} "
