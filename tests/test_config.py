@@ -69,6 +69,8 @@ def test_a_secret_given_directly_loses_its_trailing_newline(monkeypatch: pytest.
     (["serve", "gateway"], "GATEWAY_MAX_CONNECTIONS_PER_CLIENT", "-1"),
     (["serve", "gateway"], "GATEWAY_METRICS_FROM", "10.0.0.0/8,the office"),
     (["run"], "GATEWAY_METRICS_FROM", "10.0.0.300"),
+    (["consume", "delivery"], "ECOURT_CONSUMER_PREPARE_THREADS", "many"),
+    (["run"], "ECOURT_CONSUMER_PREPARE_THREADS", "0"),
     (["serve", "identity", "--no-migrate"], "IDENTITY_PREVIOUS_KEY_FILES", "/nonexistent/old.pem"),
 ])
 def test_the_cli_says_which_setting_is_wrong_and_exits_2(tmp_path: Path, argv: list[str],
