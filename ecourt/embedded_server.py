@@ -73,16 +73,36 @@ class InFlight:
 
 
 class _Closing:
-    """An answer's body that reports when the server has closed it (sent or abandoned)."""
+    """An answer's body that reports when it is done with: sent, or abandoned.
+
+    The server is to call ``close`` at the end of every request (PEP 3333), but werkzeug's
+    does it after reading whatever the client still sends, to discard it, and a client that
+    resets the connection then (a closed browser tab, a probe giving up) raises the reset out
+    of that read: the server takes it for a dropped connection and never calls ``close``. So
+    the body is closed when its iteration ends too — the server asks for the next piece only
+    once the last is written, so the answer is out by then — or when the iteration is
+    abandoned (a failed write: the generator is closed as the server lets go of it); the
+    server's own ``close`` after that changes nothing. Without it the request stayed counted
+    for ever, every later stop waited out the whole drain, and the body's own ``close`` (the
+    gateway's access record) never ran."""
 
     def __init__(self, body: Iterable[bytes], on_close: Callable[[], None]) -> None:
         self.body = body
         self.on_close = on_close
+        self._closed = False
+        self._lock = threading.Lock()
 
     def __iter__(self) -> Iterator[bytes]:
-        return iter(self.body)
+        try:
+            yield from self.body
+        finally:
+            self.close()
 
     def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
         try:
             close = getattr(self.body, "close", None)
             if close is not None:

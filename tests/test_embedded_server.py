@@ -1,0 +1,87 @@
+"""The embedded server counts a request as in flight until its answer is sent, whatever the
+client did meanwhile: a count left at one made every later stop of ``ecourt run`` wait out
+the whole drain (20 s) for a request long gone."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import pytest
+
+from ecourt.embedded_server import InFlight, listen
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[InFlight, int, dict[str, Any]]]:
+    """A tiny app behind ``InFlight`` on the suite's server: it answers once told to
+    (``state["go"]``) and records whether its answer's ``close`` was called."""
+    state: dict[str, Any] = {"go": threading.Event(), "closed": threading.Event(),
+                             "closes": 0}
+
+    class Answer:
+        def __iter__(self) -> Iterator[bytes]:
+            yield b"ok"
+
+        def close(self) -> None:
+            state["closes"] += 1
+            state["closed"].set()
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        state["go"].wait(10)
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+        return Answer()
+
+    server = listen("127.0.0.1", 0)
+    in_flight = InFlight(app)
+    server.app = in_flight
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    try:
+        yield in_flight, server.port, state
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_client_that_resets_after_its_answer_is_not_counted_for_ever(
+        served: tuple[InFlight, int, dict[str, Any]]) -> None:
+    """After an answer werkzeug's server reads what the client still sends, to discard it; a
+    client that then resets the connection (a browser tab closed, a probe giving up) raised
+    the reset out of that read, and the server, treating it as a dropped connection, never
+    called the answer's ``close``: the request stayed counted — every later stop of ``ecourt
+    run`` waited out its whole drain (20 s) — and the gateway's access record (written at
+    ``close``) was never made."""
+    in_flight, port, state = served
+    state["go"].set()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+        # bytes after the request that the app never reads: the server's discarding read
+        # waits on them until the reset
+        client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + b"unread" * 10)
+        data = b""
+        while not data.endswith(b"ok"):
+            data += client.recv(4096)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    # closed with linger 0: a reset, not a FIN
+    assert data.startswith(b"HTTP/1.1 200")
+    assert in_flight.drained(5), f"{in_flight.count} request(s) still counted"
+    assert state["closed"].wait(5), "the answer's close was never called"
+
+
+def test_an_answer_sent_is_closed_once(served: tuple[InFlight, int, dict[str, Any]]) -> None:
+    in_flight, port, state = served
+    state["go"].set()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+        client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := client.recv(4096):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"ok")
+    assert in_flight.drained(5) and in_flight.count == 0
+    assert state["closed"].wait(5)
+    threading.Event().wait(0.2)  # the server's own close, after its discarding read
+    assert state["closes"] == 1
