@@ -148,7 +148,8 @@ class _ClientConnection(asyncio.Protocol):
 
     __slots__ = ("edge", "settings", "parser", "transport", "remote", "remote_raw", "current",
                  "queue", "busy", "answering", "exchange", "last", "head_size", "head_started",
-                 "in_head", "closing", "linger", "discarded", "counted", "__weakref__")
+                 "in_head", "closing", "linger", "discarded", "counted", "sent_all",
+                 "__weakref__")
 
     def __init__(self, edge: EdgeServer) -> None:
         self.edge = edge
@@ -174,6 +175,8 @@ class _ClientConnection(asyncio.Protocol):
         self.discarded = 0
         #: counted in ``EdgeServer.per_client`` (only when a cap is set)
         self.counted = False
+        #: the client has half-closed (its FIN): it sends nothing more, the answers still go
+        self.sent_all = False
 
     # asyncio
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -226,6 +229,19 @@ class _ClientConnection(asyncio.Protocol):
             if not self.busy and not self.queue:
                 self.closing = True
                 self.transport.close()
+
+    def eof_received(self) -> bool:
+        """The client has shut down its sending side (``shutdown(SHUT_WR)``: ``nc -N``, some
+        HTTP/1.0 clients and health checkers do, once the request is sent): it sends nothing
+        more but still reads. The requests it sent whole are answered, and the connection
+        is closed after the last answer, as nginx and HAProxy do. (asyncio's default closed
+        the transport here: the request being forwarded, or waiting in the queue, was never
+        answered.) A request cut short by the EOF can never be answered: closed now, as is
+        a connection with nothing to answer or one lingering after a refusal."""
+        self.sent_all = True
+        if self.linger or self.closing or self.current is not None:
+            return False
+        return self.busy or bool(self.queue)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
@@ -398,6 +414,8 @@ class _ClientConnection(asyncio.Protocol):
         self.answering = None
         self.busy = False
         self.last = time.monotonic()
+        if self.sent_all and not self.queue:
+            keep_alive = False  # nothing more can come: closed after this answer
         if not keep_alive or self.closing:
             self.closing = True
             if self.transport is not None and not self.linger:

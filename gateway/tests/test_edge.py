@@ -644,6 +644,57 @@ def test_a_request_asking_to_switch_protocols_is_answered_without_switching(
     assert json.loads(body)["path"] == "/echo"
 
 
+def _half_closed(port: int, data: bytes, timeout: float = 5.0) -> bytes:
+    """Send ``data``, shut down the sending side (the client's FIN, as ``nc -N`` does once its
+    input is sent) and read until the gateway closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_a_client_that_half_closes_after_its_request_is_answered(front, serve, token):
+    """The client's FIN after a whole request says it sends nothing more, not that it stopped
+    listening: the answer goes out and the connection is closed after it. The edge closed the
+    connection on the FIN (asyncio's default), so a request being forwarded or answered on a
+    thread got no answer at all."""
+    upstream = make_upstream()
+    edge = front({"svc": serve(upstream).url})
+    bearer = f"Authorization: Bearer {token()}\r\n".encode()
+    for request, status in [
+        (b"GET /api/svc/healthz HTTP/1.1\r\nHost: x\r\n\r\n", b"200"),  # forwarded
+        (b"POST /api/svc/echo HTTP/1.1\r\nHost: x\r\n" + bearer
+         + b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}", b"200"),
+        (b"GET /docs HTTP/1.1\r\nHost: x\r\n\r\n", b"200"),  # the WSGI app's, on a thread
+        (b"GET /api/nope/x HTTP/1.0\r\n\r\n", b"404"),
+        (b"GET /api/svc/echo HTTP/1.1\r\nHost: x\r\n\r\n", b"401"),  # refused at once
+    ]:
+        answer = _half_closed(edge.port, request)
+        assert answer.startswith(b"HTTP/1.1 " + status), (request, answer[:200])
+    # two requests pipelined, then the FIN: both answered in order, then closed
+    two = _half_closed(edge.port, b"GET /api/svc/healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                       b"GET /api/svc/echo?n=2 HTTP/1.1\r\nHost: x\r\n" + bearer + b"\r\n")
+    assert two.count(b"HTTP/1.1 200 OK") == 2 and two.endswith(b"}\n"), two[-200:]
+    assert two.index(b'"status"') < two.index(b'"query":"n=2"')
+    assert upstream.config["calls"] == ["/healthz", "/echo", "/healthz", "/echo"]
+
+
+def test_a_request_cut_short_by_the_clients_fin_is_closed_without_an_answer(front, serve,
+                                                                             token):
+    """Half a head, or a body shorter than its length, can never be completed: closed at the
+    FIN, not held open until a timeout, and nothing is forwarded."""
+    upstream = make_upstream()
+    edge = front({"svc": serve(upstream).url})
+    assert _half_closed(edge.port, b"GET /api/svc/healthz HTTP/1.1\r\nHo") == b""
+    assert _half_closed(edge.port, b"POST /api/svc/echo HTTP/1.1\r\nHost: x\r\n"
+                        b"Authorization: Bearer " + token().encode() + b"\r\n"
+                        b"Content-Length: 10\r\n\r\n{}") == b""
+    assert upstream.config["calls"] == []
+
+
 def test_keep_alive_both_ways_and_pipelining(front, token):
     server = ThreadingHTTPServer(("127.0.0.1", 0), _KeepAlive)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
