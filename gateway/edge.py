@@ -236,10 +236,11 @@ class _ClientConnection(asyncio.Protocol):
         more but still reads. The requests it sent whole are answered, and the connection
         is closed after the last answer, as nginx and HAProxy do. (asyncio's default closed
         the transport here: the request being forwarded, or waiting in the queue, was never
-        answered.) A request cut short by the EOF can never be answered: closed now, as is
-        a connection with nothing to answer or one lingering after a refusal."""
+        answered.) A request cut short by the EOF can never be answered: it is dropped, and
+        with nothing else to answer the connection is closed now, as is one lingering after
+        a refusal."""
         self.sent_all = True
-        if self.linger or self.closing or self.current is not None:
+        if self.linger or self.closing:
             return False
         return self.busy or bool(self.queue)
 

@@ -685,7 +685,8 @@ def test_a_client_that_half_closes_after_its_request_is_answered(front, serve, t
 def test_a_request_cut_short_by_the_clients_fin_is_closed_without_an_answer(front, serve,
                                                                              token):
     """Half a head, or a body shorter than its length, can never be completed: closed at the
-    FIN, not held open until a timeout, and nothing is forwarded."""
+    FIN, not held open until a timeout, and nothing is forwarded; what came whole before it
+    is answered."""
     upstream = make_upstream()
     edge = front({"svc": serve(upstream).url})
     assert _half_closed(edge.port, b"GET /api/svc/healthz HTTP/1.1\r\nHo") == b""
@@ -693,6 +694,11 @@ def test_a_request_cut_short_by_the_clients_fin_is_closed_without_an_answer(fron
                         b"Authorization: Bearer " + token().encode() + b"\r\n"
                         b"Content-Length: 10\r\n\r\n{}") == b""
     assert upstream.config["calls"] == []
+    # a whole request before the half one is answered still
+    first = _half_closed(edge.port, b"GET /api/svc/healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                         b"GET /api/svc/healthz HTTP/1.1\r\nHo")
+    assert first.startswith(b"HTTP/1.1 200") and first.count(b"HTTP/1.1") == 1, first
+    assert upstream.config["calls"] == ["/healthz"]
 
 
 def test_keep_alive_both_ways_and_pipelining(front, token):
