@@ -149,7 +149,7 @@ class _ClientConnection(asyncio.Protocol):
     __slots__ = ("edge", "settings", "parser", "transport", "remote", "remote_raw", "current",
                  "queue", "busy", "answering", "exchange", "last", "head_size", "head_started",
                  "in_head", "closing", "linger", "discarded", "counted", "sent_all",
-                 "__weakref__")
+                 "refused_later", "__weakref__")
 
     def __init__(self, edge: EdgeServer) -> None:
         self.edge = edge
@@ -177,6 +177,9 @@ class _ClientConnection(asyncio.Protocol):
         self.counted = False
         #: the client has half-closed (its FIN): it sends nothing more, the answers still go
         self.sent_all = False
+        #: bytes that are no request, read while an earlier request's answer was under way:
+        #: (problem, method, path), answered once the answers before it are sent (``_refuse``)
+        self.refused_later: tuple[Problem, str, str] | None = None
 
     # asyncio
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -201,8 +204,8 @@ class _ClientConnection(asyncio.Protocol):
         if self.linger:
             self._discard(len(data))
             return
-        if self.closing:  # answered and closed (``finish``, ``_over_cap``): nothing more is read
-            return
+        if self.closing or self.refused_later:  # answered and closed (``finish``, ``_over_cap``),
+            return  # or refused once the answers before it are sent: nothing more is read
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -417,6 +420,12 @@ class _ClientConnection(asyncio.Protocol):
         self.last = time.monotonic()
         if self.sent_all and not self.queue:
             keep_alive = False  # nothing more can come: closed after this answer
+        if self.refused_later is not None and not self.queue:
+            problem, method, path = self.refused_later
+            self.refused_later = None
+            if keep_alive and not self.closing:  # after a last request, what follows is moot
+                self._refuse(problem, method, path)
+                return
         if not keep_alive or self.closing:
             self.closing = True
             if self.transport is not None and not self.linger:
@@ -466,6 +475,14 @@ class _ClientConnection(asyncio.Protocol):
     def _refuse(self, problem: Problem, method: str = "-", path: str = "") -> None:
         """Answer a request that could not be (or will not be) read, then close the
         connection."""
+        if self.busy and not self.linger and self.refused_later is None:
+            # bytes after a whole request that is being answered (pipelined): its answer, and
+            # those of requests queued before the fault, go first, then this refusal and the
+            # close, as nginx answers; aborting here lost the answers under way
+            self.refused_later = (problem, method, path)
+            if self.transport is not None:
+                self.transport.pause_reading()
+            return
         rid = routing.request_id_from("")
         if self.exchange is None and not self.busy:
             self.busy = True

@@ -11,6 +11,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import socketserver
@@ -699,6 +700,24 @@ def test_a_request_cut_short_by_the_clients_fin_is_closed_without_an_answer(fron
                          b"GET /api/svc/healthz HTTP/1.1\r\nHo")
     assert first.startswith(b"HTTP/1.1 200") and first.count(b"HTTP/1.1") == 1, first
     assert upstream.config["calls"] == ["/healthz"]
+
+
+def test_bytes_that_are_no_request_after_one_being_answered_wait_for_its_answer(front, serve):
+    """A whole request, then bytes that are no request (pipelined in one segment): the request
+    is answered, then the 400 and the close, as nginx answers; the edge aborted the connection
+    at the bad bytes and the answer under way was lost. After a last request (HTTP/1.0, or
+    ``Connection: close``) what follows is not looked at."""
+    upstream = make_upstream()
+    edge = front({"svc": serve(upstream).url})
+    healthz = b"GET /api/svc/healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    for garbage in (b"\x1e\x8c junk\r\n\r\n", b"GET /api/svc/healthz HTTP/9.9\r\n\r\n"):
+        answer = _raw(edge.port, healthz + healthz + garbage)
+        assert re.findall(rb"HTTP/1\.1 (\d{3})", answer) == [b"200", b"200", b"400"], answer
+        assert b"/bad-request" in answer
+    last = _raw(edge.port, b"GET /api/svc/healthz HTTP/1.0\r\n\r\n\x91\xbf junk")
+    assert last.startswith(b"HTTP/1.1 200") and b"400" not in last.split(b"\r\n")[0]
+    assert last.count(b"HTTP/1.1 ") == 1, last
+    assert upstream.config["calls"] == ["/healthz"] * 5
 
 
 def test_keep_alive_both_ways_and_pipelining(front, token):
