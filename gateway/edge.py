@@ -33,6 +33,10 @@ Limits and decisions:
 * framing a service could read differently is refused and never forwarded: more than one
   ``Host`` or none in HTTP/1.1, a transfer coding other than ``chunked``, any in HTTP/1.0
   (httptools refuses ``Content-Length`` with ``Transfer-Encoding`` and two lengths);
+* a client that half-closes (its FIN once its requests are sent) gets the answers to the
+  requests it sent whole, then the close (``eof_received``); bytes that are no request,
+  pipelined after a request being answered, are refused once the answers before them are
+  sent (``_refuse``), never by cutting those answers off;
 * a response body is streamed as it arrives, with back-pressure: when the client reads slowly
   the upstream connection stops being read;
 * towards a service, the gateway's ``connect_timeout`` and ``timeout`` apply as in
