@@ -12,18 +12,20 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from http import HTTPStatus
 from typing import Any
 
-from werkzeug.serving import BaseWSGIServer, ThreadedWSGIServer
+from werkzeug.serving import BaseWSGIServer, ThreadedWSGIServer, WSGIRequestHandler
 
 from servicekit.config import ConfigError
+from servicekit.problems import Problem, problem_response, slug_for
 
 
 def listen(host: str, port: int) -> BaseWSGIServer:
     """The suite's HTTP server, bound and listening but not yet serving (connections wait in
     the backlog until ``Suite.serve_on``). A port that cannot be bound is a ``ConfigError``
     naming it: werkzeug's own server prints two lines and calls ``sys.exit(1)`` instead."""
-    return _Server(host, port, _not_serving)
+    return _Server(host, port, _not_serving, handler=_ProblemHandler)
 
 
 class _Server(ThreadedWSGIServer):
@@ -36,6 +38,40 @@ class _Server(ThreadedWSGIServer):
             raise ConfigError(f"cannot listen on {self.host}:{self.port} ({exc.strerror}): "
                               "stop what uses the port or choose another (--port or "
                               "ECOURT_PORT)") from None
+
+
+#: what the suite says of a request that is not HTTP it can read, by status (the distributed
+#: edge's words, ``gateway.edge``); any other status gets its reason phrase
+_NOT_HTTP = {
+    400: ("bad-request", "the request is not valid HTTP/1.1"),
+    414: ("uri-too-long", "the request target is too long"),
+    431: ("headers-too-large", "the request line and headers are too large"),
+    505: ("http-version-not-supported", "only HTTP/1.0 and HTTP/1.1 are served"),
+}
+
+
+class _ProblemHandler(WSGIRequestHandler):
+    """werkzeug's request handler, whose answer to what is not HTTP at all (a request line it
+    cannot read, a version it does not serve, a header line too long) is problem+json like
+    every other error of the suite, not ``http.server``'s HTML page; the distributed tier's
+    edge answers the same. The request's own bytes are not echoed back."""
+
+    def send_error(self, code: int, message: str | None = None,
+                   explain: str | None = None) -> None:
+        slug, detail = _NOT_HTTP.get(code, (slug_for(code), None))
+        self.log_error("code %d, message %s", code, message)
+        answer = problem_response(Problem(code, slug, detail, title=HTTPStatus(code).phrase))
+        body = answer.get_data()
+        if self.request_version == "HTTP/0.9":  # no request line read: answered as nginx does,
+            self.request_version = "HTTP/1.1"  # with a status line and headers
+        self.send_response(code)
+        self.send_header("Connection", "close")
+        if code >= 200 and code not in (204, 205, 304):
+            self.send_header("Content-Type", answer.content_type or "")
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD" and code >= 200 and code not in (204, 205, 304):
+            self.wfile.write(body)
 
 
 def _not_serving(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:

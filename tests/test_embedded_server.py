@@ -4,6 +4,7 @@ the whole drain (20 s) for a request long gone."""
 
 from __future__ import annotations
 
+import json
 import socket
 import struct
 import threading
@@ -85,3 +86,36 @@ def test_an_answer_sent_is_closed_once(served: tuple[InFlight, int, dict[str, An
     assert state["closed"].wait(5)
     threading.Event().wait(0.2)  # the server's own close, after its discarding read
     assert state["closes"] == 1
+
+
+def _exchange(port: int, data: bytes) -> bytes:
+    """Send ``data``, half-close, read the whole answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+        client.sendall(data)
+        client.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := client.recv(65536):
+            answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize(("request_bytes", "status", "slug"), [
+    (b"GET /\x00 x y z\r\n\r\n", 400, "bad-request"),                  # no readable line
+    (b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03", 400, "bad-request"),  # TLS to plain HTTP
+    (b"GET / HTTP/2.0\r\n\r\n", 505, "http-version-not-supported"),
+    (b"GET / HTTP/1.1\r\nX-Long: " + b"a" * 70_000 + b"\r\n\r\n", 431, "headers-too-large"),
+])
+def test_what_is_not_http_is_answered_with_a_problem(
+        served: tuple[InFlight, int, dict[str, Any]], request_bytes: bytes, status: int,
+        slug: str) -> None:
+    """``http.server`` answered these with an HTML page, and a request line it could not read
+    without even a status line; the suite's errors are problem+json in both tiers (the
+    distributed edge answers the same), and the request's bytes are not echoed back."""
+    _, port, _ = served
+    answer = _exchange(port, request_bytes)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 %d " % status), answer[:200]
+    assert b"\r\nContent-Type: application/problem+json\r\n" in head + b"\r\n"
+    problem = json.loads(body)
+    assert problem["status"] == status and problem["type"].endswith("/" + slug)
+    assert b"z" not in body and b"HTTP/2.0" not in body
