@@ -9,6 +9,7 @@ commit. Kept apart from ``ecourt.embedded``, which assembles the suite itself.
 
 from __future__ import annotations
 
+import re
 import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -50,11 +51,22 @@ _NOT_HTTP = {
 }
 
 
+#: a terminal colour (SGR) escape, as werkzeug styles its access lines
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 class _ProblemHandler(WSGIRequestHandler):
     """werkzeug's request handler, whose answer to what is not HTTP at all (a request line it
     cannot read, a version it does not serve, a header line too long) is problem+json like
     every other error of the suite, not ``http.server``'s HTML page; the distributed tier's
-    edge answers the same. The request's own bytes are not echoed back."""
+    edge answers the same. The request's own bytes are not echoed back. Its log lines carry
+    no terminal colours."""
+
+    def log(self, type: str, message: str, *args: Any) -> None:  # noqa: A002 - werkzeug's name
+        """werkzeug's log lines without the terminal colours it gives an access line by its
+        status: the suite's logs are JSON lines for machines, where an ANSI escape is noise."""
+        super().log(type, message, *(_ANSI.sub("", a) if isinstance(a, str) else a
+                                     for a in args))
 
     def send_error(self, code: int, message: str | None = None,
                    explain: str | None = None) -> None:

@@ -5,6 +5,7 @@ the whole drain (20 s) for a request long gone."""
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import struct
 import threading
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from ecourt.embedded_server import InFlight, listen
+from servicekit.testing import wait_for
 
 
 @pytest.fixture
@@ -119,3 +121,19 @@ def test_what_is_not_http_is_answered_with_a_problem(
     problem = json.loads(body)
     assert problem["status"] == status and problem["type"].endswith("/" + slug)
     assert b"z" not in body and b"HTTP/2.0" not in body
+
+
+def test_the_servers_log_lines_carry_no_terminal_colours(
+        served: tuple[InFlight, int, dict[str, Any]], caplog: pytest.LogCaptureFixture) -> None:
+    """werkzeug colours an access line by its status (ANSI escapes); in the suite's JSON log
+    lines they were noise ("\\u001b[31m\\u001b[1mGET …")."""
+    _, port, state = served
+    state["go"].set()
+    with caplog.at_level(logging.INFO, logger="werkzeug"):
+        _exchange(port, b"GET /x HTTP/9.1\r\n\r\n")  # a 505: werkzeug's boldest colours
+        _exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_for(lambda: len([r for r in caplog.records if r.name == "werkzeug"]) >= 3,
+                 timeout=5, message="the server to log")
+    lines = [r.getMessage() for r in caplog.records if r.name == "werkzeug"]
+    assert any('"GET /x HTTP/9.1" 505' in line for line in lines), lines
+    assert all("\x1b" not in line for line in lines), lines
