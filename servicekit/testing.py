@@ -204,29 +204,41 @@ def transaction_open(database: Database) -> bool:
     On SQLite, whether the write lock is taken: another connection cannot take it at once
     (``_holding_the_write_lock`` with no busy wait). On PostgreSQL, whether a connection of the
     database's pool is checked out, or any other client of the database is inside a
-    transaction (``pg_stat_activity``)."""
+    transaction (``pg_stat_activity``).
+
+    Probes made at once from several threads (look-ups a consumer makes concurrently) would
+    see each other — on SQLite a probe holds the write lock for an instant, on PostgreSQL its
+    own query is a transaction — so one probe runs at a time, and a probe's connection is
+    named (``application_name``) and left out of what the others count."""
     import sqlite3
 
     from sqlalchemy.engine import make_url
 
     url = make_url(database.url)
-    if url.get_backend_name() == "sqlite":
-        try:
-            with _holding_the_write_lock(database.url, 0):
-                return False
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc):
-                raise
+    with _ONE_PROBE_AT_A_TIME:
+        if url.get_backend_name() == "sqlite":
+            try:
+                with _holding_the_write_lock(database.url, 0):
+                    return False
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                return True
+        if database.engine.pool.checkedout():
             return True
-    if database.engine.pool.checkedout():
-        return True
-    with psycopg.connect(url.set(drivername="postgresql").render_as_string(False),
-                         autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-            " AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
-            " AND xact_start IS NOT NULL").fetchone()
-    return bool(row and row[0])
+        with psycopg.connect(url.set(drivername="postgresql").render_as_string(False),
+                             autocommit=True, application_name=_PROBE) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+                " AND application_name <> %s AND xact_start IS NOT NULL",
+                (_PROBE,)).fetchone()
+        return bool(row and row[0])
+
+
+#: ``transaction_open``'s probes, one at a time, and the name their PostgreSQL connections go by
+_ONE_PROBE_AT_A_TIME = threading.Lock()
+_PROBE = "ecourt-transaction-probe"
 
 
 class InMemoryConsumer:

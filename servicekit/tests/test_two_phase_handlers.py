@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from ecourt import registry
@@ -123,6 +123,30 @@ class Overlap:
 
 def _events(n: int, **data: Any) -> list[CloudEvent]:
     return [CloudEvent(TYPE, "/test", {"n": i, **data}) for i in range(n)]
+
+
+def test_probes_made_at_once_do_not_see_each_other_as_a_transaction(db: Database) -> None:
+    """``transaction_open`` is asked from several threads at once when a consumer's look-ups
+    run concurrently; one probe (on SQLite an instant of the write lock, on PostgreSQL its own
+    query) was seen by another as the database's transaction."""
+    rounds, threads = 20, 8
+    start = threading.Barrier(threads, timeout=10)
+    seen: list[bool] = []
+
+    def probe() -> None:
+        for _ in range(rounds):
+            start.wait()
+            seen.append(transaction_open(db))
+
+    workers = [threading.Thread(target=probe) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert len(seen) == rounds * threads and not any(seen), seen.count(True)
+    with db.transaction() as session:  # and a real one is still seen
+        session.execute(text("SELECT 1"))
+        assert transaction_open(db)
 
 
 def test_prepare_runs_with_no_transaction_open_and_apply_inside_it(db: Database) -> None:

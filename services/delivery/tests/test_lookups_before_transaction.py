@@ -50,14 +50,10 @@ class Identity:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.asked: list[tuple[str, bool]] = []
-        # one probe at a time: look-ups made at once would see each other's probe (on SQLite
-        # it takes the write lock for an instant) as delivery's transaction
-        self._probing = threading.Lock()
 
     def get_json(self, service: str, path: str) -> dict[str, Any]:
         assert service == "identity"
-        with self._probing:
-            self.asked.append((path, transaction_open(self.db)))
+        self.asked.append((path, transaction_open(self.db)))
         if path in STAFF:
             return {"items": [{"account_id": account} for account in STAFF[path]]}
         return {"phone": PHONES[path.split("/")[3]]}
